@@ -1,0 +1,655 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"math"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/master/namespace"
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/hrpc"
+	"github.com/godfs/godfs/protocol/pb"
+)
+
+// listingLimit is how many entries one getListing page holds (HDFS's
+// dfs.ls.limit).
+const listingLimit = 1000
+
+// clientMethods are the ClientProtocol methods godfs serves. Any other
+// method gets RpcNoSuchMethodException with a clear message.
+func (m *Master) clientMethods() map[string]hrpc.Method {
+	return map[string]hrpc.Method{
+		"getFileInfo":           hrpc.Handle(newMsg[pb.GetFileInfoRequestProto], m.getFileInfo),
+		"getListing":            hrpc.Handle(newMsg[pb.GetListingRequestProto], m.getListing),
+		"mkdirs":                hrpc.Handle(newMsg[pb.MkdirsRequestProto], m.mkdirs),
+		"create":                hrpc.Handle(newMsg[pb.CreateRequestProto], m.create),
+		"append":                hrpc.Handle(newMsg[pb.AppendRequestProto], m.appendFile),
+		"addBlock":              hrpc.Handle(newMsg[pb.AddBlockRequestProto], m.addBlock),
+		"abandonBlock":          hrpc.Handle(newMsg[pb.AbandonBlockRequestProto], m.abandonBlock),
+		"complete":              hrpc.Handle(newMsg[pb.CompleteRequestProto], m.complete),
+		"getBlockLocations":     hrpc.Handle(newMsg[pb.GetBlockLocationsRequestProto], m.getBlockLocations),
+		"delete":                hrpc.Handle(newMsg[pb.DeleteRequestProto], m.delete),
+		"rename":                hrpc.Handle(newMsg[pb.RenameRequestProto], m.rename),
+		"rename2":               hrpc.Handle(newMsg[pb.Rename2RequestProto], m.rename2),
+		"setPermission":         hrpc.Handle(newMsg[pb.SetPermissionRequestProto], m.setPermission),
+		"setOwner":              hrpc.Handle(newMsg[pb.SetOwnerRequestProto], m.setOwner),
+		"setReplication":        hrpc.Handle(newMsg[pb.SetReplicationRequestProto], m.setReplication),
+		"setTimes":              hrpc.Handle(newMsg[pb.SetTimesRequestProto], m.setTimes),
+		"truncate":              hrpc.Handle(newMsg[pb.TruncateRequestProto], m.truncate),
+		"getContentSummary":     hrpc.Handle(newMsg[pb.GetContentSummaryRequestProto], m.getContentSummary),
+		"getFsStats":            hrpc.Handle(newMsg[pb.GetFsStatusRequestProto], m.getFsStats),
+		"getServerDefaults":     hrpc.Handle(newMsg[pb.GetServerDefaultsRequestProto], m.getServerDefaults),
+		"renewLease":            hrpc.Handle(newMsg[pb.RenewLeaseRequestProto], m.renewLease),
+		"getDatanodeReport":     hrpc.Handle(newMsg[pb.GetDatanodeReportRequestProto], m.getDatanodeReport),
+		"reportBadBlocks":       hrpc.Handle(newMsg[pb.ReportBadBlocksRequestProto], m.reportBadBlocks),
+		"getPreferredBlockSize": hrpc.Handle(newMsg[pb.GetPreferredBlockSizeRequestProto], m.getPreferredBlockSize),
+		"isFileClosed":          hrpc.Handle(newMsg[pb.IsFileClosedRequestProto], m.isFileClosed),
+		"fsync":                 hrpc.Handle(newMsg[pb.FsyncRequestProto], m.fsync),
+	}
+}
+
+func newMsg[T any]() *T { return new(T) }
+
+// fileStatus converts an inode to HDFS's file status; name is the local
+// name to report (empty for getFileInfo, as HDFS does).
+func (m *Master) fileStatus(n *namespace.Inode, name string) *pb.HdfsFileStatusProto {
+	st := &pb.HdfsFileStatusProto{
+		Path:             []byte(name),
+		Permission:       &pb.FsPermissionProto{Perm: proto.Uint32(uint32(n.Perm))},
+		Owner:            proto.String(n.Owner),
+		Group:            proto.String(n.Group),
+		ModificationTime: proto.Uint64(uint64(n.Mtime)),
+		AccessTime:       proto.Uint64(uint64(n.Atime)),
+		FileId:           proto.Uint64(n.ID),
+	}
+	if n.IsDir {
+		st.FileType = pb.HdfsFileStatusProto_IS_DIR.Enum()
+		st.Length = proto.Uint64(0)
+		st.ChildrenNum = proto.Int32(int32(len(n.Children)))
+	} else {
+		st.FileType = pb.HdfsFileStatusProto_IS_FILE.Enum()
+		st.Length = proto.Uint64(n.Len())
+		st.BlockReplication = proto.Uint32(uint32(n.Replication))
+		st.Blocksize = proto.Uint64(n.BlockSize)
+		st.ChildrenNum = proto.Int32(0)
+	}
+	return st
+}
+
+func (m *Master) getFileInfo(ctx context.Context, req *pb.GetFileInfoRequestProto) (*pb.GetFileInfoResponseProto, error) {
+	resp := &pb.GetFileInfoResponseProto{}
+	err := m.view(func() error {
+		n, err := m.mu.tree.Lookup(req.GetSrc())
+		if err != nil {
+			if isNotFound(err) {
+				return nil // HDFS answers a missing path with no status, not an error
+			}
+			return err
+		}
+		resp.Fs = m.fileStatus(n, "")
+		return nil
+	})
+	return resp, err
+}
+
+func isNotFound(err error) bool {
+	return errorsIs(err, fs.ErrNotExist) || errorsIs(err, protocol.ErrNotDir)
+}
+
+func (m *Master) getListing(ctx context.Context, req *pb.GetListingRequestProto) (*pb.GetListingResponseProto, error) {
+	resp := &pb.GetListingResponseProto{}
+	err := m.view(func() error {
+		n, err := m.mu.tree.Lookup(req.GetSrc())
+		if err != nil {
+			if isNotFound(err) {
+				return nil // no dirList: the path does not exist
+			}
+			return err
+		}
+		list := &pb.DirectoryListingProto{}
+		if !n.IsDir {
+			list.PartialListing = []*pb.HdfsFileStatusProto{m.fileStatus(n, "")}
+			list.RemainingEntries = proto.Uint32(0)
+			resp.DirList = list
+			return nil
+		}
+		after := string(req.GetStartAfter())
+		children := n.SortedChildren()
+		i := 0
+		for i < len(children) && after != "" && children[i].Name <= after {
+			i++
+		}
+		end := min(len(children), i+listingLimit)
+		for _, c := range children[i:end] {
+			st := m.fileStatus(c, c.Name)
+			if req.GetNeedLocation() && !c.IsDir {
+				st.Locations = m.locatedBlocksLocked(ctx, c, 0, math.MaxUint64)
+			}
+			list.PartialListing = append(list.PartialListing, st)
+		}
+		list.RemainingEntries = proto.Uint32(uint32(len(children) - end))
+		resp.DirList = list
+		return nil
+	})
+	return resp, err
+}
+
+func (m *Master) mkdirs(ctx context.Context, req *pb.MkdirsRequestProto) (*pb.MkdirsResponseProto, error) {
+	user := hrpc.CallerFrom(ctx).User
+	err := m.update(func() error {
+		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpMkdir, Path: req.GetSrc(),
+			FileID: m.mu.tree.NextInodeID(), Perm: uint16(req.GetMasked().GetPerm() & 0o1777),
+			Owner: ownerOr(user), Group: m.cfg.SuperGroup, Time: m.nowMillis(), Parents: req.GetCreateParent()})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MkdirsResponseProto{Result: proto.Bool(true)}, nil
+}
+
+func ownerOr(user string) string {
+	if user == "" {
+		return "godfs"
+	}
+	return user
+}
+
+func (m *Master) create(ctx context.Context, req *pb.CreateRequestProto) (*pb.CreateResponseProto, error) {
+	flags := req.GetCreateFlag()
+	repl := req.GetReplication()
+	if repl == 0 {
+		repl = uint32(m.cfg.Replication)
+	}
+	bs := req.GetBlockSize()
+	if bs == 0 {
+		bs = m.cfg.BlockSize
+	}
+	switch {
+	case repl > MaxReplication:
+		return nil, fmt.Errorf("%w: replication %d is above the maximum %d", protocol.ErrInvalidArgument, repl, MaxReplication)
+	case bs < MinBlockSize || bs > MaxBlockSize || bs%protocol.BytesPerChecksum != 0:
+		return nil, fmt.Errorf("%w: block size %d must be a multiple of %d between %d and %d",
+			protocol.ErrInvalidArgument, bs, protocol.BytesPerChecksum, MinBlockSize, uint64(MaxBlockSize))
+	case req.GetClientName() == "":
+		return nil, fmt.Errorf("%w: create needs a client name", protocol.ErrInvalidArgument)
+	}
+	if flags&uint32(pb.CreateFlagProto_APPEND) != 0 {
+		return nil, fmt.Errorf("%w: create with the APPEND flag; call append", protocol.ErrUnsupported)
+	}
+	user := hrpc.CallerFrom(ctx).User
+	resp := &pb.CreateResponseProto{}
+	err := m.update(func() error {
+		res, err := m.applyLocked(&namespace.Entry{Type: namespace.OpCreate, Path: req.GetSrc(),
+			FileID: m.mu.tree.NextInodeID(), Perm: uint16(req.GetMasked().GetPerm() & 0o1777),
+			Owner: ownerOr(user), Group: m.cfg.SuperGroup, Time: m.nowMillis(),
+			Replication: uint16(repl), BlockSize: bs, Client: req.GetClientName(),
+			Overwrite: flags&uint32(pb.CreateFlagProto_OVERWRITE) != 0, Parents: req.GetCreateParent()})
+		if err != nil {
+			return err
+		}
+		m.renewLeaseLocked(req.GetClientName())
+		resp.Fs = m.fileStatus(res.Inode, "")
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// appendFile reopens a file for writing. godfs appends in new blocks (as
+// HDFS's NEW_BLOCK flag does), so the response never carries a last block
+// to continue and the client starts its next block with addBlock.
+func (m *Master) appendFile(ctx context.Context, req *pb.AppendRequestProto) (*pb.AppendResponseProto, error) {
+	resp := &pb.AppendResponseProto{}
+	err := m.update(func() error {
+		res, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAppend, Path: req.GetSrc(),
+			Client: req.GetClientName(), Time: m.nowMillis()})
+		if err != nil {
+			return err
+		}
+		m.renewLeaseLocked(req.GetClientName())
+		resp.Stat = m.fileStatus(res.Inode, "")
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// fileIDFor resolves the file a write call is about: by id when the client
+// sent one, else by path among the files under construction.
+func (m *Master) fileIDForLocked(src string, fileID uint64, client string) uint64 {
+	if fileID != 0 {
+		return fileID
+	}
+	var id uint64
+	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
+		if n.Path() == src && n.Client == client {
+			id = n.ID
+		}
+	})
+	return id
+}
+
+func blockFrom(b *pb.ExtendedBlockProto) *namespace.Block {
+	if b == nil {
+		return nil
+	}
+	return &namespace.Block{ID: b.GetBlockId(), GenStamp: b.GetGenerationStamp(), Len: b.GetNumBytes()}
+}
+
+func (m *Master) addBlock(ctx context.Context, req *pb.AddBlockRequestProto) (*pb.AddBlockResponseProto, error) {
+	exclude := map[string]bool{}
+	for _, dn := range req.GetExcludeNodes() {
+		exclude[dn.GetId().GetDatanodeUuid()] = true
+		exclude[xferAddr(dn.GetId())] = true
+	}
+	clientIP := callerIP(ctx)
+	resp := &pb.AddBlockResponseProto{}
+	err := m.update(func() error {
+		id := m.fileIDForLocked(req.GetSrc(), req.GetFileId(), req.GetClientName())
+		n := m.mu.tree.UnderConstruction(id)
+		if n == nil {
+			return &fs.PathError{Op: "addBlock", Path: req.GetSrc(), Err: protocol.ErrNoLease}
+		}
+		want := int(n.Replication)
+		targets := m.mu.blocks.choose(want, clientIP, exclude, m.cfg.Rand)
+		if len(targets) == 0 {
+			return fmt.Errorf("%w: cannot place a block of %s (%d live, %d excluded)",
+				protocol.ErrNoDatanodes, req.GetSrc(), len(m.mu.blocks.live()), len(req.GetExcludeNodes()))
+		}
+		b := namespace.Block{ID: m.mu.tree.NextBlockID(), GenStamp: m.mu.tree.NextGenStamp()}
+		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAddBlock, FileID: id, Path: req.GetSrc(),
+			Client: req.GetClientName(), Block: &b, Previous: blockFrom(req.GetPrevious())}); err != nil {
+			return err
+		}
+		uuids := make([]string, len(targets))
+		for i, t := range targets {
+			uuids[i] = t.uuid
+		}
+		m.mu.blocks.add(id, b, uuids)
+		m.renewLeaseLocked(req.GetClientName())
+		resp.Block = m.locatedBlock(b, n.Len(), targets)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (m *Master) abandonBlock(ctx context.Context, req *pb.AbandonBlockRequestProto) (*pb.AbandonBlockResponseProto, error) {
+	err := m.update(func() error {
+		id := m.fileIDForLocked(req.GetSrc(), req.GetFileId(), req.GetHolder())
+		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonBlock, FileID: id, Path: req.GetSrc(),
+			Client: req.GetHolder(), Block: blockFrom(req.GetB())})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AbandonBlockResponseProto{}, nil
+}
+
+func (m *Master) complete(ctx context.Context, req *pb.CompleteRequestProto) (*pb.CompleteResponseProto, error) {
+	err := m.update(func() error {
+		id := m.fileIDForLocked(req.GetSrc(), req.GetFileId(), req.GetClientName())
+		if id != 0 && m.mu.tree.UnderConstruction(id) == nil {
+			// Already complete: a retried complete whose answer was lost.
+			if n, err := m.mu.tree.Lookup(req.GetSrc()); err == nil && n.ID == id {
+				return nil
+			}
+		}
+		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: id, Path: req.GetSrc(),
+			Client: req.GetClientName(), Previous: blockFrom(req.GetLast()), Time: m.nowMillis()})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.CompleteResponseProto{Result: proto.Bool(true)}, nil
+}
+
+func (m *Master) fsync(ctx context.Context, req *pb.FsyncRequestProto) (*pb.FsyncResponseProto, error) {
+	// Blocks become visible when complete; hflush visibility of a file
+	// under construction comes with issue #4. Renew the lease at least.
+	m.view(func() error { m.renewLeaseLocked(req.GetClient()); return nil })
+	return &pb.FsyncResponseProto{}, nil
+}
+
+// locatedBlock builds the LocatedBlockProto for block b at offset off.
+func (m *Master) locatedBlock(b namespace.Block, off uint64, locs []*datanode) *pb.LocatedBlockProto {
+	lb := &pb.LocatedBlockProto{
+		B: &pb.ExtendedBlockProto{PoolId: proto.String(m.poolID), BlockId: proto.Uint64(b.ID),
+			GenerationStamp: proto.Uint64(b.GenStamp), NumBytes: proto.Uint64(b.Len)},
+		Offset:     proto.Uint64(off),
+		Corrupt:    proto.Bool(false),
+		BlockToken: emptyToken(),
+	}
+	for _, dn := range locs {
+		lb.Locs = append(lb.Locs, dn.info)
+		lb.StorageTypes = append(lb.StorageTypes, pb.StorageTypeProto_DISK)
+		lb.StorageIDs = append(lb.StorageIDs, "DS-"+dn.uuid)
+		lb.IsCached = append(lb.IsCached, false)
+	}
+	return lb
+}
+
+func emptyToken() *pb.TokenProto {
+	return &pb.TokenProto{Identifier: []byte{}, Password: []byte{}, Kind: proto.String(""), Service: proto.String("")}
+}
+
+// locatedBlocksLocked lists the blocks of n overlapping [off, off+length).
+// m.mu must be held.
+func (m *Master) locatedBlocksLocked(ctx context.Context, n *namespace.Inode, off, length uint64) *pb.LocatedBlocksProto {
+	ip := callerIP(ctx)
+	lbs := &pb.LocatedBlocksProto{
+		FileLength:          proto.Uint64(n.Len()),
+		UnderConstruction:   proto.Bool(n.UnderConstruction()),
+		IsLastBlockComplete: proto.Bool(!n.UnderConstruction()),
+	}
+	end := off + length
+	if end < off {
+		end = math.MaxUint64
+	}
+	var pos uint64
+	for _, b := range n.Blocks {
+		bEnd := pos + b.Len
+		if bEnd > off && pos < end || b.Len == 0 && pos >= off && pos < end {
+			lbs.Blocks = append(lbs.Blocks, m.locatedBlock(b, pos, m.mu.blocks.locations(b.ID, ip, m.cfg.Rand)))
+		}
+		pos = bEnd
+	}
+	if k := len(lbs.Blocks); k > 0 && len(n.Blocks) > 0 && lbs.Blocks[k-1].GetB().GetBlockId() == n.Blocks[len(n.Blocks)-1].ID {
+		lbs.LastBlock = lbs.Blocks[k-1]
+	}
+	return lbs
+}
+
+func (m *Master) getBlockLocations(ctx context.Context, req *pb.GetBlockLocationsRequestProto) (*pb.GetBlockLocationsResponseProto, error) {
+	resp := &pb.GetBlockLocationsResponseProto{}
+	err := m.view(func() error {
+		n, err := m.mu.tree.Lookup(req.GetSrc())
+		if err != nil {
+			return err
+		}
+		if n.IsDir {
+			return &fs.PathError{Op: "open", Path: req.GetSrc(), Err: fmt.Errorf("%w: path is not a file", fs.ErrNotExist)}
+		}
+		resp.Locations = m.locatedBlocksLocked(ctx, n, req.GetOffset(), req.GetLength())
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (m *Master) delete(ctx context.Context, req *pb.DeleteRequestProto) (*pb.DeleteResponseProto, error) {
+	err := m.update(func() error {
+		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpDelete, Path: req.GetSrc(),
+			Recursive: req.GetRecursive(), Time: m.nowMillis()})
+		return err
+	})
+	if isNotFound(err) {
+		return &pb.DeleteResponseProto{Result: proto.Bool(false)}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &pb.DeleteResponseProto{Result: proto.Bool(true)}, nil
+}
+
+// rename is the old HDFS rename: into an existing directory if dst is one,
+// and false rather than an exception when it cannot be done.
+func (m *Master) rename(ctx context.Context, req *pb.RenameRequestProto) (*pb.RenameResponseProto, error) {
+	err := m.update(func() error {
+		dst := req.GetDst()
+		if d, err := m.mu.tree.Lookup(dst); err == nil && d.IsDir {
+			if parts, err := namespace.SplitPath(req.GetSrc()); err == nil && len(parts) > 0 {
+				dst = namespace.Join(append(mustSplit(dst), parts[len(parts)-1]))
+			}
+		}
+		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpRename, Path: req.GetSrc(), Dst: dst, Time: m.nowMillis()})
+		return err
+	})
+	return &pb.RenameResponseProto{Result: proto.Bool(err == nil)}, nil
+}
+
+func mustSplit(p string) []string {
+	parts, _ := namespace.SplitPath(p)
+	return parts
+}
+
+func (m *Master) rename2(ctx context.Context, req *pb.Rename2RequestProto) (*pb.Rename2ResponseProto, error) {
+	err := m.update(func() error {
+		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpRename, Path: req.GetSrc(), Dst: req.GetDst(),
+			Overwrite: req.GetOverwriteDest(), Time: m.nowMillis()})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.Rename2ResponseProto{}, nil
+}
+
+func (m *Master) setAttr(e *namespace.Entry) error {
+	return m.update(func() error {
+		_, err := m.applyLocked(e)
+		return err
+	})
+}
+
+func (m *Master) setPermission(ctx context.Context, req *pb.SetPermissionRequestProto) (*pb.SetPermissionResponseProto, error) {
+	err := m.setAttr(&namespace.Entry{Type: namespace.OpSetPermission, Path: req.GetSrc(), Perm: uint16(req.GetPermission().GetPerm())})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.SetPermissionResponseProto{}, nil
+}
+
+func (m *Master) setOwner(ctx context.Context, req *pb.SetOwnerRequestProto) (*pb.SetOwnerResponseProto, error) {
+	err := m.setAttr(&namespace.Entry{Type: namespace.OpSetOwner, Path: req.GetSrc(), Owner: req.GetUsername(), Group: req.GetGroupname()})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.SetOwnerResponseProto{}, nil
+}
+
+func (m *Master) setReplication(ctx context.Context, req *pb.SetReplicationRequestProto) (*pb.SetReplicationResponseProto, error) {
+	r := req.GetReplication()
+	if r == 0 || r > MaxReplication {
+		return nil, fmt.Errorf("%w: replication %d must be between 1 and %d", protocol.ErrInvalidArgument, r, MaxReplication)
+	}
+	err := m.setAttr(&namespace.Entry{Type: namespace.OpSetReplication, Path: req.GetSrc(), Replication: uint16(r)})
+	if errorsIs(err, protocol.ErrIsDir) {
+		return &pb.SetReplicationResponseProto{Result: proto.Bool(false)}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &pb.SetReplicationResponseProto{Result: proto.Bool(true)}, nil
+}
+
+func (m *Master) setTimes(ctx context.Context, req *pb.SetTimesRequestProto) (*pb.SetTimesResponseProto, error) {
+	// HDFS sends -1 (as uint64) for "leave unchanged".
+	err := m.setAttr(&namespace.Entry{Type: namespace.OpSetTimes, Path: req.GetSrc(),
+		Time: int64(req.GetMtime()), Atime: int64(req.GetAtime())})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.SetTimesResponseProto{}, nil
+}
+
+func (m *Master) truncate(ctx context.Context, req *pb.TruncateRequestProto) (*pb.TruncateResponseProto, error) {
+	err := m.update(func() error {
+		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpTruncate, Path: req.GetSrc(),
+			Length: req.GetNewLength(), Time: m.nowMillis()})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.TruncateResponseProto{Result: proto.Bool(true)}, nil
+}
+
+func (m *Master) getContentSummary(ctx context.Context, req *pb.GetContentSummaryRequestProto) (*pb.GetContentSummaryResponseProto, error) {
+	var length, files, dirs, space uint64
+	err := m.view(func() error {
+		n, err := m.mu.tree.Lookup(req.GetPath())
+		if err != nil {
+			return err
+		}
+		var walk func(*namespace.Inode)
+		walk = func(n *namespace.Inode) {
+			if n.IsDir {
+				dirs++
+				for _, c := range n.Children {
+					walk(c)
+				}
+				return
+			}
+			files++
+			length += n.Len()
+			space += n.Len() * uint64(n.Replication)
+		}
+		walk(n)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	noQuota := uint64(math.MaxUint64) // -1 on the wire: no quota
+	return &pb.GetContentSummaryResponseProto{Summary: &pb.ContentSummaryProto{
+		Length: proto.Uint64(length), FileCount: proto.Uint64(files), DirectoryCount: proto.Uint64(dirs),
+		Quota: proto.Uint64(noQuota), SpaceConsumed: proto.Uint64(space), SpaceQuota: proto.Uint64(noQuota),
+	}}, nil
+}
+
+func (m *Master) getFsStats(ctx context.Context, req *pb.GetFsStatusRequestProto) (*pb.GetFsStatsResponseProto, error) {
+	var capacity, used, remaining, missing uint64
+	m.view(func() error {
+		for _, dn := range m.mu.blocks.live() {
+			capacity += dn.info.GetCapacity()
+			used += dn.info.GetDfsUsed()
+			remaining += dn.info.GetRemaining()
+		}
+		for _, bi := range m.mu.blocks.blocks {
+			if len(bi.replicas) == 0 {
+				missing++
+			}
+		}
+		return nil
+	})
+	return &pb.GetFsStatsResponseProto{Capacity: proto.Uint64(capacity), Used: proto.Uint64(used),
+		Remaining: proto.Uint64(remaining), UnderReplicated: proto.Uint64(0), CorruptBlocks: proto.Uint64(0),
+		MissingBlocks: proto.Uint64(missing)}, nil
+}
+
+func (m *Master) getServerDefaults(ctx context.Context, req *pb.GetServerDefaultsRequestProto) (*pb.GetServerDefaultsResponseProto, error) {
+	return &pb.GetServerDefaultsResponseProto{ServerDefaults: &pb.FsServerDefaultsProto{
+		BlockSize:        proto.Uint64(m.cfg.BlockSize),
+		BytesPerChecksum: proto.Uint32(protocol.BytesPerChecksum),
+		WritePacketSize:  proto.Uint32(64 << 10),
+		Replication:      proto.Uint32(uint32(m.cfg.Replication)),
+		FileBufferSize:   proto.Uint32(4096),
+		ChecksumType:     pb.ChecksumTypeProto_CHECKSUM_CRC32C.Enum(),
+	}}, nil
+}
+
+func (m *Master) renewLease(ctx context.Context, req *pb.RenewLeaseRequestProto) (*pb.RenewLeaseResponseProto, error) {
+	m.view(func() error { m.renewLeaseLocked(req.GetClientName()); return nil })
+	return &pb.RenewLeaseResponseProto{}, nil
+}
+
+func (m *Master) getDatanodeReport(ctx context.Context, req *pb.GetDatanodeReportRequestProto) (*pb.GetDatanodeReportResponseProto, error) {
+	resp := &pb.GetDatanodeReportResponseProto{}
+	m.view(func() error {
+		for _, dn := range m.mu.blocks.nodes {
+			switch req.GetType() {
+			case pb.DatanodeReportTypeProto_LIVE:
+				if dn.dead {
+					continue
+				}
+			case pb.DatanodeReportTypeProto_DEAD:
+				if !dn.dead {
+					continue
+				}
+			case pb.DatanodeReportTypeProto_ALL:
+			default:
+				continue
+			}
+			info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
+			info.LastUpdate = proto.Uint64(uint64(dn.lastHeartbeat.UnixMilli()))
+			info.NumBlocks = proto.Uint32(uint32(len(dn.blocks)))
+			resp.Di = append(resp.Di, info)
+		}
+		return nil
+	})
+	sortDatanodes(resp.Di)
+	return resp, nil
+}
+
+// reportBadBlocks drops replicas a reader found corrupt and has their
+// datanodes delete them.
+func (m *Master) reportBadBlocks(ctx context.Context, req *pb.ReportBadBlocksRequestProto) (*pb.ReportBadBlocksResponseProto, error) {
+	m.view(func() error {
+		for _, lb := range req.GetBlocks() {
+			id := lb.GetB().GetBlockId()
+			for _, loc := range lb.GetLocs() {
+				uuid := loc.GetId().GetDatanodeUuid()
+				dn := m.mu.blocks.nodes[uuid]
+				if dn == nil {
+					continue
+				}
+				m.log.Warn("corrupt replica reported", "block", id, "datanode", xferAddr(dn.info.GetId()))
+				m.mu.blocks.removeReplica(id, uuid)
+				dn.invalidate = append(dn.invalidate, blockProto(id, lb.GetB().GetGenerationStamp(), 0))
+			}
+		}
+		return nil
+	})
+	return &pb.ReportBadBlocksResponseProto{}, nil
+}
+
+func (m *Master) getPreferredBlockSize(ctx context.Context, req *pb.GetPreferredBlockSizeRequestProto) (*pb.GetPreferredBlockSizeResponseProto, error) {
+	var bs uint64
+	err := m.view(func() error {
+		n, err := m.mu.tree.Lookup(req.GetFilename())
+		if err != nil {
+			return err
+		}
+		bs = n.BlockSize
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetPreferredBlockSizeResponseProto{Bsize: proto.Uint64(bs)}, nil
+}
+
+func (m *Master) isFileClosed(ctx context.Context, req *pb.IsFileClosedRequestProto) (*pb.IsFileClosedResponseProto, error) {
+	var closed bool
+	err := m.view(func() error {
+		n, err := m.mu.tree.Lookup(req.GetSrc())
+		if err != nil {
+			return err
+		}
+		closed = !n.UnderConstruction()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.IsFileClosedResponseProto{Result: proto.Bool(closed)}, nil
+}
+
+func blockProto(id, gs, n uint64) *pb.BlockProto {
+	return &pb.BlockProto{BlockId: proto.Uint64(id), GenStamp: proto.Uint64(gs), NumBytes: proto.Uint64(n)}
+}

@@ -1,0 +1,115 @@
+// Package master is godfs's metadata service: it owns the namespace (a
+// state machine fed by a durable op log), the soft-state block map rebuilt
+// from datanode reports, datanode liveness, leases and placement, and it
+// serves HDFS's ClientProtocol and godfs's datanode protocol over Hadoop RPC.
+package master
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/godfs/godfs/protocol"
+)
+
+// Config configures a Master. Zero fields take the defaults noted.
+type Config struct {
+	// Dir holds the op log, the checkpoint and the cluster identity.
+	// Required.
+	Dir string
+	// Listen is the Hadoop RPC address. Default 127.0.0.1:8020.
+	Listen string
+	// BlockSize is the default block size handed to clients. Default 64 MiB.
+	BlockSize uint64
+	// Replication is the default replication. Default 3.
+	Replication uint16
+	// DeadAfter is how long a datanode may go without a heartbeat before it
+	// is declared dead. Default 30s.
+	DeadAfter time.Duration
+	// LeaseLimit is how long a writer may go without renewing its lease
+	// before its files under construction are closed or dropped. Default 10m.
+	LeaseLimit time.Duration
+	// CheckpointEvery is the number of logged entries between checkpoints.
+	// Default 50000.
+	CheckpointEvery uint64
+	// TickInterval is how often the master checks liveness, leases and
+	// checkpoints. Default 1s.
+	TickInterval time.Duration
+	// SuperGroup is the group of new files and directories. Default
+	// "supergroup", as in HDFS.
+	SuperGroup string
+
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Rand is the random source for placement. Default: seeded from the
+	// runtime.
+	Rand *rand.Rand
+}
+
+// DefaultConfig returns a Config for a master storing its state in dir.
+func DefaultConfig(dir string) Config {
+	c := Config{Dir: dir}
+	c.EnsureDefaults()
+	return c
+}
+
+// EnsureDefaults fills zero fields with their defaults.
+func (c *Config) EnsureDefaults() {
+	if c.Listen == "" {
+		c.Listen = protocol.DefaultMasterAddr
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = protocol.DefaultBlockSize
+	}
+	if c.Replication == 0 {
+		c.Replication = protocol.DefaultReplication
+	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = 30 * time.Second
+	}
+	if c.LeaseLimit == 0 {
+		c.LeaseLimit = 10 * time.Minute
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = 50000
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = time.Second
+	}
+	if c.SuperGroup == "" {
+		c.SuperGroup = "supergroup"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("master: a data directory is required")
+	case c.BlockSize < protocol.BytesPerChecksum || c.BlockSize%protocol.BytesPerChecksum != 0:
+		return fmt.Errorf("master: block size %d must be a positive multiple of %d", c.BlockSize, protocol.BytesPerChecksum)
+	case c.Replication > MaxReplication:
+		return fmt.Errorf("master: replication %d is above the maximum %d", c.Replication, MaxReplication)
+	}
+	return nil
+}
+
+// Limits on what clients may ask for.
+const (
+	MaxReplication = 512
+	MinBlockSize   = 64 << 10
+	MaxBlockSize   = 32 << 30
+)

@@ -1,0 +1,128 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/hrpc"
+	"github.com/godfs/godfs/protocol/pb"
+)
+
+// maxInvalidatePerHeartbeat bounds the deletions sent in one heartbeat reply.
+const maxInvalidatePerHeartbeat = 1000
+
+func (m *Master) datanodeMethods() map[string]hrpc.Method {
+	return map[string]hrpc.Method{
+		"registerDatanode":        hrpc.Handle(newMsg[pb.RegisterDatanodeRequestProto], m.registerDatanode),
+		"sendHeartbeat":           hrpc.Handle(newMsg[pb.HeartbeatRequestProto], m.sendHeartbeat),
+		"blockReport":             hrpc.Handle(newMsg[pb.BlockReportRequestProto], m.blockReport),
+		"blockReceivedAndDeleted": hrpc.Handle(newMsg[pb.BlockReceivedAndDeletedRequestProto], m.blockReceivedAndDeleted),
+	}
+}
+
+func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeRequestProto) (*pb.RegisterDatanodeResponseProto, error) {
+	info := proto.Clone(req.GetInfo()).(*pb.DatanodeInfoProto)
+	id := info.GetId()
+	if id == nil || id.GetDatanodeUuid() == "" || id.GetXferPort() == 0 {
+		return nil, fmt.Errorf("%w: registration without uuid or data port", protocol.ErrInvalidArgument)
+	}
+	// A datanode listening on all interfaces is reached at the address it
+	// connected from.
+	if ip := id.GetIpAddr(); ip == "" || ip == "0.0.0.0" || ip == "::" {
+		id.IpAddr = proto.String(callerIP(ctx))
+	}
+	if id.GetHostName() == "" {
+		id.HostName = id.IpAddr
+	}
+	if info.GetLocation() == "" {
+		info.Location = proto.String("/default-rack")
+	}
+	m.view(func() error {
+		uuid := id.GetDatanodeUuid()
+		if old := m.mu.blocks.nodes[uuid]; old != nil {
+			m.mu.blocks.nodeDead(old) // forget its replicas; the block report that follows restores them
+		}
+		m.mu.blocks.nodes[uuid] = &datanode{uuid: uuid, info: info, lastHeartbeat: m.cfg.Now(), blocks: map[uint64]struct{}{}}
+		return nil
+	})
+	m.log.Info("datanode registered", "uuid", id.GetDatanodeUuid(), "addr", xferAddr(id), "rack", info.GetLocation())
+	return &pb.RegisterDatanodeResponseProto{BlockPoolId: proto.String(m.poolID)}, nil
+}
+
+func (m *Master) sendHeartbeat(ctx context.Context, req *pb.HeartbeatRequestProto) (*pb.HeartbeatResponseProto, error) {
+	resp := &pb.HeartbeatResponseProto{}
+	m.view(func() error {
+		dn := m.mu.blocks.nodes[req.GetDatanodeUuid()]
+		if dn == nil || dn.dead {
+			resp.Reregister = proto.Bool(true)
+			return nil
+		}
+		dn.lastHeartbeat = m.cfg.Now()
+		dn.info.Capacity = proto.Uint64(req.GetCapacity())
+		dn.info.DfsUsed = proto.Uint64(req.GetDfsUsed())
+		dn.info.Remaining = proto.Uint64(req.GetRemaining())
+		dn.info.XceiverCount = proto.Uint32(req.GetXceiverCount())
+		n := min(len(dn.invalidate), maxInvalidatePerHeartbeat)
+		resp.Invalidate = dn.invalidate[:n:n]
+		dn.invalidate = dn.invalidate[n:]
+		return nil
+	})
+	return resp, nil
+}
+
+func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProto) (*pb.BlockReportResponseProto, error) {
+	err := m.view(func() error {
+		dn := m.mu.blocks.nodes[req.GetDatanodeUuid()]
+		if dn == nil {
+			return fmt.Errorf("%w: datanode %s is not registered", protocol.ErrInvalidArgument, req.GetDatanodeUuid())
+		}
+		held := make(map[uint64]bool, len(req.GetBlocks()))
+		for _, b := range req.GetBlocks() {
+			held[b.GetBlockId()] = true
+			m.mu.blocks.reported(dn, b)
+		}
+		// Replicas the map expected on this node but the node does not have.
+		for id := range dn.blocks {
+			if !held[id] && !m.underConstructionLocked(id) {
+				m.mu.blocks.removeReplica(id, dn.uuid)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.BlockReportResponseProto{}, nil
+}
+
+// underConstructionLocked reports whether a block belongs to a file being
+// written (its replicas may not be finalized yet). m.mu must be held.
+func (m *Master) underConstructionLocked(id uint64) bool {
+	bi := m.mu.blocks.blocks[id]
+	return bi != nil && m.mu.tree.UnderConstruction(bi.fileID) != nil
+}
+
+func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockReceivedAndDeletedRequestProto) (*pb.BlockReceivedAndDeletedResponseProto, error) {
+	m.view(func() error {
+		dn := m.mu.blocks.nodes[req.GetDatanodeUuid()]
+		if dn == nil {
+			return nil
+		}
+		for _, b := range req.GetReceived() {
+			m.mu.blocks.reported(dn, b)
+		}
+		for _, b := range req.GetDeleted() {
+			m.mu.blocks.removeReplica(b.GetBlockId(), dn.uuid)
+		}
+		return nil
+	})
+	return &pb.BlockReceivedAndDeletedResponseProto{}, nil
+}
+
+func sortDatanodes(d []*pb.DatanodeInfoProto) {
+	sort.Slice(d, func(i, j int) bool { return xferAddr(d[i].GetId()) < xferAddr(d[j].GetId()) })
+}

@@ -1,0 +1,348 @@
+package master
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/godfs/godfs/master/namespace"
+	"github.com/godfs/godfs/master/oplog"
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/hrpc"
+)
+
+// Master is a running master. Create it with New, then Serve.
+type Master struct {
+	cfg    Config
+	log    *slog.Logger
+	oplog  *oplog.Log
+	rpc    *hrpc.Server
+	ln     net.Listener
+	poolID string
+
+	// mu guards everything below. Handlers hold it while they read or
+	// change state and release it before waiting for the op log to sync.
+	mu struct {
+		sync.Mutex
+		tree       *namespace.Tree
+		blocks     *blockMap
+		leases     map[string]time.Time // client name -> last renewal
+		checkpoint uint64               // index of the last checkpoint
+		failed     error                // set when the op log fails: no more changes
+	}
+
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+// identity is the cluster identity persisted in the master's directory.
+type identity struct {
+	BlockPoolID string `json:"blockPoolId"`
+	Created     int64  `json:"created"`
+}
+
+// New opens (or formats) the master's directory, loads the checkpoint and
+// replays the op log. It does not listen yet.
+func New(cfg Config) (*Master, error) {
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	m := &Master{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
+	id, err := loadIdentity(cfg.Dir, cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	m.poolID = id.BlockPoolID
+	tree, err := oplog.LoadCheckpoint(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	if tree == nil {
+		tree = namespace.New(currentUser(), cfg.SuperGroup, cfg.Now().UnixMilli())
+	}
+	m.mu.checkpoint = tree.LastIndex()
+	m.oplog, err = oplog.Open(cfg.Dir, m.log)
+	if err != nil {
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	replayed := 0
+	err = m.oplog.Replay(tree.LastIndex(), func(e *namespace.Entry) error {
+		replayed++
+		_, err := tree.Apply(e)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	m.mu.tree = tree
+	m.mu.blocks = newBlockMap()
+	m.mu.leases = map[string]time.Time{}
+	// Writers get a full lease period after a restart to come back.
+	now := cfg.Now()
+	tree.FilesUnderConstruction(func(n *namespace.Inode) { m.mu.leases[n.Client] = now })
+	m.log.Info("master state loaded", "dir", cfg.Dir, "checkpoint", m.mu.checkpoint,
+		"replayed", replayed, "index", tree.LastIndex(), "blockPool", m.poolID)
+	m.rpc = hrpc.NewServer(m.log)
+	m.rpc.Register(protocol.ClientProtocol, m.clientMethods())
+	m.rpc.Register(protocol.DatanodeProtocol, m.datanodeMethods())
+	return m, nil
+}
+
+func loadIdentity(dir string, now time.Time) (identity, error) {
+	p := filepath.Join(dir, "VERSION")
+	var id identity
+	b, err := os.ReadFile(p)
+	if err == nil {
+		if err := json.Unmarshal(b, &id); err != nil || id.BlockPoolID == "" {
+			return id, fmt.Errorf("master: %s is damaged: %v", p, err)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return id, fmt.Errorf("master: %w", err)
+	}
+	r := make([]byte, 8)
+	rand.Read(r)
+	id = identity{BlockPoolID: "BP-godfs-" + hex.EncodeToString(r), Created: now.UnixMilli()}
+	b, _ = json.Marshal(id)
+	if err := writeFileSync(p, b); err != nil {
+		return id, fmt.Errorf("master: %w", err)
+	}
+	return id, nil
+}
+
+func writeFileSync(p string, b []byte) error {
+	tmp := p + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(p))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func currentUser() string {
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "root"
+}
+
+// Listen binds the RPC address. Addr is valid after it returns.
+func (m *Master) Listen() error {
+	ln, err := net.Listen("tcp", m.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("master: listen: %w", err)
+	}
+	m.ln = ln
+	return nil
+}
+
+// Addr is the bound RPC address.
+func (m *Master) Addr() string { return m.ln.Addr().String() }
+
+// Serve serves RPCs and runs the background loop until Close.
+func (m *Master) Serve() error {
+	if m.ln == nil {
+		if err := m.Listen(); err != nil {
+			return err
+		}
+	}
+	m.done.Add(1)
+	go m.loop()
+	m.log.Info("master serving", "rpc", m.Addr())
+	return m.rpc.Serve(m.ln)
+}
+
+// Close stops serving, checkpoints and closes the op log.
+func (m *Master) Close() error {
+	select {
+	case <-m.stop:
+		return nil
+	default:
+	}
+	close(m.stop)
+	m.rpc.Close()
+	m.done.Wait()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	err := m.checkpointLocked()
+	if cerr := m.oplog.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (m *Master) loop() {
+	defer m.done.Done()
+	t := time.NewTicker(m.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			m.tick()
+		}
+	}
+}
+
+// tick declares silent datanodes dead, expires leases and checkpoints.
+func (m *Master) tick() {
+	now := m.cfg.Now()
+	var last uint64
+	m.mu.Lock()
+	for _, dn := range m.mu.blocks.nodes {
+		if !dn.dead && now.Sub(dn.lastHeartbeat) > m.cfg.DeadAfter {
+			m.log.Warn("datanode dead", "uuid", dn.uuid, "addr", xferAddr(dn.info.GetId()),
+				"silentFor", now.Sub(dn.lastHeartbeat).Round(time.Second))
+			m.mu.blocks.nodeDead(dn)
+		}
+	}
+	var expired []*namespace.Inode
+	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
+		if now.Sub(m.mu.leases[n.Client]) > m.cfg.LeaseLimit {
+			expired = append(expired, n)
+		}
+	})
+	for _, n := range expired {
+		m.log.Warn("lease expired; closing file", "path", n.Path(), "client", n.Client)
+		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonFile, FileID: n.ID, Time: now.UnixMilli()}); err != nil {
+			m.log.Error("abandon file", "path", n.Path(), "err", err)
+		}
+	}
+	last = m.mu.tree.LastIndex()
+	if last-m.mu.checkpoint >= m.cfg.CheckpointEvery {
+		if err := m.checkpointLocked(); err != nil {
+			m.log.Error("checkpoint failed", "err", err)
+		}
+	}
+	m.mu.Unlock()
+	if err := m.oplog.Sync(last); err != nil {
+		m.log.Error("op log sync", "err", err)
+	}
+}
+
+// checkpointLocked writes a checkpoint of the tree and drops the log
+// segments it covers. m.mu must be held.
+func (m *Master) checkpointLocked() error {
+	idx := m.mu.tree.LastIndex()
+	if idx == m.mu.checkpoint {
+		return nil
+	}
+	start := time.Now()
+	if err := m.oplog.Roll(idx + 1); err != nil {
+		return err
+	}
+	if err := oplog.SaveCheckpoint(m.cfg.Dir, m.mu.tree); err != nil {
+		return err
+	}
+	m.mu.checkpoint = idx
+	if err := m.oplog.Compact(idx); err != nil {
+		return err
+	}
+	m.log.Info("checkpoint written", "index", idx, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// update runs fn with m.mu held, then waits until every entry fn applied
+// is durable, so the caller answers "ok" only for logged changes.
+func (m *Master) update(fn func() error) error {
+	m.mu.Lock()
+	if m.mu.failed != nil {
+		err := m.mu.failed
+		m.mu.Unlock()
+		return err
+	}
+	before := m.mu.tree.LastIndex()
+	err := fn()
+	after := m.mu.tree.LastIndex()
+	m.mu.Unlock()
+	if after > before {
+		if serr := m.oplog.Sync(after); serr != nil {
+			return fmt.Errorf("op log: %w", serr)
+		}
+	}
+	return err
+}
+
+// view runs fn with m.mu held for reading state.
+func (m *Master) view(fn func() error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return fn()
+}
+
+// applyLocked numbers, applies and logs one entry, and frees the blocks it
+// released. m.mu must be held. A failed Apply changes nothing; a failed
+// log append stops all further changes, since memory is then ahead of disk.
+func (m *Master) applyLocked(e *namespace.Entry) (namespace.Result, error) {
+	e.Index = m.mu.tree.LastIndex() + 1
+	res, err := m.mu.tree.Apply(e)
+	if err != nil {
+		return res, err
+	}
+	if err := m.oplog.Append(e); err != nil {
+		m.mu.failed = fmt.Errorf("master stopped accepting changes: %w", err)
+		m.log.Error("op log append failed", "err", err)
+		return res, m.mu.failed
+	}
+	if len(res.Freed) > 0 {
+		m.mu.blocks.free(res.Freed)
+	}
+	return res, nil
+}
+
+// renewLeaseLocked records that client is alive. m.mu must be held.
+func (m *Master) renewLeaseLocked(client string) {
+	if client != "" {
+		m.mu.leases[client] = m.cfg.Now()
+	}
+}
+
+func (m *Master) nowMillis() int64 { return m.cfg.Now().UnixMilli() }
+
+// callerIP is the IP the caller connects from, to prefer its local replica.
+func callerIP(ctx context.Context) string {
+	if a, ok := hrpc.CallerFrom(ctx).Addr.(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
+}
+
+func itoa[T ~uint32 | ~int](v T) string { return strconv.Itoa(int(v)) }
+
+func errorsIs(err, target error) bool { return err != nil && errors.Is(err, target) }

@@ -1,0 +1,47 @@
+package namespace
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/godfs/godfs/protocol"
+)
+
+// MaxPathLen and MaxNameLen bound paths as HDFS does (its defaults are 8000
+// and 255).
+const (
+	MaxPathLen = 8000
+	MaxNameLen = 255
+)
+
+// SplitPath validates an absolute path and returns its components; "/"
+// gives none. Paths must be clean: no empty, "." or ".." components, no
+// NUL or ':' (HDFS reserves ':'), no trailing slash except for "/".
+func SplitPath(p string) ([]string, error) {
+	if len(p) > MaxPathLen {
+		return nil, fmt.Errorf("%w: path longer than %d bytes", protocol.ErrInvalidPath, MaxPathLen)
+	}
+	if !strings.HasPrefix(p, "/") {
+		return nil, fmt.Errorf("%w: %q is not absolute", protocol.ErrInvalidPath, p)
+	}
+	if p == "/" {
+		return nil, nil
+	}
+	parts := strings.Split(p[1:], "/")
+	for _, c := range parts {
+		switch {
+		case c == "" || c == "." || c == "..":
+			return nil, fmt.Errorf("%w: %q is not clean", protocol.ErrInvalidPath, p)
+		case len(c) > MaxNameLen:
+			return nil, fmt.Errorf("%w: component longer than %d bytes in %q", protocol.ErrInvalidPath, MaxNameLen, p)
+		case strings.ContainsAny(c, ":\x00"):
+			return nil, fmt.Errorf("%w: %q contains ':' or NUL", protocol.ErrInvalidPath, p)
+		}
+	}
+	return parts, nil
+}
+
+// Join builds the absolute path of components.
+func Join(parts []string) string {
+	return "/" + strings.Join(parts, "/")
+}

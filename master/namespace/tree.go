@@ -1,0 +1,658 @@
+// Package namespace is the master's file system tree as a deterministic
+// state machine: every change is an Entry applied by Tree.Apply, the only
+// function that mutates the tree. The master logs each entry durably and
+// replays the log after a checkpoint on restart, which gives the same tree.
+//
+// A Tree is not safe for concurrent use: the master serializes all calls.
+// Apply must stay deterministic: it may read only the entry and the tree,
+// never the clock, the random source or the block map.
+package namespace
+
+import (
+	"fmt"
+	"io/fs"
+	"sort"
+
+	"github.com/godfs/godfs/protocol"
+)
+
+// Inode is a file or a directory.
+type Inode struct {
+	ID     uint64
+	Name   string
+	Parent *Inode
+	IsDir  bool
+	Perm   uint16 // permission bits, 0o777 range plus sticky
+	Owner  string
+	Group  string
+	Mtime  int64 // ms since the epoch
+	Atime  int64
+
+	Children map[string]*Inode // directories only
+
+	Replication uint16 // files only
+	BlockSize   uint64
+	Blocks      []Block
+
+	// Files under construction: the client holding the lease, and for a new
+	// file the path it will appear at when complete (it is not in the tree
+	// until then).
+	Client      string
+	UCPath      string
+	UCOverwrite bool
+}
+
+// Len is the file's length: the sum of its blocks.
+func (n *Inode) Len() uint64 {
+	var l uint64
+	for _, b := range n.Blocks {
+		l += b.Len
+	}
+	return l
+}
+
+// UnderConstruction reports whether a client is writing the file.
+func (n *Inode) UnderConstruction() bool { return n.Client != "" }
+
+// Path returns the absolute path of an inode in the tree.
+func (n *Inode) Path() string {
+	if n.UCPath != "" {
+		return n.UCPath
+	}
+	if n.Parent == nil {
+		return "/"
+	}
+	var parts []string
+	for c := n; c.Parent != nil; c = c.Parent {
+		parts = append(parts, c.Name)
+	}
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	return Join(parts)
+}
+
+// SortedChildren returns a directory's children by name.
+func (n *Inode) SortedChildren() []*Inode {
+	out := make([]*Inode, 0, len(n.Children))
+	for _, c := range n.Children {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Result is what Apply reports besides success.
+type Result struct {
+	// Inode is the inode the entry created or changed, when there is one.
+	Inode *Inode
+	// Freed lists blocks no file refers to any more; the master deletes
+	// their replicas.
+	Freed []Block
+}
+
+// Tree is the namespace: the directory tree, the files under construction
+// and the id allocators.
+type Tree struct {
+	root *Inode
+	// uc holds files under construction by id: new files (not yet in the
+	// tree) and appended ones (in the tree).
+	uc     map[uint64]*Inode
+	ucPath map[string]*Inode // new files under construction by target path
+
+	lastIndex    uint64 // index of the last applied entry
+	nextInodeID  uint64
+	nextBlockID  uint64
+	nextGenStamp uint64
+}
+
+// First ids, as HDFS numbers them.
+const (
+	RootInodeID   = 16385
+	FirstBlockID  = 1 << 30
+	FirstGenStamp = 1001
+)
+
+// New returns an empty tree with a root directory owned by owner.
+func New(owner, group string, now int64) *Tree {
+	return &Tree{
+		root: &Inode{ID: RootInodeID, IsDir: true, Perm: 0o755, Owner: owner, Group: group,
+			Mtime: now, Atime: now, Children: map[string]*Inode{}},
+		uc:           map[uint64]*Inode{},
+		ucPath:       map[string]*Inode{},
+		nextInodeID:  RootInodeID + 1,
+		nextBlockID:  FirstBlockID,
+		nextGenStamp: FirstGenStamp,
+	}
+}
+
+// LastIndex is the index of the last entry applied.
+func (t *Tree) LastIndex() uint64 { return t.lastIndex }
+
+// NextInodeID, NextBlockID and NextGenStamp are the ids the next entries
+// should carry. The caller puts them in the entry; Apply advances them.
+func (t *Tree) NextInodeID() uint64  { return t.nextInodeID }
+func (t *Tree) NextBlockID() uint64  { return t.nextBlockID }
+func (t *Tree) NextGenStamp() uint64 { return t.nextGenStamp }
+
+// Root returns the root directory.
+func (t *Tree) Root() *Inode { return t.root }
+
+// UnderConstruction returns the file under construction with id, or nil.
+func (t *Tree) UnderConstruction(id uint64) *Inode { return t.uc[id] }
+
+// FilesUnderConstruction calls fn for each file being written.
+func (t *Tree) FilesUnderConstruction(fn func(*Inode)) {
+	for _, n := range t.uc {
+		fn(n)
+	}
+}
+
+// Lookup resolves an absolute path in the tree (files under construction
+// that are not yet complete are not found).
+func (t *Tree) Lookup(p string) (*Inode, error) {
+	parts, err := SplitPath(p)
+	if err != nil {
+		return nil, err
+	}
+	return t.lookup(parts)
+}
+
+func (t *Tree) lookup(parts []string) (*Inode, error) {
+	n := t.root
+	for i, c := range parts {
+		if !n.IsDir {
+			return nil, &fs.PathError{Op: "lookup", Path: Join(parts[:i]), Err: protocol.ErrNotDir}
+		}
+		child, ok := n.Children[c]
+		if !ok {
+			return nil, &fs.PathError{Op: "lookup", Path: Join(parts), Err: fs.ErrNotExist}
+		}
+		n = child
+	}
+	return n, nil
+}
+
+// lookupParent returns the directory that holds the last component.
+func (t *Tree) lookupParent(op string, parts []string) (*Inode, error) {
+	if len(parts) == 0 {
+		return nil, &fs.PathError{Op: op, Path: "/", Err: protocol.ErrInvalidPath}
+	}
+	dir, err := t.lookup(parts[:len(parts)-1])
+	if err != nil {
+		return nil, &fs.PathError{Op: op, Path: Join(parts), Err: unwrapPathErr(err)}
+	}
+	if !dir.IsDir {
+		return nil, &fs.PathError{Op: op, Path: Join(parts), Err: protocol.ErrNotDir}
+	}
+	return dir, nil
+}
+
+func unwrapPathErr(err error) error {
+	if pe, ok := err.(*fs.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// Apply applies one entry. On error the tree is unchanged. Entries must be
+// applied in index order.
+func (t *Tree) Apply(e *Entry) (Result, error) {
+	res, err := t.apply(e)
+	if err == nil {
+		t.lastIndex = e.Index
+	}
+	return res, err
+}
+
+func (t *Tree) apply(e *Entry) (Result, error) {
+	switch e.Type {
+	case OpMkdir:
+		return t.mkdir(e)
+	case OpCreate:
+		return t.create(e)
+	case OpAddBlock:
+		return t.addBlock(e)
+	case OpAbandonBlock:
+		return t.abandonBlock(e)
+	case OpComplete:
+		return t.complete(e)
+	case OpDelete:
+		return t.delete(e)
+	case OpRename:
+		return t.rename(e)
+	case OpSetPermission, OpSetOwner, OpSetReplication, OpSetTimes:
+		return t.setAttr(e)
+	case OpAbandonFile:
+		return t.abandonFile(e)
+	case OpAppend:
+		return t.append(e)
+	case OpTruncate:
+		return t.truncate(e)
+	case OpReportBlock:
+		return t.reportBlock(e)
+	}
+	return Result{}, fmt.Errorf("apply entry %d: unknown op %s", e.Index, e.Type)
+}
+
+func (t *Tree) newInode(e *Entry, name string, parent *Inode, dir bool) *Inode {
+	n := &Inode{ID: e.FileID, Name: name, Parent: parent, IsDir: dir, Perm: e.Perm,
+		Owner: e.Owner, Group: e.Group, Mtime: e.Time, Atime: e.Time}
+	if dir {
+		n.Children = map[string]*Inode{}
+	}
+	if n.ID >= t.nextInodeID {
+		t.nextInodeID = n.ID + 1
+	}
+	return n
+}
+
+// mkdir creates a directory; with Parents, missing ancestors too, and an
+// existing directory is not an error. Ancestors get consecutive ids from
+// FileID on.
+func (t *Tree) mkdir(e *Entry) (Result, error) {
+	parts, err := SplitPath(e.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(parts) == 0 {
+		if e.Parents {
+			return Result{Inode: t.root}, nil
+		}
+		return Result{}, &fs.PathError{Op: "mkdir", Path: "/", Err: fs.ErrExist}
+	}
+	// Check the whole path first so a failure changes nothing.
+	n := t.root
+	missing := -1
+	for i, c := range parts {
+		child, ok := n.Children[c]
+		if !ok {
+			missing = i
+			break
+		}
+		if !child.IsDir {
+			return Result{}, &fs.PathError{Op: "mkdir", Path: Join(parts[:i+1]), Err: protocol.ErrNotDir}
+		}
+		n = child
+	}
+	if missing < 0 {
+		if e.Parents {
+			return Result{Inode: n}, nil
+		}
+		return Result{}, &fs.PathError{Op: "mkdir", Path: e.Path, Err: fs.ErrExist}
+	}
+	if missing < len(parts)-1 && !e.Parents {
+		return Result{}, &fs.PathError{Op: "mkdir", Path: Join(parts[:missing+1]), Err: fs.ErrNotExist}
+	}
+	id := e.FileID
+	for _, c := range parts[missing:] {
+		child := t.newInode(&Entry{FileID: id, Perm: e.Perm, Owner: e.Owner, Group: e.Group, Time: e.Time}, c, n, true)
+		n.Children[c] = child
+		n.Mtime = e.Time
+		n = child
+		id++
+	}
+	return Result{Inode: n}, nil
+}
+
+func (t *Tree) create(e *Entry) (Result, error) {
+	parts, err := SplitPath(e.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(parts) == 0 {
+		return Result{}, &fs.PathError{Op: "create", Path: "/", Err: protocol.ErrIsDir}
+	}
+	if other, ok := t.ucPath[e.Path]; ok {
+		return Result{}, &fs.PathError{Op: "create", Path: e.Path,
+			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, other.Client)}
+	}
+	dir, err := t.lookup(parts[:len(parts)-1])
+	if err != nil {
+		err = unwrapPathErr(err)
+		if !e.Parents || err != fs.ErrNotExist {
+			return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: err}
+		}
+		// Create the missing parents first; they get ids after the file's.
+		mk := &Entry{Type: OpMkdir, Path: Join(parts[:len(parts)-1]), FileID: e.FileID + 1,
+			Perm: 0o755, Owner: e.Owner, Group: e.Group, Time: e.Time, Parents: true}
+		r, err := t.mkdir(mk)
+		if err != nil {
+			return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: unwrapPathErr(err)}
+		}
+		dir = r.Inode
+	}
+	if !dir.IsDir {
+		return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: protocol.ErrNotDir}
+	}
+	if old, ok := dir.Children[parts[len(parts)-1]]; ok {
+		switch {
+		case old.IsDir:
+			return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: protocol.ErrIsDir}
+		case old.UnderConstruction():
+			return Result{}, &fs.PathError{Op: "create", Path: e.Path,
+				Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, old.Client)}
+		case !e.Overwrite:
+			return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: fs.ErrExist}
+		}
+	}
+	n := t.newInode(e, parts[len(parts)-1], nil, false)
+	n.Replication = e.Replication
+	n.BlockSize = e.BlockSize
+	n.Client = e.Client
+	n.UCPath = e.Path
+	n.UCOverwrite = e.Overwrite
+	t.uc[n.ID] = n
+	t.ucPath[e.Path] = n
+	return Result{Inode: n}, nil
+}
+
+// writing returns the file under construction e names, checking the lease.
+func (t *Tree) writing(op string, e *Entry) (*Inode, error) {
+	n, ok := t.uc[e.FileID]
+	if !ok {
+		return nil, &fs.PathError{Op: op, Path: e.Path, Err: protocol.ErrNoLease}
+	}
+	if e.Client != "" && n.Client != e.Client {
+		return nil, &fs.PathError{Op: op, Path: n.Path(),
+			Err: fmt.Errorf("%w: held by %s, not %s", protocol.ErrNoLease, n.Client, e.Client)}
+	}
+	return n, nil
+}
+
+// commitLast records the length of the file's last block from b.
+func commitLast(op string, n *Inode, b *Block) error {
+	if b == nil {
+		return nil
+	}
+	if len(n.Blocks) == 0 || n.Blocks[len(n.Blocks)-1].ID != b.ID {
+		return &fs.PathError{Op: op, Path: n.Path(),
+			Err: fmt.Errorf("%w: block %d is not the file's last block", protocol.ErrInvalidArgument, b.ID)}
+	}
+	last := &n.Blocks[len(n.Blocks)-1]
+	last.Len = b.Len
+	if b.GenStamp > last.GenStamp {
+		last.GenStamp = b.GenStamp
+	}
+	return nil
+}
+
+func (t *Tree) addBlock(e *Entry) (Result, error) {
+	n, err := t.writing("addBlock", e)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := commitLast("addBlock", n, e.Previous); err != nil {
+		return Result{}, err
+	}
+	n.Blocks = append(n.Blocks, *e.Block)
+	if e.Block.ID >= t.nextBlockID {
+		t.nextBlockID = e.Block.ID + 1
+	}
+	if e.Block.GenStamp >= t.nextGenStamp {
+		t.nextGenStamp = e.Block.GenStamp + 1
+	}
+	return Result{Inode: n}, nil
+}
+
+func (t *Tree) abandonBlock(e *Entry) (Result, error) {
+	n, err := t.writing("abandonBlock", e)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(n.Blocks) == 0 || n.Blocks[len(n.Blocks)-1].ID != e.Block.ID {
+		return Result{Inode: n}, nil // already gone: abandoning is idempotent
+	}
+	b := n.Blocks[len(n.Blocks)-1]
+	n.Blocks = n.Blocks[:len(n.Blocks)-1]
+	return Result{Inode: n, Freed: []Block{b}}, nil
+}
+
+func (t *Tree) complete(e *Entry) (Result, error) {
+	n, err := t.writing("complete", e)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := commitLast("complete", n, e.Previous); err != nil {
+		return Result{}, err
+	}
+	var res Result
+	if n.UCPath != "" { // a new file: link it into the tree now
+		parts, _ := SplitPath(n.UCPath)
+		dir, err := t.lookupParent("complete", parts)
+		if err != nil {
+			return Result{}, err
+		}
+		name := parts[len(parts)-1]
+		if old, ok := dir.Children[name]; ok {
+			if old.IsDir || old.UnderConstruction() || !n.UCOverwrite {
+				return Result{}, &fs.PathError{Op: "complete", Path: n.UCPath, Err: fs.ErrExist}
+			}
+			res.Freed = old.Blocks
+		}
+		n.Parent = dir
+		dir.Children[name] = n
+		dir.Mtime = e.Time
+		delete(t.ucPath, n.UCPath)
+		n.UCPath = ""
+	}
+	n.Client = ""
+	n.Mtime = e.Time
+	delete(t.uc, n.ID)
+	res.Inode = n
+	return res, nil
+}
+
+// abandonFile drops a file under construction whose writer is gone. A new
+// file disappears with its blocks; an appended file keeps the blocks whose
+// length is known and is closed.
+func (t *Tree) abandonFile(e *Entry) (Result, error) {
+	n, ok := t.uc[e.FileID]
+	if !ok {
+		return Result{}, nil
+	}
+	delete(t.uc, n.ID)
+	if n.UCPath != "" {
+		delete(t.ucPath, n.UCPath)
+		return Result{Freed: n.Blocks}, nil
+	}
+	var freed []Block
+	for len(n.Blocks) > 0 && n.Blocks[len(n.Blocks)-1].Len == 0 {
+		freed = append(freed, n.Blocks[len(n.Blocks)-1])
+		n.Blocks = n.Blocks[:len(n.Blocks)-1]
+	}
+	n.Client = ""
+	n.Mtime = e.Time
+	return Result{Inode: n, Freed: freed}, nil
+}
+
+// reportBlock sets the length of a block of a file under construction (from
+// what the datanodes hold, when the writer vanished).
+func (t *Tree) reportBlock(e *Entry) (Result, error) {
+	n, ok := t.uc[e.FileID]
+	if !ok {
+		return Result{}, nil
+	}
+	for i := range n.Blocks {
+		if n.Blocks[i].ID == e.Block.ID {
+			n.Blocks[i].Len = e.Block.Len
+		}
+	}
+	return Result{Inode: n}, nil
+}
+
+func (t *Tree) append(e *Entry) (Result, error) {
+	n, err := t.Lookup(e.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	switch {
+	case n.IsDir:
+		return Result{}, &fs.PathError{Op: "append", Path: e.Path, Err: protocol.ErrIsDir}
+	case n.UnderConstruction():
+		return Result{}, &fs.PathError{Op: "append", Path: e.Path,
+			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client)}
+	}
+	n.Client = e.Client
+	t.uc[n.ID] = n
+	return Result{Inode: n}, nil
+}
+
+// collect appends the blocks of a subtree and forgets its files under
+// construction.
+func (t *Tree) collect(n *Inode, out []Block) []Block {
+	if n.IsDir {
+		for _, c := range n.Children {
+			out = t.collect(c, out)
+		}
+		return out
+	}
+	delete(t.uc, n.ID)
+	return append(out, n.Blocks...)
+}
+
+func (t *Tree) delete(e *Entry) (Result, error) {
+	parts, err := SplitPath(e.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(parts) == 0 {
+		return Result{}, &fs.PathError{Op: "delete", Path: "/", Err: fs.ErrPermission}
+	}
+	n, err := t.lookup(parts)
+	if err != nil {
+		return Result{}, err
+	}
+	if n.IsDir && len(n.Children) > 0 && !e.Recursive {
+		return Result{}, &fs.PathError{Op: "delete", Path: e.Path, Err: protocol.ErrNotEmpty}
+	}
+	delete(n.Parent.Children, n.Name)
+	n.Parent.Mtime = e.Time
+	return Result{Inode: n, Freed: t.collect(n, nil)}, nil
+}
+
+// rename moves Path to Dst with rename2 semantics: Dst's parent must exist;
+// an existing Dst is an error unless Overwrite, and then it must be a file
+// or an empty directory of the same kind.
+func (t *Tree) rename(e *Entry) (Result, error) {
+	src, err := SplitPath(e.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	dst, err := SplitPath(e.Dst)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(src) == 0 || len(dst) == 0 {
+		return Result{}, &fs.PathError{Op: "rename", Path: e.Path, Err: protocol.ErrInvalidPath}
+	}
+	n, err := t.lookup(src)
+	if err != nil {
+		return Result{}, err
+	}
+	if n.UnderConstruction() {
+		return Result{}, &fs.PathError{Op: "rename", Path: e.Path,
+			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client)}
+	}
+	if e.Path == e.Dst {
+		return Result{Inode: n}, nil
+	}
+	if len(dst) > len(src) && Join(dst[:len(src)]) == e.Path {
+		return Result{}, &fs.PathError{Op: "rename", Path: e.Dst,
+			Err: fmt.Errorf("%w: cannot move a directory into itself", protocol.ErrInvalidPath)}
+	}
+	dir, err := t.lookupParent("rename", dst)
+	if err != nil {
+		return Result{}, err
+	}
+	name := dst[len(dst)-1]
+	var res Result
+	if old, ok := dir.Children[name]; ok {
+		switch {
+		case !e.Overwrite:
+			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: fs.ErrExist}
+		case old.IsDir != n.IsDir:
+			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: fs.ErrExist}
+		case old.IsDir && len(old.Children) > 0:
+			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: protocol.ErrNotEmpty}
+		case old.UnderConstruction():
+			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst,
+				Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, old.Client)}
+		}
+		res.Freed = t.collect(old, nil)
+	}
+	delete(n.Parent.Children, n.Name)
+	n.Parent.Mtime = e.Time
+	n.Name = name
+	n.Parent = dir
+	dir.Children[name] = n
+	dir.Mtime = e.Time
+	res.Inode = n
+	return res, nil
+}
+
+func (t *Tree) setAttr(e *Entry) (Result, error) {
+	n, err := t.Lookup(e.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	switch e.Type {
+	case OpSetPermission:
+		n.Perm = e.Perm & 0o1777
+	case OpSetOwner:
+		if e.Owner != "" {
+			n.Owner = e.Owner
+		}
+		if e.Group != "" {
+			n.Group = e.Group
+		}
+	case OpSetReplication:
+		if n.IsDir {
+			return Result{}, &fs.PathError{Op: "setReplication", Path: e.Path, Err: protocol.ErrIsDir}
+		}
+		n.Replication = e.Replication
+	case OpSetTimes:
+		if e.Time >= 0 {
+			n.Mtime = e.Time
+		}
+		if e.Atime >= 0 {
+			n.Atime = e.Atime
+		}
+	}
+	return Result{Inode: n}, nil
+}
+
+// truncate cuts a file to Length. godfs truncates at block boundaries only
+// (Length must be the sum of a prefix of the blocks); cutting inside a block
+// needs block recovery on the datanodes, which comes with lease recovery.
+func (t *Tree) truncate(e *Entry) (Result, error) {
+	n, err := t.Lookup(e.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	if n.IsDir {
+		return Result{}, &fs.PathError{Op: "truncate", Path: e.Path, Err: protocol.ErrIsDir}
+	}
+	if n.UnderConstruction() {
+		return Result{}, &fs.PathError{Op: "truncate", Path: e.Path,
+			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client)}
+	}
+	if e.Length > n.Len() {
+		return Result{}, &fs.PathError{Op: "truncate", Path: e.Path,
+			Err: fmt.Errorf("%w: cannot truncate to %d, file is %d bytes", protocol.ErrInvalidArgument, e.Length, n.Len())}
+	}
+	var off uint64
+	keep := 0
+	for keep < len(n.Blocks) && off < e.Length {
+		off += n.Blocks[keep].Len
+		keep++
+	}
+	if off != e.Length {
+		return Result{}, &fs.PathError{Op: "truncate", Path: e.Path,
+			Err: fmt.Errorf("%w: truncating inside a block (to %d) is not supported yet; block boundaries are", protocol.ErrUnsupported, e.Length)}
+	}
+	freed := append([]Block(nil), n.Blocks[keep:]...)
+	n.Blocks = n.Blocks[:keep]
+	n.Mtime = e.Time
+	return Result{Inode: n, Freed: freed}, nil
+}

@@ -1,0 +1,328 @@
+// Package oplog is the master's durable log of namespace entries and its
+// checkpoints. The log is a sequence of segment files "log-<first index>";
+// each record is a 4-byte length, a 4-byte CRC32C of the payload and the
+// JSON-encoded entry. A checkpoint is a snapshot of the namespace at some
+// index; restart loads it and replays only the entries after it.
+//
+// Durability contract: Append only buffers. Sync(i) MUST NOT return until
+// every entry up to index i is on disk (fsynced); concurrent Syncs share one
+// fsync (group commit).
+package oplog
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/godfs/godfs/master/namespace"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// maxRecord bounds one record; anything larger is corruption.
+const maxRecord = 16 << 20
+
+// ErrCorrupt marks a log or checkpoint that cannot be read back.
+var ErrCorrupt = errors.New("op log corrupt")
+
+// Log is the op log in one directory. Append and Roll must be called by one
+// goroutine at a time (the master holds its lock); Sync may be called
+// concurrently.
+type Log struct {
+	dir string
+	log *slog.Logger
+
+	syncMu sync.Mutex // held while flushing and fsyncing; taken before mu
+	mu     struct {
+		sync.Mutex
+		f        *os.File
+		w        *bufio.Writer
+		appended uint64 // index of the last appended entry
+		err      error  // sticky: after a failed write or sync nothing is durable
+	}
+	synced uint64 // index of the last durable entry; guarded by syncMu
+}
+
+// Open opens the log in dir, creating dir if needed. Call Replay before
+// Append.
+func Open(dir string, log *slog.Logger) (*Log, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("open op log: %w", err)
+	}
+	return &Log{dir: dir, log: log}, nil
+}
+
+func segmentName(first uint64) string { return fmt.Sprintf("log-%020d", first) }
+
+// segments lists the segment files by first index.
+func (l *Log) segments() ([]uint64, error) {
+	ents, err := os.ReadDir(l.dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, e := range ents {
+		if s, ok := strings.CutPrefix(e.Name(), "log-"); ok {
+			if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}
+
+// Replay calls fn for every logged entry with index > after, in order. A
+// torn record at the end of the last segment (a crash mid-write) is cut
+// off; a bad record anywhere else is ErrCorrupt. Replay then opens the last
+// segment for appending.
+func (l *Log) Replay(after uint64, fn func(*namespace.Entry) error) error {
+	segs, err := l.segments()
+	if err != nil {
+		return fmt.Errorf("replay op log: %w", err)
+	}
+	last := after
+	for i, first := range segs {
+		isLast := i == len(segs)-1
+		good, n, err := l.replaySegment(first, after, isLast, fn)
+		if err != nil {
+			return err
+		}
+		if n > last {
+			last = n
+		}
+		if isLast {
+			return l.openForAppend(filepath.Join(l.dir, segmentName(first)), good, last)
+		}
+	}
+	// No segment yet: start one after the checkpoint.
+	return l.openForAppend(filepath.Join(l.dir, segmentName(after+1)), 0, after)
+}
+
+// replaySegment returns the offset after the last good record and the last
+// index seen.
+func (l *Log) replaySegment(first, after uint64, isLast bool, fn func(*namespace.Entry) error) (int64, uint64, error) {
+	name := filepath.Join(l.dir, segmentName(first))
+	f, err := os.Open(name)
+	if err != nil {
+		return 0, 0, fmt.Errorf("replay op log: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<20)
+	var off int64
+	var lastIndex uint64
+	for {
+		payload, err := readRecord(r)
+		if errors.Is(err, io.EOF) {
+			return off, lastIndex, nil
+		}
+		if err != nil {
+			if isLast {
+				l.log.Warn("op log: cutting off torn record at end of log", "segment", name, "offset", off, "err", err)
+				return off, lastIndex, nil
+			}
+			return 0, 0, fmt.Errorf("%w: %s at offset %d: %v", ErrCorrupt, name, off, err)
+		}
+		var e namespace.Entry
+		if err := json.Unmarshal(payload, &e); err != nil {
+			return 0, 0, fmt.Errorf("%w: %s at offset %d: %v", ErrCorrupt, name, off, err)
+		}
+		off += int64(8 + len(payload))
+		lastIndex = e.Index
+		if e.Index <= after {
+			continue
+		}
+		if err := fn(&e); err != nil {
+			return 0, 0, fmt.Errorf("replay entry %d (%s): %w", e.Index, e.Type, err)
+		}
+	}
+}
+
+func readRecord(r *bufio.Reader) ([]byte, error) {
+	var hdr [8]byte
+	n, err := io.ReadFull(r, hdr[:])
+	if n == 0 && errors.Is(err, io.EOF) {
+		return nil, io.EOF
+	}
+	if err != nil {
+		return nil, fmt.Errorf("short record header: %w", err)
+	}
+	size := binary.BigEndian.Uint32(hdr[:4])
+	if size > maxRecord {
+		return nil, fmt.Errorf("record of %d bytes", size)
+	}
+	payload := make([]byte, size)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return nil, fmt.Errorf("short record: %w", err)
+	}
+	if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(hdr[4:]) {
+		return nil, errors.New("record checksum mismatch")
+	}
+	return payload, nil
+}
+
+func (l *Log) openForAppend(name string, size int64, last uint64) error {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("open op log segment: %w", err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return fmt.Errorf("truncate op log segment: %w", err)
+	}
+	if _, err := f.Seek(size, io.SeekStart); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		return err
+	}
+	l.mu.Lock()
+	l.mu.f = f
+	l.mu.w = bufio.NewWriterSize(f, 256<<10)
+	l.mu.appended = last
+	l.mu.Unlock()
+	l.synced = last
+	return nil
+}
+
+// Append buffers e; it is durable only after Sync(e.Index) returns.
+func (l *Log) Append(e *namespace.Entry) error {
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode entry %d: %w", e.Index, err)
+	}
+	var hdr [8]byte
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(payload)))
+	binary.BigEndian.PutUint32(hdr[4:], crc32.Checksum(payload, castagnoli))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.err != nil {
+		return l.mu.err
+	}
+	if _, err := l.mu.w.Write(hdr[:]); err != nil {
+		l.mu.err = fmt.Errorf("append to op log: %w", err)
+		return l.mu.err
+	}
+	if _, err := l.mu.w.Write(payload); err != nil {
+		l.mu.err = fmt.Errorf("append to op log: %w", err)
+		return l.mu.err
+	}
+	l.mu.appended = e.Index
+	return nil
+}
+
+// Sync blocks until every entry up to index is durable.
+func (l *Log) Sync(index uint64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	if l.synced >= index {
+		return nil
+	}
+	l.mu.Lock()
+	if l.mu.err != nil {
+		err := l.mu.err
+		l.mu.Unlock()
+		return err
+	}
+	err := l.mu.w.Flush()
+	upto, f := l.mu.appended, l.mu.f
+	if err != nil {
+		l.mu.err = fmt.Errorf("flush op log: %w", err)
+		l.mu.Unlock()
+		return l.mu.err
+	}
+	l.mu.Unlock()
+	if err := f.Sync(); err != nil {
+		l.mu.Lock()
+		l.mu.err = fmt.Errorf("fsync op log: %w", err)
+		l.mu.Unlock()
+		return err
+	}
+	l.synced = upto
+	return nil
+}
+
+// Roll syncs the current segment and starts a new one whose first entry
+// will be next. Called after a checkpoint so older segments can go.
+func (l *Log) Roll(next uint64) error {
+	if err := l.Sync(next - 1); err != nil {
+		return err
+	}
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	name := filepath.Join(l.dir, segmentName(next))
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("roll op log: %w", err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		return err
+	}
+	l.mu.Lock()
+	old := l.mu.f
+	l.mu.f = f
+	l.mu.w = bufio.NewWriterSize(f, 256<<10)
+	l.mu.Unlock()
+	return old.Close()
+}
+
+// Compact removes the segments whose entries are all at or below index
+// (covered by a checkpoint).
+func (l *Log) Compact(index uint64) error {
+	segs, err := l.segments()
+	if err != nil {
+		return err
+	}
+	for i := 0; i+1 < len(segs); i++ {
+		if segs[i+1] <= index+1 {
+			if err := os.Remove(filepath.Join(l.dir, segmentName(segs[i]))); err != nil {
+				return fmt.Errorf("compact op log: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Close syncs and closes the log.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	appended := l.mu.appended
+	l.mu.Unlock()
+	err := l.Sync(appended)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.f != nil {
+		if cerr := l.mu.f.Close(); err == nil {
+			err = cerr
+		}
+		l.mu.f = nil
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
