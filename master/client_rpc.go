@@ -22,32 +22,33 @@ const listingLimit = 1000
 // method gets RpcNoSuchMethodException with a clear message.
 func (m *Master) clientMethods() map[string]hrpc.Method {
 	return map[string]hrpc.Method{
-		"getFileInfo":           hrpc.Handle(newMsg[pb.GetFileInfoRequestProto], m.getFileInfo),
-		"getListing":            hrpc.Handle(newMsg[pb.GetListingRequestProto], m.getListing),
-		"mkdirs":                hrpc.Handle(newMsg[pb.MkdirsRequestProto], m.mkdirs),
-		"create":                hrpc.Handle(newMsg[pb.CreateRequestProto], m.create),
-		"append":                hrpc.Handle(newMsg[pb.AppendRequestProto], m.appendFile),
-		"addBlock":              hrpc.Handle(newMsg[pb.AddBlockRequestProto], m.addBlock),
-		"abandonBlock":          hrpc.Handle(newMsg[pb.AbandonBlockRequestProto], m.abandonBlock),
-		"complete":              hrpc.Handle(newMsg[pb.CompleteRequestProto], m.complete),
-		"getBlockLocations":     hrpc.Handle(newMsg[pb.GetBlockLocationsRequestProto], m.getBlockLocations),
-		"delete":                hrpc.Handle(newMsg[pb.DeleteRequestProto], m.delete),
-		"rename":                hrpc.Handle(newMsg[pb.RenameRequestProto], m.rename),
-		"rename2":               hrpc.Handle(newMsg[pb.Rename2RequestProto], m.rename2),
-		"setPermission":         hrpc.Handle(newMsg[pb.SetPermissionRequestProto], m.setPermission),
-		"setOwner":              hrpc.Handle(newMsg[pb.SetOwnerRequestProto], m.setOwner),
-		"setReplication":        hrpc.Handle(newMsg[pb.SetReplicationRequestProto], m.setReplication),
-		"setTimes":              hrpc.Handle(newMsg[pb.SetTimesRequestProto], m.setTimes),
-		"truncate":              hrpc.Handle(newMsg[pb.TruncateRequestProto], m.truncate),
-		"getContentSummary":     hrpc.Handle(newMsg[pb.GetContentSummaryRequestProto], m.getContentSummary),
-		"getFsStats":            hrpc.Handle(newMsg[pb.GetFsStatusRequestProto], m.getFsStats),
-		"getServerDefaults":     hrpc.Handle(newMsg[pb.GetServerDefaultsRequestProto], m.getServerDefaults),
-		"renewLease":            hrpc.Handle(newMsg[pb.RenewLeaseRequestProto], m.renewLease),
-		"getDatanodeReport":     hrpc.Handle(newMsg[pb.GetDatanodeReportRequestProto], m.getDatanodeReport),
-		"reportBadBlocks":       hrpc.Handle(newMsg[pb.ReportBadBlocksRequestProto], m.reportBadBlocks),
-		"getPreferredBlockSize": hrpc.Handle(newMsg[pb.GetPreferredBlockSizeRequestProto], m.getPreferredBlockSize),
-		"isFileClosed":          hrpc.Handle(newMsg[pb.IsFileClosedRequestProto], m.isFileClosed),
-		"fsync":                 hrpc.Handle(newMsg[pb.FsyncRequestProto], m.fsync),
+		"getFileInfo":            hrpc.Handle(newMsg[pb.GetFileInfoRequestProto], m.getFileInfo),
+		"getListing":             hrpc.Handle(newMsg[pb.GetListingRequestProto], m.getListing),
+		"mkdirs":                 hrpc.Handle(newMsg[pb.MkdirsRequestProto], m.mkdirs),
+		"create":                 hrpc.Handle(newMsg[pb.CreateRequestProto], m.create),
+		"append":                 hrpc.Handle(newMsg[pb.AppendRequestProto], m.appendFile),
+		"addBlock":               hrpc.Handle(newMsg[pb.AddBlockRequestProto], m.addBlock),
+		"abandonBlock":           hrpc.Handle(newMsg[pb.AbandonBlockRequestProto], m.abandonBlock),
+		"complete":               hrpc.Handle(newMsg[pb.CompleteRequestProto], m.complete),
+		"getBlockLocations":      hrpc.Handle(newMsg[pb.GetBlockLocationsRequestProto], m.getBlockLocations),
+		"delete":                 hrpc.Handle(newMsg[pb.DeleteRequestProto], m.delete),
+		"rename":                 hrpc.Handle(newMsg[pb.RenameRequestProto], m.rename),
+		"rename2":                hrpc.Handle(newMsg[pb.Rename2RequestProto], m.rename2),
+		"setPermission":          hrpc.Handle(newMsg[pb.SetPermissionRequestProto], m.setPermission),
+		"setOwner":               hrpc.Handle(newMsg[pb.SetOwnerRequestProto], m.setOwner),
+		"setReplication":         hrpc.Handle(newMsg[pb.SetReplicationRequestProto], m.setReplication),
+		"setTimes":               hrpc.Handle(newMsg[pb.SetTimesRequestProto], m.setTimes),
+		"truncate":               hrpc.Handle(newMsg[pb.TruncateRequestProto], m.truncate),
+		"getContentSummary":      hrpc.Handle(newMsg[pb.GetContentSummaryRequestProto], m.getContentSummary),
+		"getFsStats":             hrpc.Handle(newMsg[pb.GetFsStatusRequestProto], m.getFsStats),
+		"getServerDefaults":      hrpc.Handle(newMsg[pb.GetServerDefaultsRequestProto], m.getServerDefaults),
+		"renewLease":             hrpc.Handle(newMsg[pb.RenewLeaseRequestProto], m.renewLease),
+		"getDatanodeReport":      hrpc.Handle(newMsg[pb.GetDatanodeReportRequestProto], m.getDatanodeReport),
+		"reportBadBlocks":        hrpc.Handle(newMsg[pb.ReportBadBlocksRequestProto], m.reportBadBlocks),
+		"getPreferredBlockSize":  hrpc.Handle(newMsg[pb.GetPreferredBlockSizeRequestProto], m.getPreferredBlockSize),
+		"isFileClosed":           hrpc.Handle(newMsg[pb.IsFileClosedRequestProto], m.isFileClosed),
+		"fsync":                  hrpc.Handle(newMsg[pb.FsyncRequestProto], m.fsync),
+		"updateBlockForPipeline": hrpc.Handle(newMsg[pb.UpdateBlockForPipelineRequestProto], m.updateBlockForPipeline),
 	}
 }
 
@@ -652,4 +653,35 @@ func (m *Master) isFileClosed(ctx context.Context, req *pb.IsFileClosedRequestPr
 
 func blockProto(id, gs, n uint64) *pb.BlockProto {
 	return &pb.BlockProto{BlockId: proto.Uint64(id), GenStamp: proto.Uint64(gs), NumBytes: proto.Uint64(n)}
+}
+
+// updateBlockForPipeline hands out a new generation stamp for a block being
+// written, for the client to rebuild its pipeline with. The block keeps its
+// stamp until updatePipeline commits the new one, so a client that only
+// asks (colinmarc/hdfs does after every block) changes nothing.
+func (m *Master) updateBlockForPipeline(ctx context.Context, req *pb.UpdateBlockForPipelineRequestProto) (*pb.UpdateBlockForPipelineResponseProto, error) {
+	resp := &pb.UpdateBlockForPipelineResponseProto{}
+	err := m.update(func() error {
+		bi := m.mu.blocks.blocks[req.GetBlock().GetBlockId()]
+		if bi == nil {
+			return fmt.Errorf("%w: unknown block %d", protocol.ErrInvalidArgument, req.GetBlock().GetBlockId())
+		}
+		n := m.mu.tree.UnderConstruction(bi.fileID)
+		if n == nil || n.Client != req.GetClientName() {
+			return fmt.Errorf("%w: block %d is not being written by %s", protocol.ErrNoLease, req.GetBlock().GetBlockId(), req.GetClientName())
+		}
+		gs := m.mu.tree.NextGenStamp()
+		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpBumpGenStamp, Block: &namespace.Block{ID: req.GetBlock().GetBlockId(), GenStamp: gs}}); err != nil {
+			return err
+		}
+		m.renewLeaseLocked(req.GetClientName())
+		b := *blockFrom(req.GetBlock())
+		b.GenStamp = gs
+		resp.Block = m.locatedBlock(b, 0, m.mu.blocks.locations(b.ID, callerIP(ctx), m.cfg.Rand))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }

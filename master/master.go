@@ -91,6 +91,14 @@ func New(cfg Config) (*Master, error) {
 	}
 	m.mu.tree = tree
 	m.mu.blocks = newBlockMap()
+	// Every block of every file is known, with no replicas yet: block
+	// reports fill those in. (A block missing here would make reports of
+	// it look like garbage to delete.)
+	tree.Files(func(n *namespace.Inode) {
+		for _, b := range n.Blocks {
+			m.mu.blocks.add(n.ID, b, nil)
+		}
+	})
 	m.mu.leases = map[string]time.Time{}
 	// Writers get a full lease period after a restart to come back.
 	now := cfg.Now()
@@ -346,3 +354,10 @@ func callerIP(ctx context.Context) string {
 func itoa[T ~uint32 | ~int](v T) string { return strconv.Itoa(int(v)) }
 
 func errorsIs(err, target error) bool { return err != nil && errors.Is(err, target) }
+
+// LiveDatanodes is the number of datanodes currently considered live.
+func (m *Master) LiveDatanodes() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.mu.blocks.live())
+}

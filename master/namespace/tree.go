@@ -231,6 +231,11 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 		return t.truncate(e)
 	case OpReportBlock:
 		return t.reportBlock(e)
+	case OpBumpGenStamp:
+		if e.Block.GenStamp >= t.nextGenStamp {
+			t.nextGenStamp = e.Block.GenStamp + 1
+		}
+		return Result{}, nil
 	}
 	return Result{}, fmt.Errorf("apply entry %d: unknown op %s", e.Index, e.Type)
 }
@@ -655,4 +660,23 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 	n.Blocks = n.Blocks[:keep]
 	n.Mtime = e.Time
 	return Result{Inode: n, Freed: freed}, nil
+}
+
+// Files calls fn for every file: those in the tree and new files under
+// construction.
+func (t *Tree) Files(fn func(*Inode)) {
+	var walk func(*Inode)
+	walk = func(n *Inode) {
+		if !n.IsDir {
+			fn(n)
+			return
+		}
+		for _, c := range n.Children {
+			walk(c)
+		}
+	}
+	walk(t.root)
+	for _, n := range t.ucPath {
+		fn(n)
+	}
 }

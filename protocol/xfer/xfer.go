@@ -60,8 +60,34 @@ func (o Op) String() string {
 // maxMessage bounds a delimited message on the data port.
 const maxMessage = 1 << 20
 
-// castagnoli is the CRC32C table (hardware accelerated on amd64 and arm64).
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// Checksum tables: CRC32C (Castagnoli, hardware accelerated on amd64 and
+// arm64) is godfs's own; CRC32 (IEEE) is what some HDFS clients write with
+// (colinmarc/hdfs, Hadoop with dfs.checksum.type=CRC32), and a replica
+// keeps the type it was written with.
+var (
+	CRC32C = crc32.MakeTable(crc32.Castagnoli)
+	CRC32  = crc32.IEEETable
+)
+
+// ChecksumTable returns the table for a checksum type, or an error for
+// types godfs does not support.
+func ChecksumTable(t pb.ChecksumTypeProto) (*crc32.Table, error) {
+	switch t {
+	case pb.ChecksumTypeProto_CHECKSUM_CRC32C:
+		return CRC32C, nil
+	case pb.ChecksumTypeProto_CHECKSUM_CRC32:
+		return CRC32, nil
+	}
+	return nil, fmt.Errorf("checksum type %s is not supported (CRC32C and CRC32 are)", t)
+}
+
+// ChecksumType is the inverse of ChecksumTable.
+func ChecksumType(tab *crc32.Table) pb.ChecksumTypeProto {
+	if tab == CRC32 {
+		return pb.ChecksumTypeProto_CHECKSUM_CRC32
+	}
+	return pb.ChecksumTypeProto_CHECKSUM_CRC32C
+}
 
 // WriteOp sends an operation header and its request.
 func WriteOp(w io.Writer, op Op, m proto.Message) error {
@@ -119,12 +145,12 @@ func ReadDelimited(r io.ByteReader, m proto.Message) error {
 	return proto.Unmarshal(buf, m)
 }
 
-// ChunkSums appends to dst the big-endian CRC32C of each 512-byte chunk of
+// ChunkSums appends to dst the big-endian CRC of each 512-byte chunk of
 // data (the last chunk may be short).
-func ChunkSums(dst, data []byte) []byte {
+func ChunkSums(tab *crc32.Table, dst, data []byte) []byte {
 	for len(data) > 0 {
 		n := min(len(data), protocol.BytesPerChecksum)
-		dst = binary.BigEndian.AppendUint32(dst, crc32.Checksum(data[:n], castagnoli))
+		dst = binary.BigEndian.AppendUint32(dst, crc32.Checksum(data[:n], tab))
 		data = data[n:]
 	}
 	return dst
@@ -137,14 +163,14 @@ func NumChunks(n int64) int64 {
 
 // VerifyChunks checks data against its chunk checksums. The error wraps
 // protocol.ErrCorruption; chunkBase numbers the chunks in the message.
-func VerifyChunks(data, sums []byte, chunkBase int64) error {
+func VerifyChunks(tab *crc32.Table, data, sums []byte, chunkBase int64) error {
 	if int64(len(sums)) != NumChunks(int64(len(data)))*protocol.ChecksumSize {
 		return fmt.Errorf("%w: %d checksum bytes for %d data bytes", protocol.ErrCorruption, len(sums), len(data))
 	}
 	for i := int64(0); len(data) > 0; i++ {
 		n := min(len(data), protocol.BytesPerChecksum)
 		want := binary.BigEndian.Uint32(sums[i*4:])
-		if got := crc32.Checksum(data[:n], castagnoli); got != want {
+		if got := crc32.Checksum(data[:n], tab); got != want {
 			return fmt.Errorf("%w in chunk %d", protocol.ErrCorruption, chunkBase+i)
 		}
 		data = data[n:]

@@ -1,0 +1,242 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+
+	"github.com/godfs/godfs/datanode"
+	"github.com/godfs/godfs/devcluster"
+	"github.com/godfs/godfs/master"
+	"github.com/godfs/godfs/protocol"
+)
+
+// applyConfigFile sets flags from a YAML file of flag-name: value pairs;
+// flags given on the command line win.
+func applyConfigFile(flags *pflag.FlagSet, path string) error {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	for k, v := range m {
+		f := flags.Lookup(k)
+		if f == nil || k == "config" {
+			return usagef("config %s: unknown setting %q", path, k)
+		}
+		if f.Changed {
+			continue
+		}
+		var val string
+		if list, ok := v.([]any); ok {
+			parts := make([]string, len(list))
+			for i, x := range list {
+				parts[i] = fmt.Sprint(x)
+			}
+			val = strings.Join(parts, ",")
+		} else {
+			val = fmt.Sprint(v)
+		}
+		if err := flags.Set(k, val); err != nil {
+			return usagef("config %s: %s: %v", path, k, err)
+		}
+	}
+	return nil
+}
+
+// serve runs a server until ctx is cancelled (SIGINT/SIGTERM), then closes
+// it cleanly.
+func serve(ctx context.Context, run func() error, closeFn func() error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- run() }()
+	select {
+	case err := <-errc:
+		closeFn()
+		return err
+	case <-ctx.Done():
+		return closeFn()
+	}
+}
+
+func (e *env) masterCmd() *cobra.Command {
+	var cfgFile string
+	cfg := master.DefaultConfig("")
+	var blockSize sizeFlag = sizeFlag(cfg.BlockSize)
+	var repl uint16 = cfg.Replication
+	cmd := &cobra.Command{
+		Use:   "master",
+		Short: "Run the master (metadata service, Hadoop RPC on --listen)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applyConfigFile(cmd.Flags(), cfgFile); err != nil {
+				return err
+			}
+			if cfg.Dir == "" {
+				return usagef("master needs --dir")
+			}
+			cfg.BlockSize, cfg.Replication, cfg.Logger = uint64(blockSize), repl, e.log
+			m, err := master.New(cfg)
+			if err != nil {
+				return err
+			}
+			if err := m.Listen(); err != nil {
+				m.Close()
+				return err
+			}
+			fmt.Fprintf(e.stdout, "godfs master ready rpc=%s url=hdfs://%s/\n", m.Addr(), m.Addr())
+			return serve(e.ctx(cmd), m.Serve, m.Close)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgFile, "config", "", "YAML file of settings (keys are these flag names)")
+	f.StringVar(&cfg.Dir, "dir", "", "directory for the op log and checkpoints (required)")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "Hadoop RPC address")
+	f.Var(&blockSize, "block-size", "default block size (e.g. 64MiB)")
+	f.Uint16Var(&repl, "replication", repl, "default replication")
+	f.DurationVar(&cfg.DeadAfter, "dead-after", cfg.DeadAfter, "declare a datanode dead after this long without a heartbeat")
+	f.DurationVar(&cfg.LeaseLimit, "lease-limit", cfg.LeaseLimit, "close files whose writer has not renewed its lease for this long")
+	f.Uint64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "log entries between checkpoints")
+	return cmd
+}
+
+func (e *env) datanodeCmd() *cobra.Command {
+	var cfgFile string
+	var opts datanode.Options
+	cmd := &cobra.Command{
+		Use:   "datanode",
+		Short: "Run a datanode (DataTransferProtocol on --listen)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applyConfigFile(cmd.Flags(), cfgFile); err != nil {
+				return err
+			}
+			if len(opts.DataDirs) == 0 {
+				return usagef("datanode needs --data DIR")
+			}
+			opts.Master = e.master
+			opts.Logger = e.log
+			d, err := datanode.New(opts)
+			if err != nil {
+				return err
+			}
+			if err := d.Listen(); err != nil {
+				d.Close()
+				return err
+			}
+			fmt.Fprintf(e.stdout, "godfs datanode ready data=%s uuid=%s master=%s\n", d.Addr(), d.UUID(), e.master)
+			return serve(e.ctx(cmd), d.Serve, d.Close)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgFile, "config", "", "YAML file of settings (keys are these flag names)")
+	f.StringSliceVar(&opts.DataDirs, "data", nil, "data directories (repeat or comma-separate)")
+	f.StringVar(&opts.Listen, "listen", "127.0.0.1:9866", "DataTransferProtocol address")
+	f.StringVar(&opts.Rack, "rack", "/default-rack", "network location of this datanode")
+	f.DurationVar(&opts.HeartbeatInterval, "heartbeat", 3*time.Second, "time between heartbeats")
+	return cmd
+}
+
+func (e *env) devCmd() *cobra.Command {
+	cfg := devcluster.Config{Dir: "./godfs-data", Listen: protocol.DefaultMasterAddr, DataNodes: 3}
+	var blockSize sizeFlag = protocol.DefaultBlockSize
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a whole local cluster (master + datanodes) in one process",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfg.DataNodes < 1 {
+				return usagef("dev needs at least one datanode")
+			}
+			cfg.BlockSize = uint64(blockSize)
+			cfg.Logger = e.log
+			c, err := devcluster.Start(cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "godfs dev cluster ready: %d datanodes, data in %s\n", len(c.DataNodes), cfg.Dir)
+			fmt.Fprintf(e.stdout, "  master:      %s   (godfs --master %s ..., or GODFS_MASTER=%s)\n", c.Addr(), c.Addr(), c.Addr())
+			fmt.Fprintf(e.stdout, "  HDFS URL:    hdfs://%s/   (HADOOP_NAMENODE=%s hdfs ls /)\n", c.Addr(), c.Addr())
+			fmt.Fprintf(e.stdout, "Press Ctrl-C to stop.\n")
+			select {
+			case <-e.ctx(cmd).Done():
+			case err := <-c.Err():
+				c.Close()
+				return err
+			}
+			return c.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Dir, "dir", cfg.Dir, "directory for all cluster state")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "master RPC address")
+	f.IntVar(&cfg.DataNodes, "datanodes", cfg.DataNodes, "number of datanodes")
+	f.Var(&blockSize, "block-size", "default block size")
+	return cmd
+}
+
+// sizeFlag is a byte size flag that accepts 123, 64k, 64KiB, 1M, 1GiB.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string { return formatSize(int64(*s), false) }
+func (s *sizeFlag) Type() string   { return "size" }
+func (s *sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeFlag(n)
+	return nil
+}
+
+func parseSize(v string) (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(v))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"kb", 1 << 10}, {"mb", 1 << 20},
+		{"gb", 1 << 30}, {"tb", 1 << 40}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, {"b", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 || fmt.Sprint(n) != s {
+		return 0, errors.New("not a size (try 64MiB, 1G, 4096)")
+	}
+	if n > (1<<62)/mult {
+		return 0, errors.New("size too large")
+	}
+	return n * mult, nil
+}
+
+// formatSize prints bytes exactly, or human-readable with human.
+func formatSize(n int64, human bool) string {
+	if !human {
+		return fmt.Sprint(n)
+	}
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%c", float64(n)/float64(div), "KMGTPE"[exp])
+}

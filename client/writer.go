@@ -1,0 +1,230 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/pb"
+)
+
+// CreateOption configures Create.
+type CreateOption func(*createOptions)
+
+type createOptions struct {
+	replication int
+	blockSize   int64
+	overwrite   bool
+	parents     bool
+	perm        fs.FileMode
+}
+
+// Replication sets the file's replication (default: the client's, else the
+// master's).
+func Replication(n int) CreateOption { return func(o *createOptions) { o.replication = n } }
+
+// BlockSize sets the file's block size (default: the client's, else the
+// master's).
+func BlockSize(n int64) CreateOption { return func(o *createOptions) { o.blockSize = n } }
+
+// Overwrite replaces an existing file when the new one is complete.
+func Overwrite() CreateOption { return func(o *createOptions) { o.overwrite = true } }
+
+// CreateParents creates missing parent directories.
+func CreateParents() CreateOption { return func(o *createOptions) { o.parents = true } }
+
+// maxSetupRetries is how many pipelines a block tries before the write
+// fails (each retry excludes the datanode that failed).
+const maxSetupRetries = 3
+
+// FileWriter writes a new file. The file becomes visible only when Close
+// returns nil; a writer that fails or is never closed leaves no file.
+type FileWriter struct {
+	c         *Client
+	name      string
+	fileID    uint64
+	blockSize int64
+	ctx       context.Context
+
+	bw       *blockWriter
+	inBlock  int64                  // bytes written to the current block
+	previous *pb.ExtendedBlockProto // the last finished block, with its length
+	buf      []byte                 // one packet of data
+	err      error                  // sticky
+	closed   bool
+}
+
+// Create starts writing a new file.
+func (c *Client) Create(ctx context.Context, name string, opts ...CreateOption) (*FileWriter, error) {
+	o := createOptions{replication: c.replication, blockSize: c.blockSize, perm: 0o644}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var flags uint32 = uint32(pb.CreateFlagProto_CREATE)
+	if o.overwrite {
+		flags |= uint32(pb.CreateFlagProto_OVERWRITE)
+	}
+	req := &pb.CreateRequestProto{Src: proto.String(name), Masked: &pb.FsPermissionProto{Perm: proto.Uint32(uint32(o.perm))},
+		ClientName: proto.String(c.name), CreateFlag: proto.Uint32(flags), CreateParent: proto.Bool(o.parents),
+		Replication: proto.Uint32(uint32(o.replication)), BlockSize: proto.Uint64(uint64(o.blockSize))}
+	resp := &pb.CreateResponseProto{}
+	if err := c.call(ctx, "create", req, resp); err != nil {
+		return nil, pathErr("create", name, err)
+	}
+	c.writerOpened()
+	return &FileWriter{c: c, name: name, fileID: resp.GetFs().GetFileId(), blockSize: int64(resp.GetFs().GetBlocksize()),
+		ctx: ctx, buf: make([]byte, 0, protocol.MaxPacketData)}, nil
+}
+
+// Write buffers p into packets and streams them down the current block's
+// pipeline, starting new blocks as they fill.
+func (w *FileWriter) Write(p []byte) (int, error) {
+	if w.closed {
+		return 0, fs.ErrClosed
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := 0
+	for len(p) > 0 {
+		room := min(int64(cap(w.buf)-len(w.buf)), w.blockSize-w.inBlock-int64(len(w.buf)))
+		k := min(int64(len(p)), room)
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		n += int(k)
+		if len(w.buf) == cap(w.buf) || w.inBlock+int64(len(w.buf)) == w.blockSize {
+			if err := w.flushPacket(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// flushPacket sends the buffered data as one packet, opening the block's
+// pipeline first if needed and finishing the block when it is full.
+func (w *FileWriter) flushPacket() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	if w.bw == nil {
+		if err := w.startBlock(); err != nil {
+			return w.fail(err)
+		}
+	}
+	if err := w.bw.writePacket(w.buf, false); err != nil {
+		return w.fail(err)
+	}
+	w.inBlock += int64(len(w.buf))
+	w.buf = w.buf[:0]
+	if w.inBlock == w.blockSize {
+		return w.finishBlock()
+	}
+	return nil
+}
+
+func (w *FileWriter) fail(err error) error {
+	if w.bw != nil {
+		w.bw.abort()
+		w.bw = nil
+	}
+	w.err = &fs.PathError{Op: "write", Path: w.name, Err: err}
+	return w.err
+}
+
+// startBlock allocates the next block and sets up its pipeline, retrying
+// with the failing datanode excluded.
+func (w *FileWriter) startBlock() error {
+	var exclude []*pb.DatanodeInfoProto
+	var lastErr error
+	for attempt := 0; attempt < maxSetupRetries; attempt++ {
+		req := &pb.AddBlockRequestProto{Src: proto.String(w.name), ClientName: proto.String(w.c.name),
+			Previous: w.previous, ExcludeNodes: exclude, FileId: proto.Uint64(w.fileID)}
+		resp := &pb.AddBlockResponseProto{}
+		if err := w.c.call(w.ctx, "addBlock", req, resp); err != nil {
+			if lastErr != nil {
+				return fmt.Errorf("%w (after: %v)", err, lastErr)
+			}
+			return err
+		}
+		lb := resp.GetBlock()
+		bw, err := openPipeline(lb, w.c.name)
+		if err == nil {
+			w.bw = bw
+			w.inBlock = 0
+			return nil
+		}
+		lastErr = err
+		// Give the block back and try a pipeline without the bad node.
+		w.c.call(w.ctx, "abandonBlock", &pb.AbandonBlockRequestProto{B: lb.GetB(), Src: proto.String(w.name),
+			Holder: proto.String(w.c.name), FileId: proto.Uint64(w.fileID)}, &pb.AbandonBlockResponseProto{})
+		var bad *errBadLink
+		if errors.As(err, &bad) {
+			for _, loc := range lb.GetLocs() {
+				if xferAddr(loc.GetId()) == bad.addr {
+					exclude = append(exclude, loc)
+				}
+			}
+		}
+	}
+	return fmt.Errorf("set up pipeline: %w", lastErr)
+}
+
+// finishBlock closes the current block's pipeline once every datanode has
+// acked every packet.
+func (w *FileWriter) finishBlock() error {
+	if err := w.bw.finish(); err != nil {
+		return w.fail(err)
+	}
+	b := proto.Clone(w.bw.block).(*pb.ExtendedBlockProto)
+	b.NumBytes = proto.Uint64(uint64(w.inBlock))
+	w.previous = b
+	w.bw = nil
+	w.inBlock = 0
+	return nil
+}
+
+// Close flushes the last packet, finishes the last block and completes the
+// file, which then appears in the namespace. If Close fails, the file does
+// not appear. A timeout while completing is ambiguous: the master may have
+// completed the file before the answer was lost; Stat tells.
+func (w *FileWriter) Close() error {
+	if w.closed {
+		return w.err
+	}
+	w.closed = true
+	defer w.c.writerClosed()
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.flushPacket(); err != nil {
+		return err
+	}
+	if w.bw != nil {
+		if err := w.finishBlock(); err != nil {
+			return err
+		}
+	}
+	req := &pb.CompleteRequestProto{Src: proto.String(w.name), ClientName: proto.String(w.c.name),
+		Last: w.previous, FileId: proto.Uint64(w.fileID)}
+	for backoff := 100 * time.Millisecond; ; backoff *= 2 {
+		resp := &pb.CompleteResponseProto{}
+		if err := w.c.call(w.ctx, "complete", req, resp); err != nil {
+			w.err = pathErr("close", w.name, err)
+			return w.err
+		}
+		if resp.GetResult() {
+			return nil
+		}
+		if backoff > 5*time.Second {
+			w.err = &fs.PathError{Op: "close", Path: w.name, Err: errors.New("master did not complete the file: blocks not replicated")}
+			return w.err
+		}
+		time.Sleep(backoff)
+	}
+}

@@ -1,0 +1,409 @@
+// Package datanode stores block replicas on local disks and serves them
+// over HDFS's DataTransferProtocol: it receives blocks in a write pipeline
+// (forwarding to the next datanode while writing), serves reads with
+// checksums, and reports to the master by heartbeats and block reports.
+package datanode
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/hrpc"
+	"github.com/godfs/godfs/protocol/pb"
+)
+
+// Options configure a DataNode. Zero fields take the defaults noted.
+type Options struct {
+	// DataDirs are the directories replicas are stored in. Required.
+	DataDirs []string
+	// Listen is the DataTransferProtocol address. Default 127.0.0.1:9866;
+	// port 0 picks a free port.
+	Listen string
+	// Master is the master's RPC address. Default 127.0.0.1:8020.
+	Master string
+	// Rack is the datanode's network location. Default /default-rack.
+	Rack string
+	// HeartbeatInterval is the time between heartbeats. Default 3s.
+	HeartbeatInterval time.Duration
+	// BlockReportInterval is the time between full block reports. Default 1h.
+	BlockReportInterval time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// EnsureDefaults fills zero fields with their defaults.
+func (o *Options) EnsureDefaults() {
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:9866"
+	}
+	if o.Master == "" {
+		o.Master = protocol.DefaultMasterAddr
+	}
+	if o.Rack == "" {
+		o.Rack = "/default-rack"
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = 3 * time.Second
+	}
+	if o.BlockReportInterval == 0 {
+		o.BlockReportInterval = time.Hour
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Validate reports options that cannot work.
+func (o *Options) Validate() error {
+	if len(o.DataDirs) == 0 {
+		return errors.New("datanode: at least one data directory is required")
+	}
+	return nil
+}
+
+// DataNode is a running datanode.
+type DataNode struct {
+	opts   Options
+	log    *slog.Logger
+	store  *store
+	uuid   string
+	ln     net.Listener
+	master *hrpc.Client
+
+	xceivers atomic.Int32 // operations in progress
+
+	// Incremental block reports waiting to be sent.
+	ibrMu    sync.Mutex
+	received []*pb.BlockProto
+	deleted  []*pb.BlockProto
+	ibrKick  chan struct{}
+
+	connsMu sync.Mutex
+	conns   map[net.Conn]struct{}
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// identity is persisted in the first data directory.
+type identity struct {
+	DatanodeUUID string `json:"datanodeUuid"`
+	BlockPoolID  string `json:"blockPoolId,omitempty"`
+}
+
+// New opens the data directories and indexes the replicas on them.
+func New(opts Options) (*DataNode, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := openStore(opts.DataDirs)
+	if err != nil {
+		return nil, fmt.Errorf("datanode: %w", err)
+	}
+	id, err := loadIdentity(opts.DataDirs[0])
+	if err != nil {
+		return nil, err
+	}
+	d := &DataNode{opts: opts, log: opts.Logger, store: st, uuid: id.DatanodeUUID,
+		ibrKick: make(chan struct{}, 1), conns: map[net.Conn]struct{}{}, stop: make(chan struct{})}
+	d.master = hrpc.NewClient(opts.Master, hrpc.ClientOptions{Protocol: protocol.DatanodeProtocol, User: "datanode"})
+	_, n := st.usage()
+	d.log.Info("datanode storage opened", "dirs", opts.DataDirs, "replicas", n, "uuid", d.uuid)
+	return d, nil
+}
+
+func identityPath(dir string) string { return filepath.Join(dir, "VERSION") }
+
+func loadIdentity(dir string) (identity, error) {
+	var id identity
+	b, err := os.ReadFile(identityPath(dir))
+	if err == nil {
+		if err := json.Unmarshal(b, &id); err != nil || id.DatanodeUUID == "" {
+			return id, fmt.Errorf("datanode: %s is damaged", identityPath(dir))
+		}
+		return id, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return id, fmt.Errorf("datanode: %w", err)
+	}
+	r := make([]byte, 16)
+	rand.Read(r)
+	id.DatanodeUUID = hex.EncodeToString(r)
+	return id, saveIdentity(dir, id)
+}
+
+func saveIdentity(dir string, id identity) error {
+	b, _ := json.Marshal(id)
+	tmp := identityPath(dir) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("datanode: %w", err)
+	}
+	f, err := os.Open(tmp)
+	if err == nil {
+		f.Sync()
+		f.Close()
+	}
+	if err := os.Rename(tmp, identityPath(dir)); err != nil {
+		return fmt.Errorf("datanode: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// Listen binds the data transfer address. Addr is valid after it returns.
+func (d *DataNode) Listen() error {
+	ln, err := net.Listen("tcp", d.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("datanode: listen: %w", err)
+	}
+	d.ln = ln
+	return nil
+}
+
+// Addr is the bound data transfer address.
+func (d *DataNode) Addr() string { return d.ln.Addr().String() }
+
+// UUID identifies the datanode to the master.
+func (d *DataNode) UUID() string { return d.uuid }
+
+// Serve serves data transfers and talks to the master until Close.
+func (d *DataNode) Serve() error {
+	if d.ln == nil {
+		if err := d.Listen(); err != nil {
+			return err
+		}
+	}
+	d.wg.Add(1)
+	go d.masterLoop()
+	d.log.Info("datanode serving", "data", d.Addr(), "master", d.opts.Master)
+	for {
+		c, err := d.ln.Accept()
+		if err != nil {
+			select {
+			case <-d.stop:
+				return nil
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		d.connsMu.Lock()
+		d.conns[c] = struct{}{}
+		d.connsMu.Unlock()
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.serveConn(c)
+			d.connsMu.Lock()
+			delete(d.conns, c)
+			d.connsMu.Unlock()
+		}()
+	}
+}
+
+// Close stops serving; replicas being received are dropped (their writers
+// were not acked).
+func (d *DataNode) Close() error {
+	select {
+	case <-d.stop:
+		return nil
+	default:
+	}
+	close(d.stop)
+	if d.ln != nil {
+		d.ln.Close()
+	}
+	d.connsMu.Lock()
+	for c := range d.conns {
+		c.Close()
+	}
+	d.connsMu.Unlock()
+	d.master.Close()
+	d.wg.Wait()
+	return nil
+}
+
+// datanodeID describes this datanode on the wire.
+func (d *DataNode) datanodeID() *pb.DatanodeIDProto {
+	host, portStr, _ := net.SplitHostPort(d.Addr())
+	port, _ := strconv.Atoi(portStr)
+	hostname, _ := os.Hostname()
+	ip := net.ParseIP(host)
+	if ip == nil || ip.IsUnspecified() {
+		host = "" // the master uses the address we connect from
+	}
+	return &pb.DatanodeIDProto{IpAddr: proto.String(host), HostName: proto.String(hostname),
+		DatanodeUuid: proto.String(d.uuid), XferPort: proto.Uint32(uint32(port)),
+		InfoPort: proto.Uint32(0), IpcPort: proto.Uint32(0)}
+}
+
+// masterLoop registers with the master, sends the full block report, then
+// heartbeats, incremental reports and periodic full reports. Any failure
+// leads back to registering.
+func (d *DataNode) masterLoop() {
+	defer d.wg.Done()
+	registered := false
+	var lastReport time.Time
+	hb := time.NewTicker(d.opts.HeartbeatInterval)
+	defer hb.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var err error
+		switch {
+		case !registered:
+			if err = d.register(ctx); err == nil {
+				if err = d.blockReport(ctx); err == nil {
+					registered, lastReport = true, time.Now()
+				}
+			}
+		default:
+			if err = d.sendIBR(ctx); err == nil {
+				var again bool
+				again, err = d.heartbeat(ctx)
+				if again {
+					registered = false
+				} else if err == nil && time.Since(lastReport) > d.opts.BlockReportInterval {
+					if err = d.blockReport(ctx); err == nil {
+						lastReport = time.Now()
+					}
+				}
+			}
+		}
+		cancel()
+		if err != nil {
+			d.log.Warn("master unreachable", "master", d.opts.Master, "err", err)
+			registered = false
+		}
+		if !registered && err == nil {
+			continue // re-register at once when asked to
+		}
+		select {
+		case <-d.stop:
+			return
+		case <-hb.C:
+		case <-d.ibrKick:
+		}
+	}
+}
+
+func (d *DataNode) register(ctx context.Context) error {
+	total, free := d.store.capacity()
+	used, _ := d.store.usage()
+	req := &pb.RegisterDatanodeRequestProto{Info: &pb.DatanodeInfoProto{Id: d.datanodeID(),
+		Capacity: proto.Uint64(total), DfsUsed: proto.Uint64(uint64(used)), Remaining: proto.Uint64(free),
+		Location: proto.String(d.opts.Rack)}}
+	resp := &pb.RegisterDatanodeResponseProto{}
+	if err := d.master.Call(ctx, "registerDatanode", req, resp); err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	id, err := loadIdentity(d.opts.DataDirs[0])
+	if err != nil {
+		return err
+	}
+	switch id.BlockPoolID {
+	case resp.GetBlockPoolId():
+	case "":
+		id.BlockPoolID = resp.GetBlockPoolId()
+		if err := saveIdentity(d.opts.DataDirs[0], id); err != nil {
+			return err
+		}
+	default:
+		// Joining another cluster's master would have it delete every
+		// replica here as unknown. Refuse instead.
+		err := fmt.Errorf("datanode holds blocks of pool %s but master %s serves pool %s; refusing to join",
+			id.BlockPoolID, d.opts.Master, resp.GetBlockPoolId())
+		d.log.Error(err.Error())
+		return err
+	}
+	return nil
+}
+
+func (d *DataNode) blockReport(ctx context.Context) error {
+	req := &pb.BlockReportRequestProto{DatanodeUuid: proto.String(d.uuid)}
+	for _, b := range d.store.list() {
+		req.Blocks = append(req.Blocks, &pb.BlockProto{BlockId: proto.Uint64(b.ID),
+			GenStamp: proto.Uint64(b.GenStamp), NumBytes: proto.Uint64(uint64(b.Len))})
+	}
+	if err := d.master.Call(ctx, "blockReport", req, &pb.BlockReportResponseProto{}); err != nil {
+		return fmt.Errorf("block report: %w", err)
+	}
+	return nil
+}
+
+func (d *DataNode) heartbeat(ctx context.Context) (reregister bool, err error) {
+	total, free := d.store.capacity()
+	used, n := d.store.usage()
+	req := &pb.HeartbeatRequestProto{DatanodeUuid: proto.String(d.uuid), Capacity: proto.Uint64(total),
+		DfsUsed: proto.Uint64(uint64(used)), Remaining: proto.Uint64(free), NumBlocks: proto.Uint32(uint32(n)),
+		XceiverCount: proto.Uint32(uint32(d.xceivers.Load()))}
+	resp := &pb.HeartbeatResponseProto{}
+	if err := d.master.Call(ctx, "sendHeartbeat", req, resp); err != nil {
+		return false, fmt.Errorf("heartbeat: %w", err)
+	}
+	for _, b := range resp.GetInvalidate() {
+		removed, err := d.store.remove(b.GetBlockId(), b.GetGenStamp())
+		if err != nil {
+			d.log.Error("delete replica", "block", b.GetBlockId(), "err", err)
+		}
+		if removed {
+			d.queueIBR(nil, b)
+		}
+	}
+	return resp.GetReregister(), nil
+}
+
+// queueIBR queues an incremental block report and wakes the master loop.
+func (d *DataNode) queueIBR(received, deleted *pb.BlockProto) {
+	d.ibrMu.Lock()
+	if received != nil {
+		d.received = append(d.received, received)
+	}
+	if deleted != nil {
+		d.deleted = append(d.deleted, deleted)
+	}
+	d.ibrMu.Unlock()
+	select {
+	case d.ibrKick <- struct{}{}:
+	default:
+	}
+}
+
+func (d *DataNode) sendIBR(ctx context.Context) error {
+	d.ibrMu.Lock()
+	rcv, del := d.received, d.deleted
+	d.received, d.deleted = nil, nil
+	d.ibrMu.Unlock()
+	if len(rcv) == 0 && len(del) == 0 {
+		return nil
+	}
+	req := &pb.BlockReceivedAndDeletedRequestProto{DatanodeUuid: proto.String(d.uuid), Received: rcv, Deleted: del}
+	if err := d.master.Call(ctx, "blockReceivedAndDeleted", req, &pb.BlockReceivedAndDeletedResponseProto{}); err != nil {
+		// Keep them for the next try; a full report after re-registering
+		// covers them anyway.
+		d.ibrMu.Lock()
+		d.received = append(rcv, d.received...)
+		d.deleted = append(del, d.deleted...)
+		d.ibrMu.Unlock()
+		return fmt.Errorf("incremental block report: %w", err)
+	}
+	return nil
+}

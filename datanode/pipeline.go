@@ -1,0 +1,224 @@
+package datanode
+
+import (
+	"bufio"
+	"fmt"
+	"hash/crc32"
+	"net"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/pb"
+	"github.com/godfs/godfs/protocol/xfer"
+)
+
+// heartbeatSeqno marks the keep-alive packets writers send when idle.
+const heartbeatSeqno = -1
+
+// toAck is a packet written locally and waiting for its ack.
+type toAck struct {
+	seqno  int64
+	last   bool
+	status pb.Status // this datanode's status for the packet
+}
+
+func xferAddr(id *pb.DatanodeIDProto) string {
+	return net.JoinHostPort(id.GetIpAddr(), strconv.Itoa(int(id.GetXferPort())))
+}
+
+// writeBlock receives a replica in a pipeline: it connects to the next
+// target (if any), then for each packet forwards it downstream, verifies
+// its checksums, writes it, and hands it to the responder, which acks
+// upstream once the downstream ack for the same packet arrives. At most
+// ackQueue packets are in flight, which bounds memory per transfer.
+func (d *DataNode) writeBlock(req *pb.OpWriteBlockProto, up net.Conn, upR *bufio.Reader) error {
+	b := req.GetHeader().GetBaseHeader().GetBlock()
+	id, gs := b.GetBlockId(), b.GetGenerationStamp()
+	if st := req.GetStage(); st != pb.OpWriteBlockProto_PIPELINE_SETUP_CREATE {
+		msg := fmt.Sprintf("write stage %s is not supported yet (appends start a new block)", st)
+		respond(up, pb.Status_ERROR_UNSUPPORTED, msg)
+		return fmt.Errorf("block %d: %s", id, msg)
+	}
+	cs := req.GetRequestedChecksum()
+	tab, err := xfer.ChecksumTable(cs.GetType())
+	if err != nil || cs.GetBytesPerChecksum() != protocol.BytesPerChecksum {
+		msg := fmt.Sprintf("checksum %s per %d bytes is not supported; use CRC32C or CRC32 per %d bytes",
+			cs.GetType(), cs.GetBytesPerChecksum(), protocol.BytesPerChecksum)
+		respond(up, pb.Status_ERROR_UNSUPPORTED, msg)
+		return fmt.Errorf("block %d: %s", id, msg)
+	}
+
+	// Downstream first, so a bad link is reported before any data flows.
+	var down net.Conn
+	var downR *bufio.Reader
+	if targets := req.GetTargets(); len(targets) > 0 {
+		addr := xferAddr(targets[0].GetId())
+		var err error
+		down, downR, err = connectDownstream(addr, req)
+		if err != nil {
+			xfer.WriteDelimited(up, &pb.BlockOpResponseProto{Status: pb.Status_ERROR.Enum(),
+				FirstBadLink: proto.String(firstBadLink(err, addr)), Message: proto.String(err.Error())})
+			return fmt.Errorf("block %d: %w", id, err)
+		}
+		defer down.Close()
+	}
+	rw, err := d.store.create(id, gs, cs.GetType())
+	if err != nil {
+		respond(up, pb.Status_ERROR_EXISTS, err.Error())
+		return err
+	}
+	defer rw.abort() // no-op once finished
+	if err := xfer.WriteDelimited(up, &pb.BlockOpResponseProto{Status: pb.Status_SUCCESS.Enum(), FirstBadLink: proto.String("")}); err != nil {
+		return err
+	}
+
+	acks := make(chan toAck, ackQueue)
+	responderDone := make(chan error, 1)
+	go func() { responderDone <- respondAcks(up, downR, down, acks) }()
+	recvErr := d.receivePackets(rw, tab, upR, up, down, acks)
+	close(acks)
+	if recvErr != nil && down != nil {
+		down.Close() // unblock a responder waiting for a downstream ack
+	}
+	respErr := <-responderDone
+	if recvErr != nil {
+		return fmt.Errorf("block %d: %w", id, recvErr)
+	}
+	if respErr != nil {
+		return fmt.Errorf("block %d: %w", id, respErr)
+	}
+	return nil
+}
+
+type badLinkError struct {
+	addr string
+	err  error
+}
+
+func (e *badLinkError) Error() string { return e.err.Error() }
+func (e *badLinkError) Unwrap() error { return e.err }
+
+func firstBadLink(err error, addr string) string {
+	if bl, ok := err.(*badLinkError); ok && bl.addr != "" {
+		return bl.addr
+	}
+	return addr
+}
+
+// connectDownstream opens the pipeline to the next datanode with the rest
+// of the targets.
+func connectDownstream(addr string, req *pb.OpWriteBlockProto) (net.Conn, *bufio.Reader, error) {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to next datanode %s: %w", addr, err)
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	fwd := proto.Clone(req).(*pb.OpWriteBlockProto)
+	fwd.Targets = req.GetTargets()[1:]
+	if len(fwd.TargetStorageTypes) > 0 {
+		fwd.TargetStorageTypes = fwd.TargetStorageTypes[1:]
+	}
+	if len(fwd.TargetStorageIds) > 0 {
+		fwd.TargetStorageIds = fwd.TargetStorageIds[1:]
+	}
+	if len(fwd.TargetPinnings) > 0 {
+		fwd.TargetPinnings = fwd.TargetPinnings[1:]
+	}
+	c.SetDeadline(time.Now().Add(ioTimeout))
+	if err := xfer.WriteOp(c, xfer.OpWriteBlock, fwd); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("send to next datanode %s: %w", addr, err)
+	}
+	r := bufio.NewReaderSize(c, 16<<10)
+	resp := &pb.BlockOpResponseProto{}
+	if err := xfer.ReadDelimited(r, resp); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("next datanode %s: %w", addr, err)
+	}
+	if resp.GetStatus() != pb.Status_SUCCESS {
+		c.Close()
+		return nil, nil, &badLinkError{addr: resp.GetFirstBadLink(),
+			err: fmt.Errorf("next datanode %s: %s: %s", addr, resp.GetStatus(), resp.GetMessage())}
+	}
+	return c, r, nil
+}
+
+// receivePackets reads packets from upstream until the last one. Only this
+// goroutine touches rw.
+func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufio.Reader, up, down net.Conn, acks chan<- toAck) error {
+	for {
+		up.SetReadDeadline(time.Now().Add(ioTimeout))
+		p, raw, err := xfer.ReadPacket(upR)
+		if err != nil {
+			return fmt.Errorf("receive packet: %w", err)
+		}
+		if down != nil {
+			down.SetWriteDeadline(time.Now().Add(ioTimeout))
+			if _, err := down.Write(raw); err != nil {
+				return fmt.Errorf("forward packet %d: %w", p.Seqno, err)
+			}
+		}
+		if p.Seqno == heartbeatSeqno && !p.Last && len(p.Data) == 0 {
+			acks <- toAck{seqno: p.Seqno}
+			continue
+		}
+		if p.Offset != rw.length {
+			return fmt.Errorf("packet %d at offset %d, replica has %d bytes", p.Seqno, p.Offset, rw.length)
+		}
+		if len(p.Data) > 0 {
+			if err := xfer.VerifyChunks(tab, p.Data, p.Sums, p.Offset/protocol.BytesPerChecksum); err != nil {
+				acks <- toAck{seqno: p.Seqno, status: pb.Status_ERROR_CHECKSUM, last: true}
+				return fmt.Errorf("packet %d: %w", p.Seqno, err)
+			}
+			if err := rw.write(p.Data, p.Sums); err != nil {
+				acks <- toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true}
+				return err
+			}
+		}
+		if p.Last {
+			if err := rw.finish(); err != nil {
+				acks <- toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true}
+				return err
+			}
+			d.queueIBR(&pb.BlockProto{BlockId: proto.Uint64(rw.id), GenStamp: proto.Uint64(rw.gs),
+				NumBytes: proto.Uint64(uint64(rw.length))}, nil)
+			acks <- toAck{seqno: p.Seqno, last: true}
+			return nil
+		}
+		acks <- toAck{seqno: p.Seqno}
+	}
+}
+
+// respondAcks sends one ack upstream per packet, in order: this datanode's
+// status followed by the statuses of the datanodes downstream.
+func respondAcks(up net.Conn, downR *bufio.Reader, down net.Conn, acks <-chan toAck) error {
+	for a := range acks {
+		statuses := []pb.Status{a.status}
+		if downR != nil && a.status == pb.Status_SUCCESS {
+			down.SetReadDeadline(time.Now().Add(ioTimeout))
+			ack := &pb.PipelineAckProto{}
+			if err := xfer.ReadDelimited(downR, ack); err != nil {
+				// Tell the writer the next datanode failed.
+				xfer.WriteAck(up, a.seqno, []pb.Status{pb.Status_SUCCESS, pb.Status_ERROR})
+				return fmt.Errorf("ack from next datanode: %w", err)
+			}
+			if ack.GetSeqno() != a.seqno {
+				return fmt.Errorf("next datanode acked packet %d, expected %d", ack.GetSeqno(), a.seqno)
+			}
+			statuses = append(statuses, xfer.AckStatuses(ack)...)
+		}
+		up.SetWriteDeadline(time.Now().Add(ioTimeout))
+		if err := xfer.WriteAck(up, a.seqno, statuses); err != nil {
+			return fmt.Errorf("ack upstream: %w", err)
+		}
+		if a.last {
+			return nil
+		}
+	}
+	return nil
+}

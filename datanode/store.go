@@ -1,0 +1,410 @@
+package datanode
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/pb"
+	"github.com/godfs/godfs/protocol/xfer"
+)
+
+// Replica files follow HDFS's layout: blk_<id> holds the bytes and
+// blk_<id>_<genstamp>.meta a 7-byte header (version 1, checksum type,
+// bytes per checksum) and then one big-endian CRC32C per 512-byte chunk.
+// Replicas being written live in rbw/ and move to finalized/ atomically
+// once complete and synced.
+const (
+	metaVersion    = 1
+	metaHeaderSize = 7
+)
+
+// ErrReplicaNotFound: the datanode holds no finalized replica of a block.
+var ErrReplicaNotFound = errors.New("replica not found")
+
+// ErrReplicaExists: a replica of the block is already here.
+var ErrReplicaExists = errors.New("replica already exists")
+
+// replica is the store's record of one finalized replica.
+type replica struct {
+	genStamp uint64
+	length   int64
+	dir      *volume
+}
+
+// volume is one data directory.
+type volume struct {
+	root string // <dataDir>/current
+}
+
+func (v *volume) finalizedDir(id uint64) string {
+	return filepath.Join(v.root, "finalized", fmt.Sprintf("subdir%d", (id>>8)&0x1f))
+}
+func (v *volume) rbwDir() string { return filepath.Join(v.root, "rbw") }
+
+func blockFileName(id uint64) string { return "blk_" + strconv.FormatUint(id, 10) }
+func metaFileName(id, gs uint64) string {
+	return fmt.Sprintf("blk_%d_%d.meta", id, gs)
+}
+
+// store keeps block replicas on local disks. It knows block ids, generation
+// stamps and lengths only, never file names.
+type store struct {
+	vols []*volume
+
+	mu struct {
+		sync.Mutex
+		replicas map[uint64]*replica
+		writing  map[uint64]bool // replicas being received
+		next     int             // round-robin volume choice
+		used     int64
+	}
+}
+
+// openStore opens (creating if needed) the data directories and indexes
+// the finalized replicas on them. Leftover rbw files from a crash are
+// removed: their writer was never acked for them.
+func openStore(dirs []string) (*store, error) {
+	s := &store{}
+	s.mu.replicas = map[uint64]*replica{}
+	s.mu.writing = map[uint64]bool{}
+	for _, d := range dirs {
+		v := &volume{root: filepath.Join(d, "current")}
+		for _, sub := range []string{"finalized", "rbw"} {
+			if err := os.MkdirAll(filepath.Join(v.root, sub), 0o755); err != nil {
+				return nil, fmt.Errorf("open data dir %s: %w", d, err)
+			}
+		}
+		if err := clearDir(v.rbwDir()); err != nil {
+			return nil, err
+		}
+		if err := s.scan(v); err != nil {
+			return nil, err
+		}
+		s.vols = append(s.vols, v)
+	}
+	return s, nil
+}
+
+func clearDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("clear %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("clear %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// scan indexes the finalized replicas of a volume.
+func (s *store) scan(v *volume) error {
+	return filepath.WalkDir(filepath.Join(v.root, "finalized"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() || !strings.HasSuffix(name, ".meta") {
+			return nil
+		}
+		parts := strings.Split(strings.TrimSuffix(strings.TrimPrefix(name, "blk_"), ".meta"), "_")
+		if len(parts) != 2 {
+			return nil
+		}
+		id, err1 := strconv.ParseUint(parts[0], 10, 64)
+		gs, err2 := strconv.ParseUint(parts[1], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil
+		}
+		fi, err := os.Stat(filepath.Join(filepath.Dir(p), blockFileName(id)))
+		if err != nil {
+			return nil // a meta file without data: not a replica
+		}
+		if old, ok := s.mu.replicas[id]; ok && old.genStamp >= gs {
+			return nil
+		}
+		s.mu.replicas[id] = &replica{genStamp: gs, length: fi.Size(), dir: v}
+		s.mu.used += fi.Size()
+		return nil
+	})
+}
+
+// get returns the finalized replica of id.
+func (s *store) get(id uint64) (replica, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.mu.replicas[id]
+	if !ok {
+		return replica{}, false
+	}
+	return *r, true
+}
+
+// blockInfo is a finalized replica as reported to the master.
+type blockInfo struct {
+	ID, GenStamp uint64
+	Len          int64
+}
+
+func (s *store) list() []blockInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]blockInfo, 0, len(s.mu.replicas))
+	for id, r := range s.mu.replicas {
+		out = append(out, blockInfo{id, r.genStamp, r.length})
+	}
+	return out
+}
+
+func (s *store) usage() (used int64, blocks int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.used, len(s.mu.replicas)
+}
+
+// capacity returns total and free bytes of the volumes' file systems.
+func (s *store) capacity() (total, free uint64) {
+	for _, v := range s.vols {
+		var st syscall.Statfs_t
+		if syscall.Statfs(v.root, &st) == nil {
+			total += st.Blocks * uint64(st.Bsize)
+			free += st.Bavail * uint64(st.Bsize)
+		}
+	}
+	return total, free
+}
+
+// replicaWriter receives one replica into rbw/ and publishes it on finish.
+type replicaWriter struct {
+	s        *store
+	v        *volume
+	id, gs   uint64
+	data     *os.File
+	meta     *os.File
+	metaW    *bufio.Writer
+	length   int64
+	finished bool
+}
+
+// create starts a new replica of block id whose checksums are of type cs.
+func (s *store) create(id, gs uint64, cs pb.ChecksumTypeProto) (*replicaWriter, error) {
+	s.mu.Lock()
+	if _, ok := s.mu.replicas[id]; ok {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("create replica of block %d: %w", id, ErrReplicaExists)
+	}
+	if s.mu.writing[id] {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("create replica of block %d: %w (being written)", id, ErrReplicaExists)
+	}
+	s.mu.writing[id] = true
+	v := s.vols[s.mu.next%len(s.vols)]
+	s.mu.next++
+	s.mu.Unlock()
+
+	w := &replicaWriter{s: s, v: v, id: id, gs: gs}
+	var err error
+	if w.data, err = os.OpenFile(filepath.Join(v.rbwDir(), blockFileName(id)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+		w.abort()
+		return nil, fmt.Errorf("create replica of block %d: %w", id, err)
+	}
+	if w.meta, err = os.OpenFile(filepath.Join(v.rbwDir(), metaFileName(id, gs)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+		w.abort()
+		return nil, fmt.Errorf("create replica of block %d: %w", id, err)
+	}
+	w.metaW = bufio.NewWriterSize(w.meta, 8<<10)
+	var hdr [metaHeaderSize]byte
+	binary.BigEndian.PutUint16(hdr[:2], metaVersion)
+	hdr[2] = byte(cs)
+	binary.BigEndian.PutUint32(hdr[3:], protocol.BytesPerChecksum)
+	w.metaW.Write(hdr[:])
+	return w, nil
+}
+
+// write appends data and its chunk checksums. Data must start on a chunk
+// boundary.
+func (w *replicaWriter) write(data, sums []byte) error {
+	if w.length%protocol.BytesPerChecksum != 0 {
+		return fmt.Errorf("block %d: write at %d is not on a chunk boundary", w.id, w.length)
+	}
+	if _, err := w.data.Write(data); err != nil {
+		return fmt.Errorf("write block %d: %w", w.id, err)
+	}
+	if _, err := w.metaW.Write(sums); err != nil {
+		return fmt.Errorf("write block %d checksums: %w", w.id, err)
+	}
+	w.length += int64(len(data))
+	return nil
+}
+
+// finish syncs the replica and moves it to finalized/ (data first, then the
+// meta file, whose presence marks the replica complete), then syncs the
+// directories so the rename survives a crash.
+func (w *replicaWriter) finish() error {
+	if err := w.metaW.Flush(); err != nil {
+		return w.fail(err)
+	}
+	if err := w.data.Sync(); err != nil {
+		return w.fail(err)
+	}
+	if err := w.meta.Sync(); err != nil {
+		return w.fail(err)
+	}
+	w.data.Close()
+	w.meta.Close()
+	dir := w.v.finalizedDir(w.id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return w.fail(err)
+	}
+	if err := os.Rename(filepath.Join(w.v.rbwDir(), blockFileName(w.id)), filepath.Join(dir, blockFileName(w.id))); err != nil {
+		return w.fail(err)
+	}
+	if err := os.Rename(filepath.Join(w.v.rbwDir(), metaFileName(w.id, w.gs)), filepath.Join(dir, metaFileName(w.id, w.gs))); err != nil {
+		return w.fail(err)
+	}
+	if err := syncDir(dir); err != nil {
+		return w.fail(err)
+	}
+	if err := syncDir(w.v.rbwDir()); err != nil {
+		return w.fail(err)
+	}
+	w.finished = true
+	s := w.s
+	s.mu.Lock()
+	delete(s.mu.writing, w.id)
+	s.mu.replicas[w.id] = &replica{genStamp: w.gs, length: w.length, dir: w.v}
+	s.mu.used += w.length
+	s.mu.Unlock()
+	return nil
+}
+
+func (w *replicaWriter) fail(err error) error {
+	w.abort()
+	return fmt.Errorf("finalize block %d: %w", w.id, err)
+}
+
+// abort drops a replica that was not finished.
+func (w *replicaWriter) abort() {
+	if w.finished {
+		return
+	}
+	w.finished = true
+	if w.data != nil {
+		w.data.Close()
+	}
+	if w.meta != nil {
+		w.meta.Close()
+	}
+	os.Remove(filepath.Join(w.v.rbwDir(), blockFileName(w.id)))
+	os.Remove(filepath.Join(w.v.rbwDir(), metaFileName(w.id, w.gs)))
+	w.s.mu.Lock()
+	delete(w.s.mu.writing, w.id)
+	w.s.mu.Unlock()
+}
+
+// replicaReader reads a finalized replica and its checksums.
+type replicaReader struct {
+	id, gs uint64
+	length int64
+	tab    *crc32.Table // the checksum type the replica was written with
+	data   *os.File
+	meta   *os.File
+}
+
+func (s *store) open(id uint64) (*replicaReader, error) {
+	r, ok := s.get(id)
+	if !ok {
+		return nil, fmt.Errorf("block %d: %w", id, ErrReplicaNotFound)
+	}
+	dir := r.dir.finalizedDir(id)
+	data, err := os.Open(filepath.Join(dir, blockFileName(id)))
+	if err != nil {
+		return nil, fmt.Errorf("open block %d: %w", id, err)
+	}
+	meta, err := os.Open(filepath.Join(dir, metaFileName(id, r.genStamp)))
+	if err != nil {
+		data.Close()
+		return nil, fmt.Errorf("open block %d checksums: %w", id, err)
+	}
+	var hdr [metaHeaderSize]byte
+	if _, err := meta.ReadAt(hdr[:], 0); err != nil {
+		data.Close()
+		meta.Close()
+		return nil, fmt.Errorf("read block %d checksum header: %w", id, err)
+	}
+	tab, err := xfer.ChecksumTable(pb.ChecksumTypeProto(hdr[2]))
+	if err != nil || binary.BigEndian.Uint32(hdr[3:]) != protocol.BytesPerChecksum {
+		data.Close()
+		meta.Close()
+		return nil, fmt.Errorf("block %d: bad checksum header %x: %w", id, hdr, protocol.ErrCorruption)
+	}
+	return &replicaReader{id: id, gs: r.genStamp, length: r.length, tab: tab, data: data, meta: meta}, nil
+}
+
+// readChunks reads data[off:off+n] and the checksums that cover it; off
+// must be on a chunk boundary.
+func (rr *replicaReader) readChunks(off int64, data, sums []byte) error {
+	if _, err := rr.data.ReadAt(data, off); err != nil && !(errors.Is(err, io.EOF) && len(data) == 0) {
+		return fmt.Errorf("read block %d at %d: %w", rr.id, off, err)
+	}
+	chunk := off / protocol.BytesPerChecksum
+	if _, err := rr.meta.ReadAt(sums, metaHeaderSize+chunk*protocol.ChecksumSize); err != nil {
+		return fmt.Errorf("read block %d checksums: %w", rr.id, err)
+	}
+	return nil
+}
+
+// allSums returns a reader over the replica's checksums.
+func (rr *replicaReader) allSums() io.Reader {
+	n := (rr.length + protocol.BytesPerChecksum - 1) / protocol.BytesPerChecksum
+	return io.NewSectionReader(rr.meta, metaHeaderSize, n*protocol.ChecksumSize)
+}
+
+func (rr *replicaReader) Close() error {
+	rr.data.Close()
+	return rr.meta.Close()
+}
+
+// remove deletes the replica of id if its generation stamp is at most gs
+// (a newer replica written since the master asked is kept).
+func (s *store) remove(id, gs uint64) (bool, error) {
+	s.mu.Lock()
+	r, ok := s.mu.replicas[id]
+	if !ok || (gs != 0 && r.genStamp > gs) {
+		s.mu.Unlock()
+		return false, nil
+	}
+	delete(s.mu.replicas, id)
+	s.mu.used -= r.length
+	s.mu.Unlock()
+	dir := r.dir.finalizedDir(id)
+	// Meta first: a replica without its meta file is no replica on restart.
+	err1 := os.Remove(filepath.Join(dir, metaFileName(id, r.genStamp)))
+	err2 := os.Remove(filepath.Join(dir, blockFileName(id)))
+	if err := errors.Join(err1, err2); err != nil {
+		return true, fmt.Errorf("delete block %d: %w", id, err)
+	}
+	return true, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,179 @@
+package datanode
+
+import (
+	"bufio"
+	"crypto/md5"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/pb"
+	"github.com/godfs/godfs/protocol/xfer"
+)
+
+const (
+	// idleTimeout closes a data connection with no next operation.
+	idleTimeout = time.Minute
+	// ioTimeout bounds each read or write on a pipeline connection.
+	ioTimeout = 2 * time.Minute
+	// ackQueue is how many packets may be written but not yet acked: the
+	// bound on per-transfer memory (about 64 KiB each).
+	ackQueue = 32
+	// readPacketData is the data a read packet carries (128 chunks).
+	readPacketData = 128 * protocol.BytesPerChecksum
+)
+
+// serveConn serves operations on one connection until it closes.
+func (d *DataNode) serveConn(c net.Conn) {
+	defer c.Close()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	r := bufio.NewReaderSize(c, 128<<10)
+	for {
+		c.SetReadDeadline(time.Now().Add(idleTimeout))
+		op, err := xfer.ReadOpHeader(r)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				d.log.Debug("data connection", "remote", c.RemoteAddr(), "err", err)
+			}
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(ioTimeout))
+		d.xceivers.Add(1)
+		keep, err := d.serveOp(op, c, r)
+		d.xceivers.Add(-1)
+		if err != nil {
+			d.log.Warn("data transfer failed", "op", op, "remote", c.RemoteAddr(), "err", err)
+		}
+		if !keep || err != nil {
+			return
+		}
+	}
+}
+
+func (d *DataNode) serveOp(op xfer.Op, c net.Conn, r *bufio.Reader) (keepOpen bool, err error) {
+	switch op {
+	case xfer.OpWriteBlock:
+		req := &pb.OpWriteBlockProto{}
+		if err := xfer.ReadDelimited(r, req); err != nil {
+			return false, fmt.Errorf("read %s: %w", op, err)
+		}
+		return false, d.writeBlock(req, c, r)
+	case xfer.OpReadBlock:
+		req := &pb.OpReadBlockProto{}
+		if err := xfer.ReadDelimited(r, req); err != nil {
+			return false, fmt.Errorf("read %s: %w", op, err)
+		}
+		return true, d.readBlock(req, c, r)
+	case xfer.OpBlockChecksum:
+		req := &pb.OpBlockChecksumProto{}
+		if err := xfer.ReadDelimited(r, req); err != nil {
+			return false, fmt.Errorf("read %s: %w", op, err)
+		}
+		return true, d.blockChecksum(req, c)
+	default:
+		respond(c, pb.Status_ERROR_UNSUPPORTED, fmt.Sprintf("godfs datanode does not support %s yet", op))
+		return false, fmt.Errorf("unsupported op %s", op)
+	}
+}
+
+func respond(w io.Writer, st pb.Status, msg string) error {
+	return xfer.WriteDelimited(w, &pb.BlockOpResponseProto{Status: st.Enum(), Message: proto.String(msg)})
+}
+
+// readBlock streams [offset, offset+len) of a replica in packets, starting
+// at the chunk boundary at or before offset, with the stored checksums.
+func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Reader) error {
+	b := req.GetHeader().GetBaseHeader().GetBlock()
+	rr, err := d.store.open(b.GetBlockId())
+	if err != nil {
+		respond(c, pb.Status_ERROR, err.Error())
+		return err
+	}
+	defer rr.Close()
+	if rr.gs < b.GetGenerationStamp() {
+		err := fmt.Errorf("block %d: replica has generation stamp %d, reader wants %d", rr.id, rr.gs, b.GetGenerationStamp())
+		respond(c, pb.Status_ERROR, err.Error())
+		return err
+	}
+	off, n := int64(req.GetOffset()), int64(req.GetLen())
+	if off < 0 || off > rr.length || n < 0 {
+		err := fmt.Errorf("block %d: read of %d bytes at %d outside its %d bytes", rr.id, n, off, rr.length)
+		respond(c, pb.Status_ERROR_INVALID, err.Error())
+		return err
+	}
+	end := min(off+n, rr.length)
+	start := off - off%protocol.BytesPerChecksum
+	w := bufio.NewWriterSize(c, 128<<10)
+	err = xfer.WriteDelimited(w, &pb.BlockOpResponseProto{
+		Status: pb.Status_SUCCESS.Enum(),
+		ReadOpChecksumInfo: &pb.ReadOpChecksumInfoProto{
+			Checksum:    &pb.ChecksumProto{Type: xfer.ChecksumType(rr.tab).Enum(), BytesPerChecksum: proto.Uint32(protocol.BytesPerChecksum)},
+			ChunkOffset: proto.Uint64(uint64(start)),
+		},
+	})
+	if err != nil {
+		return err
+	}
+	data := make([]byte, readPacketData)
+	sums := make([]byte, readPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize)
+	var seq int64
+	c.SetWriteDeadline(time.Now().Add(ioTimeout))
+	for pos := start; pos < end; seq++ {
+		k := min(int64(readPacketData), end-pos)
+		nsums := xfer.NumChunks(k) * protocol.ChecksumSize
+		if err := rr.readChunks(pos, data[:k], sums[:nsums]); err != nil {
+			return err
+		}
+		if err := xfer.WritePacket(w, &xfer.Packet{Offset: pos, Seqno: seq, Data: data[:k], Sums: sums[:nsums]}); err != nil {
+			return fmt.Errorf("send block %d: %w", rr.id, err)
+		}
+		pos += k
+		c.SetWriteDeadline(time.Now().Add(ioTimeout))
+	}
+	if err := xfer.WritePacket(w, &xfer.Packet{Offset: end, Seqno: seq, Last: true}); err != nil {
+		return fmt.Errorf("send block %d: %w", rr.id, err)
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("send block %d: %w", rr.id, err)
+	}
+	// The client says how the read went; a client that read only part of
+	// what it asked for may close instead.
+	status := &pb.ClientReadStatusProto{}
+	if err := xfer.ReadDelimited(r, status); err == nil && status.GetStatus() == pb.Status_ERROR_CHECKSUM {
+		d.log.Warn("client reports checksum error", "block", rr.id, "client", c.RemoteAddr())
+	}
+	return nil
+}
+
+// blockChecksum answers with the MD5 of the replica's chunk CRCs, the
+// per-block part of HDFS's MD5-of-MD5-of-CRC32C file checksum.
+func (d *DataNode) blockChecksum(req *pb.OpBlockChecksumProto, c net.Conn) error {
+	b := req.GetHeader().GetBlock()
+	rr, err := d.store.open(b.GetBlockId())
+	if err != nil {
+		respond(c, pb.Status_ERROR, err.Error())
+		return err
+	}
+	defer rr.Close()
+	h := md5.New()
+	if _, err := io.Copy(h, rr.allSums()); err != nil {
+		respond(c, pb.Status_ERROR, err.Error())
+		return err
+	}
+	return xfer.WriteDelimited(c, &pb.BlockOpResponseProto{
+		Status: pb.Status_SUCCESS.Enum(),
+		ChecksumResponse: &pb.OpBlockChecksumResponseProto{
+			BytesPerCrc:   proto.Uint32(protocol.BytesPerChecksum),
+			CrcPerBlock:   proto.Uint64(uint64(xfer.NumChunks(rr.length))),
+			BlockChecksum: h.Sum(nil),
+			CrcType:       xfer.ChecksumType(rr.tab).Enum(),
+		},
+	})
+}
