@@ -108,7 +108,11 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 		respond(c, pb.Status_ERROR_INVALID, err.Error())
 		return err
 	}
-	end := min(off+n, rr.length)
+	// Whole chunks only: the reader verifies each against its CRC.
+	end := min(roundUp(off+n, protocol.BytesPerChecksum), rr.length)
+	if off+n < off { // overflow: "to the end"
+		end = rr.length
+	}
 	start := off - off%protocol.BytesPerChecksum
 	w := bufio.NewWriterSize(c, 128<<10)
 	err = xfer.WriteDelimited(w, &pb.BlockOpResponseProto{
@@ -177,3 +181,5 @@ func (d *DataNode) blockChecksum(req *pb.OpBlockChecksumProto, c net.Conn) error
 		},
 	})
 }
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }

@@ -609,7 +609,17 @@ func (m *Master) reportBadBlocks(ctx context.Context, req *pb.ReportBadBlocksReq
 				if dn == nil {
 					continue
 				}
-				m.log.Warn("corrupt replica reported", "block", id, "datanode", xferAddr(dn.info.GetId()))
+				bi := m.mu.blocks.blocks[id]
+				if bi == nil {
+					continue
+				}
+				// Never delete the last replica on a reader's word: a buggy
+				// or hostile client must not be able to destroy data.
+				if len(bi.replicas) <= 1 {
+					m.log.Warn("corrupt replica reported; keeping it, it is the last one", "block", id, "datanode", xferAddr(dn.info.GetId()))
+					continue
+				}
+				m.log.Warn("corrupt replica reported; deleting it", "block", id, "datanode", xferAddr(dn.info.GetId()))
 				m.mu.blocks.removeReplica(id, uuid)
 				dn.invalidate = append(dn.invalidate, blockProto(id, lb.GetB().GetGenerationStamp(), 0))
 			}

@@ -1,0 +1,337 @@
+// Package godfstest starts real godfs clusters for tests: the godfs binary
+// built from this module, run as separate processes (a master and N
+// datanodes) on 127.0.0.1 with free ports and temporary directories, so
+// tests can kill -9 and restart them like an operator would.
+package godfstest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/godfs/godfs/client"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds the godfs binary once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("go env GOMOD: %w", err)
+			return
+		}
+		root := filepath.Dir(strings.TrimSpace(string(out)))
+		dir, err := os.MkdirTemp("", "godfs-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "godfs")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/godfs")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build godfs: %v", buildErr)
+	}
+	return binPath
+}
+
+// Config shapes a test cluster.
+type Config struct {
+	DataNodes   int    // default 3
+	BlockSize   string // default "1MiB"
+	Replication int    // default 3
+	// DeadAfter is how long the master waits for a silent datanode.
+	// Default 4s (datanodes heartbeat every second).
+	DeadAfter time.Duration
+}
+
+// Proc is one running godfs server process.
+type Proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	Addr string // the address it reported ready on
+	Dir  string // its data directory
+	log  *bytes.Buffer
+}
+
+// Cluster is a master and datanodes running as processes.
+type Cluster struct {
+	t         testing.TB
+	cfg       Config
+	bin       string
+	dir       string
+	Master    *Proc
+	DataNodes []*Proc
+}
+
+// NewCluster starts a cluster and waits until every datanode is live. It
+// is stopped when the test ends.
+func NewCluster(t testing.TB, cfg Config) *Cluster {
+	t.Helper()
+	if cfg.DataNodes == 0 {
+		cfg.DataNodes = 3
+	}
+	if cfg.DataNodes < 0 {
+		cfg.DataNodes = 0
+	}
+	if cfg.BlockSize == "" {
+		cfg.BlockSize = "1MiB"
+	}
+	if cfg.Replication == 0 {
+		cfg.Replication = 3
+	}
+	if cfg.DeadAfter == 0 {
+		cfg.DeadAfter = 4 * time.Second
+	}
+	c := &Cluster{t: t, cfg: cfg, bin: Binary(t), dir: t.TempDir()}
+	t.Cleanup(c.stopAll)
+	c.StartMaster("127.0.0.1:0")
+	for i := 0; i < cfg.DataNodes; i++ {
+		c.DataNodes = append(c.DataNodes, c.startDataNode(filepath.Join(c.dir, fmt.Sprintf("dn%d", i+1))))
+	}
+	c.WaitLive(cfg.DataNodes)
+	return c
+}
+
+var readyAddr = regexp.MustCompile(`ready (?:rpc|data)=(\S+)`)
+
+// start runs the binary with args and waits for its "ready" line.
+func (c *Cluster) start(dir string, args ...string) *Proc {
+	c.t.Helper()
+	cmd := exec.Command(c.bin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	p := &Proc{cmd: cmd, done: make(chan struct{}), Dir: dir, log: &bytes.Buffer{}}
+	cmd.Stderr = &lockedWriter{w: p.log}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start godfs %v: %v", args, err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := readyAddr.FindStringSubmatch(sc.Text()); m != nil {
+				ready <- m[1]
+			}
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	go func() { cmd.Wait(); close(p.done) }()
+	select {
+	case p.Addr = <-ready:
+	case <-p.done:
+		c.t.Fatalf("godfs %v exited before it was ready:\n%s", args, p.log.String())
+	case <-time.After(30 * time.Second):
+		c.t.Fatalf("godfs %v not ready after 30s:\n%s", args, p.log.String())
+	}
+	return p
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// StartMaster starts the master listening on addr.
+func (c *Cluster) StartMaster(addr string) {
+	c.t.Helper()
+	dir := filepath.Join(c.dir, "master")
+	c.Master = c.start(dir, "master", "--dir", dir, "--listen", addr, "--block-size", c.cfg.BlockSize,
+		"--replication", fmt.Sprint(c.cfg.Replication), "--dead-after", c.cfg.DeadAfter.String())
+}
+
+func (c *Cluster) startDataNode(dir string) *Proc {
+	return c.start(dir, "datanode", "--master", c.Master.Addr, "--data", dir, "--listen", "127.0.0.1:0", "--heartbeat", "1s")
+}
+
+// KillMaster kills the master with SIGKILL.
+func (c *Cluster) KillMaster() { c.kill(c.Master) }
+
+// RestartMaster starts the master again on its old address.
+func (c *Cluster) RestartMaster() {
+	c.t.Helper()
+	c.StartMaster(c.Master.Addr)
+}
+
+// KillDataNode kills datanode i with SIGKILL.
+func (c *Cluster) KillDataNode(i int) { c.kill(c.DataNodes[i]) }
+
+// RestartDataNode starts datanode i again on its old directory.
+func (c *Cluster) RestartDataNode(i int) {
+	c.t.Helper()
+	c.DataNodes[i] = c.startDataNode(c.DataNodes[i].Dir)
+}
+
+func (c *Cluster) kill(p *Proc) {
+	if p == nil {
+		return
+	}
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Stop stops a server with SIGTERM (a clean shutdown) and waits for it.
+func (c *Cluster) Stop(p *Proc) error {
+	p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		return errors.New("did not stop within 20s of SIGINT")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		return fmt.Errorf("exited with code %d:\n%s", code, p.Log())
+	}
+	return nil
+}
+
+// Log returns what the process wrote to stderr.
+func (p *Proc) Log() string { return p.log.String() }
+
+func (c *Cluster) stopAll() {
+	for _, d := range c.DataNodes {
+		c.kill(d)
+	}
+	c.kill(c.Master)
+	if c.t.Failed() {
+		c.t.Logf("master log:\n%s", tail(c.Master.Log(), 4000))
+		for i, d := range c.DataNodes {
+			c.t.Logf("datanode %d log:\n%s", i, tail(d.Log(), 2000))
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// Client returns a client of the cluster, closed when the test ends.
+func (c *Cluster) Client(opts ...client.Option) *client.Client {
+	cl := client.New(c.Master.Addr, opts...)
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// WaitLive waits until the master reports n live datanodes.
+func (c *Cluster) WaitLive(n int) {
+	c.t.Helper()
+	cl := client.New(c.Master.Addr)
+	defer cl.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		nodes, err := cl.Datanodes(ctx)
+		cancel()
+		live := 0
+		for _, d := range nodes {
+			if d.Live {
+				live++
+			}
+		}
+		if err == nil && live == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("waiting for %d live datanodes: have %d (err %v)", n, live, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Result is the outcome of a CLI command.
+type Result struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// Run runs `godfs ARGS...` against the cluster with stdin.
+func (c *Cluster) Run(stdin io.Reader, args ...string) Result {
+	c.t.Helper()
+	return RunBinary(c.t, c.bin, stdin, append([]string{"--master", c.Master.Addr}, args...)...)
+}
+
+// RunBinary runs the godfs binary with args.
+func RunBinary(t testing.TB, bin string, stdin io.Reader, args ...string) Result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errb
+	err := cmd.Run()
+	res := Result{Stdout: out.String(), Stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		res.Code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run godfs %v: %v", args, err)
+	}
+	return res
+}
+
+// BlockFiles lists the finalized block files (not .meta) under a datanode
+// directory.
+func BlockFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasPrefix(d.Name(), "blk_") && !strings.HasSuffix(d.Name(), ".meta") &&
+			strings.Contains(p, string(filepath.Separator)+"finalized"+string(filepath.Separator)) {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+// DirBytes is the total size of the files under dir.
+func DirBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
