@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -48,7 +49,12 @@ func (d *DataNode) serveConn(c net.Conn) {
 		d.xceivers.Add(1)
 		keep, err := d.serveOp(op, c, r)
 		d.xceivers.Add(-1)
-		if err != nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
+			// Readers that got what they wanted may hang up mid-block.
+			d.log.Debug("data transfer ended by peer", "op", op, "remote", c.RemoteAddr(), "err", err)
+		default:
 			d.log.Warn("data transfer failed", "op", op, "remote", c.RemoteAddr(), "err", err)
 		}
 		if !keep || err != nil {
