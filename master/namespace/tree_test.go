@@ -1,0 +1,331 @@
+package namespace
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/godfs/godfs/protocol"
+)
+
+// applier numbers entries and applies them.
+type applier struct {
+	t    *testing.T
+	tree *Tree
+}
+
+func newApplier(t *testing.T) *applier { return &applier{t: t, tree: New("root", "supergroup", 1)} }
+
+func (a *applier) apply(e Entry) (Result, error) {
+	e.Index = a.tree.LastIndex() + 1
+	if e.FileID == 0 && (e.Type == OpMkdir || e.Type == OpCreate) {
+		e.FileID = a.tree.NextInodeID()
+	}
+	return a.tree.Apply(&e)
+}
+
+func (a *applier) must(e Entry) Result {
+	a.t.Helper()
+	r, err := a.apply(e)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", e.Type, e.Path, err)
+	}
+	return r
+}
+
+// writeFile creates, fills and completes a file with blocks of the given lengths.
+func (a *applier) writeFile(path string, lens ...uint64) *Inode {
+	a.t.Helper()
+	n := a.must(Entry{Type: OpCreate, Path: path, Client: "c", Replication: 3, BlockSize: 1 << 20}).Inode
+	var prev *Block
+	for _, l := range lens {
+		b := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
+		a.must(Entry{Type: OpAddBlock, FileID: n.ID, Client: "c", Block: &b, Previous: prev})
+		prev = &Block{ID: b.ID, GenStamp: b.GenStamp, Len: l}
+	}
+	a.must(Entry{Type: OpComplete, FileID: n.ID, Client: "c", Previous: prev, Time: 5})
+	return n
+}
+
+func TestPathValidation(t *testing.T) {
+	for _, p := range []string{"", "a", "/a/", "//a", "/a/./b", "/a/../b", "/a:b", "/a\x00", "/" + strings.Repeat("x", 256)} {
+		if _, err := SplitPath(p); !errors.Is(err, protocol.ErrInvalidPath) {
+			t.Errorf("SplitPath(%q) = %v, want ErrInvalidPath", p, err)
+		}
+	}
+	if parts, err := SplitPath("/a/b c/d"); err != nil || len(parts) != 3 {
+		t.Errorf("SplitPath: %v %v", parts, err)
+	}
+}
+
+func TestMkdir(t *testing.T) {
+	a := newApplier(t)
+	a.must(Entry{Type: OpMkdir, Path: "/a/b/c", Parents: true, Perm: 0o755})
+	if _, err := a.apply(Entry{Type: OpMkdir, Path: "/a/b"}); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("mkdir existing: %v", err)
+	}
+	a.must(Entry{Type: OpMkdir, Path: "/a/b", Parents: true}) // mkdir -p of an existing dir
+	if _, err := a.apply(Entry{Type: OpMkdir, Path: "/x/y"}); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("mkdir without parent: %v", err)
+	}
+	a.writeFile("/a/f", 10)
+	if _, err := a.apply(Entry{Type: OpMkdir, Path: "/a/f/g", Parents: true}); !errors.Is(err, protocol.ErrNotDir) {
+		t.Fatalf("mkdir under a file: %v", err)
+	}
+}
+
+func TestFileVisibleOnlyWhenComplete(t *testing.T) {
+	a := newApplier(t)
+	n := a.must(Entry{Type: OpCreate, Path: "/f", Client: "c1", Replication: 3}).Inode
+	if _, err := a.tree.Lookup("/f"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("file under construction is visible: %v", err)
+	}
+	if _, err := a.apply(Entry{Type: OpCreate, Path: "/f", Client: "c2"}); !errors.Is(err, protocol.ErrLeaseHeld) {
+		t.Fatalf("second writer: %v", err)
+	}
+	if _, err := a.apply(Entry{Type: OpComplete, FileID: n.ID, Client: "c2"}); !errors.Is(err, protocol.ErrNoLease) {
+		t.Fatalf("complete by another client: %v", err)
+	}
+	a.must(Entry{Type: OpComplete, FileID: n.ID, Client: "c1"})
+	if _, err := a.tree.Lookup("/f"); err != nil {
+		t.Fatal(err)
+	}
+	// Abandoned files leave nothing behind but freed blocks.
+	m := a.must(Entry{Type: OpCreate, Path: "/g", Client: "c1"}).Inode
+	a.must(Entry{Type: OpAddBlock, FileID: m.ID, Client: "c1", Block: &Block{ID: 77, GenStamp: 1}})
+	r := a.must(Entry{Type: OpAbandonFile, FileID: m.ID})
+	if len(r.Freed) != 1 || r.Freed[0].ID != 77 {
+		t.Fatalf("abandon freed %v", r.Freed)
+	}
+	if _, err := a.tree.Lookup("/g"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("abandoned file visible")
+	}
+}
+
+func TestOverwriteReplacesAtComplete(t *testing.T) {
+	a := newApplier(t)
+	old := a.writeFile("/f", 100)
+	if _, err := a.apply(Entry{Type: OpCreate, Path: "/f", Client: "c"}); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("create over existing: %v", err)
+	}
+	n := a.must(Entry{Type: OpCreate, Path: "/f", Client: "c", Overwrite: true}).Inode
+	if got, _ := a.tree.Lookup("/f"); got != old {
+		t.Fatal("old file replaced before the new one is complete")
+	}
+	r := a.must(Entry{Type: OpComplete, FileID: n.ID, Client: "c"})
+	if len(r.Freed) != 1 || r.Freed[0].Len != 100 {
+		t.Fatalf("complete freed %v, want the old file's block", r.Freed)
+	}
+}
+
+func TestRenameAndDelete(t *testing.T) {
+	a := newApplier(t)
+	a.must(Entry{Type: OpMkdir, Path: "/a/b", Parents: true})
+	a.writeFile("/a/b/f", 10, 20)
+	a.must(Entry{Type: OpMkdir, Path: "/c"})
+	if _, err := a.apply(Entry{Type: OpRename, Path: "/a", Dst: "/a/b/x"}); !errors.Is(err, protocol.ErrInvalidPath) {
+		t.Fatalf("rename into own subtree: %v", err)
+	}
+	if _, err := a.apply(Entry{Type: OpRename, Path: "/a", Dst: "/c"}); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("rename onto existing: %v", err)
+	}
+	a.must(Entry{Type: OpRename, Path: "/a", Dst: "/c", Overwrite: true}) // empty dir may be replaced
+	if n, err := a.tree.Lookup("/c/b/f"); err != nil || n.Len() != 30 || n.Path() != "/c/b/f" {
+		t.Fatalf("after rename: %v %v", n, err)
+	}
+	if _, err := a.apply(Entry{Type: OpDelete, Path: "/c"}); !errors.Is(err, protocol.ErrNotEmpty) {
+		t.Fatalf("delete non-empty: %v", err)
+	}
+	r := a.must(Entry{Type: OpDelete, Path: "/c", Recursive: true})
+	if len(r.Freed) != 2 {
+		t.Fatalf("delete -r freed %v", r.Freed)
+	}
+	if _, err := a.apply(Entry{Type: OpDelete, Path: "/"}); err == nil {
+		t.Fatal("deleted the root")
+	}
+}
+
+func TestTruncateAtBlockBoundary(t *testing.T) {
+	a := newApplier(t)
+	a.writeFile("/f", 100, 100, 50)
+	if _, err := a.apply(Entry{Type: OpTruncate, Path: "/f", Length: 150}); !errors.Is(err, protocol.ErrUnsupported) {
+		t.Fatalf("truncate inside a block: %v", err)
+	}
+	r := a.must(Entry{Type: OpTruncate, Path: "/f", Length: 100})
+	if n, _ := a.tree.Lookup("/f"); n.Len() != 100 || len(r.Freed) != 2 {
+		t.Fatalf("truncate: len %d freed %v", n.Len(), r.Freed)
+	}
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	a := newApplier(t)
+	a.must(Entry{Type: OpMkdir, Path: "/a/b", Parents: true, Perm: 0o700, Owner: "u"})
+	a.writeFile("/a/b/f", 1, 2, 3)
+	a.must(Entry{Type: OpCreate, Path: "/a/pending", Client: "w"})
+	var buf bytes.Buffer
+	if err := a.tree.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	t2, err := ReadSnapshot(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dump(t2) != dump(a.tree) || t2.LastIndex() != a.tree.LastIndex() || t2.NextBlockID() != a.tree.NextBlockID() {
+		t.Fatalf("snapshot round trip differs:\n%s\nvs\n%s", dump(t2), dump(a.tree))
+	}
+	if t2.UnderConstruction(a.tree.ucPath["/a/pending"].ID) == nil {
+		t.Fatal("file under construction lost in the snapshot")
+	}
+}
+
+// dump renders a tree deterministically for comparison.
+func dump(t *Tree) string {
+	var lines []string
+	t.Files(func(n *Inode) {
+		lines = append(lines, fmt.Sprintf("%s %o %s %d %v %s", n.Path(), n.Perm, n.Owner, n.Len(), n.Blocks, n.Client))
+	})
+	var walk func(*Inode)
+	walk = func(n *Inode) {
+		if n.IsDir {
+			lines = append(lines, fmt.Sprintf("%s/ %o %s", n.Path(), n.Perm, n.Owner))
+			for _, c := range n.Children {
+				walk(c)
+			}
+		}
+	}
+	walk(t.root)
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// TestRandomOpsMatchModel applies random operations to a tree and to a
+// flat map model and checks they agree, and that replaying the same
+// entries on a fresh tree gives the same tree (determinism).
+func TestRandomOpsMatchModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	a := newApplier(t)
+	model := map[string]bool{"/": true} // path -> isDir
+	var log []Entry
+	names := []string{"a", "b", "c"}
+	randPath := func() string {
+		d := rng.IntN(3) + 1
+		p := ""
+		for i := 0; i < d; i++ {
+			p += "/" + names[rng.IntN(len(names))]
+		}
+		return p
+	}
+	parentOf := func(p string) string {
+		i := strings.LastIndex(p, "/")
+		if i == 0 {
+			return "/"
+		}
+		return p[:i]
+	}
+	for i := 0; i < 3000; i++ {
+		p := randPath()
+		var e Entry
+		switch rng.IntN(4) {
+		case 0:
+			e = Entry{Type: OpMkdir, Path: p}
+		case 1:
+			e = Entry{Type: OpCreate, Path: p, Client: "c"}
+		case 2:
+			e = Entry{Type: OpDelete, Path: p, Recursive: rng.IntN(2) == 0}
+		case 3:
+			e = Entry{Type: OpRename, Path: p, Dst: randPath()}
+		}
+		e.Index = a.tree.LastIndex() + 1
+		if e.Type == OpMkdir || e.Type == OpCreate {
+			e.FileID = a.tree.NextInodeID()
+		}
+		res, err := a.tree.Apply(&e)
+		// What the model says should happen.
+		isDir, exists := model[p]
+		parentDir, parentOK := model[parentOf(p)]
+		switch e.Type {
+		case OpMkdir:
+			if ok := !exists && parentOK && parentDir; ok != (err == nil) {
+				t.Fatalf("op %d mkdir %s: err %v, model says ok=%v", i, p, err, ok)
+			}
+			if err == nil {
+				model[p] = true
+			}
+		case OpCreate:
+			ok := !exists && parentOK && parentDir && a.tree.ucPath[p] == res.Inode
+			if err == nil && !ok {
+				t.Fatalf("op %d create %s succeeded, model disagrees", i, p)
+			}
+			if err == nil { // complete it at once
+				ce := Entry{Index: a.tree.LastIndex() + 1, Type: OpComplete, FileID: res.Inode.ID, Client: "c"}
+				if _, err := a.tree.Apply(&ce); err != nil {
+					t.Fatalf("complete %s: %v", p, err)
+				}
+				log = append(log, e)
+				e = ce
+				model[p] = false
+			}
+		case OpDelete:
+			hasChildren := false
+			for q := range model {
+				if strings.HasPrefix(q, p+"/") {
+					hasChildren = true
+				}
+			}
+			ok := exists && (!isDir || !hasChildren || e.Recursive)
+			if ok != (err == nil) {
+				t.Fatalf("op %d delete %s: err %v, model says ok=%v", i, p, err, ok)
+			}
+			if err == nil {
+				for q := range model {
+					if q == p || strings.HasPrefix(q, p+"/") {
+						delete(model, q)
+					}
+				}
+			}
+		case OpRename:
+			_, dstExists := model[e.Dst]
+			dstParentDir, dstParentOK := model[parentOf(e.Dst)]
+			ok := exists && !dstExists && dstParentOK && dstParentDir && !strings.HasPrefix(e.Dst+"/", p+"/")
+			if e.Dst == p && exists {
+				ok = true
+			}
+			if ok != (err == nil) {
+				t.Fatalf("op %d rename %s -> %s: err %v, model says ok=%v", i, p, e.Dst, err, ok)
+			}
+			if err == nil && e.Dst != p {
+				moved := map[string]bool{}
+				for q, d := range model {
+					if q == p || strings.HasPrefix(q, p+"/") {
+						moved[e.Dst+strings.TrimPrefix(q, p)] = d
+						delete(model, q)
+					}
+				}
+				for q, d := range moved {
+					model[q] = d
+				}
+			}
+		}
+		if err == nil {
+			log = append(log, e)
+		}
+	}
+	if len(log) < 500 {
+		t.Fatalf("only %d of 3000 random ops succeeded: the test exercises too little", len(log))
+	}
+	// Replay determinism.
+	t2 := New("root", "supergroup", 1)
+	for i := range log {
+		if _, err := t2.Apply(&log[i]); err != nil {
+			t.Fatalf("replay entry %d (%s): %v", i, log[i].Type, err)
+		}
+	}
+	if dump(t2) != dump(a.tree) {
+		t.Fatal("replaying the log gives a different tree")
+	}
+}

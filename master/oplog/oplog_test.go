@@ -1,0 +1,128 @@
+package oplog
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/godfs/godfs/master/namespace"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func appendN(t *testing.T, l *Log, from, to uint64) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		if err := l.Append(&namespace.Entry{Index: i, Type: namespace.OpMkdir, Path: "/d"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Sync(to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func replayAll(t *testing.T, dir string, after uint64) ([]uint64, *Log, error) {
+	t.Helper()
+	l, err := Open(dir, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	err = l.Replay(after, func(e *namespace.Entry) error { got = append(got, e.Index); return nil })
+	return got, l, err
+}
+
+func TestAppendReplay(t *testing.T) {
+	dir := t.TempDir()
+	_, l, err := replayAll(t, dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 1, 10)
+	l.Close()
+	got, l, err := replayAll(t, dir, 4)
+	if err != nil || len(got) != 6 || got[0] != 5 || got[5] != 10 {
+		t.Fatalf("replay after 4: %v %v", got, err)
+	}
+	// Appending continues the same log.
+	appendN(t, l, 11, 12)
+	l.Close()
+	if got, _, err := replayAll(t, dir, 0); err != nil || len(got) != 12 {
+		t.Fatalf("replay: %v %v", got, err)
+	}
+}
+
+func TestTornTailIsCutOff(t *testing.T) {
+	dir := t.TempDir()
+	_, l, _ := replayAll(t, dir, 0)
+	appendN(t, l, 1, 5)
+	l.Close()
+	seg := filepath.Join(dir, segmentName(1))
+	fi, _ := os.Stat(seg)
+	// A crash in the middle of writing record 5.
+	os.Truncate(seg, fi.Size()-3)
+	got, l, err := replayAll(t, dir, 0)
+	if err != nil || len(got) != 4 {
+		t.Fatalf("replay of a torn log: %v %v", got, err)
+	}
+	appendN(t, l, 5, 6) // the torn bytes are gone; new records follow the good ones
+	l.Close()
+	if got, _, err := replayAll(t, dir, 0); err != nil || len(got) != 6 {
+		t.Fatalf("replay after appending past a torn tail: %v %v", got, err)
+	}
+}
+
+func TestCorruptionInOlderSegmentRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	_, l, _ := replayAll(t, dir, 0)
+	appendN(t, l, 1, 5)
+	if err := l.Roll(6); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 6, 8)
+	l.Close()
+	seg := filepath.Join(dir, segmentName(1))
+	b, _ := os.ReadFile(seg)
+	b[20] ^= 0xff
+	os.WriteFile(seg, b, 0o644)
+	if _, _, err := replayAll(t, dir, 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("replay over a corrupt segment: %v, want ErrCorrupt", err)
+	}
+}
+
+func TestCheckpointAndCompact(t *testing.T) {
+	dir := t.TempDir()
+	tree := namespace.New("u", "g", 1)
+	for i := uint64(1); i <= 3; i++ {
+		e := &namespace.Entry{Index: i, Type: namespace.OpMkdir, Path: "/d" + string(rune('0'+i)), FileID: tree.NextInodeID()}
+		if _, err := tree.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, l, _ := replayAll(t, dir, 0)
+	appendN(t, l, 1, 3)
+	if err := l.Roll(4); err != nil {
+		t.Fatal(err)
+	}
+	if err := SaveCheckpoint(dir, tree); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Compact(3); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, err := os.Stat(filepath.Join(dir, segmentName(1))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("segment covered by the checkpoint was not removed")
+	}
+	t2, err := LoadCheckpoint(dir)
+	if err != nil || t2 == nil || t2.LastIndex() != 3 {
+		t.Fatalf("load checkpoint: %v %v", t2, err)
+	}
+	if _, err := t2.Lookup("/d2"); err != nil {
+		t.Fatal(err)
+	}
+}

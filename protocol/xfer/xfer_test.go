@@ -1,0 +1,88 @@
+package xfer
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/pb"
+)
+
+func TestPacketRoundTrip(t *testing.T) {
+	data := make([]byte, protocol.MaxPacketData-100) // last chunk short
+	rand.Read(data)
+	var buf bytes.Buffer
+	in := &Packet{Offset: 1 << 20, Seqno: 7, Data: data, Sums: ChunkSums(CRC32C, nil, data)}
+	if err := WritePacket(&buf, in); err != nil {
+		t.Fatal(err)
+	}
+	wire := append([]byte{}, buf.Bytes()...)
+	out, raw, err := ReadPacket(bufio.NewReader(&buf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Offset != in.Offset || out.Seqno != 7 || out.Last || !bytes.Equal(out.Data, data) || !bytes.Equal(raw, wire) {
+		t.Fatalf("packet changed on the way: %+v", out)
+	}
+	if err := VerifyChunks(CRC32C, out.Data, out.Sums, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVerifyDetectsEveryFlippedByte(t *testing.T) {
+	data := make([]byte, 3*protocol.BytesPerChecksum+10)
+	rand.Read(data)
+	sums := ChunkSums(CRC32C, nil, data)
+	for _, i := range []int{0, 511, 512, 1500, len(data) - 1} {
+		bad := append([]byte{}, data...)
+		bad[i] ^= 1
+		if err := VerifyChunks(CRC32C, bad, sums, 0); !errors.Is(err, protocol.ErrCorruption) {
+			t.Fatalf("flipped byte %d: %v", i, err)
+		}
+	}
+	if err := VerifyChunks(CRC32, data, sums, 0); !errors.Is(err, protocol.ErrCorruption) {
+		t.Fatal("CRC32C sums verified as CRC32")
+	}
+}
+
+func TestMalformedPacketsRejected(t *testing.T) {
+	for _, b := range [][]byte{
+		{0xff, 0xff, 0xff, 0xff, 0, 1},     // huge length
+		{0, 0, 0, 2, 0, 1},                 // length smaller than itself
+		{0, 0, 0, 10, 0, 3, 1, 2, 3, 4, 5}, // garbage header, truncated
+	} {
+		if _, _, err := ReadPacket(bufio.NewReader(bytes.NewReader(b))); err == nil {
+			t.Errorf("accepted malformed packet %x", b)
+		}
+	}
+}
+
+func TestOpAndAck(t *testing.T) {
+	var buf bytes.Buffer
+	req := &pb.OpBlockChecksumProto{Header: &pb.BaseHeaderProto{Block: &pb.ExtendedBlockProto{
+		PoolId: proto.String("p"), BlockId: proto.Uint64(9), GenerationStamp: proto.Uint64(1)}}}
+	WriteOp(&buf, OpBlockChecksum, req)
+	WriteAck(&buf, 3, []pb.Status{pb.Status_SUCCESS, pb.Status_ERROR_CHECKSUM})
+	r := bufio.NewReader(&buf)
+	op, err := ReadOpHeader(r)
+	if err != nil || op != OpBlockChecksum {
+		t.Fatalf("op %v %v", op, err)
+	}
+	got := &pb.OpBlockChecksumProto{}
+	if err := ReadDelimited(r, got); err != nil || got.GetHeader().GetBlock().GetBlockId() != 9 {
+		t.Fatalf("op body %v %v", got, err)
+	}
+	ack := &pb.PipelineAckProto{}
+	if err := ReadDelimited(r, ack); err != nil {
+		t.Fatal(err)
+	}
+	st := AckStatuses(ack)
+	if ack.GetSeqno() != 3 || len(st) != 2 || st[1] != pb.Status_ERROR_CHECKSUM {
+		t.Fatalf("ack %v", ack)
+	}
+}
