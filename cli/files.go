@@ -2,10 +2,8 @@ package cli
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -436,6 +434,3 @@ func (e *env) reportCmd() *cobra.Command {
 		},
 	}
 }
-
-var _ = errors.New
-var _ fs.FileMode

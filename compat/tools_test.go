@@ -13,8 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"testing"
-
-	"github.com/godfs/godfs/godfstest"
 )
 
 const blockSize = 1 << 20 // the test clusters' block size
@@ -80,5 +78,3 @@ func run(t *testing.T, env []string, stdin []byte, name string, args ...string) 
 	}
 	return out.String(), errb.String(), code
 }
-
-var _ = godfstest.Binary

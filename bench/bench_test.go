@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/godfs/godfs/client"
+	"github.com/godfs/godfs/devcluster"
+)
+
+const benchSize = 64 << 20
+
+// BenchmarkLocalCopy is the baseline for BenchmarkPut and BenchmarkGet.
+func BenchmarkLocalCopy(b *testing.B) {
+	dir := b.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := writeRandomFile(src, benchSize); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(benchSize)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := copyLocal(src, filepath.Join(dir, "dst")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func startCluster(b *testing.B) *client.Client {
+	c, err := devcluster.Start(devcluster.Config{Dir: b.TempDir(), Listen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	cl := client.New(c.Addr())
+	b.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func benchPut(b *testing.B, repl int) {
+	cl := startCluster(b)
+	src := filepath.Join(b.TempDir(), "src")
+	if err := writeRandomFile(src, benchSize); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.SetBytes(benchSize)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		f, _ := os.Open(src)
+		w, err := cl.Create(ctx, "/f", client.Replication(repl), client.Overwrite())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(w, f); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+}
+
+func BenchmarkPutReplication1(b *testing.B) { benchPut(b, 1) }
+func BenchmarkPutReplication3(b *testing.B) { benchPut(b, 3) }
+
+func BenchmarkGet(b *testing.B) {
+	cl := startCluster(b)
+	ctx := context.Background()
+	w, err := cl.Create(ctx, "/f")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.CopyN(w, rngReader(), benchSize); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(benchSize)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r, err := cl.Open(ctx, "/f")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n, err := io.Copy(io.Discard, r); err != nil || n != benchSize {
+			b.Fatalf("read %d bytes: %v", n, err)
+		}
+		r.Close()
+	}
+}
+
+// TestRunSmall runs the benchmark driver on a small size, so `godfs bench`
+// keeps working (it asserts results exist, not speeds).
+func TestRunSmall(t *testing.T) {
+	c, err := devcluster.Start(devcluster.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := Run(context.Background(), Config{Master: c.Addr(), Size: 3 << 20, Replications: []int{1, 3}, TempDir: t.TempDir()})
+	if err != nil || len(res) != 5 {
+		t.Fatalf("Run: %v %v", res, err)
+	}
+	for _, r := range res {
+		if r.Bytes != 3<<20 || r.Elapsed <= 0 {
+			t.Fatalf("result %+v", r)
+		}
+	}
+}
