@@ -65,6 +65,8 @@ type Config struct {
 	// DeadAfter is how long the master waits for a silent datanode.
 	// Default 4s (datanodes heartbeat every second).
 	DeadAfter time.Duration
+	// LeaseLimit is how long a vanished writer's files stay open. Default 1m.
+	LeaseLimit time.Duration
 }
 
 // Proc is one running godfs server process.
@@ -104,6 +106,9 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 	}
 	if cfg.DeadAfter == 0 {
 		cfg.DeadAfter = 4 * time.Second
+	}
+	if cfg.LeaseLimit == 0 {
+		cfg.LeaseLimit = time.Minute
 	}
 	c := &Cluster{t: t, cfg: cfg, bin: Binary(t), dir: t.TempDir()}
 	t.Cleanup(c.stopAll)
@@ -167,7 +172,8 @@ func (c *Cluster) StartMaster(addr string) {
 	c.t.Helper()
 	dir := filepath.Join(c.dir, "master")
 	c.Master = c.start(dir, "master", "--dir", dir, "--listen", addr, "--block-size", c.cfg.BlockSize,
-		"--replication", fmt.Sprint(c.cfg.Replication), "--dead-after", c.cfg.DeadAfter.String())
+		"--replication", fmt.Sprint(c.cfg.Replication), "--dead-after", c.cfg.DeadAfter.String(),
+		"--lease-limit", c.cfg.LeaseLimit.String())
 }
 
 func (c *Cluster) startDataNode(dir string) *Proc {
@@ -281,6 +287,12 @@ func (c *Cluster) WaitLive(n int) {
 type Result struct {
 	Stdout, Stderr string
 	Code           int
+}
+
+// Command returns an unstarted `godfs ARGS...` against the cluster, for
+// tests that need to kill a client mid-operation.
+func (c *Cluster) Command(args ...string) *exec.Cmd {
+	return exec.Command(c.bin, append([]string{"--master", c.Master.Addr}, args...)...)
 }
 
 // Run runs `godfs ARGS...` against the cluster with stdin.
