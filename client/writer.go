@@ -11,6 +11,7 @@ import (
 
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/pb"
+	"github.com/godfs/godfs/protocol/xfer"
 )
 
 // CreateOption configures Create.
@@ -51,10 +52,12 @@ type FileWriter struct {
 	blockSize int64
 	ctx       context.Context
 
-	bw       *blockWriter
+	bw       *xfer.Pipeline
 	inBlock  int64                  // bytes written to the current block
 	previous *pb.ExtendedBlockProto // the last finished block, with its length
 	buf      []byte                 // one packet of data
+	sums     []byte                 // its checksums
+	block    *pb.ExtendedBlockProto // the block being written
 	err      error                  // sticky
 	closed   bool
 }
@@ -117,7 +120,8 @@ func (w *FileWriter) flushPacket() error {
 			return w.fail(err)
 		}
 	}
-	if err := w.bw.writePacket(w.buf, false); err != nil {
+	w.sums = xfer.ChunkSums(xfer.CRC32C, w.sums[:0], w.buf)
+	if err := w.bw.Write(w.buf, w.sums); err != nil {
 		return w.fail(err)
 	}
 	w.inBlock += int64(len(w.buf))
@@ -130,7 +134,7 @@ func (w *FileWriter) flushPacket() error {
 
 func (w *FileWriter) fail(err error) error {
 	if w.bw != nil {
-		w.bw.abort()
+		w.bw.Abort()
 		w.bw = nil
 	}
 	w.err = &fs.PathError{Op: "write", Path: w.name, Err: err}
@@ -153,9 +157,14 @@ func (w *FileWriter) startBlock() error {
 			return err
 		}
 		lb := resp.GetBlock()
-		bw, err := openPipeline(lb, w.c.name)
+		if len(lb.GetLocs()) == 0 {
+			return fmt.Errorf("block %d has no target datanodes", lb.GetB().GetBlockId())
+		}
+		op := xfer.WriteBlockOp(lb.GetB(), lb.GetBlockToken(), w.c.name, lb.GetLocs(), pb.ChecksumTypeProto_CHECKSUM_CRC32C)
+		bw, err := xfer.OpenPipeline(xferAddr(lb.GetLocs()[0].GetId()), op, maxInFlight)
 		if err == nil {
 			w.bw = bw
+			w.block = lb.GetB()
 			w.inBlock = 0
 			return nil
 		}
@@ -163,10 +172,10 @@ func (w *FileWriter) startBlock() error {
 		// Give the block back and try a pipeline without the bad node.
 		w.c.call(w.ctx, "abandonBlock", &pb.AbandonBlockRequestProto{B: lb.GetB(), Src: proto.String(w.name),
 			Holder: proto.String(w.c.name), FileId: proto.Uint64(w.fileID)}, &pb.AbandonBlockResponseProto{})
-		var bad *errBadLink
+		var bad *xfer.BadLinkError
 		if errors.As(err, &bad) {
 			for _, loc := range lb.GetLocs() {
-				if xferAddr(loc.GetId()) == bad.addr {
+				if xferAddr(loc.GetId()) == bad.Addr {
 					exclude = append(exclude, loc)
 				}
 			}
@@ -178,10 +187,10 @@ func (w *FileWriter) startBlock() error {
 // finishBlock closes the current block's pipeline once every datanode has
 // acked every packet.
 func (w *FileWriter) finishBlock() error {
-	if err := w.bw.finish(); err != nil {
+	if err := w.bw.Finish(); err != nil {
 		return w.fail(err)
 	}
-	b := proto.Clone(w.bw.block).(*pb.ExtendedBlockProto)
+	b := proto.Clone(w.block).(*pb.ExtendedBlockProto)
 	b.NumBytes = proto.Uint64(uint64(w.inBlock))
 	w.previous = b
 	w.bw = nil

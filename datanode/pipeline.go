@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net"
-	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -23,10 +22,6 @@ type toAck struct {
 	seqno  int64
 	last   bool
 	status pb.Status // this datanode's status for the packet
-}
-
-func xferAddr(id *pb.DatanodeIDProto) string {
-	return net.JoinHostPort(id.GetIpAddr(), strconv.Itoa(int(id.GetXferPort())))
 }
 
 // writeBlock receives a replica in a pipeline: it connects to the next
@@ -55,7 +50,7 @@ func (d *DataNode) writeBlock(req *pb.OpWriteBlockProto, up net.Conn, upR *bufio
 	var down net.Conn
 	var downR *bufio.Reader
 	if targets := req.GetTargets(); len(targets) > 0 {
-		addr := xferAddr(targets[0].GetId())
+		addr := xfer.Addr(targets[0].GetId())
 		var err error
 		down, downR, err = connectDownstream(addr, req)
 		if err != nil {
@@ -111,12 +106,9 @@ func firstBadLink(err error, addr string) string {
 // connectDownstream opens the pipeline to the next datanode with the rest
 // of the targets.
 func connectDownstream(addr string, req *pb.OpWriteBlockProto) (net.Conn, *bufio.Reader, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	c, err := xfer.Dial(addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to next datanode %s: %w", addr, err)
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
 	}
 	fwd := proto.Clone(req).(*pb.OpWriteBlockProto)
 	fwd.Targets = req.GetTargets()[1:]

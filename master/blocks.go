@@ -2,12 +2,12 @@ package master
 
 import (
 	"math/rand/v2"
-	"net"
 	"sort"
 	"time"
 
 	"github.com/godfs/godfs/master/namespace"
 	"github.com/godfs/godfs/protocol/pb"
+	"github.com/godfs/godfs/protocol/xfer"
 )
 
 // blockInfo is the soft state the master keeps per block: which file it
@@ -179,6 +179,4 @@ func (bm *blockMap) choose(n int, clientIP string, exclude map[string]bool, rng 
 	return cands
 }
 
-func xferAddr(id *pb.DatanodeIDProto) string {
-	return net.JoinHostPort(id.GetIpAddr(), itoa(id.GetXferPort()))
-}
+func xferAddr(id *pb.DatanodeIDProto) string { return xfer.Addr(id) }

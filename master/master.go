@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -350,8 +349,6 @@ func callerIP(ctx context.Context) string {
 	}
 	return ""
 }
-
-func itoa[T ~uint32 | ~int](v T) string { return strconv.Itoa(int(v)) }
 
 func errorsIs(err, target error) bool { return err != nil && errors.Is(err, target) }
 
