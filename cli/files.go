@@ -403,34 +403,3 @@ func (e *env) duCmd() *cobra.Command {
 	cmd.Flags().Bool("help", false, "help for du")
 	return cmd
 }
-
-func (e *env) reportCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "report",
-		Short: "Show the datanodes and their state",
-		Args:  exactArgs(0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c := e.client()
-			defer c.Close()
-			nodes, err := c.Datanodes(e.ctx(cmd))
-			if err != nil {
-				return err
-			}
-			live := 0
-			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ADDRESS\tSTATE\tRACK\tCAPACITY\tUSED\tREMAINING\tBLOCKS\tLAST HEARTBEAT")
-			for _, n := range nodes {
-				state := "dead"
-				if n.Live {
-					state = "live"
-					live++
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s ago\n", n.Addr, state, n.Rack, formatSize(n.Capacity, true),
-					formatSize(n.Used, true), formatSize(n.Remaining, true), n.Blocks, time.Since(n.LastHeartbeat).Round(time.Second))
-			}
-			tw.Flush()
-			fmt.Fprintf(e.stdout, "%d live, %d dead datanodes\n", live, len(nodes)-live)
-			return nil
-		},
-	}
-}

@@ -114,6 +114,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		e.masterCmd(), e.datanodeCmd(), e.devCmd(),
 		e.putCmd(), e.getCmd(), e.catCmd(), e.lsCmd(), e.mkdirCmd(), e.rmCmd(), e.mvCmd(),
 		e.statCmd(), e.duCmd(), e.reportCmd(), e.benchCmd(),
+		e.setrepCmd(), e.fsckCmd(), e.decommissionCmd(), e.balanceCmd(), e.safemodeCmd(),
 	)
 	return root
 }

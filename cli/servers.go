@@ -88,6 +88,9 @@ func (e *env) masterCmd() *cobra.Command {
 				return usagef("master needs --dir")
 			}
 			cfg.BlockSize, cfg.Replication, cfg.Logger = uint64(blockSize), repl, e.log
+			if !cmd.Flags().Changed("stale-after") {
+				cfg.StaleAfter = 0 // derived from dead-after
+			}
 			m, err := master.New(cfg)
 			if err != nil {
 				return err
@@ -106,7 +109,10 @@ func (e *env) masterCmd() *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "Hadoop RPC address")
 	f.Var(&blockSize, "block-size", "default block size (e.g. 64MiB)")
 	f.Uint16Var(&repl, "replication", repl, "default replication")
-	f.DurationVar(&cfg.DeadAfter, "dead-after", cfg.DeadAfter, "declare a datanode dead after this long without a heartbeat")
+	f.DurationVar(&cfg.StaleAfter, "stale-after", cfg.StaleAfter, "consider a datanode stale (no new replicas, read last) after this long without a heartbeat")
+	f.DurationVar(&cfg.DeadAfter, "dead-after", cfg.DeadAfter, "declare a datanode dead (re-replicate its blocks) after this long without a heartbeat")
+	f.IntVar(&cfg.MaxTransfersPerNode, "max-transfers", cfg.MaxTransfersPerNode, "block copies a datanode sends at once for re-replication and balancing")
+	f.Float64Var(&cfg.SafeModeThreshold, "safemode-threshold", cfg.SafeModeThreshold, "fraction of blocks with a reported replica needed to leave safe mode after a restart")
 	f.DurationVar(&cfg.LeaseLimit, "lease-limit", cfg.LeaseLimit, "close files whose writer has not renewed its lease for this long")
 	f.Uint64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "log entries between checkpoints")
 	return cmd
@@ -115,6 +121,7 @@ func (e *env) masterCmd() *cobra.Command {
 func (e *env) datanodeCmd() *cobra.Command {
 	var cfgFile string
 	var opts datanode.Options
+	scanRate, transferRate := sizeFlag(16<<20), sizeFlag(64<<20)
 	cmd := &cobra.Command{
 		Use:   "datanode",
 		Short: "Run a datanode (DataTransferProtocol on --listen)",
@@ -128,6 +135,7 @@ func (e *env) datanodeCmd() *cobra.Command {
 			}
 			opts.Master = e.master
 			opts.Logger = e.log
+			opts.ScanRate, opts.TransferRate = int64(scanRate), int64(transferRate)
 			d, err := datanode.New(opts)
 			if err != nil {
 				return err
@@ -146,6 +154,10 @@ func (e *env) datanodeCmd() *cobra.Command {
 	f.StringVar(&opts.Listen, "listen", "127.0.0.1:9866", "DataTransferProtocol address")
 	f.StringVar(&opts.Rack, "rack", "/default-rack", "network location of this datanode")
 	f.DurationVar(&opts.HeartbeatInterval, "heartbeat", 3*time.Second, "time between heartbeats")
+	f.DurationVar(&opts.BlockReportInterval, "block-report-interval", time.Hour, "time between full block reports")
+	f.DurationVar(&opts.ScanPeriod, "scan-period", 24*time.Hour, "re-verify every replica's checksums this often")
+	f.Var(&scanRate, "scan-rate", "bytes per second the checksum scanner reads (default 16MiB)")
+	f.Var(&transferRate, "transfer-rate", "bytes per second of each re-replication copy (default 64MiB)")
 	return cmd
 }
 

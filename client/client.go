@@ -61,8 +61,11 @@ func WithBlockSize(n int64) Option { return func(c *Client) { c.blockSize = n } 
 
 // Client is a connection to a godfs (or HDFS) cluster.
 type Client struct {
+	addr        string
 	master      *hrpc.Client
-	name        string // the client name leases are held under
+	adminOnce   sync.Once
+	admin       *hrpc.Client // godfs's admin protocol, on the same master
+	name        string       // the client name leases are held under
 	user        string
 	replication int
 	blockSize   int64
@@ -85,6 +88,7 @@ func New(addr string, opts ...Option) *Client {
 	r := make([]byte, 8)
 	rand.Read(r)
 	c.name = "godfs_client_" + hex.EncodeToString(r)
+	c.addr = addr
 	c.master = hrpc.NewClient(addr, hrpc.ClientOptions{Protocol: protocol.ClientProtocol, User: c.user})
 	return c
 }
@@ -99,8 +103,14 @@ func defaultUser() string {
 	return "godfs"
 }
 
-// Close releases the client's connection.
-func (c *Client) Close() error { return c.master.Close() }
+// Close releases the client's connections.
+func (c *Client) Close() error {
+	c.adminOnce.Do(func() {})
+	if c.admin != nil {
+		c.admin.Close()
+	}
+	return c.master.Close()
+}
 
 // call invokes a master RPC, marking connection failures ErrUnreachable.
 func (c *Client) call(ctx context.Context, method string, req, resp proto.Message) error {
@@ -108,11 +118,15 @@ func (c *Client) call(ctx context.Context, method string, req, resp proto.Messag
 	if err == nil {
 		return nil
 	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	if isNetErr(err) {
 		return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.master.Addr(), err)
 	}
 	return err
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func pathErr(op, p string, err error) error {
@@ -269,6 +283,9 @@ type DatanodeInfo struct {
 	Blocks        int
 	LastHeartbeat time.Time
 	Live          bool
+	State         string // live, stale, dead (from Report)
+	Admin         string // NORMAL, DECOMMISSION_INPROGRESS, DECOMMISSIONED
+	Transfers     int    // block copies in flight from it (from Report)
 }
 
 // Datanodes lists the datanodes the master knows, live and dead.
@@ -280,10 +297,9 @@ func (c *Client) Datanodes(ctx context.Context) ([]DatanodeInfo, error) {
 			return nil, err
 		}
 		for _, di := range resp.GetDi() {
-			out = append(out, DatanodeInfo{UUID: di.GetId().GetDatanodeUuid(), Addr: xferAddr(di.GetId()),
-				Rack: di.GetLocation(), Capacity: int64(di.GetCapacity()), Used: int64(di.GetDfsUsed()),
-				Remaining: int64(di.GetRemaining()), Blocks: int(di.GetNumBlocks()),
-				LastHeartbeat: time.UnixMilli(int64(di.GetLastUpdate())), Live: typ == pb.DatanodeReportTypeProto_LIVE})
+			info := datanodeInfo(di)
+			info.Live = typ == pb.DatanodeReportTypeProto_LIVE
+			out = append(out, info)
 		}
 	}
 	return out, nil

@@ -43,6 +43,18 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// BlockReportInterval is the time between full block reports. Default 1h.
 	BlockReportInterval time.Duration
+	// ScanPeriod is how often every replica's checksums are re-verified.
+	// Default 24h.
+	ScanPeriod time.Duration
+	// ScanRate bounds the scanner's reads, in bytes per second. Default
+	// 16 MiB/s; negative means unlimited.
+	ScanRate int64
+	// TransferRate bounds each block copy made for re-replication or
+	// balancing, in bytes per second. Default 64 MiB/s; negative means
+	// unlimited.
+	TransferRate int64
+	// MaxTransfers bounds the copies this datanode makes at once. Default 2.
+	MaxTransfers int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -63,6 +75,18 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.BlockReportInterval == 0 {
 		o.BlockReportInterval = time.Hour
+	}
+	if o.ScanPeriod == 0 {
+		o.ScanPeriod = 24 * time.Hour
+	}
+	if o.ScanRate == 0 {
+		o.ScanRate = 16 << 20
+	}
+	if o.TransferRate == 0 {
+		o.TransferRate = 64 << 20
+	}
+	if o.MaxTransfers == 0 {
+		o.MaxTransfers = 2
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -92,7 +116,13 @@ type DataNode struct {
 	ibrMu    sync.Mutex
 	received []*pb.BlockProto
 	deleted  []*pb.BlockProto
+	corrupt  []*pb.BlockProto
 	ibrKick  chan struct{}
+
+	transferSlots chan struct{} // bounds concurrent block copies
+
+	poolMu sync.Mutex
+	pool   string // block pool id, learnt when registering
 
 	connsMu sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -122,7 +152,8 @@ func New(opts Options) (*DataNode, error) {
 		return nil, err
 	}
 	d := &DataNode{opts: opts, log: opts.Logger, store: st, uuid: id.DatanodeUUID,
-		ibrKick: make(chan struct{}, 1), conns: map[net.Conn]struct{}{}, stop: make(chan struct{})}
+		ibrKick: make(chan struct{}, 1), conns: map[net.Conn]struct{}{}, stop: make(chan struct{}),
+		transferSlots: make(chan struct{}, opts.MaxTransfers)}
 	d.master = hrpc.NewClient(opts.Master, hrpc.ClientOptions{Protocol: protocol.DatanodeProtocol, User: "datanode"})
 	_, n := st.usage()
 	d.log.Info("datanode storage opened", "dirs", opts.DataDirs, "replicas", n, "uuid", d.uuid)
@@ -189,8 +220,9 @@ func (d *DataNode) Serve() error {
 			return err
 		}
 	}
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.masterLoop()
+	go d.scanLoop()
 	d.log.Info("datanode serving", "data", d.Addr(), "master", d.opts.Master)
 	for {
 		c, err := d.ln.Accept()
@@ -319,6 +351,9 @@ func (d *DataNode) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.poolMu.Lock()
+	d.pool = resp.GetBlockPoolId()
+	d.poolMu.Unlock()
 	switch id.BlockPoolID {
 	case resp.GetBlockPoolId():
 	case "":
@@ -368,7 +403,14 @@ func (d *DataNode) heartbeat(ctx context.Context) (reregister bool, err error) {
 			d.queueIBR(nil, b)
 		}
 	}
+	d.runTransfers(resp.GetTransfers())
 	return resp.GetReregister(), nil
+}
+
+func (d *DataNode) poolID() string {
+	d.poolMu.Lock()
+	defer d.poolMu.Unlock()
+	return d.pool
 }
 
 // queueIBR queues an incremental block report and wakes the master loop.
@@ -381,6 +423,11 @@ func (d *DataNode) queueIBR(received, deleted *pb.BlockProto) {
 		d.deleted = append(d.deleted, deleted)
 	}
 	d.ibrMu.Unlock()
+	d.kickIBR()
+}
+
+// kickIBR wakes the master loop to send incremental reports now.
+func (d *DataNode) kickIBR() {
 	select {
 	case d.ibrKick <- struct{}{}:
 	default:
@@ -389,19 +436,20 @@ func (d *DataNode) queueIBR(received, deleted *pb.BlockProto) {
 
 func (d *DataNode) sendIBR(ctx context.Context) error {
 	d.ibrMu.Lock()
-	rcv, del := d.received, d.deleted
-	d.received, d.deleted = nil, nil
+	rcv, del, bad := d.received, d.deleted, d.corrupt
+	d.received, d.deleted, d.corrupt = nil, nil, nil
 	d.ibrMu.Unlock()
-	if len(rcv) == 0 && len(del) == 0 {
+	if len(rcv) == 0 && len(del) == 0 && len(bad) == 0 {
 		return nil
 	}
-	req := &pb.BlockReceivedAndDeletedRequestProto{DatanodeUuid: proto.String(d.uuid), Received: rcv, Deleted: del}
+	req := &pb.BlockReceivedAndDeletedRequestProto{DatanodeUuid: proto.String(d.uuid), Received: rcv, Deleted: del, Corrupt: bad}
 	if err := d.master.Call(ctx, "blockReceivedAndDeleted", req, &pb.BlockReceivedAndDeletedResponseProto{}); err != nil {
 		// Keep them for the next try; a full report after re-registering
 		// covers them anyway.
 		d.ibrMu.Lock()
 		d.received = append(rcv, d.received...)
 		d.deleted = append(del, d.deleted...)
+		d.corrupt = append(bad, d.corrupt...)
 		d.ibrMu.Unlock()
 		return fmt.Errorf("incremental block report: %w", err)
 	}

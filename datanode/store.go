@@ -408,3 +408,25 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// quarantine moves a replica to <volume>/current/corrupt/, out of the
+// index: it is no longer served or reported, but kept for inspection.
+func (s *store) quarantine(id uint64) error {
+	s.mu.Lock()
+	r, ok := s.mu.replicas[id]
+	if !ok {
+		s.mu.Unlock()
+		return nil
+	}
+	delete(s.mu.replicas, id)
+	s.mu.used -= r.length
+	s.mu.Unlock()
+	from := r.dir.finalizedDir(id)
+	to := filepath.Join(r.dir.root, "corrupt")
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	err1 := os.Rename(filepath.Join(from, metaFileName(id, r.genStamp)), filepath.Join(to, metaFileName(id, r.genStamp)))
+	err2 := os.Rename(filepath.Join(from, blockFileName(id)), filepath.Join(to, blockFileName(id)))
+	return errors.Join(err1, err2)
+}

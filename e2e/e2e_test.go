@@ -308,13 +308,13 @@ func TestReadSurvivesDatanodeKill(t *testing.T) {
 }
 
 func TestCorruptReplicaDetectedAndReadSucceeds(t *testing.T) {
-	cl := godfstest.NewCluster(t, godfstest.Config{})
+	// The scanner finds whichever corrupt replica the reads did not hit.
+	cl := godfstest.NewCluster(t, godfstest.Config{ScanPeriod: 2 * time.Second})
 	c := cl.Client()
 	data := randomBytes(t, blockSize/2)
 	put(t, c, "/f", data)
 	// Flip a byte in every replica but one, so whichever replica the
 	// reader picks first is likely bad and at least one good one remains.
-	var flipped []string
 	for _, d := range cl.DataNodes[:2] {
 		files := godfstest.BlockFiles(t, d.Dir)
 		if len(files) != 1 {
@@ -329,27 +329,29 @@ func TestCorruptReplicaDetectedAndReadSucceeds(t *testing.T) {
 		b[0] ^= 0xff
 		f.WriteAt(b, 1000)
 		f.Close()
-		flipped = append(flipped, files[0])
 	}
 	for i := 0; i < 3; i++ {
 		if got := get(t, c, "/f"); !bytes.Equal(got, data) {
 			t.Fatal("read returned corrupt data")
 		}
 	}
-	// The reader reported what it hit; the master has those replicas deleted.
-	deadline := time.Now().Add(20 * time.Second)
+	// The reader reported what it hit; the master has those replicas
+	// deleted and copied again from the good one.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		gone := 0
-		for _, f := range flipped {
-			if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
-				gone++
+		good := 0
+		for _, d := range cl.DataNodes {
+			for _, f := range godfstest.BlockFiles(t, d.Dir) {
+				if b, _ := os.ReadFile(f); bytes.Equal(b, data) {
+					good++
+				}
 			}
 		}
-		if gone > 0 {
+		if good == 3 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no corrupt replica was removed 20s after reads hit it")
+			t.Fatalf("%d good replicas 30s after reads hit corrupt ones, want 3", good)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -153,7 +153,7 @@ func TestDevCluster(t *testing.T) {
 	if r := cli(t, addr, []byte("hello"), "put", "-", "/hello"); r.Code != 0 {
 		t.Fatalf("put: %+v", r)
 	}
-	if r := cli(t, addr, nil, "report"); !strings.Contains(r.Stdout, "3 live, 0 dead") {
+	if r := cli(t, addr, nil, "report"); !strings.Contains(r.Stdout, "3 live, 0 stale, 0 dead") {
 		t.Fatalf("report: %+v", r)
 	}
 	p.stop(t, os.Interrupt)

@@ -67,6 +67,9 @@ type Config struct {
 	DeadAfter time.Duration
 	// LeaseLimit is how long a vanished writer's files stay open. Default 1m.
 	LeaseLimit time.Duration
+	// ScanPeriod is how often datanodes re-verify every replica. Default:
+	// the datanode's own (a day).
+	ScanPeriod time.Duration
 }
 
 // Proc is one running godfs server process.
@@ -177,7 +180,17 @@ func (c *Cluster) StartMaster(addr string) {
 }
 
 func (c *Cluster) startDataNode(dir string) *Proc {
-	return c.start(dir, "datanode", "--master", c.Master.Addr, "--data", dir, "--listen", "127.0.0.1:0", "--heartbeat", "1s")
+	args := []string{"datanode", "--master", c.Master.Addr, "--data", dir, "--listen", "127.0.0.1:0", "--heartbeat", "1s"}
+	if c.cfg.ScanPeriod > 0 {
+		args = append(args, "--scan-period", c.cfg.ScanPeriod.String(), "--scan-rate", "1GiB")
+	}
+	return c.start(dir, args...)
+}
+
+// AddDataNode starts one more datanode.
+func (c *Cluster) AddDataNode() {
+	c.t.Helper()
+	c.DataNodes = append(c.DataNodes, c.startDataNode(filepath.Join(c.dir, fmt.Sprintf("dn%d", len(c.DataNodes)+1))))
 }
 
 // KillMaster kills the master with SIGKILL.

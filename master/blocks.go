@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/godfs/godfs/master/namespace"
+	"github.com/godfs/godfs/master/placement"
 	"github.com/godfs/godfs/protocol/pb"
 	"github.com/godfs/godfs/protocol/xfer"
 )
@@ -19,25 +20,62 @@ type blockInfo struct {
 	replicas []string // datanode uuids
 }
 
+// adminState is a datanode's decommissioning state.
+type adminState uint8
+
+const (
+	inService adminState = iota
+	decommissioning
+	decommissioned
+)
+
+func (a adminState) proto() pb.DatanodeInfoProto_AdminState {
+	switch a {
+	case decommissioning:
+		return pb.DatanodeInfoProto_DECOMMISSION_INPROGRESS
+	case decommissioned:
+		return pb.DatanodeInfoProto_DECOMMISSIONED
+	}
+	return pb.DatanodeInfoProto_NORMAL
+}
+
 // datanode is one registered datanode.
 type datanode struct {
 	uuid          string
 	info          *pb.DatanodeInfoProto // id, address, rack, last reported usage
 	lastHeartbeat time.Time
 	dead          bool
-	blocks        map[uint64]struct{} // replicas it holds (reverse of blockInfo.replicas)
-	invalidate    []*pb.BlockProto    // replicas it must delete, sent with heartbeat replies
+	admin         adminState
+	blocks        map[uint64]struct{}             // replicas it holds (reverse of blockInfo.replicas)
+	invalidate    []*pb.BlockProto                // replicas it must delete, sent with heartbeat replies
+	transfers     []*pb.BlockTransferCommandProto // copies it must make, sent with heartbeat replies
+	sending       int                             // copies in flight with this node as the source
 }
 
-// blockMap is the master's block -> replicas map and its datanode table.
-// It is not safe for concurrent use; the master's lock guards it.
+// inService reports whether the node counts for replication and may get
+// new replicas (given it is also fresh).
+func (dn *datanode) inService() bool { return !dn.dead && dn.admin == inService }
+
+// pendingCopy is a copy of a block the master asked a datanode to make and
+// whose arrival it has not heard of yet.
+type pendingCopy struct {
+	source   string
+	targets  map[string]bool // uuids not yet reported
+	deadline time.Time
+	moveFrom string // for balancer moves: the replica to delete once done
+}
+
+// blockMap is the master's block -> replicas map, its datanode table and
+// the copies in flight. It is not safe for concurrent use; the master's
+// lock guards it.
 type blockMap struct {
-	blocks map[uint64]*blockInfo
-	nodes  map[string]*datanode
+	blocks  map[uint64]*blockInfo
+	nodes   map[string]*datanode
+	pending map[uint64]*pendingCopy
 }
 
 func newBlockMap() *blockMap {
-	return &blockMap{blocks: map[uint64]*blockInfo{}, nodes: map[string]*datanode{}}
+	return &blockMap{blocks: map[uint64]*blockInfo{}, nodes: map[string]*datanode{}, pending: map[uint64]*pendingCopy{}}
 }
 
 // add records a new block of a file, with the pipeline targets as its
@@ -78,6 +116,19 @@ func (bm *blockMap) removeReplica(id uint64, uuid string) {
 	}
 }
 
+// invalidateReplica drops a replica from the map and has its datanode
+// delete it.
+func (bm *blockMap) invalidateReplica(id uint64, uuid string) {
+	gs := uint64(0)
+	if bi := bm.blocks[id]; bi != nil {
+		gs = bi.genStamp
+	}
+	bm.removeReplica(id, uuid)
+	if dn := bm.nodes[uuid]; dn != nil && !dn.dead {
+		dn.invalidate = append(dn.invalidate, blockProto(id, gs, 0))
+	}
+}
+
 // free forgets blocks no file refers to and queues their replicas for
 // deletion on the datanodes that hold them.
 func (bm *blockMap) free(blocks []namespace.Block) {
@@ -86,12 +137,10 @@ func (bm *blockMap) free(blocks []namespace.Block) {
 		if bi == nil {
 			continue
 		}
-		for _, uuid := range bi.replicas {
-			if dn := bm.nodes[uuid]; dn != nil {
-				delete(dn.blocks, b.ID)
-				dn.invalidate = append(dn.invalidate, blockProto(b.ID, bi.genStamp, 0))
-			}
+		for _, uuid := range append([]string(nil), bi.replicas...) {
+			bm.invalidateReplica(b.ID, uuid)
 		}
+		bm.finishPending(b.ID)
 		delete(bm.blocks, b.ID)
 	}
 }
@@ -109,6 +158,27 @@ func (bm *blockMap) reported(dn *datanode, b *pb.BlockProto) {
 		bi.genStamp = b.GetGenStamp()
 	}
 	bm.addReplica(b.GetBlockId(), bi, dn.uuid)
+	if p := bm.pending[b.GetBlockId()]; p != nil && p.targets[dn.uuid] {
+		delete(p.targets, dn.uuid)
+		if len(p.targets) == 0 {
+			if p.moveFrom != "" {
+				bm.invalidateReplica(b.GetBlockId(), p.moveFrom)
+			}
+			bm.finishPending(b.GetBlockId())
+		}
+	}
+}
+
+// finishPending forgets a copy in flight.
+func (bm *blockMap) finishPending(id uint64) {
+	p := bm.pending[id]
+	if p == nil {
+		return
+	}
+	if src := bm.nodes[p.source]; src != nil && src.sending > 0 {
+		src.sending--
+	}
+	delete(bm.pending, id)
 }
 
 // nodeDead drops every replica of a dead datanode from the map.
@@ -118,6 +188,7 @@ func (bm *blockMap) nodeDead(dn *datanode) {
 	}
 	dn.dead = true
 	dn.invalidate = nil
+	dn.transfers = nil
 }
 
 // live returns the live datanodes.
@@ -132,9 +203,8 @@ func (bm *blockMap) live() []*datanode {
 	return out
 }
 
-// locations returns the live replicas of a block, the one on the client's
-// host first and the rest shuffled so reads spread over replicas.
-func (bm *blockMap) locations(id uint64, clientIP string, rng *rand.Rand) []*datanode {
+// holders returns the live datanodes holding a replica of id.
+func (bm *blockMap) holders(id uint64) []*datanode {
 	bi := bm.blocks[id]
 	if bi == nil {
 		return nil
@@ -145,38 +215,29 @@ func (bm *blockMap) locations(id uint64, clientIP string, rng *rand.Rand) []*dat
 			out = append(out, dn)
 		}
 	}
-	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-	for i, dn := range out {
-		if dn.info.GetId().GetIpAddr() == clientIP && i > 0 {
-			out[0], out[i] = out[i], out[0]
-			break
-		}
-	}
 	return out
 }
 
-// choose picks up to n live datanodes for a new block, never one in
-// exclude: the writer's own host first when it is a datanode, the rest at
-// random. Rack-aware, space-weighted placement replaces this in its own
-// package (issue #3).
-func (bm *blockMap) choose(n int, clientIP string, exclude map[string]bool, rng *rand.Rand) []*datanode {
-	var cands []*datanode
-	for _, dn := range bm.live() {
-		if !exclude[dn.uuid] && !exclude[xferAddr(dn.info.GetId())] {
-			cands = append(cands, dn)
+// locations returns the live replicas of a block for a reader: the one on
+// the client's host first, fresh nodes before stale ones, the rest
+// shuffled so reads spread over replicas.
+func (bm *blockMap) locations(id uint64, clientIP string, stale func(*datanode) bool, rng *rand.Rand) []*datanode {
+	out := bm.holders(id)
+	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	sort.SliceStable(out, func(i, j int) bool {
+		li, lj := out[i].info.GetId().GetIpAddr() == clientIP, out[j].info.GetId().GetIpAddr() == clientIP
+		if li != lj {
+			return li
 		}
-	}
-	rng.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
-	for i, dn := range cands {
-		if dn.info.GetId().GetIpAddr() == clientIP && i > 0 {
-			cands[0], cands[i] = cands[i], cands[0]
-			break
-		}
-	}
-	if len(cands) > n {
-		cands = cands[:n]
-	}
-	return cands
+		return !stale(out[i]) && stale(out[j])
+	})
+	return out
+}
+
+// placementNode describes dn to the placement policy.
+func placementNode(dn *datanode, usable bool) placement.Node {
+	return placement.Node{ID: dn.uuid, Addr: xferAddr(dn.info.GetId()), Host: dn.info.GetId().GetIpAddr(),
+		Rack: dn.info.GetLocation(), Remaining: int64(dn.info.GetRemaining()), Usable: usable}
 }
 
 func xferAddr(id *pb.DatanodeIDProto) string { return xfer.Addr(id) }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/godfs/godfs/master/namespace"
+	"github.com/godfs/godfs/master/placement"
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/hrpc"
 	"github.com/godfs/godfs/protocol/pb"
@@ -43,6 +44,7 @@ func (m *Master) clientMethods() map[string]hrpc.Method {
 		"getFsStats":             hrpc.Handle(newMsg[pb.GetFsStatusRequestProto], m.getFsStats),
 		"getServerDefaults":      hrpc.Handle(newMsg[pb.GetServerDefaultsRequestProto], m.getServerDefaults),
 		"renewLease":             hrpc.Handle(newMsg[pb.RenewLeaseRequestProto], m.renewLease),
+		"setSafeMode":            hrpc.Handle(newMsg[pb.SetSafeModeRequestProto], m.setSafeMode),
 		"getDatanodeReport":      hrpc.Handle(newMsg[pb.GetDatanodeReportRequestProto], m.getDatanodeReport),
 		"reportBadBlocks":        hrpc.Handle(newMsg[pb.ReportBadBlocksRequestProto], m.reportBadBlocks),
 		"getPreferredBlockSize":  hrpc.Handle(newMsg[pb.GetPreferredBlockSizeRequestProto], m.getPreferredBlockSize),
@@ -259,11 +261,15 @@ func (m *Master) addBlock(ctx context.Context, req *pb.AddBlockRequestProto) (*p
 		if n == nil {
 			return &fs.PathError{Op: "addBlock", Path: req.GetSrc(), Err: protocol.ErrNoLease}
 		}
-		want := int(n.Replication)
-		targets := m.mu.blocks.choose(want, clientIP, exclude, m.cfg.Rand)
-		if len(targets) == 0 {
+		chosen := placement.Choose(m.placementNodesLocked(), placement.Request{N: int(n.Replication),
+			WriterHost: clientIP, Exclude: exclude, BlockSize: int64(n.BlockSize)}, m.cfg.Rand)
+		if len(chosen) == 0 {
 			return fmt.Errorf("%w: cannot place a block of %s (%d live, %d excluded)",
 				protocol.ErrNoDatanodes, req.GetSrc(), len(m.mu.blocks.live()), len(req.GetExcludeNodes()))
+		}
+		targets := make([]*datanode, len(chosen))
+		for i, c := range chosen {
+			targets[i] = m.mu.blocks.nodes[c.ID]
 		}
 		b := namespace.Block{ID: m.mu.tree.NextBlockID(), GenStamp: m.mu.tree.NextGenStamp()}
 		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAddBlock, FileID: id, Path: req.GetSrc(),
@@ -363,7 +369,7 @@ func (m *Master) locatedBlocksLocked(ctx context.Context, n *namespace.Inode, of
 	for _, b := range n.Blocks {
 		bEnd := pos + b.Len
 		if bEnd > off && pos < end || b.Len == 0 && pos >= off && pos < end {
-			lbs.Blocks = append(lbs.Blocks, m.locatedBlock(b, pos, m.mu.blocks.locations(b.ID, ip, m.cfg.Rand)))
+			lbs.Blocks = append(lbs.Blocks, m.locatedBlock(b, pos, m.mu.blocks.locations(b.ID, ip, m.stale, m.cfg.Rand)))
 		}
 		pos = bEnd
 	}
@@ -589,6 +595,7 @@ func (m *Master) getDatanodeReport(ctx context.Context, req *pb.GetDatanodeRepor
 			info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
 			info.LastUpdate = proto.Uint64(uint64(dn.lastHeartbeat.UnixMilli()))
 			info.NumBlocks = proto.Uint32(uint32(len(dn.blocks)))
+			info.AdminState = dn.admin.proto().Enum()
 			resp.Di = append(resp.Di, info)
 		}
 		return nil
@@ -609,19 +616,14 @@ func (m *Master) reportBadBlocks(ctx context.Context, req *pb.ReportBadBlocksReq
 				if dn == nil {
 					continue
 				}
-				bi := m.mu.blocks.blocks[id]
-				if bi == nil {
-					continue
-				}
 				// Never delete the last replica on a reader's word: a buggy
 				// or hostile client must not be able to destroy data.
-				if len(bi.replicas) <= 1 {
+				if len(m.mu.blocks.holders(id)) <= 1 {
 					m.log.Warn("corrupt replica reported; keeping it, it is the last one", "block", id, "datanode", xferAddr(dn.info.GetId()))
 					continue
 				}
 				m.log.Warn("corrupt replica reported; deleting it", "block", id, "datanode", xferAddr(dn.info.GetId()))
-				m.mu.blocks.removeReplica(id, uuid)
-				dn.invalidate = append(dn.invalidate, blockProto(id, lb.GetB().GetGenerationStamp(), 0))
+				m.mu.blocks.invalidateReplica(id, uuid)
 			}
 		}
 		return nil
@@ -661,10 +663,6 @@ func (m *Master) isFileClosed(ctx context.Context, req *pb.IsFileClosedRequestPr
 	return &pb.IsFileClosedResponseProto{Result: proto.Bool(closed)}, nil
 }
 
-func blockProto(id, gs, n uint64) *pb.BlockProto {
-	return &pb.BlockProto{BlockId: proto.Uint64(id), GenStamp: proto.Uint64(gs), NumBytes: proto.Uint64(n)}
-}
-
 // updateBlockForPipeline hands out a new generation stamp for a block being
 // written, for the client to rebuild its pipeline with. The block keeps its
 // stamp until updatePipeline commits the new one, so a client that only
@@ -687,7 +685,7 @@ func (m *Master) updateBlockForPipeline(ctx context.Context, req *pb.UpdateBlock
 		m.renewLeaseLocked(req.GetClientName())
 		b := *blockFrom(req.GetBlock())
 		b.GenStamp = gs
-		resp.Block = m.locatedBlock(b, 0, m.mu.blocks.locations(b.ID, callerIP(ctx), m.cfg.Rand))
+		resp.Block = m.locatedBlock(b, 0, m.mu.blocks.locations(b.ID, callerIP(ctx), m.stale, m.cfg.Rand))
 		return nil
 	})
 	if err != nil {

@@ -25,9 +25,22 @@ type Config struct {
 	BlockSize uint64
 	// Replication is the default replication. Default 3.
 	Replication uint16
+	// StaleAfter is how long a datanode may go without a heartbeat before it
+	// is stale: it gets no new replicas and is read from last. Default 10s.
+	StaleAfter time.Duration
 	// DeadAfter is how long a datanode may go without a heartbeat before it
-	// is declared dead. Default 30s.
+	// is declared dead and its replicas are copied elsewhere. Default 30s.
 	DeadAfter time.Duration
+	// MaxTransfersPerNode bounds the block copies (re-replication,
+	// balancing) a datanode sends at once, so that recovery cannot starve
+	// clients. Default 2.
+	MaxTransfersPerNode int
+	// CopyTimeout is how long the master waits for a copy to be reported
+	// before it schedules it again. Default 2m.
+	CopyTimeout time.Duration
+	// SafeModeThreshold is the fraction of blocks that must have a reported
+	// replica before a restarted master leaves safe mode. Default 0.999.
+	SafeModeThreshold float64
 	// LeaseLimit is how long a writer may go without renewing its lease
 	// before its files under construction are closed or dropped. Default 10m.
 	LeaseLimit time.Duration
@@ -71,6 +84,18 @@ func (c *Config) EnsureDefaults() {
 	if c.DeadAfter == 0 {
 		c.DeadAfter = 30 * time.Second
 	}
+	if c.StaleAfter == 0 {
+		c.StaleAfter = min(10*time.Second, c.DeadAfter/2)
+	}
+	if c.MaxTransfersPerNode == 0 {
+		c.MaxTransfersPerNode = 2
+	}
+	if c.CopyTimeout == 0 {
+		c.CopyTimeout = 2 * time.Minute
+	}
+	if c.SafeModeThreshold == 0 {
+		c.SafeModeThreshold = 0.999
+	}
 	if c.LeaseLimit == 0 {
 		c.LeaseLimit = 10 * time.Minute
 	}
@@ -101,6 +126,10 @@ func (c *Config) Validate() error {
 		return errors.New("master: a data directory is required")
 	case c.BlockSize < protocol.BytesPerChecksum || c.BlockSize%protocol.BytesPerChecksum != 0:
 		return fmt.Errorf("master: block size %d must be a positive multiple of %d", c.BlockSize, protocol.BytesPerChecksum)
+	case c.SafeModeThreshold < 0 || c.SafeModeThreshold > 1:
+		return fmt.Errorf("master: safe mode threshold %v must be between 0 and 1", c.SafeModeThreshold)
+	case c.StaleAfter > c.DeadAfter:
+		return fmt.Errorf("master: stale-after %v must not exceed dead-after %v", c.StaleAfter, c.DeadAfter)
 	case c.Replication > MaxReplication:
 		return fmt.Errorf("master: replication %d is above the maximum %d", c.Replication, MaxReplication)
 	}

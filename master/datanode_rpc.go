@@ -46,7 +46,11 @@ func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeR
 		if old := m.mu.blocks.nodes[uuid]; old != nil {
 			m.mu.blocks.nodeDead(old) // forget its replicas; the block report that follows restores them
 		}
-		m.mu.blocks.nodes[uuid] = &datanode{uuid: uuid, info: info, lastHeartbeat: m.cfg.Now(), blocks: map[uint64]struct{}{}}
+		dn := &datanode{uuid: uuid, info: info, lastHeartbeat: m.cfg.Now(), blocks: map[uint64]struct{}{}}
+		if m.mu.decommission[uuid] || m.mu.decommission[xferAddr(id)] {
+			dn.admin = decommissioning
+		}
+		m.mu.blocks.nodes[uuid] = dn
 		return nil
 	})
 	m.log.Info("datanode registered", "uuid", id.GetDatanodeUuid(), "addr", xferAddr(id), "rack", info.GetLocation())
@@ -66,9 +70,12 @@ func (m *Master) sendHeartbeat(ctx context.Context, req *pb.HeartbeatRequestProt
 		dn.info.DfsUsed = proto.Uint64(req.GetDfsUsed())
 		dn.info.Remaining = proto.Uint64(req.GetRemaining())
 		dn.info.XceiverCount = proto.Uint32(req.GetXceiverCount())
-		n := min(len(dn.invalidate), maxInvalidatePerHeartbeat)
-		resp.Invalidate = dn.invalidate[:n:n]
-		dn.invalidate = dn.invalidate[n:]
+		if !m.mu.safeMode { // nothing is deleted until the block map is rebuilt
+			n := min(len(dn.invalidate), maxInvalidatePerHeartbeat)
+			resp.Invalidate = dn.invalidate[:n:n]
+			dn.invalidate = dn.invalidate[n:]
+		}
+		resp.Transfers, dn.transfers = dn.transfers, nil
 		return nil
 	})
 	return resp, nil
@@ -116,6 +123,10 @@ func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockRecei
 			m.mu.blocks.reported(dn, b)
 		}
 		for _, b := range req.GetDeleted() {
+			m.mu.blocks.removeReplica(b.GetBlockId(), dn.uuid)
+		}
+		for _, b := range req.GetCorrupt() {
+			m.log.Warn("datanode found a corrupt replica; it will be replaced", "block", b.GetBlockId(), "datanode", xferAddr(dn.info.GetId()))
 			m.mu.blocks.removeReplica(b.GetBlockId(), dn.uuid)
 		}
 		return nil

@@ -39,6 +39,12 @@ type Master struct {
 		leases     map[string]time.Time // client name -> last renewal
 		checkpoint uint64               // index of the last checkpoint
 		failed     error                // set when the op log fails: no more changes
+		// safeMode: after a restart, until enough blocks have reported
+		// replicas, the master serves reads only and deletes nothing.
+		safeMode         bool
+		safeModeManual   bool            // entered by an operator: left only by one
+		decommission     map[string]bool // datanode uuids or addresses being decommissioned (persisted)
+		balanceThreshold float64         // > 0 while the balancer runs
 	}
 
 	stop chan struct{}
@@ -90,6 +96,9 @@ func New(cfg Config) (*Master, error) {
 	}
 	m.mu.tree = tree
 	m.mu.blocks = newBlockMap()
+	if m.mu.decommission, err = loadDecommission(cfg.Dir); err != nil {
+		return nil, err
+	}
 	// Every block of every file is known, with no replicas yet: block
 	// reports fill those in. (A block missing here would make reports of
 	// it look like garbage to delete.)
@@ -98,6 +107,7 @@ func New(cfg Config) (*Master, error) {
 			m.mu.blocks.add(n.ID, b, nil)
 		}
 	})
+	m.mu.safeMode = len(m.mu.blocks.blocks) > 0
 	m.mu.leases = map[string]time.Time{}
 	// Writers get a full lease period after a restart to come back.
 	now := cfg.Now()
@@ -107,6 +117,7 @@ func New(cfg Config) (*Master, error) {
 	m.rpc = hrpc.NewServer(m.log)
 	m.rpc.Register(protocol.ClientProtocol, m.clientMethods())
 	m.rpc.Register(protocol.DatanodeProtocol, m.datanodeMethods())
+	m.rpc.Register(protocol.AdminProtocol, m.adminMethods())
 	return m, nil
 }
 
@@ -227,17 +238,29 @@ func (m *Master) loop() {
 	}
 }
 
-// tick declares silent datanodes dead, expires leases and checkpoints.
+// tick declares silent datanodes dead, leaves safe mode when it can,
+// expires leases, runs the replication monitor and checkpoints.
 func (m *Master) tick() {
 	now := m.cfg.Now()
 	var last uint64
 	m.mu.Lock()
+	defer func() {
+		m.mu.Unlock()
+		if err := m.oplog.Sync(last); err != nil {
+			m.log.Error("op log sync", "err", err)
+		}
+	}()
 	for _, dn := range m.mu.blocks.nodes {
 		if !dn.dead && now.Sub(dn.lastHeartbeat) > m.cfg.DeadAfter {
 			m.log.Warn("datanode dead", "uuid", dn.uuid, "addr", xferAddr(dn.info.GetId()),
 				"silentFor", now.Sub(dn.lastHeartbeat).Round(time.Second))
 			m.mu.blocks.nodeDead(dn)
 		}
+	}
+	last = m.mu.tree.LastIndex()
+	if m.mu.safeMode {
+		m.checkSafeModeLocked()
+		return
 	}
 	var expired []*namespace.Inode
 	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
@@ -251,15 +274,12 @@ func (m *Master) tick() {
 			m.log.Error("abandon file", "path", n.Path(), "err", err)
 		}
 	}
+	m.replicateLocked()
 	last = m.mu.tree.LastIndex()
 	if last-m.mu.checkpoint >= m.cfg.CheckpointEvery {
 		if err := m.checkpointLocked(); err != nil {
 			m.log.Error("checkpoint failed", "err", err)
 		}
-	}
-	m.mu.Unlock()
-	if err := m.oplog.Sync(last); err != nil {
-		m.log.Error("op log sync", "err", err)
 	}
 }
 
@@ -291,6 +311,11 @@ func (m *Master) update(fn func() error) error {
 	m.mu.Lock()
 	if m.mu.failed != nil {
 		err := m.mu.failed
+		m.mu.Unlock()
+		return err
+	}
+	if m.mu.safeMode {
+		err := fmt.Errorf("%w: %s", protocol.ErrSafeMode, m.safeModeStatusLocked())
 		m.mu.Unlock()
 		return err
 	}

@@ -5,6 +5,7 @@ package protocol
 const (
 	ClientProtocol   = "org.apache.hadoop.hdfs.protocol.ClientProtocol"
 	DatanodeProtocol = "org.godfs.DatanodeProtocol"
+	AdminProtocol    = "org.godfs.AdminProtocol"
 	// ClientProtocolVersion is what Hadoop clients send in
 	// RequestHeaderProto.clientProtocolVersion.
 	ClientProtocolVersion = 1

@@ -88,7 +88,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 	if h.Version != snapshotVersion {
 		return nil, fmt.Errorf("snapshot version %d, want %d", h.Version, snapshotVersion)
 	}
-	t := &Tree{uc: map[uint64]*Inode{}, ucPath: map[string]*Inode{}, lastIndex: h.Index,
+	t := &Tree{uc: map[uint64]*Inode{}, ucPath: map[string]*Inode{}, files: map[uint64]*Inode{}, lastIndex: h.Index,
 		nextInodeID: h.NextInodeID, nextBlockID: h.NextBlockID, nextGenStamp: h.NextGenStamp}
 	dirs := map[uint64]*Inode{}
 	for {
@@ -106,6 +106,8 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		if n.IsDir {
 			n.Children = map[string]*Inode{}
 			dirs[n.ID] = n
+		} else {
+			t.files[n.ID] = n
 		}
 		switch {
 		case t.root == nil:

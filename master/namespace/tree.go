@@ -99,6 +99,7 @@ type Tree struct {
 	// tree) and appended ones (in the tree).
 	uc     map[uint64]*Inode
 	ucPath map[string]*Inode // new files under construction by target path
+	files  map[uint64]*Inode // every file by id, complete or not
 
 	lastIndex    uint64 // index of the last applied entry
 	nextInodeID  uint64
@@ -120,6 +121,7 @@ func New(owner, group string, now int64) *Tree {
 			Mtime: now, Atime: now, Children: map[string]*Inode{}},
 		uc:           map[uint64]*Inode{},
 		ucPath:       map[string]*Inode{},
+		files:        map[uint64]*Inode{},
 		nextInodeID:  RootInodeID + 1,
 		nextBlockID:  FirstBlockID,
 		nextGenStamp: FirstGenStamp,
@@ -245,6 +247,8 @@ func (t *Tree) newInode(e *Entry, name string, parent *Inode, dir bool) *Inode {
 		Owner: e.Owner, Group: e.Group, Mtime: e.Time, Atime: e.Time}
 	if dir {
 		n.Children = map[string]*Inode{}
+	} else {
+		t.files[n.ID] = n
 	}
 	if n.ID >= t.nextInodeID {
 		t.nextInodeID = n.ID + 1
@@ -434,6 +438,7 @@ func (t *Tree) complete(e *Entry) (Result, error) {
 				return Result{}, &fs.PathError{Op: "complete", Path: n.UCPath, Err: fs.ErrExist}
 			}
 			res.Freed = old.Blocks
+			delete(t.files, old.ID)
 		}
 		n.Parent = dir
 		dir.Children[name] = n
@@ -459,6 +464,7 @@ func (t *Tree) abandonFile(e *Entry) (Result, error) {
 	delete(t.uc, n.ID)
 	if n.UCPath != "" {
 		delete(t.ucPath, n.UCPath)
+		delete(t.files, n.ID)
 		return Result{Freed: n.Blocks}, nil
 	}
 	var freed []Block
@@ -513,6 +519,7 @@ func (t *Tree) collect(n *Inode, out []Block) []Block {
 		return out
 	}
 	delete(t.uc, n.ID)
+	delete(t.files, n.ID)
 	return append(out, n.Blocks...)
 }
 
@@ -663,20 +670,12 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 }
 
 // Files calls fn for every file: those in the tree and new files under
-// construction.
+// construction, in no particular order.
 func (t *Tree) Files(fn func(*Inode)) {
-	var walk func(*Inode)
-	walk = func(n *Inode) {
-		if !n.IsDir {
-			fn(n)
-			return
-		}
-		for _, c := range n.Children {
-			walk(c)
-		}
-	}
-	walk(t.root)
-	for _, n := range t.ucPath {
+	for _, n := range t.files {
 		fn(n)
 	}
 }
+
+// File returns the file with id, complete or under construction, or nil.
+func (t *Tree) File(id uint64) *Inode { return t.files[id] }

@@ -206,7 +206,9 @@ type HeartbeatResponseProto struct {
 	// node dead): register again and send a full block report.
 	Reregister *bool `protobuf:"varint,1,opt,name=reregister,def=0" json:"reregister,omitempty"`
 	// Replicas to delete.
-	Invalidate    []*BlockProto `protobuf:"bytes,2,rep,name=invalidate" json:"invalidate,omitempty"`
+	Invalidate []*BlockProto `protobuf:"bytes,2,rep,name=invalidate" json:"invalidate,omitempty"`
+	// Replicas to copy to other datanodes (re-replication, balancing).
+	Transfers     []*BlockTransferCommandProto `protobuf:"bytes,3,rep,name=transfers" json:"transfers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +262,67 @@ func (x *HeartbeatResponseProto) GetInvalidate() []*BlockProto {
 	return nil
 }
 
+func (x *HeartbeatResponseProto) GetTransfers() []*BlockTransferCommandProto {
+	if x != nil {
+		return x.Transfers
+	}
+	return nil
+}
+
+// BlockTransferCommandProto asks a datanode to copy its replica of block
+// to targets (a pipeline: the first forwards to the rest).
+type BlockTransferCommandProto struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Block         *BlockProto            `protobuf:"bytes,1,req,name=block" json:"block,omitempty"`
+	Targets       []*DatanodeInfoProto   `protobuf:"bytes,2,rep,name=targets" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockTransferCommandProto) Reset() {
+	*x = BlockTransferCommandProto{}
+	mi := &file_hdfs_datanode_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockTransferCommandProto) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockTransferCommandProto) ProtoMessage() {}
+
+func (x *BlockTransferCommandProto) ProtoReflect() protoreflect.Message {
+	mi := &file_hdfs_datanode_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockTransferCommandProto.ProtoReflect.Descriptor instead.
+func (*BlockTransferCommandProto) Descriptor() ([]byte, []int) {
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BlockTransferCommandProto) GetBlock() *BlockProto {
+	if x != nil {
+		return x.Block
+	}
+	return nil
+}
+
+func (x *BlockTransferCommandProto) GetTargets() []*DatanodeInfoProto {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
 type BlockReportRequestProto struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	DatanodeUuid  *string                `protobuf:"bytes,1,req,name=datanodeUuid" json:"datanodeUuid,omitempty"`
@@ -270,7 +333,7 @@ type BlockReportRequestProto struct {
 
 func (x *BlockReportRequestProto) Reset() {
 	*x = BlockReportRequestProto{}
-	mi := &file_hdfs_datanode_proto_msgTypes[4]
+	mi := &file_hdfs_datanode_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +345,7 @@ func (x *BlockReportRequestProto) String() string {
 func (*BlockReportRequestProto) ProtoMessage() {}
 
 func (x *BlockReportRequestProto) ProtoReflect() protoreflect.Message {
-	mi := &file_hdfs_datanode_proto_msgTypes[4]
+	mi := &file_hdfs_datanode_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +358,7 @@ func (x *BlockReportRequestProto) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockReportRequestProto.ProtoReflect.Descriptor instead.
 func (*BlockReportRequestProto) Descriptor() ([]byte, []int) {
-	return file_hdfs_datanode_proto_rawDescGZIP(), []int{4}
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BlockReportRequestProto) GetDatanodeUuid() string {
@@ -320,7 +383,7 @@ type BlockReportResponseProto struct {
 
 func (x *BlockReportResponseProto) Reset() {
 	*x = BlockReportResponseProto{}
-	mi := &file_hdfs_datanode_proto_msgTypes[5]
+	mi := &file_hdfs_datanode_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +395,7 @@ func (x *BlockReportResponseProto) String() string {
 func (*BlockReportResponseProto) ProtoMessage() {}
 
 func (x *BlockReportResponseProto) ProtoReflect() protoreflect.Message {
-	mi := &file_hdfs_datanode_proto_msgTypes[5]
+	mi := &file_hdfs_datanode_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,21 +408,23 @@ func (x *BlockReportResponseProto) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockReportResponseProto.ProtoReflect.Descriptor instead.
 func (*BlockReportResponseProto) Descriptor() ([]byte, []int) {
-	return file_hdfs_datanode_proto_rawDescGZIP(), []int{5}
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{6}
 }
 
 type BlockReceivedAndDeletedRequestProto struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DatanodeUuid  *string                `protobuf:"bytes,1,req,name=datanodeUuid" json:"datanodeUuid,omitempty"`
-	Received      []*BlockProto          `protobuf:"bytes,2,rep,name=received" json:"received,omitempty"`
-	Deleted       []*BlockProto          `protobuf:"bytes,3,rep,name=deleted" json:"deleted,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	DatanodeUuid *string                `protobuf:"bytes,1,req,name=datanodeUuid" json:"datanodeUuid,omitempty"`
+	Received     []*BlockProto          `protobuf:"bytes,2,rep,name=received" json:"received,omitempty"`
+	Deleted      []*BlockProto          `protobuf:"bytes,3,rep,name=deleted" json:"deleted,omitempty"`
+	// Replicas that failed verification; the datanode has quarantined them.
+	Corrupt       []*BlockProto `protobuf:"bytes,4,rep,name=corrupt" json:"corrupt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BlockReceivedAndDeletedRequestProto) Reset() {
 	*x = BlockReceivedAndDeletedRequestProto{}
-	mi := &file_hdfs_datanode_proto_msgTypes[6]
+	mi := &file_hdfs_datanode_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +436,7 @@ func (x *BlockReceivedAndDeletedRequestProto) String() string {
 func (*BlockReceivedAndDeletedRequestProto) ProtoMessage() {}
 
 func (x *BlockReceivedAndDeletedRequestProto) ProtoReflect() protoreflect.Message {
-	mi := &file_hdfs_datanode_proto_msgTypes[6]
+	mi := &file_hdfs_datanode_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +449,7 @@ func (x *BlockReceivedAndDeletedRequestProto) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use BlockReceivedAndDeletedRequestProto.ProtoReflect.Descriptor instead.
 func (*BlockReceivedAndDeletedRequestProto) Descriptor() ([]byte, []int) {
-	return file_hdfs_datanode_proto_rawDescGZIP(), []int{6}
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BlockReceivedAndDeletedRequestProto) GetDatanodeUuid() string {
@@ -408,6 +473,13 @@ func (x *BlockReceivedAndDeletedRequestProto) GetDeleted() []*BlockProto {
 	return nil
 }
 
+func (x *BlockReceivedAndDeletedRequestProto) GetCorrupt() []*BlockProto {
+	if x != nil {
+		return x.Corrupt
+	}
+	return nil
+}
+
 type BlockReceivedAndDeletedResponseProto struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -416,7 +488,7 @@ type BlockReceivedAndDeletedResponseProto struct {
 
 func (x *BlockReceivedAndDeletedResponseProto) Reset() {
 	*x = BlockReceivedAndDeletedResponseProto{}
-	mi := &file_hdfs_datanode_proto_msgTypes[7]
+	mi := &file_hdfs_datanode_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +500,7 @@ func (x *BlockReceivedAndDeletedResponseProto) String() string {
 func (*BlockReceivedAndDeletedResponseProto) ProtoMessage() {}
 
 func (x *BlockReceivedAndDeletedResponseProto) ProtoReflect() protoreflect.Message {
-	mi := &file_hdfs_datanode_proto_msgTypes[7]
+	mi := &file_hdfs_datanode_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +513,7 @@ func (x *BlockReceivedAndDeletedResponseProto) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use BlockReceivedAndDeletedResponseProto.ProtoReflect.Descriptor instead.
 func (*BlockReceivedAndDeletedResponseProto) Descriptor() ([]byte, []int) {
-	return file_hdfs_datanode_proto_rawDescGZIP(), []int{7}
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{8}
 }
 
 var File_hdfs_datanode_proto protoreflect.FileDescriptor
@@ -459,22 +531,27 @@ const file_hdfs_datanode_proto_rawDesc = "" +
 	"\adfsUsed\x18\x03 \x02(\x04R\adfsUsed\x12\x1c\n" +
 	"\tremaining\x18\x04 \x02(\x04R\tremaining\x12\x1c\n" +
 	"\tnumBlocks\x18\x05 \x02(\rR\tnumBlocks\x12\"\n" +
-	"\fxceiverCount\x18\x06 \x02(\rR\fxceiverCount\"~\n" +
+	"\fxceiverCount\x18\x06 \x02(\rR\fxceiverCount\"\xca\x01\n" +
 	"\x16HeartbeatResponseProto\x12%\n" +
 	"\n" +
 	"reregister\x18\x01 \x01(\b:\x05falseR\n" +
 	"reregister\x12=\n" +
 	"\n" +
 	"invalidate\x18\x02 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\n" +
-	"invalidate\"t\n" +
+	"invalidate\x12J\n" +
+	"\ttransfers\x18\x03 \x03(\v2,.godfs.hadoop.hdfs.BlockTransferCommandProtoR\ttransfers\"\x90\x01\n" +
+	"\x19BlockTransferCommandProto\x123\n" +
+	"\x05block\x18\x01 \x02(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\x05block\x12>\n" +
+	"\atargets\x18\x02 \x03(\v2$.godfs.hadoop.hdfs.DatanodeInfoProtoR\atargets\"t\n" +
 	"\x17BlockReportRequestProto\x12\"\n" +
 	"\fdatanodeUuid\x18\x01 \x02(\tR\fdatanodeUuid\x125\n" +
 	"\x06blocks\x18\x02 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\x06blocks\"\x1a\n" +
-	"\x18BlockReportResponseProto\"\xbd\x01\n" +
+	"\x18BlockReportResponseProto\"\xf6\x01\n" +
 	"#BlockReceivedAndDeletedRequestProto\x12\"\n" +
 	"\fdatanodeUuid\x18\x01 \x02(\tR\fdatanodeUuid\x129\n" +
 	"\breceived\x18\x02 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\breceived\x127\n" +
-	"\adeleted\x18\x03 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\adeleted\"&\n" +
+	"\adeleted\x18\x03 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\adeleted\x127\n" +
+	"\acorrupt\x18\x04 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\acorrupt\"&\n" +
 	"$BlockReceivedAndDeletedResponseProtoB$Z\"github.com/godfs/godfs/protocol/pb"
 
 var (
@@ -489,30 +566,35 @@ func file_hdfs_datanode_proto_rawDescGZIP() []byte {
 	return file_hdfs_datanode_proto_rawDescData
 }
 
-var file_hdfs_datanode_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_hdfs_datanode_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_hdfs_datanode_proto_goTypes = []any{
 	(*RegisterDatanodeRequestProto)(nil),         // 0: godfs.hadoop.hdfs.RegisterDatanodeRequestProto
 	(*RegisterDatanodeResponseProto)(nil),        // 1: godfs.hadoop.hdfs.RegisterDatanodeResponseProto
 	(*HeartbeatRequestProto)(nil),                // 2: godfs.hadoop.hdfs.HeartbeatRequestProto
 	(*HeartbeatResponseProto)(nil),               // 3: godfs.hadoop.hdfs.HeartbeatResponseProto
-	(*BlockReportRequestProto)(nil),              // 4: godfs.hadoop.hdfs.BlockReportRequestProto
-	(*BlockReportResponseProto)(nil),             // 5: godfs.hadoop.hdfs.BlockReportResponseProto
-	(*BlockReceivedAndDeletedRequestProto)(nil),  // 6: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto
-	(*BlockReceivedAndDeletedResponseProto)(nil), // 7: godfs.hadoop.hdfs.BlockReceivedAndDeletedResponseProto
-	(*DatanodeInfoProto)(nil),                    // 8: godfs.hadoop.hdfs.DatanodeInfoProto
-	(*BlockProto)(nil),                           // 9: godfs.hadoop.hdfs.BlockProto
+	(*BlockTransferCommandProto)(nil),            // 4: godfs.hadoop.hdfs.BlockTransferCommandProto
+	(*BlockReportRequestProto)(nil),              // 5: godfs.hadoop.hdfs.BlockReportRequestProto
+	(*BlockReportResponseProto)(nil),             // 6: godfs.hadoop.hdfs.BlockReportResponseProto
+	(*BlockReceivedAndDeletedRequestProto)(nil),  // 7: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto
+	(*BlockReceivedAndDeletedResponseProto)(nil), // 8: godfs.hadoop.hdfs.BlockReceivedAndDeletedResponseProto
+	(*DatanodeInfoProto)(nil),                    // 9: godfs.hadoop.hdfs.DatanodeInfoProto
+	(*BlockProto)(nil),                           // 10: godfs.hadoop.hdfs.BlockProto
 }
 var file_hdfs_datanode_proto_depIdxs = []int32{
-	8, // 0: godfs.hadoop.hdfs.RegisterDatanodeRequestProto.info:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
-	9, // 1: godfs.hadoop.hdfs.HeartbeatResponseProto.invalidate:type_name -> godfs.hadoop.hdfs.BlockProto
-	9, // 2: godfs.hadoop.hdfs.BlockReportRequestProto.blocks:type_name -> godfs.hadoop.hdfs.BlockProto
-	9, // 3: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.received:type_name -> godfs.hadoop.hdfs.BlockProto
-	9, // 4: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.deleted:type_name -> godfs.hadoop.hdfs.BlockProto
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	9,  // 0: godfs.hadoop.hdfs.RegisterDatanodeRequestProto.info:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	10, // 1: godfs.hadoop.hdfs.HeartbeatResponseProto.invalidate:type_name -> godfs.hadoop.hdfs.BlockProto
+	4,  // 2: godfs.hadoop.hdfs.HeartbeatResponseProto.transfers:type_name -> godfs.hadoop.hdfs.BlockTransferCommandProto
+	10, // 3: godfs.hadoop.hdfs.BlockTransferCommandProto.block:type_name -> godfs.hadoop.hdfs.BlockProto
+	9,  // 4: godfs.hadoop.hdfs.BlockTransferCommandProto.targets:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	10, // 5: godfs.hadoop.hdfs.BlockReportRequestProto.blocks:type_name -> godfs.hadoop.hdfs.BlockProto
+	10, // 6: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.received:type_name -> godfs.hadoop.hdfs.BlockProto
+	10, // 7: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.deleted:type_name -> godfs.hadoop.hdfs.BlockProto
+	10, // 8: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.corrupt:type_name -> godfs.hadoop.hdfs.BlockProto
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_hdfs_datanode_proto_init() }
@@ -527,7 +609,7 @@ func file_hdfs_datanode_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hdfs_datanode_proto_rawDesc), len(file_hdfs_datanode_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -162,6 +162,68 @@ func (DatanodeReportTypeProto) EnumDescriptor() ([]byte, []int) {
 	return file_hdfs_namenode_proto_rawDescGZIP(), []int{1}
 }
 
+type SafeModeActionProto int32
+
+const (
+	SafeModeActionProto_SAFEMODE_LEAVE      SafeModeActionProto = 1
+	SafeModeActionProto_SAFEMODE_ENTER      SafeModeActionProto = 2
+	SafeModeActionProto_SAFEMODE_GET        SafeModeActionProto = 3
+	SafeModeActionProto_SAFEMODE_FORCE_EXIT SafeModeActionProto = 4
+)
+
+// Enum value maps for SafeModeActionProto.
+var (
+	SafeModeActionProto_name = map[int32]string{
+		1: "SAFEMODE_LEAVE",
+		2: "SAFEMODE_ENTER",
+		3: "SAFEMODE_GET",
+		4: "SAFEMODE_FORCE_EXIT",
+	}
+	SafeModeActionProto_value = map[string]int32{
+		"SAFEMODE_LEAVE":      1,
+		"SAFEMODE_ENTER":      2,
+		"SAFEMODE_GET":        3,
+		"SAFEMODE_FORCE_EXIT": 4,
+	}
+)
+
+func (x SafeModeActionProto) Enum() *SafeModeActionProto {
+	p := new(SafeModeActionProto)
+	*p = x
+	return p
+}
+
+func (x SafeModeActionProto) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SafeModeActionProto) Descriptor() protoreflect.EnumDescriptor {
+	return file_hdfs_namenode_proto_enumTypes[2].Descriptor()
+}
+
+func (SafeModeActionProto) Type() protoreflect.EnumType {
+	return &file_hdfs_namenode_proto_enumTypes[2]
+}
+
+func (x SafeModeActionProto) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Do not use.
+func (x *SafeModeActionProto) UnmarshalJSON(b []byte) error {
+	num, err := protoimpl.X.UnmarshalJSONEnum(x.Descriptor(), b)
+	if err != nil {
+		return err
+	}
+	*x = SafeModeActionProto(num)
+	return nil
+}
+
+// Deprecated: Use SafeModeActionProto.Descriptor instead.
+func (SafeModeActionProto) EnumDescriptor() ([]byte, []int) {
+	return file_hdfs_namenode_proto_rawDescGZIP(), []int{2}
+}
+
 type GetBlockLocationsRequestProto struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Src           *string                `protobuf:"bytes,1,req,name=src" json:"src,omitempty"`
@@ -3135,6 +3197,107 @@ func (*UpdatePipelineResponseProto) Descriptor() ([]byte, []int) {
 	return file_hdfs_namenode_proto_rawDescGZIP(), []int{57}
 }
 
+type SetSafeModeRequestProto struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Action        *SafeModeActionProto   `protobuf:"varint,1,req,name=action,enum=godfs.hadoop.hdfs.SafeModeActionProto" json:"action,omitempty"`
+	Checked       *bool                  `protobuf:"varint,2,opt,name=checked,def=0" json:"checked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+// Default values for SetSafeModeRequestProto fields.
+const (
+	Default_SetSafeModeRequestProto_Checked = bool(false)
+)
+
+func (x *SetSafeModeRequestProto) Reset() {
+	*x = SetSafeModeRequestProto{}
+	mi := &file_hdfs_namenode_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSafeModeRequestProto) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSafeModeRequestProto) ProtoMessage() {}
+
+func (x *SetSafeModeRequestProto) ProtoReflect() protoreflect.Message {
+	mi := &file_hdfs_namenode_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSafeModeRequestProto.ProtoReflect.Descriptor instead.
+func (*SetSafeModeRequestProto) Descriptor() ([]byte, []int) {
+	return file_hdfs_namenode_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *SetSafeModeRequestProto) GetAction() SafeModeActionProto {
+	if x != nil && x.Action != nil {
+		return *x.Action
+	}
+	return SafeModeActionProto_SAFEMODE_LEAVE
+}
+
+func (x *SetSafeModeRequestProto) GetChecked() bool {
+	if x != nil && x.Checked != nil {
+		return *x.Checked
+	}
+	return Default_SetSafeModeRequestProto_Checked
+}
+
+type SetSafeModeResponseProto struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *bool                  `protobuf:"varint,1,req,name=result" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSafeModeResponseProto) Reset() {
+	*x = SetSafeModeResponseProto{}
+	mi := &file_hdfs_namenode_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSafeModeResponseProto) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSafeModeResponseProto) ProtoMessage() {}
+
+func (x *SetSafeModeResponseProto) ProtoReflect() protoreflect.Message {
+	mi := &file_hdfs_namenode_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSafeModeResponseProto.ProtoReflect.Descriptor instead.
+func (*SetSafeModeResponseProto) Descriptor() ([]byte, []int) {
+	return file_hdfs_namenode_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *SetSafeModeResponseProto) GetResult() bool {
+	if x != nil && x.Result != nil {
+		return *x.Result
+	}
+	return false
+}
+
 var File_hdfs_namenode_proto protoreflect.FileDescriptor
 
 const file_hdfs_namenode_proto_rawDesc = "" +
@@ -3332,7 +3495,12 @@ const file_hdfs_namenode_proto_rawDesc = "" +
 	"\n" +
 	"storageIDs\x18\x05 \x03(\tR\n" +
 	"storageIDs\"\x1d\n" +
-	"\x1bUpdatePipelineResponseProto*p\n" +
+	"\x1bUpdatePipelineResponseProto\"z\n" +
+	"\x17SetSafeModeRequestProto\x12>\n" +
+	"\x06action\x18\x01 \x02(\x0e2&.godfs.hadoop.hdfs.SafeModeActionProtoR\x06action\x12\x1f\n" +
+	"\achecked\x18\x02 \x01(\b:\x05falseR\achecked\"2\n" +
+	"\x18SetSafeModeResponseProto\x12\x16\n" +
+	"\x06result\x18\x01 \x02(\bR\x06result*p\n" +
 	"\x0fCreateFlagProto\x12\n" +
 	"\n" +
 	"\x06CREATE\x10\x01\x12\r\n" +
@@ -3348,7 +3516,12 @@ const file_hdfs_namenode_proto_rawDesc = "" +
 	"\x04DEAD\x10\x03\x12\x13\n" +
 	"\x0fDECOMMISSIONING\x10\x04\x12\x18\n" +
 	"\x14ENTERING_MAINTENANCE\x10\x05\x12\x12\n" +
-	"\x0eIN_MAINTENANCE\x10\x06B$Z\"github.com/godfs/godfs/protocol/pb"
+	"\x0eIN_MAINTENANCE\x10\x06*h\n" +
+	"\x13SafeModeActionProto\x12\x12\n" +
+	"\x0eSAFEMODE_LEAVE\x10\x01\x12\x12\n" +
+	"\x0eSAFEMODE_ENTER\x10\x02\x12\x10\n" +
+	"\fSAFEMODE_GET\x10\x03\x12\x17\n" +
+	"\x13SAFEMODE_FORCE_EXIT\x10\x04B$Z\"github.com/godfs/godfs/protocol/pb"
 
 var (
 	file_hdfs_namenode_proto_rawDescOnce sync.Once
@@ -3362,112 +3535,116 @@ func file_hdfs_namenode_proto_rawDescGZIP() []byte {
 	return file_hdfs_namenode_proto_rawDescData
 }
 
-var file_hdfs_namenode_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hdfs_namenode_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_hdfs_namenode_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_hdfs_namenode_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_hdfs_namenode_proto_goTypes = []any{
 	(CreateFlagProto)(0),                        // 0: godfs.hadoop.hdfs.CreateFlagProto
 	(DatanodeReportTypeProto)(0),                // 1: godfs.hadoop.hdfs.DatanodeReportTypeProto
-	(*GetBlockLocationsRequestProto)(nil),       // 2: godfs.hadoop.hdfs.GetBlockLocationsRequestProto
-	(*GetBlockLocationsResponseProto)(nil),      // 3: godfs.hadoop.hdfs.GetBlockLocationsResponseProto
-	(*GetServerDefaultsRequestProto)(nil),       // 4: godfs.hadoop.hdfs.GetServerDefaultsRequestProto
-	(*GetServerDefaultsResponseProto)(nil),      // 5: godfs.hadoop.hdfs.GetServerDefaultsResponseProto
-	(*CreateRequestProto)(nil),                  // 6: godfs.hadoop.hdfs.CreateRequestProto
-	(*CreateResponseProto)(nil),                 // 7: godfs.hadoop.hdfs.CreateResponseProto
-	(*AppendRequestProto)(nil),                  // 8: godfs.hadoop.hdfs.AppendRequestProto
-	(*AppendResponseProto)(nil),                 // 9: godfs.hadoop.hdfs.AppendResponseProto
-	(*SetReplicationRequestProto)(nil),          // 10: godfs.hadoop.hdfs.SetReplicationRequestProto
-	(*SetReplicationResponseProto)(nil),         // 11: godfs.hadoop.hdfs.SetReplicationResponseProto
-	(*SetPermissionRequestProto)(nil),           // 12: godfs.hadoop.hdfs.SetPermissionRequestProto
-	(*SetPermissionResponseProto)(nil),          // 13: godfs.hadoop.hdfs.SetPermissionResponseProto
-	(*SetOwnerRequestProto)(nil),                // 14: godfs.hadoop.hdfs.SetOwnerRequestProto
-	(*SetOwnerResponseProto)(nil),               // 15: godfs.hadoop.hdfs.SetOwnerResponseProto
-	(*AbandonBlockRequestProto)(nil),            // 16: godfs.hadoop.hdfs.AbandonBlockRequestProto
-	(*AbandonBlockResponseProto)(nil),           // 17: godfs.hadoop.hdfs.AbandonBlockResponseProto
-	(*AddBlockRequestProto)(nil),                // 18: godfs.hadoop.hdfs.AddBlockRequestProto
-	(*AddBlockResponseProto)(nil),               // 19: godfs.hadoop.hdfs.AddBlockResponseProto
-	(*CompleteRequestProto)(nil),                // 20: godfs.hadoop.hdfs.CompleteRequestProto
-	(*CompleteResponseProto)(nil),               // 21: godfs.hadoop.hdfs.CompleteResponseProto
-	(*ReportBadBlocksRequestProto)(nil),         // 22: godfs.hadoop.hdfs.ReportBadBlocksRequestProto
-	(*ReportBadBlocksResponseProto)(nil),        // 23: godfs.hadoop.hdfs.ReportBadBlocksResponseProto
-	(*TruncateRequestProto)(nil),                // 24: godfs.hadoop.hdfs.TruncateRequestProto
-	(*TruncateResponseProto)(nil),               // 25: godfs.hadoop.hdfs.TruncateResponseProto
-	(*RenameRequestProto)(nil),                  // 26: godfs.hadoop.hdfs.RenameRequestProto
-	(*RenameResponseProto)(nil),                 // 27: godfs.hadoop.hdfs.RenameResponseProto
-	(*Rename2RequestProto)(nil),                 // 28: godfs.hadoop.hdfs.Rename2RequestProto
-	(*Rename2ResponseProto)(nil),                // 29: godfs.hadoop.hdfs.Rename2ResponseProto
-	(*DeleteRequestProto)(nil),                  // 30: godfs.hadoop.hdfs.DeleteRequestProto
-	(*DeleteResponseProto)(nil),                 // 31: godfs.hadoop.hdfs.DeleteResponseProto
-	(*MkdirsRequestProto)(nil),                  // 32: godfs.hadoop.hdfs.MkdirsRequestProto
-	(*MkdirsResponseProto)(nil),                 // 33: godfs.hadoop.hdfs.MkdirsResponseProto
-	(*GetListingRequestProto)(nil),              // 34: godfs.hadoop.hdfs.GetListingRequestProto
-	(*GetListingResponseProto)(nil),             // 35: godfs.hadoop.hdfs.GetListingResponseProto
-	(*RenewLeaseRequestProto)(nil),              // 36: godfs.hadoop.hdfs.RenewLeaseRequestProto
-	(*RenewLeaseResponseProto)(nil),             // 37: godfs.hadoop.hdfs.RenewLeaseResponseProto
-	(*RecoverLeaseRequestProto)(nil),            // 38: godfs.hadoop.hdfs.RecoverLeaseRequestProto
-	(*RecoverLeaseResponseProto)(nil),           // 39: godfs.hadoop.hdfs.RecoverLeaseResponseProto
-	(*GetFsStatusRequestProto)(nil),             // 40: godfs.hadoop.hdfs.GetFsStatusRequestProto
-	(*GetFsStatsResponseProto)(nil),             // 41: godfs.hadoop.hdfs.GetFsStatsResponseProto
-	(*GetDatanodeReportRequestProto)(nil),       // 42: godfs.hadoop.hdfs.GetDatanodeReportRequestProto
-	(*GetDatanodeReportResponseProto)(nil),      // 43: godfs.hadoop.hdfs.GetDatanodeReportResponseProto
-	(*GetPreferredBlockSizeRequestProto)(nil),   // 44: godfs.hadoop.hdfs.GetPreferredBlockSizeRequestProto
-	(*GetPreferredBlockSizeResponseProto)(nil),  // 45: godfs.hadoop.hdfs.GetPreferredBlockSizeResponseProto
-	(*GetFileInfoRequestProto)(nil),             // 46: godfs.hadoop.hdfs.GetFileInfoRequestProto
-	(*GetFileInfoResponseProto)(nil),            // 47: godfs.hadoop.hdfs.GetFileInfoResponseProto
-	(*IsFileClosedRequestProto)(nil),            // 48: godfs.hadoop.hdfs.IsFileClosedRequestProto
-	(*IsFileClosedResponseProto)(nil),           // 49: godfs.hadoop.hdfs.IsFileClosedResponseProto
-	(*GetContentSummaryRequestProto)(nil),       // 50: godfs.hadoop.hdfs.GetContentSummaryRequestProto
-	(*GetContentSummaryResponseProto)(nil),      // 51: godfs.hadoop.hdfs.GetContentSummaryResponseProto
-	(*FsyncRequestProto)(nil),                   // 52: godfs.hadoop.hdfs.FsyncRequestProto
-	(*FsyncResponseProto)(nil),                  // 53: godfs.hadoop.hdfs.FsyncResponseProto
-	(*SetTimesRequestProto)(nil),                // 54: godfs.hadoop.hdfs.SetTimesRequestProto
-	(*SetTimesResponseProto)(nil),               // 55: godfs.hadoop.hdfs.SetTimesResponseProto
-	(*UpdateBlockForPipelineRequestProto)(nil),  // 56: godfs.hadoop.hdfs.UpdateBlockForPipelineRequestProto
-	(*UpdateBlockForPipelineResponseProto)(nil), // 57: godfs.hadoop.hdfs.UpdateBlockForPipelineResponseProto
-	(*UpdatePipelineRequestProto)(nil),          // 58: godfs.hadoop.hdfs.UpdatePipelineRequestProto
-	(*UpdatePipelineResponseProto)(nil),         // 59: godfs.hadoop.hdfs.UpdatePipelineResponseProto
-	(*LocatedBlocksProto)(nil),                  // 60: godfs.hadoop.hdfs.LocatedBlocksProto
-	(*FsServerDefaultsProto)(nil),               // 61: godfs.hadoop.hdfs.FsServerDefaultsProto
-	(*FsPermissionProto)(nil),                   // 62: godfs.hadoop.hdfs.FsPermissionProto
-	(*HdfsFileStatusProto)(nil),                 // 63: godfs.hadoop.hdfs.HdfsFileStatusProto
-	(*LocatedBlockProto)(nil),                   // 64: godfs.hadoop.hdfs.LocatedBlockProto
-	(*ExtendedBlockProto)(nil),                  // 65: godfs.hadoop.hdfs.ExtendedBlockProto
-	(*DatanodeInfoProto)(nil),                   // 66: godfs.hadoop.hdfs.DatanodeInfoProto
-	(*DirectoryListingProto)(nil),               // 67: godfs.hadoop.hdfs.DirectoryListingProto
-	(*ContentSummaryProto)(nil),                 // 68: godfs.hadoop.hdfs.ContentSummaryProto
-	(*DatanodeIDProto)(nil),                     // 69: godfs.hadoop.hdfs.DatanodeIDProto
+	(SafeModeActionProto)(0),                    // 2: godfs.hadoop.hdfs.SafeModeActionProto
+	(*GetBlockLocationsRequestProto)(nil),       // 3: godfs.hadoop.hdfs.GetBlockLocationsRequestProto
+	(*GetBlockLocationsResponseProto)(nil),      // 4: godfs.hadoop.hdfs.GetBlockLocationsResponseProto
+	(*GetServerDefaultsRequestProto)(nil),       // 5: godfs.hadoop.hdfs.GetServerDefaultsRequestProto
+	(*GetServerDefaultsResponseProto)(nil),      // 6: godfs.hadoop.hdfs.GetServerDefaultsResponseProto
+	(*CreateRequestProto)(nil),                  // 7: godfs.hadoop.hdfs.CreateRequestProto
+	(*CreateResponseProto)(nil),                 // 8: godfs.hadoop.hdfs.CreateResponseProto
+	(*AppendRequestProto)(nil),                  // 9: godfs.hadoop.hdfs.AppendRequestProto
+	(*AppendResponseProto)(nil),                 // 10: godfs.hadoop.hdfs.AppendResponseProto
+	(*SetReplicationRequestProto)(nil),          // 11: godfs.hadoop.hdfs.SetReplicationRequestProto
+	(*SetReplicationResponseProto)(nil),         // 12: godfs.hadoop.hdfs.SetReplicationResponseProto
+	(*SetPermissionRequestProto)(nil),           // 13: godfs.hadoop.hdfs.SetPermissionRequestProto
+	(*SetPermissionResponseProto)(nil),          // 14: godfs.hadoop.hdfs.SetPermissionResponseProto
+	(*SetOwnerRequestProto)(nil),                // 15: godfs.hadoop.hdfs.SetOwnerRequestProto
+	(*SetOwnerResponseProto)(nil),               // 16: godfs.hadoop.hdfs.SetOwnerResponseProto
+	(*AbandonBlockRequestProto)(nil),            // 17: godfs.hadoop.hdfs.AbandonBlockRequestProto
+	(*AbandonBlockResponseProto)(nil),           // 18: godfs.hadoop.hdfs.AbandonBlockResponseProto
+	(*AddBlockRequestProto)(nil),                // 19: godfs.hadoop.hdfs.AddBlockRequestProto
+	(*AddBlockResponseProto)(nil),               // 20: godfs.hadoop.hdfs.AddBlockResponseProto
+	(*CompleteRequestProto)(nil),                // 21: godfs.hadoop.hdfs.CompleteRequestProto
+	(*CompleteResponseProto)(nil),               // 22: godfs.hadoop.hdfs.CompleteResponseProto
+	(*ReportBadBlocksRequestProto)(nil),         // 23: godfs.hadoop.hdfs.ReportBadBlocksRequestProto
+	(*ReportBadBlocksResponseProto)(nil),        // 24: godfs.hadoop.hdfs.ReportBadBlocksResponseProto
+	(*TruncateRequestProto)(nil),                // 25: godfs.hadoop.hdfs.TruncateRequestProto
+	(*TruncateResponseProto)(nil),               // 26: godfs.hadoop.hdfs.TruncateResponseProto
+	(*RenameRequestProto)(nil),                  // 27: godfs.hadoop.hdfs.RenameRequestProto
+	(*RenameResponseProto)(nil),                 // 28: godfs.hadoop.hdfs.RenameResponseProto
+	(*Rename2RequestProto)(nil),                 // 29: godfs.hadoop.hdfs.Rename2RequestProto
+	(*Rename2ResponseProto)(nil),                // 30: godfs.hadoop.hdfs.Rename2ResponseProto
+	(*DeleteRequestProto)(nil),                  // 31: godfs.hadoop.hdfs.DeleteRequestProto
+	(*DeleteResponseProto)(nil),                 // 32: godfs.hadoop.hdfs.DeleteResponseProto
+	(*MkdirsRequestProto)(nil),                  // 33: godfs.hadoop.hdfs.MkdirsRequestProto
+	(*MkdirsResponseProto)(nil),                 // 34: godfs.hadoop.hdfs.MkdirsResponseProto
+	(*GetListingRequestProto)(nil),              // 35: godfs.hadoop.hdfs.GetListingRequestProto
+	(*GetListingResponseProto)(nil),             // 36: godfs.hadoop.hdfs.GetListingResponseProto
+	(*RenewLeaseRequestProto)(nil),              // 37: godfs.hadoop.hdfs.RenewLeaseRequestProto
+	(*RenewLeaseResponseProto)(nil),             // 38: godfs.hadoop.hdfs.RenewLeaseResponseProto
+	(*RecoverLeaseRequestProto)(nil),            // 39: godfs.hadoop.hdfs.RecoverLeaseRequestProto
+	(*RecoverLeaseResponseProto)(nil),           // 40: godfs.hadoop.hdfs.RecoverLeaseResponseProto
+	(*GetFsStatusRequestProto)(nil),             // 41: godfs.hadoop.hdfs.GetFsStatusRequestProto
+	(*GetFsStatsResponseProto)(nil),             // 42: godfs.hadoop.hdfs.GetFsStatsResponseProto
+	(*GetDatanodeReportRequestProto)(nil),       // 43: godfs.hadoop.hdfs.GetDatanodeReportRequestProto
+	(*GetDatanodeReportResponseProto)(nil),      // 44: godfs.hadoop.hdfs.GetDatanodeReportResponseProto
+	(*GetPreferredBlockSizeRequestProto)(nil),   // 45: godfs.hadoop.hdfs.GetPreferredBlockSizeRequestProto
+	(*GetPreferredBlockSizeResponseProto)(nil),  // 46: godfs.hadoop.hdfs.GetPreferredBlockSizeResponseProto
+	(*GetFileInfoRequestProto)(nil),             // 47: godfs.hadoop.hdfs.GetFileInfoRequestProto
+	(*GetFileInfoResponseProto)(nil),            // 48: godfs.hadoop.hdfs.GetFileInfoResponseProto
+	(*IsFileClosedRequestProto)(nil),            // 49: godfs.hadoop.hdfs.IsFileClosedRequestProto
+	(*IsFileClosedResponseProto)(nil),           // 50: godfs.hadoop.hdfs.IsFileClosedResponseProto
+	(*GetContentSummaryRequestProto)(nil),       // 51: godfs.hadoop.hdfs.GetContentSummaryRequestProto
+	(*GetContentSummaryResponseProto)(nil),      // 52: godfs.hadoop.hdfs.GetContentSummaryResponseProto
+	(*FsyncRequestProto)(nil),                   // 53: godfs.hadoop.hdfs.FsyncRequestProto
+	(*FsyncResponseProto)(nil),                  // 54: godfs.hadoop.hdfs.FsyncResponseProto
+	(*SetTimesRequestProto)(nil),                // 55: godfs.hadoop.hdfs.SetTimesRequestProto
+	(*SetTimesResponseProto)(nil),               // 56: godfs.hadoop.hdfs.SetTimesResponseProto
+	(*UpdateBlockForPipelineRequestProto)(nil),  // 57: godfs.hadoop.hdfs.UpdateBlockForPipelineRequestProto
+	(*UpdateBlockForPipelineResponseProto)(nil), // 58: godfs.hadoop.hdfs.UpdateBlockForPipelineResponseProto
+	(*UpdatePipelineRequestProto)(nil),          // 59: godfs.hadoop.hdfs.UpdatePipelineRequestProto
+	(*UpdatePipelineResponseProto)(nil),         // 60: godfs.hadoop.hdfs.UpdatePipelineResponseProto
+	(*SetSafeModeRequestProto)(nil),             // 61: godfs.hadoop.hdfs.SetSafeModeRequestProto
+	(*SetSafeModeResponseProto)(nil),            // 62: godfs.hadoop.hdfs.SetSafeModeResponseProto
+	(*LocatedBlocksProto)(nil),                  // 63: godfs.hadoop.hdfs.LocatedBlocksProto
+	(*FsServerDefaultsProto)(nil),               // 64: godfs.hadoop.hdfs.FsServerDefaultsProto
+	(*FsPermissionProto)(nil),                   // 65: godfs.hadoop.hdfs.FsPermissionProto
+	(*HdfsFileStatusProto)(nil),                 // 66: godfs.hadoop.hdfs.HdfsFileStatusProto
+	(*LocatedBlockProto)(nil),                   // 67: godfs.hadoop.hdfs.LocatedBlockProto
+	(*ExtendedBlockProto)(nil),                  // 68: godfs.hadoop.hdfs.ExtendedBlockProto
+	(*DatanodeInfoProto)(nil),                   // 69: godfs.hadoop.hdfs.DatanodeInfoProto
+	(*DirectoryListingProto)(nil),               // 70: godfs.hadoop.hdfs.DirectoryListingProto
+	(*ContentSummaryProto)(nil),                 // 71: godfs.hadoop.hdfs.ContentSummaryProto
+	(*DatanodeIDProto)(nil),                     // 72: godfs.hadoop.hdfs.DatanodeIDProto
 }
 var file_hdfs_namenode_proto_depIdxs = []int32{
-	60, // 0: godfs.hadoop.hdfs.GetBlockLocationsResponseProto.locations:type_name -> godfs.hadoop.hdfs.LocatedBlocksProto
-	61, // 1: godfs.hadoop.hdfs.GetServerDefaultsResponseProto.serverDefaults:type_name -> godfs.hadoop.hdfs.FsServerDefaultsProto
-	62, // 2: godfs.hadoop.hdfs.CreateRequestProto.masked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
-	62, // 3: godfs.hadoop.hdfs.CreateRequestProto.unmasked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
-	63, // 4: godfs.hadoop.hdfs.CreateResponseProto.fs:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
-	64, // 5: godfs.hadoop.hdfs.AppendResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
-	63, // 6: godfs.hadoop.hdfs.AppendResponseProto.stat:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
-	62, // 7: godfs.hadoop.hdfs.SetPermissionRequestProto.permission:type_name -> godfs.hadoop.hdfs.FsPermissionProto
-	65, // 8: godfs.hadoop.hdfs.AbandonBlockRequestProto.b:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	65, // 9: godfs.hadoop.hdfs.AddBlockRequestProto.previous:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	66, // 10: godfs.hadoop.hdfs.AddBlockRequestProto.excludeNodes:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
-	64, // 11: godfs.hadoop.hdfs.AddBlockResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
-	65, // 12: godfs.hadoop.hdfs.CompleteRequestProto.last:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	64, // 13: godfs.hadoop.hdfs.ReportBadBlocksRequestProto.blocks:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
-	62, // 14: godfs.hadoop.hdfs.MkdirsRequestProto.masked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
-	62, // 15: godfs.hadoop.hdfs.MkdirsRequestProto.unmasked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
-	67, // 16: godfs.hadoop.hdfs.GetListingResponseProto.dirList:type_name -> godfs.hadoop.hdfs.DirectoryListingProto
+	63, // 0: godfs.hadoop.hdfs.GetBlockLocationsResponseProto.locations:type_name -> godfs.hadoop.hdfs.LocatedBlocksProto
+	64, // 1: godfs.hadoop.hdfs.GetServerDefaultsResponseProto.serverDefaults:type_name -> godfs.hadoop.hdfs.FsServerDefaultsProto
+	65, // 2: godfs.hadoop.hdfs.CreateRequestProto.masked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
+	65, // 3: godfs.hadoop.hdfs.CreateRequestProto.unmasked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
+	66, // 4: godfs.hadoop.hdfs.CreateResponseProto.fs:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
+	67, // 5: godfs.hadoop.hdfs.AppendResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
+	66, // 6: godfs.hadoop.hdfs.AppendResponseProto.stat:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
+	65, // 7: godfs.hadoop.hdfs.SetPermissionRequestProto.permission:type_name -> godfs.hadoop.hdfs.FsPermissionProto
+	68, // 8: godfs.hadoop.hdfs.AbandonBlockRequestProto.b:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	68, // 9: godfs.hadoop.hdfs.AddBlockRequestProto.previous:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	69, // 10: godfs.hadoop.hdfs.AddBlockRequestProto.excludeNodes:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	67, // 11: godfs.hadoop.hdfs.AddBlockResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
+	68, // 12: godfs.hadoop.hdfs.CompleteRequestProto.last:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	67, // 13: godfs.hadoop.hdfs.ReportBadBlocksRequestProto.blocks:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
+	65, // 14: godfs.hadoop.hdfs.MkdirsRequestProto.masked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
+	65, // 15: godfs.hadoop.hdfs.MkdirsRequestProto.unmasked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
+	70, // 16: godfs.hadoop.hdfs.GetListingResponseProto.dirList:type_name -> godfs.hadoop.hdfs.DirectoryListingProto
 	1,  // 17: godfs.hadoop.hdfs.GetDatanodeReportRequestProto.type:type_name -> godfs.hadoop.hdfs.DatanodeReportTypeProto
-	66, // 18: godfs.hadoop.hdfs.GetDatanodeReportResponseProto.di:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
-	63, // 19: godfs.hadoop.hdfs.GetFileInfoResponseProto.fs:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
-	68, // 20: godfs.hadoop.hdfs.GetContentSummaryResponseProto.summary:type_name -> godfs.hadoop.hdfs.ContentSummaryProto
-	65, // 21: godfs.hadoop.hdfs.UpdateBlockForPipelineRequestProto.block:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	64, // 22: godfs.hadoop.hdfs.UpdateBlockForPipelineResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
-	65, // 23: godfs.hadoop.hdfs.UpdatePipelineRequestProto.oldBlock:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	65, // 24: godfs.hadoop.hdfs.UpdatePipelineRequestProto.newBlock:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	69, // 25: godfs.hadoop.hdfs.UpdatePipelineRequestProto.newNodes:type_name -> godfs.hadoop.hdfs.DatanodeIDProto
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	69, // 18: godfs.hadoop.hdfs.GetDatanodeReportResponseProto.di:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	66, // 19: godfs.hadoop.hdfs.GetFileInfoResponseProto.fs:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
+	71, // 20: godfs.hadoop.hdfs.GetContentSummaryResponseProto.summary:type_name -> godfs.hadoop.hdfs.ContentSummaryProto
+	68, // 21: godfs.hadoop.hdfs.UpdateBlockForPipelineRequestProto.block:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	67, // 22: godfs.hadoop.hdfs.UpdateBlockForPipelineResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
+	68, // 23: godfs.hadoop.hdfs.UpdatePipelineRequestProto.oldBlock:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	68, // 24: godfs.hadoop.hdfs.UpdatePipelineRequestProto.newBlock:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	72, // 25: godfs.hadoop.hdfs.UpdatePipelineRequestProto.newNodes:type_name -> godfs.hadoop.hdfs.DatanodeIDProto
+	2,  // 26: godfs.hadoop.hdfs.SetSafeModeRequestProto.action:type_name -> godfs.hadoop.hdfs.SafeModeActionProto
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_hdfs_namenode_proto_init() }
@@ -3481,8 +3658,8 @@ func file_hdfs_namenode_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hdfs_namenode_proto_rawDesc), len(file_hdfs_namenode_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   58,
+			NumEnums:      3,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

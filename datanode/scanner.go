@@ -1,0 +1,102 @@
+package datanode
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/pb"
+	"github.com/godfs/godfs/protocol/xfer"
+)
+
+// scanLoop re-verifies every replica's checksums, one pass per ScanPeriod,
+// reading at most ScanRate bytes per second so scanning never crowds out
+// clients. A replica that fails is quarantined and reported.
+func (d *DataNode) scanLoop() {
+	defer d.wg.Done()
+	for {
+		start := time.Now()
+		scanned := int64(0)
+		for _, b := range d.store.list() {
+			select {
+			case <-d.stop:
+				return
+			default:
+			}
+			n, err := d.verifyReplica(b.ID)
+			scanned += n
+			if err != nil {
+				d.quarantine(b.ID, err)
+			}
+			if d.opts.ScanRate > 0 {
+				want := time.Duration(float64(scanned) / float64(d.opts.ScanRate) * float64(time.Second))
+				if ahead := want - time.Since(start); ahead > 0 {
+					select {
+					case <-d.stop:
+						return
+					case <-time.After(ahead):
+					}
+				}
+			}
+		}
+		select {
+		case <-d.stop:
+			return
+		case <-time.After(max(d.opts.ScanPeriod-time.Since(start), time.Second)):
+		}
+	}
+}
+
+// verifyReplica checks every chunk of a replica against its stored CRC.
+// It returns the bytes read and an error wrapping protocol.ErrCorruption
+// when the replica is bad.
+func (d *DataNode) verifyReplica(id uint64) (int64, error) {
+	rr, err := d.store.open(id)
+	if err != nil {
+		return 0, nil // deleted meanwhile
+	}
+	defer rr.Close()
+	data := make([]byte, protocol.MaxPacketData)
+	sums := make([]byte, protocol.MaxPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize)
+	for off := int64(0); off < rr.length; {
+		k := min(int64(len(data)), rr.length-off)
+		ns := xfer.NumChunks(k) * protocol.ChecksumSize
+		if err := rr.readChunks(off, data[:k], sums[:ns]); err != nil {
+			return off, fmt.Errorf("%w: %v", protocol.ErrCorruption, err)
+		}
+		if err := xfer.VerifyChunks(rr.tab, data[:k], sums[:ns], off/protocol.BytesPerChecksum); err != nil {
+			return off, err
+		}
+		off += k
+	}
+	// The files must be exactly as long as the replica: a data file that
+	// grew or a meta file that lost checksums is damage too.
+	if n, _ := rr.data.ReadAt(make([]byte, 1), rr.length); n != 0 {
+		return rr.length, fmt.Errorf("%w: data file longer than %d bytes", protocol.ErrCorruption, rr.length)
+	}
+	if fi, err := rr.meta.Stat(); err != nil || fi.Size() != metaHeaderSize+xfer.NumChunks(rr.length)*protocol.ChecksumSize {
+		return rr.length, fmt.Errorf("%w: checksum file does not match %d bytes of data", protocol.ErrCorruption, rr.length)
+	}
+	return rr.length, nil
+}
+
+// quarantine moves a corrupt replica out of service and tells the master,
+// which has it copied again from a good replica.
+func (d *DataNode) quarantine(id uint64, why error) {
+	r, ok := d.store.get(id)
+	if !ok {
+		return
+	}
+	if err := d.store.quarantine(id); err != nil {
+		d.log.Error("quarantine corrupt replica", "block", id, "err", err)
+		return
+	}
+	d.log.Warn("corrupt replica quarantined", "block", id, "err", why)
+	d.ibrMu.Lock()
+	d.corrupt = append(d.corrupt, &pb.BlockProto{BlockId: proto.Uint64(id), GenStamp: proto.Uint64(r.genStamp),
+		NumBytes: proto.Uint64(uint64(r.length))})
+	d.ibrMu.Unlock()
+	d.kickIBR()
+}

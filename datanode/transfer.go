@@ -1,0 +1,95 @@
+package datanode
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/pb"
+	"github.com/godfs/godfs/protocol/xfer"
+)
+
+// transferBlock copies a local replica to the targets the master named,
+// as a write pipeline: the first target forwards to the rest. Chunks are
+// verified as they are read, so a corrupt replica is never copied: it is
+// quarantined and reported instead.
+func (d *DataNode) transferBlock(cmd *pb.BlockTransferCommandProto) error {
+	id := cmd.GetBlock().GetBlockId()
+	targets := cmd.GetTargets()
+	if len(targets) == 0 {
+		return fmt.Errorf("transfer of block %d: no targets", id)
+	}
+	rr, err := d.store.open(id)
+	if err != nil {
+		return fmt.Errorf("transfer: %w", err)
+	}
+	defer rr.Close()
+	b := &pb.ExtendedBlockProto{PoolId: proto.String(d.poolID()), BlockId: proto.Uint64(id),
+		GenerationStamp: proto.Uint64(rr.gs), NumBytes: proto.Uint64(uint64(rr.length))}
+	op := xfer.WriteBlockOp(b, nil, "", targets, xfer.ChecksumType(rr.tab))
+	op.Source = &pb.DatanodeInfoProto{Id: d.datanodeID()}
+	p, err := xfer.OpenPipeline(xfer.Addr(targets[0].GetId()), op, ackQueue)
+	if err != nil {
+		return fmt.Errorf("transfer of block %d: %w", id, err)
+	}
+	data := make([]byte, protocol.MaxPacketData)
+	sums := make([]byte, protocol.MaxPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize)
+	start := time.Now()
+	for off := int64(0); off < rr.length; {
+		k := min(int64(len(data)), rr.length-off)
+		ns := xfer.NumChunks(k) * protocol.ChecksumSize
+		if err := rr.readChunks(off, data[:k], sums[:ns]); err != nil {
+			p.Abort()
+			return err
+		}
+		if err := xfer.VerifyChunks(rr.tab, data[:k], sums[:ns], off/protocol.BytesPerChecksum); err != nil {
+			p.Abort()
+			d.quarantine(id, err)
+			return fmt.Errorf("transfer of block %d: %w", id, err)
+		}
+		if err := p.Write(data[:k], sums[:ns]); err != nil {
+			p.Abort()
+			return fmt.Errorf("transfer of block %d: %w", id, err)
+		}
+		off += k
+		d.throttle(start, off)
+	}
+	if err := p.Finish(); err != nil {
+		return fmt.Errorf("transfer of block %d: %w", id, err)
+	}
+	d.log.Info("block copied", "block", id, "bytes", rr.length, "to", len(targets), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// throttle sleeps so that copies stay under the configured bandwidth.
+func (d *DataNode) throttle(start time.Time, sent int64) {
+	if d.opts.TransferRate <= 0 {
+		return
+	}
+	want := time.Duration(float64(sent) / float64(d.opts.TransferRate) * float64(time.Second))
+	if ahead := want - time.Since(start); ahead > 0 {
+		time.Sleep(ahead)
+	}
+}
+
+// runTransfers executes copy commands, a bounded number at a time.
+func (d *DataNode) runTransfers(cmds []*pb.BlockTransferCommandProto) {
+	for _, cmd := range cmds {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			select {
+			case d.transferSlots <- struct{}{}:
+			case <-d.stop:
+				return
+			}
+			defer func() { <-d.transferSlots }()
+			if err := d.transferBlock(cmd); err != nil && !errors.Is(err, ErrReplicaNotFound) {
+				d.log.Warn("block copy failed", "err", err)
+			}
+		}()
+	}
+}

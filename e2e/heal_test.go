@@ -1,0 +1,245 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godfs/godfs/client"
+	"github.com/godfs/godfs/godfstest"
+)
+
+// waitFor polls cond every 200ms until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// healthy reports whether `godfs fsck /` says so (exit 0).
+func healthy(cl *godfstest.Cluster) bool {
+	return cl.Run(nil, "fsck", "/").Code == 0
+}
+
+// replicaCount is the number of finalized block files on all datanodes.
+func replicaCount(t *testing.T, cl *godfstest.Cluster, nodes ...int) int {
+	n := 0
+	for _, i := range nodes {
+		n += len(godfstest.BlockFiles(t, cl.DataNodes[i].Dir))
+	}
+	return n
+}
+
+func TestReReplicationAfterDatanodeLoss(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: 4})
+	c := cl.Client()
+	data := randomBytes(t, 5*blockSize+321)
+	put(t, c, "/f", data)
+	if !healthy(cl) {
+		t.Fatalf("fsck after the write: %+v", cl.Run(nil, "fsck", "/"))
+	}
+	cl.KillDataNode(0)
+	took := waitFor(t, 60*time.Second, "full replication after losing a datanode", func() bool { return healthy(cl) })
+	t.Logf("kill -9 to full replication (5 MiB, dead-after 4s): %v", took.Round(100*time.Millisecond))
+	// Lose a second original node: every block still has a replica.
+	cl.KillDataNode(1)
+	if got := get(t, c, "/f"); !bytes.Equal(got, data) {
+		t.Fatal("read with two original datanodes gone: bytes differ")
+	}
+	// fsck reports the loss while it lasts, and exits non-zero.
+	if r := cl.Run(nil, "fsck", "/"); r.Code != 0 && !strings.Contains(r.Stdout, "UNDER_REPLICATED") {
+		t.Fatalf("fsck with a dead node: %+v", r)
+	}
+}
+
+func TestFsckReportsMissingBlocks(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: 1, Replication: 1})
+	put(t, cl.Client(), "/only", randomBytes(t, 1000))
+	cl.KillDataNode(0)
+	waitFor(t, 20*time.Second, "fsck to see the block missing", func() bool {
+		r := cl.Run(nil, "fsck", "/")
+		return r.Code == 1 && strings.Contains(r.Stdout, "MISSING") && strings.Contains(r.Stdout, "CORRUPT (data lost)")
+	})
+}
+
+func TestScannerReplacesCorruptReplica(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{ScanPeriod: time.Second})
+	data := randomBytes(t, blockSize+7)
+	put(t, cl.Client(), "/f", data)
+	files := godfstest.BlockFiles(t, cl.DataNodes[1].Dir)
+	if len(files) != 2 {
+		t.Fatalf("datanode holds %d block files, want 2", len(files))
+	}
+	var victim string
+	for _, f := range files {
+		if fi, _ := os.Stat(f); fi.Size() == blockSize {
+			victim = f
+		}
+	}
+	b, _ := os.ReadFile(victim)
+	good := append([]byte(nil), b...)
+	b[12345] ^= 0x01
+	os.WriteFile(victim, b, 0o644)
+	// No reads: the scanner alone finds it, the master has it copied again.
+	waitFor(t, 30*time.Second, "corrupt replica replaced", func() bool {
+		now, _ := os.ReadFile(victim)
+		return bytes.Equal(now, good)
+	})
+	q, _ := filepath.Glob(filepath.Join(cl.DataNodes[1].Dir, "current", "corrupt", "blk_*"))
+	if len(q) == 0 {
+		t.Fatal("the corrupt replica was not quarantined")
+	}
+	if !healthy(cl) {
+		t.Fatal("fsck not healthy after the repair")
+	}
+}
+
+func TestSetReplication(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: 4})
+	data := randomBytes(t, 2*blockSize+5) // 3 blocks
+	put(t, cl.Client(), "/d/f", data, client.CreateParents())
+	all := []int{0, 1, 2, 3}
+	if n := replicaCount(t, cl, all...); n != 9 {
+		t.Fatalf("%d replicas after the write, want 9", n)
+	}
+	if r := cl.Run(nil, "setrep", "-R", "1", "/d"); r.Code != 0 {
+		t.Fatalf("setrep: %+v", r)
+	}
+	waitFor(t, 30*time.Second, "extra replicas deleted", func() bool { return replicaCount(t, cl, all...) == 3 })
+	if r := cl.Run(nil, "setrep", "4", "/d/f"); r.Code != 0 {
+		t.Fatalf("setrep: %+v", r)
+	}
+	waitFor(t, 30*time.Second, "replicas copied", func() bool { return replicaCount(t, cl, all...) == 12 })
+	if got := get(t, cl.Client(), "/d/f"); !bytes.Equal(got, data) {
+		t.Fatal("bytes differ")
+	}
+	if r := cl.Run(nil, "setrep", "2", "/d"); r.Code != 1 || !strings.Contains(r.Stderr, "use -R") {
+		t.Fatalf("setrep on a directory without -R: %+v", r)
+	}
+}
+
+func TestDecommission(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: 4})
+	c := cl.Client()
+	data := randomBytes(t, 4*blockSize)
+	put(t, c, "/f", data)
+	node := cl.DataNodes[0].Addr
+	if n := replicaCount(t, cl, 0); n == 0 {
+		t.Fatal("the node to decommission holds nothing; the test needs it to")
+	}
+	r := cl.Run(nil, "decommission", "--wait", node)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "decommissioned") {
+		t.Fatalf("decommission: %+v", r)
+	}
+	// Nothing is left only there: remove it and everything is still whole.
+	cl.KillDataNode(0)
+	if got := get(t, c, "/f"); !bytes.Equal(got, data) {
+		t.Fatal("read after removing the decommissioned node: bytes differ")
+	}
+	if r := cl.Run(nil, "report"); !strings.Contains(r.Stdout, "decommissioned") {
+		t.Fatalf("report: %+v", r)
+	}
+	if r := cl.Run(nil, "decommission", "127.0.0.1:1"); r.Code != 1 || !strings.Contains(r.Stderr, "no such datanode") {
+		t.Fatalf("decommission of an unknown node: %+v", r)
+	}
+}
+
+func TestReturningNodeStaleReplicasRemoved(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: 4})
+	c := cl.Client()
+	keep := randomBytes(t, 2*blockSize)
+	put(t, c, "/keep", keep)
+	put(t, c, "/gone", randomBytes(t, blockSize))
+	all := []int{0, 1, 2, 3}
+	cl.KillDataNode(0)
+	waitFor(t, 60*time.Second, "re-replication", func() bool { return healthy(cl) })
+	if r := cl.Run(nil, "rm", "/gone"); r.Code != 0 {
+		t.Fatalf("rm: %+v", r)
+	}
+	cl.RestartDataNode(0)
+	// Its replicas of /keep are now extra and those of /gone are garbage:
+	// both go, leaving exactly 3 replicas of each of /keep's 2 blocks.
+	waitFor(t, 60*time.Second, "stale replicas removed", func() bool { return replicaCount(t, cl, all...) == 6 })
+	if got := get(t, c, "/keep"); !bytes.Equal(got, keep) {
+		t.Fatal("bytes differ")
+	}
+}
+
+func TestSafeModeAfterRestart(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: 1, Replication: 1})
+	put(t, cl.Client(), "/f", []byte("data"))
+	cl.KillDataNode(0)
+	cl.KillMaster()
+	cl.RestartMaster()
+	r := cl.Run(nil, "report")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Safe mode: on") {
+		t.Fatalf("report after restart without datanodes: %+v", r)
+	}
+	for _, args := range [][]string{{"mkdir", "/g"}, {"rm", "/f"}, {"mv", "/f", "/h"}} {
+		if r := cl.Run(nil, args...); r.Code != 1 || !strings.Contains(r.Stderr, "safe mode") {
+			t.Fatalf("%v in safe mode: %+v", args, r)
+		}
+	}
+	if r := cl.Run(nil, "ls", "/"); r.Code != 0 || !strings.Contains(r.Stdout, "f") {
+		t.Fatalf("listing in safe mode: %+v", r)
+	}
+	cl.RestartDataNode(0)
+	waitFor(t, 20*time.Second, "safe mode off once the block reported", func() bool {
+		return strings.Contains(cl.Run(nil, "report").Stdout, "Safe mode: off")
+	})
+	if r := cl.Run(bytes.NewReader([]byte("x")), "put", "-", "/g"); r.Code != 0 {
+		t.Fatalf("write after safe mode: %+v", r)
+	}
+	// An operator can hold it.
+	if r := cl.Run(nil, "safemode", "enter"); r.Code != 0 || !strings.Contains(r.Stdout, "ON") {
+		t.Fatalf("safemode enter: %+v", r)
+	}
+	if r := cl.Run(nil, "mkdir", "/x"); r.Code != 1 {
+		t.Fatalf("mkdir in manual safe mode: %+v", r)
+	}
+	if r := cl.Run(nil, "safemode", "leave"); r.Code != 0 || !strings.Contains(r.Stdout, "OFF") {
+		t.Fatalf("safemode leave: %+v", r)
+	}
+}
+
+func TestBalancer(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: 1, Replication: 1})
+	c := cl.Client()
+	want := map[string][]byte{}
+	for i := 0; i < 12; i++ {
+		name := fmt.Sprintf("/f%d", i)
+		want[name] = randomBytes(t, blockSize)
+		put(t, c, name, want[name])
+	}
+	cl.AddDataNode()
+	cl.AddDataNode()
+	cl.WaitLive(3)
+	time.Sleep(1500 * time.Millisecond) // a heartbeat with the new nodes' usage
+	r := cl.Run(nil, "balance", "--threshold", "0.2")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "balanced") {
+		t.Fatalf("balance: %+v", r)
+	}
+	for i := range cl.DataNodes {
+		if n := replicaCount(t, cl, i); n < 3 || n > 5 {
+			t.Fatalf("datanode %d holds %d of 12 blocks after balancing", i, n)
+		}
+	}
+	for name, data := range want {
+		if got := get(t, c, name); !bytes.Equal(got, data) {
+			t.Fatalf("%s differs after balancing", name)
+		}
+	}
+	if !healthy(cl) {
+		t.Fatal("fsck not healthy after balancing")
+	}
+}

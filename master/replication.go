@@ -1,0 +1,316 @@
+package master
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/master/namespace"
+	"github.com/godfs/godfs/master/placement"
+	"github.com/godfs/godfs/protocol/pb"
+)
+
+// stale reports whether a live datanode has missed heartbeats for a while:
+// it still counts as holding its replicas but gets no new ones and is read
+// from last.
+func (m *Master) stale(dn *datanode) bool {
+	return !dn.dead && m.cfg.Now().Sub(dn.lastHeartbeat) > m.cfg.StaleAfter
+}
+
+// nodeState names a datanode's liveness for reports.
+func (m *Master) nodeState(dn *datanode) string {
+	switch {
+	case dn.dead:
+		return "dead"
+	case m.stale(dn):
+		return "stale"
+	}
+	return "live"
+}
+
+// placementNodesLocked describes every live datanode to the placement
+// policy. m.mu must be held.
+func (m *Master) placementNodesLocked() []placement.Node {
+	var out []placement.Node
+	for _, dn := range m.mu.blocks.live() {
+		out = append(out, placementNode(dn, dn.inService() && !m.stale(dn)))
+	}
+	return out
+}
+
+// blockHealth is one block's replication as the monitor sees it.
+type blockHealth struct {
+	file    *namespace.Inode
+	block   namespace.Block
+	holders []*datanode // live nodes with a replica, in service or not
+	counted int         // holders that are in service
+	want    int
+}
+
+// scanBlocksLocked calls fn for every block of every complete file.
+// m.mu must be held.
+func (m *Master) scanBlocksLocked(fn func(h *blockHealth)) {
+	m.mu.tree.Files(func(n *namespace.Inode) {
+		if n.UnderConstruction() {
+			return
+		}
+		for _, b := range n.Blocks {
+			h := &blockHealth{file: n, block: b, holders: m.mu.blocks.holders(b.ID), want: int(n.Replication)}
+			for _, dn := range h.holders {
+				if dn.inService() {
+					h.counted++
+				}
+			}
+			fn(h)
+		}
+	})
+}
+
+// replicateLocked is the replication monitor's pass: it queues copies of
+// under-replicated blocks (fewest live replicas first), deletes extra
+// replicas of over-replicated ones, tracks decommissioning and runs the
+// balancer. m.mu must be held.
+func (m *Master) replicateLocked() {
+	now := m.cfg.Now()
+	bm := m.mu.blocks
+	for id, p := range bm.pending {
+		if now.After(p.deadline) {
+			m.log.Warn("copy timed out; will retry", "block", id)
+			bm.finishPending(id)
+		}
+	}
+	var under []*blockHealth
+	m.scanBlocksLocked(func(h *blockHealth) {
+		if len(h.holders) == 0 {
+			return // missing: nothing to copy from
+		}
+		p := bm.pending[h.block.ID]
+		inFlight := 0
+		if p != nil {
+			inFlight = len(p.targets)
+		}
+		switch {
+		case h.counted+inFlight < h.want:
+			under = append(under, h)
+		case h.counted > h.want && p == nil:
+			var reps []placement.Node
+			for _, dn := range h.holders {
+				if dn.inService() {
+					reps = append(reps, placementNode(dn, true))
+				}
+			}
+			for _, x := range placement.Excess(reps, h.want) {
+				m.log.Info("deleting extra replica", "block", h.block.ID, "datanode", x.Addr)
+				bm.invalidateReplica(h.block.ID, x.ID)
+			}
+		}
+	})
+	sort.SliceStable(under, func(i, j int) bool { return under[i].counted < under[j].counted })
+	nodes := m.placementNodesLocked()
+	budget := m.cfg.MaxTransfersPerNode * max(1, len(nodes))
+	for _, h := range under {
+		if budget == 0 {
+			break
+		}
+		if m.scheduleCopyLocked(h, nodes, "", now) {
+			budget--
+		}
+	}
+	m.decommissionProgressLocked()
+	if m.mu.balanceThreshold > 0 && len(under) == 0 {
+		m.balanceLocked(nodes, now)
+	}
+}
+
+// scheduleCopyLocked asks one holder of h's block to copy it to new
+// targets. moveFrom, if set, is a replica to delete once the copy lands
+// (balancing). It reports whether a copy was queued. m.mu must be held.
+func (m *Master) scheduleCopyLocked(h *blockHealth, nodes []placement.Node, moveFrom string, now time.Time) bool {
+	bm := m.mu.blocks
+	var source *datanode
+	for _, dn := range h.holders {
+		if dn.sending >= m.cfg.MaxTransfersPerNode || m.stale(dn) {
+			continue
+		}
+		if moveFrom != "" && dn.uuid != moveFrom {
+			continue
+		}
+		// Prefer decommissioning nodes as sources: they serve no writes.
+		if source == nil || (dn.admin != inService && source.admin == inService) {
+			source = dn
+		}
+	}
+	if source == nil {
+		return false
+	}
+	need := h.want - h.counted
+	if p := bm.pending[h.block.ID]; p != nil {
+		need -= len(p.targets)
+	}
+	if moveFrom != "" {
+		need = 1
+	}
+	var existing []placement.Node
+	for _, dn := range h.holders {
+		existing = append(existing, placementNode(dn, false))
+	}
+	// A node still due to delete an old replica of the block would refuse
+	// the new one.
+	exclude := map[string]bool{}
+	for _, dn := range bm.nodes {
+		for _, b := range dn.invalidate {
+			if b.GetBlockId() == h.block.ID {
+				exclude[dn.uuid] = true
+			}
+		}
+	}
+	targets := placement.Choose(nodes, placement.Request{N: need, Existing: existing, Exclude: exclude,
+		BlockSize: int64(h.block.Len)}, m.cfg.Rand)
+	if len(targets) == 0 {
+		return false
+	}
+	cmd := &pb.BlockTransferCommandProto{Block: blockProto(h.block.ID, h.block.GenStamp, h.block.Len)}
+	p := bm.pending[h.block.ID]
+	if p == nil {
+		p = &pendingCopy{source: source.uuid, targets: map[string]bool{}, moveFrom: moveFrom}
+		bm.pending[h.block.ID] = p
+		source.sending++
+	}
+	p.deadline = now.Add(m.cfg.CopyTimeout)
+	for _, t := range targets {
+		cmd.Targets = append(cmd.Targets, bm.nodes[t.ID].info)
+		p.targets[t.ID] = true
+	}
+	source.transfers = append(source.transfers, cmd)
+	m.log.Info("copying block", "block", h.block.ID, "from", xferAddr(source.info.GetId()),
+		"to", len(targets), "live", h.counted, "want", h.want, "move", moveFrom != "")
+	return true
+}
+
+// decommissionProgressLocked marks decommissioning nodes decommissioned
+// once every block they hold has its full replication elsewhere.
+// m.mu must be held.
+func (m *Master) decommissionProgressLocked() {
+	for _, dn := range m.mu.blocks.nodes {
+		if dn.admin != decommissioning || dn.dead {
+			continue
+		}
+		done := true
+		for id := range dn.blocks {
+			bi := m.mu.blocks.blocks[id]
+			if bi == nil {
+				continue
+			}
+			n := m.fileLocked(bi.fileID)
+			if n == nil || n.UnderConstruction() {
+				done = false
+				break
+			}
+			counted := 0
+			for _, h := range m.mu.blocks.holders(id) {
+				if h.inService() {
+					counted++
+				}
+			}
+			if counted < int(n.Replication) {
+				done = false
+				break
+			}
+		}
+		if done {
+			dn.admin = decommissioned
+			m.log.Info("datanode decommissioned: safe to remove", "datanode", xferAddr(dn.info.GetId()))
+		}
+	}
+}
+
+// fileLocked finds a file by id. m.mu must be held.
+func (m *Master) fileLocked(id uint64) *namespace.Inode { return m.mu.tree.File(id) }
+
+// balanceLocked moves replicas from datanodes holding more than the mean
+// (by more than the threshold) to those holding less. Usage is dfsUsed
+// relative to the mean, not to capacity, so datanodes that share a disk
+// balance too. m.mu must be held.
+func (m *Master) balanceLocked(nodes []placement.Node, now time.Time) {
+	dev, over, underNodes := m.usageDeviationLocked()
+	if dev <= m.mu.balanceThreshold {
+		m.log.Info("cluster balanced; balancer stops", "maxDeviation", fmt.Sprintf("%.3f", dev))
+		m.mu.balanceThreshold = 0
+		return
+	}
+	if len(underNodes) == 0 {
+		return
+	}
+	usable := map[string]bool{}
+	for _, u := range underNodes {
+		usable[u.uuid] = true
+	}
+	var targets []placement.Node
+	for _, n := range nodes {
+		n.Usable = n.Usable && usable[n.ID]
+		targets = append(targets, n)
+	}
+	for _, src := range over {
+		moves := 0
+		for id := range src.blocks {
+			if moves >= m.cfg.MaxTransfersPerNode || src.sending >= m.cfg.MaxTransfersPerNode {
+				break
+			}
+			if m.mu.blocks.pending[id] != nil {
+				continue
+			}
+			bi := m.mu.blocks.blocks[id]
+			n := m.fileLocked(bi.fileID)
+			if n == nil || n.UnderConstruction() {
+				continue
+			}
+			var b namespace.Block
+			for _, x := range n.Blocks {
+				if x.ID == id {
+					b = x
+				}
+			}
+			h := &blockHealth{file: n, block: b, holders: m.mu.blocks.holders(id), want: int(n.Replication)}
+			if m.scheduleCopyLocked(h, targets, src.uuid, now) {
+				moves++
+			}
+		}
+	}
+}
+
+// usageDeviationLocked returns the largest relative deviation of a
+// datanode's dfsUsed from the mean, and the nodes above and below the
+// balancer's band. m.mu must be held.
+func (m *Master) usageDeviationLocked() (float64, []*datanode, []*datanode) {
+	var nodes []*datanode
+	var total float64
+	for _, dn := range m.mu.blocks.live() {
+		if dn.inService() && !m.stale(dn) {
+			nodes = append(nodes, dn)
+			total += float64(dn.info.GetDfsUsed())
+		}
+	}
+	if len(nodes) < 2 || total == 0 {
+		return 0, nil, nil
+	}
+	mean := total / float64(len(nodes))
+	var dev float64
+	var over, under []*datanode
+	th := m.mu.balanceThreshold
+	for _, dn := range nodes {
+		d := (float64(dn.info.GetDfsUsed()) - mean) / mean
+		dev = max(dev, d, -d)
+		if d > th {
+			over = append(over, dn)
+		} else if d < -th {
+			under = append(under, dn)
+		}
+	}
+	return dev, over, under
+}
+
+func blockProto(id, gs, n uint64) *pb.BlockProto {
+	return &pb.BlockProto{BlockId: proto.Uint64(id), GenStamp: proto.Uint64(gs), NumBytes: proto.Uint64(n)}
+}
