@@ -29,7 +29,9 @@ var (
 	buildErr  error
 )
 
-// Binary builds the godfs binary once per test process and returns its path.
+// Binary builds the godfs binary once per test process and returns its
+// path. With GODFS_RACE=1 in the environment it is built with -race, and
+// a server that hits a data race exits non-zero with the report in its log.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -45,7 +47,11 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "godfs")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/godfs")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("GODFS_RACE") != "" { // servers built with the race detector
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/godfs")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

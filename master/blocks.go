@@ -42,7 +42,7 @@ func (a adminState) proto() pb.DatanodeInfoProto_AdminState {
 // datanode is one registered datanode.
 type datanode struct {
 	uuid          string
-	info          *pb.DatanodeInfoProto // id, address, rack, last reported usage
+	info          *pb.DatanodeInfoProto // id, address, rack, last reported usage; immutable once set (responses share it)
 	lastHeartbeat time.Time
 	dead          bool
 	admin         adminState
@@ -113,6 +113,10 @@ func (bm *blockMap) removeReplica(id uint64, uuid string) {
 	}
 	if dn := bm.nodes[uuid]; dn != nil {
 		delete(dn.blocks, id)
+	}
+	// A copy from a replica that is gone will not come.
+	if p := bm.pending[id]; p != nil && p.source == uuid {
+		bm.finishPending(id)
 	}
 }
 

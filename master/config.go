@@ -36,7 +36,7 @@ type Config struct {
 	// clients. Default 2.
 	MaxTransfersPerNode int
 	// CopyTimeout is how long the master waits for a copy to be reported
-	// before it schedules it again. Default 2m.
+	// before it schedules it again. Default 1m.
 	CopyTimeout time.Duration
 	// SafeModeThreshold is the fraction of blocks that must have a reported
 	// replica before a restarted master leaves safe mode. Default 0.999.
@@ -91,7 +91,7 @@ func (c *Config) EnsureDefaults() {
 		c.MaxTransfersPerNode = 2
 	}
 	if c.CopyTimeout == 0 {
-		c.CopyTimeout = 2 * time.Minute
+		c.CopyTimeout = time.Minute
 	}
 	if c.SafeModeThreshold == 0 {
 		c.SafeModeThreshold = 0.999

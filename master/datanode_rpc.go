@@ -66,10 +66,14 @@ func (m *Master) sendHeartbeat(ctx context.Context, req *pb.HeartbeatRequestProt
 			return nil
 		}
 		dn.lastHeartbeat = m.cfg.Now()
-		dn.info.Capacity = proto.Uint64(req.GetCapacity())
-		dn.info.DfsUsed = proto.Uint64(req.GetDfsUsed())
-		dn.info.Remaining = proto.Uint64(req.GetRemaining())
-		dn.info.XceiverCount = proto.Uint32(req.GetXceiverCount())
+		// dn.info is shared with responses being sent outside the lock:
+		// replace it, never change it in place.
+		info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
+		info.Capacity = proto.Uint64(req.GetCapacity())
+		info.DfsUsed = proto.Uint64(req.GetDfsUsed())
+		info.Remaining = proto.Uint64(req.GetRemaining())
+		info.XceiverCount = proto.Uint32(req.GetXceiverCount())
+		dn.info = info
 		if !m.mu.safeMode { // nothing is deleted until the block map is rebuilt
 			n := min(len(dn.invalidate), maxInvalidatePerHeartbeat)
 			resp.Invalidate = dn.invalidate[:n:n]
