@@ -53,6 +53,8 @@ type FileWriter struct {
 	ctx       context.Context
 
 	bw       *xfer.Pipeline
+	locs     []*pb.DatanodeInfoProto // the current block's pipeline
+	token    *pb.TokenProto
 	inBlock  int64                  // bytes written to the current block
 	previous *pb.ExtendedBlockProto // the last finished block, with its length
 	buf      []byte                 // one packet of data
@@ -122,7 +124,11 @@ func (w *FileWriter) flushPacket() error {
 	}
 	w.sums = xfer.ChunkSums(xfer.CRC32C, w.sums[:0], w.buf)
 	if err := w.bw.Write(w.buf, w.sums); err != nil {
-		return w.fail(err)
+		// The packet is among the unacked ones the recovered pipeline
+		// gets again.
+		if err := w.recoverPipeline(err); err != nil {
+			return w.fail(err)
+		}
 	}
 	w.inBlock += int64(len(w.buf))
 	w.buf = w.buf[:0]
@@ -165,6 +171,8 @@ func (w *FileWriter) startBlock() error {
 		if err == nil {
 			w.bw = bw
 			w.block = lb.GetB()
+			w.locs = lb.GetLocs()
+			w.token = lb.GetBlockToken()
 			w.inBlock = 0
 			return nil
 		}
@@ -187,7 +195,14 @@ func (w *FileWriter) startBlock() error {
 // finishBlock closes the current block's pipeline once every datanode has
 // acked every packet.
 func (w *FileWriter) finishBlock() error {
-	if err := w.bw.Finish(); err != nil {
+	err := w.bw.Finish()
+	for attempt := 0; err != nil && attempt < maxRecoveries; attempt++ {
+		if rerr := w.recoverPipeline(err); rerr != nil {
+			return w.fail(rerr)
+		}
+		err = w.bw.Finish()
+	}
+	if err != nil {
 		return w.fail(err)
 	}
 	b := proto.Clone(w.block).(*pb.ExtendedBlockProto)
@@ -236,4 +251,89 @@ func (w *FileWriter) Close() error {
 		}
 		time.Sleep(backoff)
 	}
+}
+
+// maxRecoveries bounds the pipeline recoveries of one block.
+const maxRecoveries = 3
+
+// recoverPipeline replaces a failed pipeline, HDFS-style: drop the
+// datanode at fault, get a new generation stamp for the block, have the
+// surviving datanodes cut their replicas to the bytes every one of them
+// acknowledged and take the new stamp, resend the unacknowledged packets,
+// and tell the master the block's new stamp and pipeline. The write goes
+// on while one datanode survives; the replication monitor restores the
+// block's full replication once the file is complete.
+func (w *FileWriter) recoverPipeline(cause error) error {
+	unacked, acked := w.bw.Unacked()
+	sent := w.bw.Offset()
+	nextSeq := w.bw.NextSeqno()
+	w.bw.Abort()
+	locs := w.locs
+	for attempt := 0; attempt < maxRecoveries; attempt++ {
+		bad := 0
+		var pe *xfer.PipelineError
+		var bl *xfer.BadLinkError
+		switch {
+		case errors.As(cause, &pe) && pe.Bad >= 0:
+			bad = pe.Bad
+		case errors.As(cause, &bl):
+			for i, l := range locs {
+				if xferAddr(l.GetId()) == bl.Addr {
+					bad = i
+				}
+			}
+		}
+		if bad >= len(locs) {
+			bad = len(locs) - 1
+		}
+		survivors := append(append([]*pb.DatanodeInfoProto(nil), locs[:bad]...), locs[bad+1:]...)
+		if len(survivors) == 0 {
+			return fmt.Errorf("every datanode of the pipeline failed (last: %w)", cause)
+		}
+		ub := &pb.UpdateBlockForPipelineResponseProto{}
+		if err := w.c.call(w.ctx, "updateBlockForPipeline", &pb.UpdateBlockForPipelineRequestProto{
+			Block: w.block, ClientName: proto.String(w.c.name)}, ub); err != nil {
+			return fmt.Errorf("recover pipeline: %w (after: %v)", err, cause)
+		}
+		newGS := ub.GetBlock().GetB().GetGenerationStamp()
+		op := xfer.WriteBlockOp(w.block, w.token, w.c.name, survivors, pb.ChecksumTypeProto_CHECKSUM_CRC32C)
+		op.Stage = pb.OpWriteBlockProto_PIPELINE_SETUP_STREAMING_RECOVERY.Enum()
+		op.LatestGenerationStamp = proto.Uint64(newGS)
+		op.MinBytesRcvd = proto.Uint64(uint64(acked))
+		op.MaxBytesRcvd = proto.Uint64(uint64(sent))
+		startSeq := nextSeq
+		if len(unacked) > 0 {
+			startSeq = unacked[0].Seqno
+		}
+		p, err := xfer.ResumePipeline(xferAddr(survivors[0].GetId()), op, maxInFlight, startSeq, acked)
+		if err != nil {
+			cause, locs = err, survivors
+			continue
+		}
+		for _, pk := range unacked {
+			if err = p.Resend(pk); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			p.Abort()
+			cause, locs = err, survivors
+			continue
+		}
+		old := w.block
+		nb := proto.Clone(old).(*pb.ExtendedBlockProto)
+		nb.GenerationStamp = proto.Uint64(newGS)
+		ids := make([]*pb.DatanodeIDProto, len(survivors))
+		for i, s := range survivors {
+			ids[i] = s.GetId()
+		}
+		if err := w.c.call(w.ctx, "updatePipeline", &pb.UpdatePipelineRequestProto{ClientName: proto.String(w.c.name),
+			OldBlock: old, NewBlock: nb, NewNodes: ids}, &pb.UpdatePipelineResponseProto{}); err != nil {
+			p.Abort()
+			return fmt.Errorf("recover pipeline: %w", err)
+		}
+		w.bw, w.block, w.locs = p, nb, survivors
+		return nil
+	}
+	return fmt.Errorf("pipeline recovery failed %d times (last: %w)", maxRecoveries, cause)
 }

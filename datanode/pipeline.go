@@ -2,6 +2,7 @@ package datanode
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"net"
@@ -32,8 +33,10 @@ type toAck struct {
 func (d *DataNode) writeBlock(req *pb.OpWriteBlockProto, up net.Conn, upR *bufio.Reader) error {
 	b := req.GetHeader().GetBaseHeader().GetBlock()
 	id, gs := b.GetBlockId(), b.GetGenerationStamp()
-	if st := req.GetStage(); st != pb.OpWriteBlockProto_PIPELINE_SETUP_CREATE {
-		msg := fmt.Sprintf("write stage %s is not supported yet (appends start a new block)", st)
+	stage := req.GetStage()
+	recovery := stage == pb.OpWriteBlockProto_PIPELINE_SETUP_STREAMING_RECOVERY || stage == pb.OpWriteBlockProto_PIPELINE_CLOSE_RECOVERY
+	if stage != pb.OpWriteBlockProto_PIPELINE_SETUP_CREATE && !recovery {
+		msg := fmt.Sprintf("write stage %s is not supported yet (appends start a new block)", stage)
 		respond(up, pb.Status_ERROR_UNSUPPORTED, msg)
 		return fmt.Errorf("block %d: %s", id, msg)
 	}
@@ -60,12 +63,27 @@ func (d *DataNode) writeBlock(req *pb.OpWriteBlockProto, up net.Conn, upR *bufio
 		}
 		defer down.Close()
 	}
-	rw, err := d.store.create(id, gs, cs.GetType())
+	var rw *replicaWriter
+	if recovery {
+		rw, err = d.reopenForRecovery(id, gs, req.GetLatestGenerationStamp(), int64(req.GetMinBytesRcvd()))
+	} else {
+		rw, err = d.store.create(id, gs, cs.GetType())
+	}
 	if err != nil {
-		respond(up, pb.Status_ERROR_EXISTS, err.Error())
+		respond(up, pb.Status_ERROR, err.Error())
 		return err
 	}
-	defer rw.abort() // no-op once finished
+	defer func() {
+		// What a failed pipeline received stays, finalized, for pipeline
+		// or lease recovery; the master deletes it if nobody needs it.
+		if !rw.finished && rw.length > 0 {
+			if rw.finish() == nil {
+				d.queueIBR(&pb.BlockProto{BlockId: proto.Uint64(rw.id), GenStamp: proto.Uint64(rw.gs),
+					NumBytes: proto.Uint64(uint64(rw.length))}, nil)
+			}
+		}
+		rw.abort() // no-op once finished
+	}()
 	if err := xfer.WriteDelimited(up, &pb.BlockOpResponseProto{Status: pb.Status_SUCCESS.Enum(), FirstBadLink: proto.String("")}); err != nil {
 		return err
 	}
@@ -213,4 +231,18 @@ func respondAcks(up net.Conn, downR *bufio.Reader, down net.Conn, acks <-chan to
 		}
 	}
 	return nil
+}
+
+// reopenForRecovery waits briefly for the failed pipeline's receiver to let
+// go of the replica (it notices the writer's closed connection), then
+// reopens the replica for the recovered pipeline.
+func (d *DataNode) reopenForRecovery(id, oldGS, newGS uint64, acked int64) (*replicaWriter, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rw, err := d.store.reopen(id, oldGS, newGS, acked)
+		if err == nil || !errors.Is(err, ErrReplicaExists) || time.Now().After(deadline) {
+			return rw, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -430,3 +430,69 @@ func (s *store) quarantine(id uint64) error {
 	err2 := os.Rename(filepath.Join(from, blockFileName(id)), filepath.Join(to, blockFileName(id)))
 	return errors.Join(err1, err2)
 }
+
+// reopen turns a finalized replica back into one being written, for
+// pipeline recovery: the replica must have generation stamp oldGS and at
+// least length bytes; it is cut to length and takes newGS. The caller
+// continues writing at length.
+func (s *store) reopen(id, oldGS, newGS uint64, length int64) (*replicaWriter, error) {
+	s.mu.Lock()
+	r, ok := s.mu.replicas[id]
+	switch {
+	case !ok:
+		s.mu.Unlock()
+		return nil, fmt.Errorf("recover block %d: %w", id, ErrReplicaNotFound)
+	case r.genStamp < oldGS || r.genStamp >= newGS:
+		// (Between the two: an earlier recovery attempt got this far.)
+		s.mu.Unlock()
+		return nil, fmt.Errorf("recover block %d: replica has generation stamp %d, want %d..%d", id, r.genStamp, oldGS, newGS-1)
+	case r.length < length:
+		s.mu.Unlock()
+		return nil, fmt.Errorf("recover block %d: replica has %d bytes, fewer than the %d acknowledged", id, r.length, length)
+	case s.mu.writing[id]:
+		s.mu.Unlock()
+		return nil, fmt.Errorf("recover block %d: %w (being written)", id, ErrReplicaExists)
+	}
+	delete(s.mu.replicas, id)
+	s.mu.used -= r.length
+	s.mu.writing[id] = true
+	s.mu.Unlock()
+
+	v := r.dir
+	w := &replicaWriter{s: s, v: v, id: id, gs: newGS, length: length}
+	fail := func(err error) (*replicaWriter, error) {
+		w.abort()
+		return nil, fmt.Errorf("recover block %d: %w", id, err)
+	}
+	fin := v.finalizedDir(id)
+	dataPath := filepath.Join(v.rbwDir(), blockFileName(id))
+	metaPath := filepath.Join(v.rbwDir(), metaFileName(id, newGS))
+	if err := os.Rename(filepath.Join(fin, blockFileName(id)), dataPath); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(filepath.Join(fin, metaFileName(id, r.genStamp)), metaPath); err != nil {
+		return fail(err)
+	}
+	var err error
+	if w.data, err = os.OpenFile(dataPath, os.O_RDWR, 0); err != nil {
+		return fail(err)
+	}
+	if w.meta, err = os.OpenFile(metaPath, os.O_RDWR, 0); err != nil {
+		return fail(err)
+	}
+	metaLen := metaHeaderSize + xfer.NumChunks(length)*protocol.ChecksumSize
+	if err := w.data.Truncate(length); err != nil {
+		return fail(err)
+	}
+	if err := w.meta.Truncate(metaLen); err != nil {
+		return fail(err)
+	}
+	if _, err := w.data.Seek(length, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	if _, err := w.meta.Seek(metaLen, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	w.metaW = bufio.NewWriterSize(w.meta, 8<<10)
+	return w, nil
+}

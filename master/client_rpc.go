@@ -51,6 +51,7 @@ func (m *Master) clientMethods() map[string]hrpc.Method {
 		"isFileClosed":           hrpc.Handle(newMsg[pb.IsFileClosedRequestProto], m.isFileClosed),
 		"fsync":                  hrpc.Handle(newMsg[pb.FsyncRequestProto], m.fsync),
 		"updateBlockForPipeline": hrpc.Handle(newMsg[pb.UpdateBlockForPipelineRequestProto], m.updateBlockForPipeline),
+		"updatePipeline":         hrpc.Handle(newMsg[pb.UpdatePipelineRequestProto], m.updatePipeline),
 	}
 }
 
@@ -692,4 +693,45 @@ func (m *Master) updateBlockForPipeline(ctx context.Context, req *pb.UpdateBlock
 		return nil, err
 	}
 	return resp, nil
+}
+
+// updatePipeline commits a recovered pipeline: the block takes its new
+// generation stamp, and the datanodes of the new pipeline are its
+// replicas; replicas elsewhere (with the old stamp) are deleted.
+func (m *Master) updatePipeline(ctx context.Context, req *pb.UpdatePipelineRequestProto) (*pb.UpdatePipelineResponseProto, error) {
+	old, nb := req.GetOldBlock(), req.GetNewBlock()
+	if old.GetBlockId() != nb.GetBlockId() {
+		return nil, fmt.Errorf("%w: updatePipeline from block %d to block %d", protocol.ErrInvalidArgument, old.GetBlockId(), nb.GetBlockId())
+	}
+	err := m.update(func() error {
+		bi := m.mu.blocks.blocks[old.GetBlockId()]
+		if bi == nil {
+			return fmt.Errorf("%w: unknown block %d", protocol.ErrInvalidArgument, old.GetBlockId())
+		}
+		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpUpdatePipeline, FileID: bi.fileID, Client: req.GetClientName(),
+			Block: &namespace.Block{ID: nb.GetBlockId(), GenStamp: nb.GetGenerationStamp()}}); err != nil {
+			return err
+		}
+		keep := map[string]bool{}
+		for _, id := range req.GetNewNodes() {
+			keep[id.GetDatanodeUuid()] = true
+		}
+		for _, uuid := range append([]string(nil), bi.replicas...) {
+			if !keep[uuid] {
+				m.mu.blocks.invalidateReplica(nb.GetBlockId(), uuid)
+			}
+		}
+		bi.genStamp = nb.GetGenerationStamp()
+		m.log.Info("pipeline recovered", "block", nb.GetBlockId(), "genStamp", nb.GetGenerationStamp(),
+			"datanodes", len(keep), "client", req.GetClientName())
+		for uuid := range keep {
+			m.mu.blocks.addReplica(nb.GetBlockId(), bi, uuid)
+		}
+		m.renewLeaseLocked(req.GetClientName())
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.UpdatePipelineResponseProto{}, nil
 }

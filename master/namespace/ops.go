@@ -23,13 +23,14 @@ const (
 	OpTruncate       OpType = 14 // Path, Length, Time
 	OpReportBlock    OpType = 15 // FileID, Block: a datanode's length for a block (lease expiry)
 	OpBumpGenStamp   OpType = 16 // Block.GenStamp: a generation stamp handed out for pipeline recovery
+	OpUpdatePipeline OpType = 17 // FileID, Block: the block's new generation stamp after pipeline recovery
 )
 
 var opNames = map[OpType]string{
 	OpMkdir: "mkdir", OpCreate: "create", OpAddBlock: "addBlock", OpAbandonBlock: "abandonBlock",
 	OpComplete: "complete", OpDelete: "delete", OpRename: "rename", OpSetPermission: "setPermission",
 	OpSetOwner: "setOwner", OpSetReplication: "setReplication", OpSetTimes: "setTimes",
-	OpAbandonFile: "abandonFile", OpAppend: "append", OpTruncate: "truncate", OpReportBlock: "reportBlock", OpBumpGenStamp: "bumpGenStamp",
+	OpAbandonFile: "abandonFile", OpAppend: "append", OpTruncate: "truncate", OpReportBlock: "reportBlock", OpBumpGenStamp: "bumpGenStamp", OpUpdatePipeline: "updatePipeline",
 }
 
 func (t OpType) String() string {

@@ -233,6 +233,8 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 		return t.truncate(e)
 	case OpReportBlock:
 		return t.reportBlock(e)
+	case OpUpdatePipeline:
+		return t.updatePipeline(e)
 	case OpBumpGenStamp:
 		if e.Block.GenStamp >= t.nextGenStamp {
 			t.nextGenStamp = e.Block.GenStamp + 1
@@ -679,3 +681,26 @@ func (t *Tree) Files(fn func(*Inode)) {
 
 // File returns the file with id, complete or under construction, or nil.
 func (t *Tree) File(id uint64) *Inode { return t.files[id] }
+
+// updatePipeline moves the last block of a file being written to a new
+// generation stamp, after the writer rebuilt its pipeline.
+func (t *Tree) updatePipeline(e *Entry) (Result, error) {
+	n, err := t.writing("updatePipeline", e)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(n.Blocks) == 0 || n.Blocks[len(n.Blocks)-1].ID != e.Block.ID {
+		return Result{}, &fs.PathError{Op: "updatePipeline", Path: n.Path(),
+			Err: fmt.Errorf("%w: block %d is not the file's last block", protocol.ErrInvalidArgument, e.Block.ID)}
+	}
+	last := &n.Blocks[len(n.Blocks)-1]
+	if e.Block.GenStamp <= last.GenStamp {
+		return Result{}, &fs.PathError{Op: "updatePipeline", Path: n.Path(),
+			Err: fmt.Errorf("%w: generation stamp %d is not newer than %d", protocol.ErrInvalidArgument, e.Block.GenStamp, last.GenStamp)}
+	}
+	last.GenStamp = e.Block.GenStamp
+	if e.Block.GenStamp >= t.nextGenStamp {
+		t.nextGenStamp = e.Block.GenStamp + 1
+	}
+	return Result{Inode: n}, nil
+}

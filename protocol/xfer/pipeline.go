@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,13 +54,22 @@ func (e *BadLinkError) Unwrap() error { return e.Err }
 // packets are unacked, which bounds the memory a transfer holds. Used by
 // clients writing files and by datanodes copying replicas.
 type Pipeline struct {
-	conn   net.Conn
-	w      *bufio.Writer
-	seqno  int64
-	offset int64 // bytes sent so far
+	conn     net.Conn
+	w        *bufio.Writer
+	seqno    int64
+	offset   int64 // bytes sent so far
+	nodes    int   // datanodes in the pipeline
+	lastSent bool
+
+	// unacked holds copies of the packets sent but not yet acked, oldest
+	// first, so a writer can resend them down a recovered pipeline. It is
+	// bounded by the window.
+	unackedMu sync.Mutex
+	unacked   []*Packet
+	acked     int64 // bytes acked by every datanode
 
 	window chan struct{} // one token per packet in flight
-	acked  chan error    // the ack reader's result
+	done   chan error    // the ack reader's result
 	ackErr error
 	// total is the number of packets in the block, known once the last
 	// one is sent; the ack reader stops after that many acks.
@@ -69,7 +79,15 @@ type Pipeline struct {
 // OpenPipeline sends op (a WRITE_BLOCK naming the rest of the pipeline in
 // its targets) to the datanode at addr and waits for the pipeline to be set
 // up. A failure is a *BadLinkError naming the first datanode that failed.
+// The first packet will have seqno and offset 0; ResumePipeline continues
+// a recovered one.
 func OpenPipeline(addr string, op *pb.OpWriteBlockProto, maxInFlight int) (*Pipeline, error) {
+	return ResumePipeline(addr, op, maxInFlight, 0, 0)
+}
+
+// ResumePipeline is OpenPipeline for a pipeline whose first packet has the
+// given seqno and block offset (after pipeline recovery).
+func ResumePipeline(addr string, op *pb.OpWriteBlockProto, maxInFlight int, seqno, offset int64) (*Pipeline, error) {
 	c, err := Dial(addr)
 	if err != nil {
 		return nil, &BadLinkError{addr, err}
@@ -94,9 +112,9 @@ func OpenPipeline(addr string, op *pb.OpWriteBlockProto, maxInFlight int) (*Pipe
 		return nil, &BadLinkError{bad, fmt.Errorf("pipeline setup: %s: %s", resp.GetStatus(), resp.GetMessage())}
 	}
 	c.SetDeadline(time.Time{})
-	p := &Pipeline{conn: c, w: bufio.NewWriterSize(c, 128<<10),
-		window: make(chan struct{}, maxInFlight), acked: make(chan error, 1)}
-	go p.readAcks(r, 1+len(op.GetTargets()))
+	p := &Pipeline{conn: c, w: bufio.NewWriterSize(c, 128<<10), seqno: seqno, offset: offset, acked: offset,
+		nodes: 1 + len(op.GetTargets()), window: make(chan struct{}, maxInFlight), done: make(chan error, 1)}
+	go p.readAcks(r, seqno)
 	return p, nil
 }
 
@@ -113,24 +131,31 @@ func (p *Pipeline) send(data, sums []byte, last bool) error {
 	if p.ackErr != nil {
 		return p.ackErr
 	}
+	// The packet joins the unacked queue before anything can fail, so a
+	// writer that recovers the pipeline resends it whatever happens next.
+	pk := &Packet{Offset: p.offset, Seqno: p.seqno, Last: last,
+		Data: append([]byte(nil), data...), Sums: append([]byte(nil), sums...)}
+	p.unackedMu.Lock()
+	p.unacked = append(p.unacked, pk)
+	p.unackedMu.Unlock()
+	p.seqno++
+	p.offset += int64(len(data))
+	p.lastSent = p.lastSent || last
 	select {
 	case p.window <- struct{}{}:
-	case err := <-p.acked:
-		p.ackErr = errOr(err, errors.New("pipeline closed early"))
+	case err := <-p.done:
+		p.ackErr = errOr(err, &PipelineError{Bad: -1, Err: errors.New("pipeline closed early")})
 		return p.ackErr
 	}
-	pk := &Packet{Offset: p.offset, Seqno: p.seqno, Last: last, Data: data, Sums: sums}
 	p.conn.SetWriteDeadline(time.Now().Add(IOTimeout))
 	if err := WritePacket(p.w, pk); err != nil {
-		return fmt.Errorf("send packet to pipeline: %w", err)
+		return &PipelineError{Bad: 0, Err: fmt.Errorf("send packet to pipeline: %w", err)}
 	}
 	if last || p.w.Buffered() > 64<<10 {
 		if err := p.w.Flush(); err != nil {
-			return fmt.Errorf("send packet to pipeline: %w", err)
+			return &PipelineError{Bad: 0, Err: fmt.Errorf("send packet to pipeline: %w", err)}
 		}
 	}
-	p.seqno++
-	p.offset += int64(len(data))
 	return nil
 }
 
@@ -141,56 +166,106 @@ func errOr(err, def error) error {
 	return def
 }
 
+// PipelineError is a failure of a running pipeline. Bad is the index of
+// the datanode at fault (0 is the first), or -1 when unknown.
+type PipelineError struct {
+	Bad int
+	Err error
+}
+
+func (e *PipelineError) Error() string {
+	if e.Bad < 0 {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("datanode %d of the pipeline: %v", e.Bad+1, e.Err)
+}
+func (e *PipelineError) Unwrap() error { return e.Err }
+
 // readAcks consumes acks in order, freeing window slots, until the ack of
 // the last packet or an error.
-func (p *Pipeline) readAcks(r *bufio.Reader, pipeline int) {
-	var next int64
+func (p *Pipeline) readAcks(r *bufio.Reader, next int64) {
 	for {
 		p.conn.SetReadDeadline(time.Now().Add(IOTimeout))
 		ack := &pb.PipelineAckProto{}
 		if err := ReadDelimited(r, ack); err != nil {
-			p.acked <- fmt.Errorf("read ack: %w", err)
+			// The first datanode is the one we cannot hear from.
+			p.done <- &PipelineError{Bad: 0, Err: fmt.Errorf("read ack: %w", err)}
 			return
 		}
 		if ack.GetSeqno() == -1 { // reply to a keep-alive
 			continue
 		}
 		if ack.GetSeqno() != next {
-			p.acked <- fmt.Errorf("ack for packet %d, expected %d", ack.GetSeqno(), next)
+			p.done <- &PipelineError{Bad: 0, Err: fmt.Errorf("ack for packet %d, expected %d", ack.GetSeqno(), next)}
 			return
 		}
 		for i, st := range AckStatuses(ack) {
 			if st != pb.Status_SUCCESS {
-				p.acked <- fmt.Errorf("datanode %d of %d in the pipeline answered %s", i+1, pipeline, st)
+				p.done <- &PipelineError{Bad: i, Err: fmt.Errorf("answered %s", st)}
 				return
 			}
 		}
+		p.unackedMu.Lock()
+		if len(p.unacked) > 0 {
+			p.acked = p.unacked[0].Offset + int64(len(p.unacked[0].Data))
+			p.unacked = p.unacked[1:]
+		}
+		p.unackedMu.Unlock()
 		next++
 		<-p.window
 		if next == p.total.Load() {
-			p.acked <- nil
+			p.done <- nil
 			return
 		}
 	}
 }
+
+// Unacked returns the packets sent but not acknowledged by every datanode
+// and the number of bytes that were; valid after the pipeline failed.
+func (p *Pipeline) Unacked() ([]*Packet, int64) {
+	p.unackedMu.Lock()
+	defer p.unackedMu.Unlock()
+	return append([]*Packet(nil), p.unacked...), p.acked
+}
+
+// NextSeqno is the seqno the next packet would get.
+func (p *Pipeline) NextSeqno() int64 { return p.seqno }
 
 // Finish sends the empty last packet, waits until every datanode has acked
 // every packet (the replicas are then durable) and closes the connection.
 func (p *Pipeline) Finish() error {
 	defer p.conn.Close()
+	if p.lastSent { // the last packet was resent already
+		return p.wait()
+	}
 	p.total.Store(p.seqno + 1)
 	if err := p.send(nil, nil, true); err != nil {
 		return err
 	}
+	return p.wait()
+}
+
+func (p *Pipeline) wait() error {
 	select {
-	case err := <-p.acked:
+	case err := <-p.done:
 		return err
 	case <-time.After(IOTimeout):
-		return errors.New("timed out waiting for the pipeline's last ack")
+		return &PipelineError{Bad: -1, Err: errors.New("timed out waiting for the pipeline's last ack")}
 	}
 }
 
-// Abort drops the pipeline; the datanodes discard the partial replica.
+// Resend sends a packet again, unchanged (seqno and offset included), down
+// a recovered pipeline.
+func (p *Pipeline) Resend(pk *Packet) error {
+	p.offset, p.seqno = pk.Offset, pk.Seqno
+	if pk.Last {
+		p.total.Store(pk.Seqno + 1)
+	}
+	return p.send(pk.Data, pk.Sums, pk.Last)
+}
+
+// Abort drops the pipeline. The datanodes keep what they received, for
+// pipeline or lease recovery.
 func (p *Pipeline) Abort() { p.conn.Close() }
 
 // WriteBlockOp builds the WRITE_BLOCK request that creates a new replica of
