@@ -91,6 +91,9 @@ func (e *env) masterCmd() *cobra.Command {
 			if !cmd.Flags().Changed("stale-after") {
 				cfg.StaleAfter = 0 // derived from dead-after
 			}
+			if !cmd.Flags().Changed("lease-soft-limit") {
+				cfg.LeaseSoftLimit = 0 // derived from lease-limit
+			}
 			m, err := master.New(cfg)
 			if err != nil {
 				return err
@@ -113,7 +116,8 @@ func (e *env) masterCmd() *cobra.Command {
 	f.DurationVar(&cfg.DeadAfter, "dead-after", cfg.DeadAfter, "declare a datanode dead (re-replicate its blocks) after this long without a heartbeat")
 	f.IntVar(&cfg.MaxTransfersPerNode, "max-transfers", cfg.MaxTransfersPerNode, "block copies a datanode sends at once for re-replication and balancing")
 	f.Float64Var(&cfg.SafeModeThreshold, "safemode-threshold", cfg.SafeModeThreshold, "fraction of blocks with a reported replica needed to leave safe mode after a restart")
-	f.DurationVar(&cfg.LeaseLimit, "lease-limit", cfg.LeaseLimit, "close files whose writer has not renewed its lease for this long")
+	f.DurationVar(&cfg.LeaseLimit, "lease-limit", cfg.LeaseLimit, "recover (close) files whose writer has not renewed its lease for this long")
+	f.DurationVar(&cfg.LeaseSoftLimit, "lease-soft-limit", time.Minute, "let another writer take over a file whose writer has been silent this long")
 	f.Uint64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "log entries between checkpoints")
 	return cmd
 }

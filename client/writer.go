@@ -44,7 +44,10 @@ func CreateParents() CreateOption { return func(o *createOptions) { o.parents = 
 const maxSetupRetries = 3
 
 // FileWriter writes a new file. The file becomes visible only when Close
-// returns nil; a writer that fails or is never closed leaves no file.
+// returns nil; a write that fails leaves no file. A writer that dies
+// without closing (a crashed process) holds its lease until the master's
+// limit, and lease recovery then closes the file with the prefix that
+// reached every live replica, as HDFS does.
 type FileWriter struct {
 	c         *Client
 	name      string
@@ -223,16 +226,18 @@ func (w *FileWriter) Close() error {
 	}
 	w.closed = true
 	defer w.c.writerClosed()
+	if w.err == nil {
+		w.flushPacket()
+	}
+	if w.err == nil && w.bw != nil {
+		w.finishBlock()
+	}
 	if w.err != nil {
+		// The write failed and we know it: drop the file rather than leave
+		// it for lease recovery to close with a prefix.
+		w.c.adminCall(w.ctx, "abandonFile", &pb.AbandonFileRequestProto{Src: proto.String(w.name),
+			FileId: proto.Uint64(w.fileID), ClientName: proto.String(w.c.name)}, &pb.AbandonFileResponseProto{})
 		return w.err
-	}
-	if err := w.flushPacket(); err != nil {
-		return err
-	}
-	if w.bw != nil {
-		if err := w.finishBlock(); err != nil {
-			return err
-		}
 	}
 	req := &pb.CompleteRequestProto{Src: proto.String(w.name), ClientName: proto.String(w.c.name),
 		Last: w.previous, FileId: proto.Uint64(w.fileID)}

@@ -466,52 +466,6 @@ func TestFileInvisibleUntilClosed(t *testing.T) {
 	w1.Close()
 }
 
-// TestFailedWriteLeavesNothing kills a writing client with SIGKILL: the
-// file never appears, and once its lease runs out the blocks it wrote are
-// deleted from the datanodes.
-func TestFailedWriteLeavesNothing(t *testing.T) {
-	cl := godfstest.NewCluster(t, godfstest.Config{LeaseLimit: 2 * time.Second})
-	put := cl.Command("put", "-", "/dying")
-	stdin, _ := put.StdinPipe()
-	if err := put.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Two full blocks reach the datanodes, then the writer dies mid-block.
-	stdin.Write(randomBytes(t, 2*blockSize+blockSize/2))
-	deadline := time.Now().Add(20 * time.Second)
-	for len(godfstest.BlockFiles(t, cl.DataNodes[0].Dir)) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the writer's blocks never reached the datanodes")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	put.Process.Kill()
-	put.Wait()
-	c := cl.Client()
-	if _, err := c.Stat(ctxT(t), "/dying"); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("a killed write is visible: %v", err)
-	}
-	deadline = time.Now().Add(30 * time.Second)
-	for {
-		left := 0
-		for _, d := range cl.DataNodes {
-			left += len(godfstest.BlockFiles(t, d.Dir))
-		}
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d block files of the killed write remain 30s later", left)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	// The path is free again.
-	put2 := randomBytes(t, 100)
-	if r := cl.Run(bytes.NewReader(put2), "put", "-", "/dying"); r.Code != 0 {
-		t.Fatalf("put after the lease expired: %+v", r)
-	}
-}
-
 // TestLargeDirectoryListing pages through a directory bigger than one
 // getListing page.
 func TestLargeDirectoryListing(t *testing.T) {

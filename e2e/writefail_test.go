@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,3 +90,71 @@ func TestPutSurvivesDatanodeKill(t *testing.T) {
 	}
 }
 
+// TestKilledWriterFileClosedWithPrefix kills a writing client with
+// SIGKILL mid-block: after the lease limit the master closes the file with
+// a prefix of what was written, and no replica that disagrees survives.
+func TestKilledWriterFileClosedWithPrefix(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{LeaseLimit: 2 * time.Second})
+	put := cl.Command("put", "-", "/dying")
+	stdin, _ := put.StdinPipe()
+	if err := put.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Two full blocks, then the writer dies in the middle of the third.
+	data := randomBytes(t, 2*blockSize+blockSize/2)
+	stdin.Write(data)
+	waitFor(t, 20*time.Second, "the write reaching the datanodes", func() bool {
+		return len(godfstest.BlockFiles(t, cl.DataNodes[0].Dir)) >= 2 && writingOn(cl) >= 0
+	})
+	time.Sleep(300 * time.Millisecond)
+	put.Process.Kill()
+	put.Wait()
+	c := cl.Client()
+	var size int64
+	waitFor(t, 30*time.Second, "lease recovery to close the file", func() bool {
+		fi, err := c.Stat(context.Background(), "/dying")
+		if err == nil {
+			size = fi.Size()
+		}
+		return err == nil
+	})
+	if size < 2*blockSize || size > int64(len(data)) {
+		t.Fatalf("recovered file has %d bytes, want at least the 2 full blocks (%d) and at most %d", size, 2*blockSize, len(data))
+	}
+	if got := get(t, c, "/dying"); !bytes.Equal(got, data[:size]) {
+		t.Fatal("the recovered file is not a prefix of what was written")
+	}
+	// Every surviving replica agrees with the file; it ends fully replicated.
+	waitFor(t, 30*time.Second, "full replication of the recovered file", func() bool { return healthy(cl) })
+	wantFiles := 3 * int((size+blockSize-1)/blockSize)
+	waitFor(t, 30*time.Second, "no stale replica", func() bool { return replicaCount(t, cl, 0, 1, 2) == wantFiles })
+}
+
+// TestFailedWriteLeavesNothing: a write that fails while the client is
+// alive (every datanode of the pipeline died) returns an error from Close
+// and leaves no file; its blocks are deleted.
+func TestFailedWriteLeavesNothing(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: 1, Replication: 1})
+	c := cl.Client()
+	w, err := c.Create(context.Background(), "/doomed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(randomBytes(t, 2*blockSize)); err != nil {
+		t.Fatal(err)
+	}
+	cl.KillDataNode(0)
+	w.Write(randomBytes(t, blockSize))
+	if err := w.Close(); err == nil {
+		t.Fatal("Close succeeded with the only datanode dead")
+	}
+	if _, err := c.Stat(context.Background(), "/doomed"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a failed write left a file: %v", err)
+	}
+	// The path is free again at once, and the abandoned blocks go once the
+	// datanode is back.
+	cl.RestartDataNode(0)
+	cl.WaitLive(1)
+	put(t, c, "/doomed", []byte("second try"))
+	waitFor(t, 30*time.Second, "abandoned blocks deleted", func() bool { return replicaCount(t, cl, 0) == 1 })
+}

@@ -21,6 +21,7 @@ func (m *Master) adminMethods() map[string]hrpc.Method {
 		"clusterReport": hrpc.Handle(newMsg[pb.ClusterReportRequestProto], m.clusterReport),
 		"decommission":  hrpc.Handle(newMsg[pb.DecommissionRequestProto], m.decommission),
 		"balance":       hrpc.Handle(newMsg[pb.BalanceRequestProto], m.balance),
+		"abandonFile":   hrpc.Handle(newMsg[pb.AbandonFileRequestProto], m.abandonFile),
 	}
 }
 
@@ -217,4 +218,22 @@ func (m *Master) setSafeMode(ctx context.Context, req *pb.SetSafeModeRequestProt
 		return nil
 	})
 	return &pb.SetSafeModeResponseProto{Result: proto.Bool(on)}, nil
+}
+
+// abandonFile drops a file its own writer gave up on (the write failed and
+// the client knows it): a new file disappears with its blocks rather than
+// being closed with a prefix as lease recovery would.
+func (m *Master) abandonFile(ctx context.Context, req *pb.AbandonFileRequestProto) (*pb.AbandonFileResponseProto, error) {
+	err := m.update(func() error {
+		n := m.mu.tree.UnderConstruction(req.GetFileId())
+		if n == nil || n.Client != req.GetClientName() {
+			return &fs.PathError{Op: "abandon", Path: req.GetSrc(), Err: protocol.ErrNoLease}
+		}
+		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonFile, FileID: n.ID, Time: m.nowMillis()})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AbandonFileResponseProto{}, nil
 }

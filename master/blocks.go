@@ -18,6 +18,9 @@ type blockInfo struct {
 	fileID   uint64
 	genStamp uint64
 	replicas []string // datanode uuids
+	// lens holds the lengths datanodes reported for the last block of a
+	// file under construction, for lease recovery; nil otherwise.
+	lens map[string]uint64
 }
 
 // adminState is a datanode's decommissioning state.

@@ -52,6 +52,7 @@ func (m *Master) clientMethods() map[string]hrpc.Method {
 		"fsync":                  hrpc.Handle(newMsg[pb.FsyncRequestProto], m.fsync),
 		"updateBlockForPipeline": hrpc.Handle(newMsg[pb.UpdateBlockForPipelineRequestProto], m.updateBlockForPipeline),
 		"updatePipeline":         hrpc.Handle(newMsg[pb.UpdatePipelineRequestProto], m.updatePipeline),
+		"recoverLease":           hrpc.Handle(newMsg[pb.RecoverLeaseRequestProto], m.recoverLease),
 	}
 }
 
@@ -187,6 +188,9 @@ func (m *Master) create(ctx context.Context, req *pb.CreateRequestProto) (*pb.Cr
 	user := hrpc.CallerFrom(ctx).User
 	resp := &pb.CreateResponseProto{}
 	err := m.update(func() error {
+		if _, err := m.takeOverLocked(req.GetSrc()); err != nil {
+			return err
+		}
 		res, err := m.applyLocked(&namespace.Entry{Type: namespace.OpCreate, Path: req.GetSrc(),
 			FileID: m.mu.tree.NextInodeID(), Perm: uint16(req.GetMasked().GetPerm() & 0o1777),
 			Owner: ownerOr(user), Group: m.cfg.SuperGroup, Time: m.nowMillis(),
@@ -211,6 +215,9 @@ func (m *Master) create(ctx context.Context, req *pb.CreateRequestProto) (*pb.Cr
 func (m *Master) appendFile(ctx context.Context, req *pb.AppendRequestProto) (*pb.AppendResponseProto, error) {
 	resp := &pb.AppendResponseProto{}
 	err := m.update(func() error {
+		if _, err := m.takeOverLocked(req.GetSrc()); err != nil {
+			return err
+		}
 		res, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAppend, Path: req.GetSrc(),
 			Client: req.GetClientName(), Time: m.nowMillis()})
 		if err != nil {
@@ -314,8 +321,15 @@ func (m *Master) complete(ctx context.Context, req *pb.CompleteRequestProto) (*p
 				return nil
 			}
 		}
-		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: id, Path: req.GetSrc(),
+		res, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: id, Path: req.GetSrc(),
 			Client: req.GetClientName(), Previous: blockFrom(req.GetLast()), Time: m.nowMillis()})
+		if err == nil {
+			for _, b := range res.Inode.Blocks {
+				if bi := m.mu.blocks.blocks[b.ID]; bi != nil {
+					bi.lens = nil // only needed while the file is being written
+				}
+			}
+		}
 		return err
 	})
 	if err != nil {
@@ -734,4 +748,28 @@ func (m *Master) updatePipeline(ctx context.Context, req *pb.UpdatePipelineReque
 		return nil, err
 	}
 	return &pb.UpdatePipelineResponseProto{}, nil
+}
+
+// recoverLease closes a file under construction now, whoever holds it
+// (hdfs debug recoverLease). It answers whether the file is closed.
+func (m *Master) recoverLease(ctx context.Context, req *pb.RecoverLeaseRequestProto) (*pb.RecoverLeaseResponseProto, error) {
+	err := m.update(func() error {
+		var held *namespace.Inode
+		m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
+			if n.Path() == req.GetSrc() {
+				held = n
+			}
+		})
+		if held == nil {
+			if _, err := m.mu.tree.Lookup(req.GetSrc()); err != nil {
+				return err
+			}
+			return nil // already closed
+		}
+		return m.recoverLeaseLocked(held)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RecoverLeaseResponseProto{Result: proto.Bool(true)}, nil
 }

@@ -41,8 +41,13 @@ type Config struct {
 	// SafeModeThreshold is the fraction of blocks that must have a reported
 	// replica before a restarted master leaves safe mode. Default 0.999.
 	SafeModeThreshold float64
-	// LeaseLimit is how long a writer may go without renewing its lease
-	// before its files under construction are closed or dropped. Default 10m.
+	// LeaseSoftLimit is how long a writer may go without renewing its
+	// lease before another client asking for the file makes the master
+	// recover it. Default 60s.
+	LeaseSoftLimit time.Duration
+	// LeaseLimit (the hard limit) is how long a writer may go without
+	// renewing its lease before the master recovers its files on its own.
+	// Default 10m.
 	LeaseLimit time.Duration
 	// CheckpointEvery is the number of logged entries between checkpoints.
 	// Default 50000.
@@ -98,6 +103,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.LeaseLimit == 0 {
 		c.LeaseLimit = 10 * time.Minute
+	}
+	if c.LeaseSoftLimit == 0 {
+		c.LeaseSoftLimit = min(time.Minute, c.LeaseLimit)
 	}
 	if c.CheckpointEvery == 0 {
 		c.CheckpointEvery = 50000

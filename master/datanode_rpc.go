@@ -94,7 +94,7 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 		held := make(map[uint64]bool, len(req.GetBlocks()))
 		for _, b := range req.GetBlocks() {
 			held[b.GetBlockId()] = true
-			m.mu.blocks.reported(dn, b)
+			m.reportedLocked(dn, b)
 		}
 		// Replicas the map expected on this node but the node does not have.
 		for id := range dn.blocks {
@@ -124,7 +124,7 @@ func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockRecei
 			return nil
 		}
 		for _, b := range req.GetReceived() {
-			m.mu.blocks.reported(dn, b)
+			m.reportedLocked(dn, b)
 		}
 		for _, b := range req.GetDeleted() {
 			m.mu.blocks.removeReplica(b.GetBlockId(), dn.uuid)
@@ -140,4 +140,34 @@ func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockRecei
 
 func sortDatanodes(d []*pb.DatanodeInfoProto) {
 	sort.Slice(d, func(i, j int) bool { return xferAddr(d[i].GetId()) < xferAddr(d[j].GetId()) })
+}
+
+// reportedLocked records a replica a datanode reports. Beyond the block
+// map's checks, it remembers lengths of blocks being written (for lease
+// recovery) and deletes replicas of complete files whose length disagrees
+// with the file (left over from a failed pipeline). m.mu must be held.
+func (m *Master) reportedLocked(dn *datanode, b *pb.BlockProto) {
+	m.mu.blocks.reported(dn, b)
+	bi := m.mu.blocks.blocks[b.GetBlockId()]
+	if bi == nil {
+		return
+	}
+	n := m.mu.tree.File(bi.fileID)
+	if n == nil {
+		return
+	}
+	if n.UnderConstruction() {
+		if bi.lens == nil {
+			bi.lens = map[string]uint64{}
+		}
+		bi.lens[dn.uuid] = b.GetNumBytes()
+		return
+	}
+	for _, blk := range n.Blocks {
+		if blk.ID == b.GetBlockId() && blk.Len != b.GetNumBytes() {
+			m.log.Warn("replica length disagrees with the file; deleting it", "block", blk.ID,
+				"datanode", xferAddr(dn.info.GetId()), "has", b.GetNumBytes(), "file", blk.Len)
+			m.mu.blocks.invalidateReplica(blk.ID, dn.uuid)
+		}
+	}
 }

@@ -269,9 +269,9 @@ func (m *Master) tick() {
 		}
 	})
 	for _, n := range expired {
-		m.log.Warn("lease expired; closing file", "path", n.Path(), "client", n.Client)
-		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonFile, FileID: n.ID, Time: now.UnixMilli()}); err != nil {
-			m.log.Error("abandon file", "path", n.Path(), "err", err)
+		m.log.Warn("lease hard limit passed; recovering the file", "path", n.Path(), "client", n.Client)
+		if err := m.recoverLeaseLocked(n); err != nil {
+			m.log.Error("lease recovery", "path", n.Path(), "err", err)
 		}
 	}
 	m.replicateLocked()

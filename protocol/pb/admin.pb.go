@@ -689,6 +689,102 @@ func (x *BalanceResponseProto) GetMoving() uint32 {
 	return 0
 }
 
+type AbandonFileRequestProto struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Src           *string                `protobuf:"bytes,1,req,name=src" json:"src,omitempty"`
+	FileId        *uint64                `protobuf:"varint,2,req,name=fileId" json:"fileId,omitempty"`
+	ClientName    *string                `protobuf:"bytes,3,req,name=clientName" json:"clientName,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbandonFileRequestProto) Reset() {
+	*x = AbandonFileRequestProto{}
+	mi := &file_hdfs_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbandonFileRequestProto) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbandonFileRequestProto) ProtoMessage() {}
+
+func (x *AbandonFileRequestProto) ProtoReflect() protoreflect.Message {
+	mi := &file_hdfs_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbandonFileRequestProto.ProtoReflect.Descriptor instead.
+func (*AbandonFileRequestProto) Descriptor() ([]byte, []int) {
+	return file_hdfs_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AbandonFileRequestProto) GetSrc() string {
+	if x != nil && x.Src != nil {
+		return *x.Src
+	}
+	return ""
+}
+
+func (x *AbandonFileRequestProto) GetFileId() uint64 {
+	if x != nil && x.FileId != nil {
+		return *x.FileId
+	}
+	return 0
+}
+
+func (x *AbandonFileRequestProto) GetClientName() string {
+	if x != nil && x.ClientName != nil {
+		return *x.ClientName
+	}
+	return ""
+}
+
+type AbandonFileResponseProto struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbandonFileResponseProto) Reset() {
+	*x = AbandonFileResponseProto{}
+	mi := &file_hdfs_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbandonFileResponseProto) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbandonFileResponseProto) ProtoMessage() {}
+
+func (x *AbandonFileResponseProto) ProtoReflect() protoreflect.Message {
+	mi := &file_hdfs_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbandonFileResponseProto.ProtoReflect.Descriptor instead.
+func (*AbandonFileResponseProto) Descriptor() ([]byte, []int) {
+	return file_hdfs_admin_proto_rawDescGZIP(), []int{11}
+}
+
 var File_hdfs_admin_proto protoreflect.FileDescriptor
 
 const file_hdfs_admin_proto_rawDesc = "" +
@@ -740,7 +836,14 @@ const file_hdfs_admin_proto_rawDesc = "" +
 	"\x14BalanceResponseProto\x12\x1a\n" +
 	"\bbalanced\x18\x01 \x02(\bR\bbalanced\x12\"\n" +
 	"\fmaxDeviation\x18\x02 \x02(\x01R\fmaxDeviation\x12\x16\n" +
-	"\x06moving\x18\x03 \x02(\rR\x06movingB$Z\"github.com/godfs/godfs/protocol/pb"
+	"\x06moving\x18\x03 \x02(\rR\x06moving\"c\n" +
+	"\x17AbandonFileRequestProto\x12\x10\n" +
+	"\x03src\x18\x01 \x02(\tR\x03src\x12\x16\n" +
+	"\x06fileId\x18\x02 \x02(\x04R\x06fileId\x12\x1e\n" +
+	"\n" +
+	"clientName\x18\x03 \x02(\tR\n" +
+	"clientName\"\x1a\n" +
+	"\x18AbandonFileResponseProtoB$Z\"github.com/godfs/godfs/protocol/pb"
 
 var (
 	file_hdfs_admin_proto_rawDescOnce sync.Once
@@ -754,7 +857,7 @@ func file_hdfs_admin_proto_rawDescGZIP() []byte {
 	return file_hdfs_admin_proto_rawDescData
 }
 
-var file_hdfs_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_hdfs_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_hdfs_admin_proto_goTypes = []any{
 	(*FsckRequestProto)(nil),           // 0: godfs.hadoop.hdfs.FsckRequestProto
 	(*FsckProblemProto)(nil),           // 1: godfs.hadoop.hdfs.FsckProblemProto
@@ -766,11 +869,13 @@ var file_hdfs_admin_proto_goTypes = []any{
 	(*DecommissionResponseProto)(nil),  // 7: godfs.hadoop.hdfs.DecommissionResponseProto
 	(*BalanceRequestProto)(nil),        // 8: godfs.hadoop.hdfs.BalanceRequestProto
 	(*BalanceResponseProto)(nil),       // 9: godfs.hadoop.hdfs.BalanceResponseProto
-	(*DatanodeInfoProto)(nil),          // 10: godfs.hadoop.hdfs.DatanodeInfoProto
+	(*AbandonFileRequestProto)(nil),    // 10: godfs.hadoop.hdfs.AbandonFileRequestProto
+	(*AbandonFileResponseProto)(nil),   // 11: godfs.hadoop.hdfs.AbandonFileResponseProto
+	(*DatanodeInfoProto)(nil),          // 12: godfs.hadoop.hdfs.DatanodeInfoProto
 }
 var file_hdfs_admin_proto_depIdxs = []int32{
 	1,  // 0: godfs.hadoop.hdfs.FsckResponseProto.problems:type_name -> godfs.hadoop.hdfs.FsckProblemProto
-	10, // 1: godfs.hadoop.hdfs.DatanodeStatusProto.info:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	12, // 1: godfs.hadoop.hdfs.DatanodeStatusProto.info:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
 	3,  // 2: godfs.hadoop.hdfs.ClusterReportResponseProto.datanodes:type_name -> godfs.hadoop.hdfs.DatanodeStatusProto
 	3,  // [3:3] is the sub-list for method output_type
 	3,  // [3:3] is the sub-list for method input_type
@@ -791,7 +896,7 @@ func file_hdfs_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hdfs_admin_proto_rawDesc), len(file_hdfs_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,84 @@
+package master
+
+import (
+	"fmt"
+
+	"github.com/godfs/godfs/master/namespace"
+)
+
+// Lease recovery closes a file whose writer is gone: after the soft limit
+// when another client wants the file, after the hard limit on the master's
+// own. The last block keeps the shortest length its live replicas
+// reported (every replica holds at least that prefix); replicas with more
+// are deleted, so no replica that disagrees with the file survives. A new
+// file then appears in the namespace with what its writer got through.
+
+// recoverLeaseLocked closes the file under construction n. m.mu must be
+// held.
+func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
+	now := m.nowMillis()
+	path := n.Path()
+	if k := len(n.Blocks); k > 0 && n.Blocks[k-1].Len == 0 {
+		last := n.Blocks[k-1]
+		bi := m.mu.blocks.blocks[last.ID]
+		length, ok := uint64(0), false
+		if bi != nil {
+			for _, dn := range m.mu.blocks.holders(last.ID) {
+				if l, reported := bi.lens[dn.uuid]; reported && (!ok || l < length) {
+					length, ok = l, true
+				}
+			}
+		}
+		if !ok || length == 0 {
+			// No replica got any of it: the block goes.
+			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonBlock, FileID: n.ID, Client: n.Client,
+				Block: &namespace.Block{ID: last.ID}}); err != nil {
+				return err
+			}
+		} else {
+			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpReportBlock, FileID: n.ID,
+				Block: &namespace.Block{ID: last.ID, GenStamp: last.GenStamp, Len: length}}); err != nil {
+				return err
+			}
+			for _, uuid := range append([]string(nil), bi.replicas...) {
+				if l, reported := bi.lens[uuid]; !reported || l != length {
+					m.mu.blocks.invalidateReplica(last.ID, uuid)
+				}
+			}
+			bi.lens = nil
+		}
+	}
+	_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: n.ID, Client: n.Client, Time: now})
+	if err != nil {
+		// The path was taken meanwhile (or its directory removed): drop it.
+		m.log.Warn("lease recovery: cannot close the file; dropping it", "path", path, "err", err)
+		_, err = m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonFile, FileID: n.ID, Time: now})
+		return err
+	}
+	m.log.Info("lease recovered: file closed", "path", path, "length", n.Len())
+	return nil
+}
+
+// takeOverLocked is called when a client wants a file another client is
+// writing: past the soft limit the holder is presumed gone and the file is
+// recovered at once. It reports whether the file was recovered. m.mu must
+// be held.
+func (m *Master) takeOverLocked(path string) (bool, error) {
+	var held *namespace.Inode
+	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
+		if n.Path() == path {
+			held = n
+		}
+	})
+	if held == nil {
+		return false, nil
+	}
+	if m.cfg.Now().Sub(m.mu.leases[held.Client]) <= m.cfg.LeaseSoftLimit {
+		return false, nil
+	}
+	m.log.Info("lease soft limit passed; recovering for another writer", "path", path, "holder", held.Client)
+	if err := m.recoverLeaseLocked(held); err != nil {
+		return false, fmt.Errorf("recover lease of %s: %w", path, err)
+	}
+	return true, nil
+}
