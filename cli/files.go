@@ -118,6 +118,40 @@ func (e *env) capReplication(cmd *cobra.Command, c *client.Client, repl *int) er
 	return nil
 }
 
+func (e *env) appendCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "append LOCAL REMOTE",
+		Short: "Append a local file (- for stdin) to a file in godfs",
+		Args:  exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dst, err := remotePath(args[1])
+			if err != nil {
+				return err
+			}
+			var src io.Reader = e.stdin
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				src = f
+			}
+			c := e.client()
+			defer c.Close()
+			w, err := c.Append(e.ctx(cmd), dst)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(w, src); err != nil {
+				w.Close()
+				return fmt.Errorf("append %s: %w", dst, err)
+			}
+			return w.Close()
+		},
+	}
+}
+
 func (e *env) getCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "get REMOTE LOCAL",

@@ -112,7 +112,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		e.masterCmd(), e.datanodeCmd(), e.devCmd(),
-		e.putCmd(), e.getCmd(), e.catCmd(), e.lsCmd(), e.mkdirCmd(), e.rmCmd(), e.mvCmd(),
+		e.putCmd(), e.appendCmd(), e.getCmd(), e.catCmd(), e.lsCmd(), e.mkdirCmd(), e.rmCmd(), e.mvCmd(),
 		e.statCmd(), e.duCmd(), e.reportCmd(), e.benchCmd(),
 		e.setrepCmd(), e.fsckCmd(), e.decommissionCmd(), e.balanceCmd(), e.safemodeCmd(),
 	)

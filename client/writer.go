@@ -342,3 +342,80 @@ func (w *FileWriter) recoverPipeline(cause error) error {
 	}
 	return fmt.Errorf("pipeline recovery failed %d times (last: %w)", maxRecoveries, cause)
 }
+
+// Sync makes everything written so far visible to new readers (HDFS's
+// hflush): it sends the buffered bytes, waits until every datanode of the
+// pipeline has them, and tells the master the new length. A new file
+// appears in the namespace at its first Sync. The data is in every
+// replica's memory or disk, not necessarily on disk everywhere; Close
+// makes it durable.
+func (w *FileWriter) Sync() error {
+	if w.closed {
+		return fs.ErrClosed
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.buf) > 0 {
+		if w.bw == nil {
+			if err := w.startBlock(); err != nil {
+				return w.fail(err)
+			}
+		}
+		w.sums = xfer.ChunkSums(xfer.CRC32C, w.sums[:0], w.buf)
+		if err := w.bw.Write(w.buf, w.sums); err != nil {
+			if err := w.recoverPipeline(err); err != nil {
+				return w.fail(err)
+			}
+		}
+	}
+	if w.bw != nil {
+		err := w.bw.Drain()
+		for attempt := 0; err != nil && attempt < maxRecoveries; attempt++ {
+			if rerr := w.recoverPipeline(err); rerr != nil {
+				return w.fail(rerr)
+			}
+			err = w.bw.Drain()
+		}
+		if err != nil {
+			return w.fail(err)
+		}
+	}
+	visible := w.inBlock + int64(len(w.buf))
+	// The partial last chunk goes again, whole, with the next bytes.
+	partial := len(w.buf) % protocol.BytesPerChecksum
+	if w.bw != nil {
+		w.inBlock += int64(len(w.buf) - partial)
+		w.bw.Rewind(int64(partial))
+		w.buf = append(w.buf[:0], w.buf[len(w.buf)-partial:]...)
+	}
+	req := &pb.FsyncRequestProto{Src: proto.String(w.name), Client: proto.String(w.c.name),
+		LastBlockLength: proto.Int64(visible), FileId: proto.Uint64(w.fileID)}
+	switch {
+	case w.bw != nil:
+	case w.previous != nil: // at a block boundary: the last block is the finished one
+		req.LastBlockLength = proto.Int64(int64(w.previous.GetNumBytes()))
+	default: // no block yet
+		req.LastBlockLength = proto.Int64(-1)
+	}
+	if err := w.c.call(w.ctx, "fsync", req, &pb.FsyncResponseProto{}); err != nil {
+		return pathErr("sync", w.name, err)
+	}
+	return nil
+}
+
+// Append opens an existing file for writing at its end. godfs appends in
+// new blocks, so the file's earlier blocks are never rewritten.
+func (c *Client) Append(ctx context.Context, name string) (*FileWriter, error) {
+	resp := &pb.AppendResponseProto{}
+	if err := c.call(ctx, "append", &pb.AppendRequestProto{Src: proto.String(name), ClientName: proto.String(c.name)}, resp); err != nil {
+		return nil, pathErr("append", name, err)
+	}
+	if resp.GetBlock() != nil {
+		return nil, &fs.PathError{Op: "append", Path: name,
+			Err: fmt.Errorf("%w: the server wants the last block continued, which this client does not do", protocol.ErrUnsupported)}
+	}
+	c.writerOpened()
+	return &FileWriter{c: c, name: name, fileID: resp.GetStat().GetFileId(), blockSize: int64(resp.GetStat().GetBlocksize()),
+		ctx: ctx, buf: make([]byte, 0, protocol.MaxPacketData)}, nil
+}

@@ -177,6 +177,11 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 			acks <- toAck{seqno: p.Seqno}
 			continue
 		}
+		if p.Offset < rw.length && len(p.Data) > 0 {
+			if err := rw.rewind(p.Offset); err != nil {
+				return fmt.Errorf("packet %d: %w", p.Seqno, err)
+			}
+		}
 		if p.Offset != rw.length {
 			return fmt.Errorf("packet %d at offset %d, replica has %d bytes", p.Seqno, p.Offset, rw.length)
 		}

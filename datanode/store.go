@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/godfs/godfs/protocol"
@@ -66,8 +67,8 @@ type store struct {
 	mu struct {
 		sync.Mutex
 		replicas map[uint64]*replica
-		writing  map[uint64]bool // replicas being received
-		next     int             // round-robin volume choice
+		writing  map[uint64]*replicaWriter // replicas being received (readable up to their visible length)
+		next     int                       // round-robin volume choice
 		used     int64
 	}
 }
@@ -78,7 +79,7 @@ type store struct {
 func openStore(dirs []string) (*store, error) {
 	s := &store{}
 	s.mu.replicas = map[uint64]*replica{}
-	s.mu.writing = map[uint64]bool{}
+	s.mu.writing = map[uint64]*replicaWriter{}
 	for _, d := range dirs {
 		v := &volume{root: filepath.Join(d, "current")}
 		for _, sub := range []string{"finalized", "rbw"} {
@@ -197,6 +198,9 @@ type replicaWriter struct {
 	metaW    *bufio.Writer
 	length   int64
 	finished bool
+	// visible is how much of the replica readers may see while it is
+	// being written: everything written and flushed so far.
+	visible atomic.Int64
 }
 
 // create starts a new replica of block id whose checksums are of type cs.
@@ -206,16 +210,16 @@ func (s *store) create(id, gs uint64, cs pb.ChecksumTypeProto) (*replicaWriter, 
 		s.mu.Unlock()
 		return nil, fmt.Errorf("create replica of block %d: %w", id, ErrReplicaExists)
 	}
-	if s.mu.writing[id] {
+	if s.mu.writing[id] != nil {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("create replica of block %d: %w (being written)", id, ErrReplicaExists)
 	}
-	s.mu.writing[id] = true
 	v := s.vols[s.mu.next%len(s.vols)]
 	s.mu.next++
+	w := &replicaWriter{s: s, v: v, id: id, gs: gs}
+	s.mu.writing[id] = w
 	s.mu.Unlock()
 
-	w := &replicaWriter{s: s, v: v, id: id, gs: gs}
 	var err error
 	if w.data, err = os.OpenFile(filepath.Join(v.rbwDir(), blockFileName(id)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
 		w.abort()
@@ -246,7 +250,38 @@ func (w *replicaWriter) write(data, sums []byte) error {
 	if _, err := w.metaW.Write(sums); err != nil {
 		return fmt.Errorf("write block %d checksums: %w", w.id, err)
 	}
+	// Flushed per packet so that readers of a replica being written (after
+	// hflush) find the checksums of what they read.
+	if err := w.metaW.Flush(); err != nil {
+		return fmt.Errorf("write block %d checksums: %w", w.id, err)
+	}
 	w.length += int64(len(data))
+	w.visible.Store(w.length)
+	return nil
+}
+
+// rewind cuts the replica back to off, the start of its last, partial
+// chunk: a writer that flushed in the middle of a chunk sends that chunk
+// again, whole, with the bytes that follow.
+func (w *replicaWriter) rewind(off int64) error {
+	if off%protocol.BytesPerChecksum != 0 || off > w.length || w.length-off >= protocol.BytesPerChecksum {
+		return fmt.Errorf("block %d: packet at %d does not restart the last chunk of %d bytes", w.id, off, w.length)
+	}
+	w.visible.Store(off)
+	if err := w.data.Truncate(off); err != nil {
+		return err
+	}
+	if _, err := w.data.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	metaLen := metaHeaderSize + off/protocol.BytesPerChecksum*protocol.ChecksumSize
+	if err := w.meta.Truncate(metaLen); err != nil {
+		return err
+	}
+	if _, err := w.meta.Seek(metaLen, io.SeekStart); err != nil {
+		return err
+	}
+	w.length = off
 	return nil
 }
 
@@ -326,10 +361,20 @@ type replicaReader struct {
 
 func (s *store) open(id uint64) (*replicaReader, error) {
 	r, ok := s.get(id)
-	if !ok {
-		return nil, fmt.Errorf("block %d: %w", id, ErrReplicaNotFound)
+	var dir string
+	if ok {
+		dir = r.dir.finalizedDir(id)
+	} else {
+		// A replica being written is readable up to what was flushed.
+		s.mu.Lock()
+		w := s.mu.writing[id]
+		s.mu.Unlock()
+		if w == nil {
+			return nil, fmt.Errorf("block %d: %w", id, ErrReplicaNotFound)
+		}
+		r = replica{genStamp: w.gs, length: w.visible.Load(), dir: w.v}
+		dir = w.v.rbwDir()
 	}
-	dir := r.dir.finalizedDir(id)
 	data, err := os.Open(filepath.Join(dir, blockFileName(id)))
 	if err != nil {
 		return nil, fmt.Errorf("open block %d: %w", id, err)
@@ -449,17 +494,18 @@ func (s *store) reopen(id, oldGS, newGS uint64, length int64) (*replicaWriter, e
 	case r.length < length:
 		s.mu.Unlock()
 		return nil, fmt.Errorf("recover block %d: replica has %d bytes, fewer than the %d acknowledged", id, r.length, length)
-	case s.mu.writing[id]:
+	case s.mu.writing[id] != nil:
 		s.mu.Unlock()
 		return nil, fmt.Errorf("recover block %d: %w (being written)", id, ErrReplicaExists)
 	}
 	delete(s.mu.replicas, id)
 	s.mu.used -= r.length
-	s.mu.writing[id] = true
-	s.mu.Unlock()
-
 	v := r.dir
 	w := &replicaWriter{s: s, v: v, id: id, gs: newGS, length: length}
+	w.visible.Store(length)
+	s.mu.writing[id] = w
+	s.mu.Unlock()
+
 	fail := func(err error) (*replicaWriter, error) {
 		w.abort()
 		return nil, fmt.Errorf("recover block %d: %w", id, err)

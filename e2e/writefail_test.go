@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godfs/godfs/client"
 	"github.com/godfs/godfs/godfstest"
 )
 
@@ -157,4 +158,78 @@ func TestFailedWriteLeavesNothing(t *testing.T) {
 	cl.WaitLive(1)
 	put(t, c, "/doomed", []byte("second try"))
 	waitFor(t, 30*time.Second, "abandoned blocks deleted", func() bool { return replicaCount(t, cl, 0) == 1 })
+}
+
+// TestAppendAndSync appends to a file three times, and checks that Sync
+// makes written bytes visible to new readers before Close, including bytes
+// that end in the middle of a chunk.
+func TestAppendAndSync(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{})
+	c := cl.Client()
+	ctx := context.Background()
+	want := randomBytes(t, blockSize+100)
+	put(t, c, "/log", want)
+	for i := 0; i < 3; i++ {
+		w, err := c.Append(ctx, "/log")
+		if err != nil {
+			t.Fatal(err)
+		}
+		more := randomBytes(t, 1000+i*blockSize/3)
+		w.Write(more)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, more...)
+	}
+	if got := get(t, c, "/log"); !bytes.Equal(got, want) {
+		t.Fatalf("after 3 appends: %d bytes, want %d", len(got), len(want))
+	}
+	// Two writers: the second is refused while the first appends.
+	w, err := c.Append(ctx, "/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Client().Append(ctx, "/log"); !errors.Is(err, client.ErrLeaseHeld) {
+		t.Fatalf("second appender: %v", err)
+	}
+	w.Close()
+
+	// Sync: a new file becomes readable before Close, up to what was synced.
+	s, err := c.Create(ctx, "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var written []byte
+	for i, n := range []int{700, blockSize - 700 + 300, 5000, 1} { // crosses a block, ends mid-chunk
+		chunk := randomBytes(t, n)
+		s.Write(chunk)
+		written = append(written, chunk...)
+		if err := s.Sync(); err != nil {
+			t.Fatalf("sync %d: %v", i, err)
+		}
+		if got := get(t, cl.Client(), "/stream"); !bytes.Equal(got, written) {
+			t.Fatalf("after sync %d a new reader sees %d bytes, want %d", i, len(got), len(written))
+		}
+	}
+	tail := randomBytes(t, 3*blockSize/2)
+	s.Write(tail)
+	written = append(written, tail...)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, c, "/stream"); !bytes.Equal(got, written) {
+		t.Fatal("after close: bytes differ")
+	}
+	if !healthy(cl) {
+		t.Fatal("fsck not healthy")
+	}
+	// And through the CLI.
+	local := filepath.Join(t.TempDir(), "x")
+	os.WriteFile(local, []byte("tail"), 0o644)
+	if r := cl.Run(nil, "append", local, "/log"); r.Code != 0 {
+		t.Fatalf("godfs append: %+v", r)
+	}
+	if r := cl.Run(nil, "cat", "/log"); !strings.HasSuffix(r.Stdout, "tail") || len(r.Stdout) != len(want)+4 {
+		t.Fatalf("after godfs append: %d bytes", len(r.Stdout))
+	}
 }

@@ -338,10 +338,29 @@ func (m *Master) complete(ctx context.Context, req *pb.CompleteRequestProto) (*p
 	return &pb.CompleteResponseProto{Result: proto.Bool(true)}, nil
 }
 
+// fsync (hflush) makes what a writer has flushed visible to new readers:
+// the last block's length as the writer reports it, and a new file's path.
 func (m *Master) fsync(ctx context.Context, req *pb.FsyncRequestProto) (*pb.FsyncResponseProto, error) {
-	// Blocks become visible when complete; hflush visibility of a file
-	// under construction comes with issue #4. Renew the lease at least.
-	m.view(func() error { m.renewLeaseLocked(req.GetClient()); return nil })
+	err := m.update(func() error {
+		id := m.fileIDForLocked(req.GetSrc(), req.GetFileId(), req.GetClient())
+		n := m.mu.tree.UnderConstruction(id)
+		if n == nil {
+			return &fs.PathError{Op: "fsync", Path: req.GetSrc(), Err: protocol.ErrNoLease}
+		}
+		e := &namespace.Entry{Type: namespace.OpFsync, FileID: id, Client: req.GetClient(), Time: m.nowMillis()}
+		if l := req.GetLastBlockLength(); l >= 0 && len(n.Blocks) > 0 {
+			last := n.Blocks[len(n.Blocks)-1]
+			e.Block = &namespace.Block{ID: last.ID, GenStamp: last.GenStamp, Len: uint64(l)}
+		}
+		if _, err := m.applyLocked(e); err != nil {
+			return err
+		}
+		m.renewLeaseLocked(req.GetClient())
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	return &pb.FsyncResponseProto{}, nil
 }
 
@@ -632,8 +651,9 @@ func (m *Master) reportBadBlocks(ctx context.Context, req *pb.ReportBadBlocksReq
 					continue
 				}
 				// Never delete the last replica on a reader's word: a buggy
-				// or hostile client must not be able to destroy data.
-				if len(m.mu.blocks.holders(id)) <= 1 {
+				// or hostile client must not be able to destroy data. Nor a
+				// replica being written: a reader can race the writer.
+				if len(m.mu.blocks.holders(id)) <= 1 || m.underConstructionLocked(id) {
 					m.log.Warn("corrupt replica reported; keeping it, it is the last one", "block", id, "datanode", xferAddr(dn.info.GetId()))
 					continue
 				}

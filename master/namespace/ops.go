@@ -24,13 +24,14 @@ const (
 	OpReportBlock    OpType = 15 // FileID, Block: a datanode's length for a block (lease expiry)
 	OpBumpGenStamp   OpType = 16 // Block.GenStamp: a generation stamp handed out for pipeline recovery
 	OpUpdatePipeline OpType = 17 // FileID, Block: the block's new generation stamp after pipeline recovery
+	OpFsync          OpType = 18 // FileID, Client, Block: hflush: the last block's visible length; a new file becomes visible
 )
 
 var opNames = map[OpType]string{
 	OpMkdir: "mkdir", OpCreate: "create", OpAddBlock: "addBlock", OpAbandonBlock: "abandonBlock",
 	OpComplete: "complete", OpDelete: "delete", OpRename: "rename", OpSetPermission: "setPermission",
 	OpSetOwner: "setOwner", OpSetReplication: "setReplication", OpSetTimes: "setTimes",
-	OpAbandonFile: "abandonFile", OpAppend: "append", OpTruncate: "truncate", OpReportBlock: "reportBlock", OpBumpGenStamp: "bumpGenStamp", OpUpdatePipeline: "updatePipeline",
+	OpAbandonFile: "abandonFile", OpAppend: "append", OpTruncate: "truncate", OpReportBlock: "reportBlock", OpBumpGenStamp: "bumpGenStamp", OpUpdatePipeline: "updatePipeline", OpFsync: "fsync",
 }
 
 func (t OpType) String() string {

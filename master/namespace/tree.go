@@ -235,6 +235,8 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 		return t.reportBlock(e)
 	case OpUpdatePipeline:
 		return t.updatePipeline(e)
+	case OpFsync:
+		return t.fsync(e)
 	case OpBumpGenStamp:
 		if e.Block.GenStamp >= t.nextGenStamp {
 			t.nextGenStamp = e.Block.GenStamp + 1
@@ -702,5 +704,36 @@ func (t *Tree) updatePipeline(e *Entry) (Result, error) {
 	if e.Block.GenStamp >= t.nextGenStamp {
 		t.nextGenStamp = e.Block.GenStamp + 1
 	}
+	return Result{Inode: n}, nil
+}
+
+// fsync records how much of a file being written readers may see (hflush).
+// A new file appears in the tree at its path, still being written, if the
+// path is free; it is then read like any file, up to that length.
+func (t *Tree) fsync(e *Entry) (Result, error) {
+	n, err := t.writing("fsync", e)
+	if err != nil {
+		return Result{}, err
+	}
+	if e.Block != nil && len(n.Blocks) > 0 && n.Blocks[len(n.Blocks)-1].ID == e.Block.ID {
+		n.Blocks[len(n.Blocks)-1].Len = e.Block.Len
+	}
+	if n.UCPath == "" {
+		return Result{Inode: n}, nil
+	}
+	parts, _ := SplitPath(n.UCPath)
+	dir, err := t.lookupParent("fsync", parts)
+	if err != nil {
+		return Result{Inode: n}, nil // stays invisible; complete reports the problem
+	}
+	name := parts[len(parts)-1]
+	if _, taken := dir.Children[name]; taken {
+		return Result{Inode: n}, nil // an overwrite: the old file stays until complete
+	}
+	n.Parent = dir
+	dir.Children[name] = n
+	dir.Mtime = e.Time
+	delete(t.ucPath, n.UCPath)
+	n.UCPath = ""
 	return Result{Inode: n}, nil
 }

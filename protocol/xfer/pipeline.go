@@ -228,6 +228,40 @@ func (p *Pipeline) Unacked() ([]*Packet, int64) {
 	return append([]*Packet(nil), p.unacked...), p.acked
 }
 
+// Drain sends what is buffered and waits until every packet sent so far is
+// acknowledged by every datanode (hflush).
+func (p *Pipeline) Drain() error {
+	if p.ackErr != nil {
+		return p.ackErr
+	}
+	p.conn.SetWriteDeadline(time.Now().Add(IOTimeout))
+	if err := p.w.Flush(); err != nil {
+		return &PipelineError{Bad: 0, Err: fmt.Errorf("send packet to pipeline: %w", err)}
+	}
+	deadline := time.Now().Add(IOTimeout)
+	for {
+		p.unackedMu.Lock()
+		n := len(p.unacked)
+		p.unackedMu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case err := <-p.done:
+			p.ackErr = errOr(err, &PipelineError{Bad: -1, Err: errors.New("pipeline closed early")})
+			return p.ackErr
+		case <-time.After(time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return &PipelineError{Bad: -1, Err: errors.New("timed out waiting for acks")}
+		}
+	}
+}
+
+// Rewind moves the next packet's offset back by n bytes: a writer that
+// flushed a partial chunk sends that chunk again, whole, next time.
+func (p *Pipeline) Rewind(n int64) { p.offset -= n }
+
 // NextSeqno is the seqno the next packet would get.
 func (p *Pipeline) NextSeqno() int64 { return p.seqno }
 
