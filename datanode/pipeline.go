@@ -66,6 +66,10 @@ func (d *DataNode) writeBlock(req *pb.OpWriteBlockProto, up net.Conn, upR *bufio
 	var rw *replicaWriter
 	if recovery {
 		rw, err = d.reopenForRecovery(id, gs, req.GetLatestGenerationStamp(), int64(req.GetMinBytesRcvd()))
+		if errors.Is(err, ErrReplicaNotFound) && req.GetMinBytesRcvd() == 0 {
+			// Nothing was acknowledged: start the replica afresh.
+			rw, err = d.store.create(id, req.GetLatestGenerationStamp(), cs.GetType())
+		}
 	} else {
 		rw, err = d.store.create(id, gs, cs.GetType())
 	}

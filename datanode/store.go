@@ -484,6 +484,9 @@ func (s *store) reopen(id, oldGS, newGS uint64, length int64) (*replicaWriter, e
 	s.mu.Lock()
 	r, ok := s.mu.replicas[id]
 	switch {
+	case s.mu.writing[id] != nil:
+		s.mu.Unlock()
+		return nil, fmt.Errorf("recover block %d: %w (being written)", id, ErrReplicaExists)
 	case !ok:
 		s.mu.Unlock()
 		return nil, fmt.Errorf("recover block %d: %w", id, ErrReplicaNotFound)
@@ -494,9 +497,6 @@ func (s *store) reopen(id, oldGS, newGS uint64, length int64) (*replicaWriter, e
 	case r.length < length:
 		s.mu.Unlock()
 		return nil, fmt.Errorf("recover block %d: replica has %d bytes, fewer than the %d acknowledged", id, r.length, length)
-	case s.mu.writing[id] != nil:
-		s.mu.Unlock()
-		return nil, fmt.Errorf("recover block %d: %w (being written)", id, ErrReplicaExists)
 	}
 	delete(s.mu.replicas, id)
 	s.mu.used -= r.length
