@@ -128,11 +128,16 @@ func (l *Log) replaySegment(first, after uint64, isLast bool, fn func(*namespace
 			return off, lastIndex, nil
 		}
 		if err != nil {
-			if isLast {
+			// A crash mid-append leaves a torn record at the very end: cut
+			// it off. A bad record with good ones after it is damage to
+			// acknowledged history: refuse to start rather than lose it.
+			if isLast && !validRecordAfter(name, off+1) {
 				l.log.Warn("op log: cutting off torn record at end of log", "segment", name, "offset", off, "err", err)
 				return off, lastIndex, nil
 			}
-			return 0, 0, fmt.Errorf("%w: %s at offset %d: %v", ErrCorrupt, name, off, err)
+			return 0, 0, fmt.Errorf("%w: %s: bad record at offset %d (%v) with more of the log after it; "+
+				"refusing to start: restore the master directory from a copy, or truncate the segment at that offset to drop the entries from there on",
+				ErrCorrupt, name, off, err)
 		}
 		var e namespace.Entry
 		if err := json.Unmarshal(payload, &e); err != nil {
@@ -325,4 +330,23 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// validRecordAfter reports whether a well-formed record (length in bounds,
+// CRC matching) starts anywhere in the segment at or after off.
+func validRecordAfter(name string, off int64) bool {
+	b, err := os.ReadFile(name)
+	if err != nil || off >= int64(len(b)) {
+		return false
+	}
+	for i := int(off); i+8 <= len(b); i++ {
+		size := int(binary.BigEndian.Uint32(b[i:]))
+		if size == 0 || size > maxRecord || i+8+size > len(b) {
+			continue
+		}
+		if crc32.Checksum(b[i+8:i+8+size], castagnoli) == binary.BigEndian.Uint32(b[i+4:]) {
+			return true
+		}
+	}
+	return false
 }

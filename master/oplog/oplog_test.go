@@ -126,3 +126,21 @@ func TestCheckpointAndCompact(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestCorruptionMidLastSegmentRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	_, l, _ := replayAll(t, dir, 0)
+	appendN(t, l, 1, 6)
+	l.Close()
+	seg := filepath.Join(dir, segmentName(1))
+	b, _ := os.ReadFile(seg)
+	b[30] ^= 0xff // inside record 1 or 2, with good records after it
+	os.WriteFile(seg, b, 0o644)
+	_, _, err := replayAll(t, dir, 0)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("replay with a bad record mid-log: %v, want ErrCorrupt", err)
+	}
+	if after, _ := os.ReadFile(seg); len(after) != len(b) {
+		t.Fatal("a refused replay changed the log")
+	}
+}
