@@ -120,6 +120,20 @@ func (w *FileWriter) flushPacket() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
+	if err := w.sendBuffered(); err != nil {
+		return err
+	}
+	w.inBlock += int64(len(w.buf))
+	w.buf = w.buf[:0]
+	if w.inBlock == w.blockSize {
+		return w.finishBlock()
+	}
+	return nil
+}
+
+// sendBuffered sends the buffered bytes as one packet, opening the block's
+// pipeline first if needed and recovering it if it fails.
+func (w *FileWriter) sendBuffered() error {
 	if w.bw == nil {
 		if err := w.startBlock(); err != nil {
 			return w.fail(err)
@@ -132,11 +146,6 @@ func (w *FileWriter) flushPacket() error {
 		if err := w.recoverPipeline(err); err != nil {
 			return w.fail(err)
 		}
-	}
-	w.inBlock += int64(len(w.buf))
-	w.buf = w.buf[:0]
-	if w.inBlock == w.blockSize {
-		return w.finishBlock()
 	}
 	return nil
 }
@@ -357,16 +366,8 @@ func (w *FileWriter) Sync() error {
 		return w.err
 	}
 	if len(w.buf) > 0 {
-		if w.bw == nil {
-			if err := w.startBlock(); err != nil {
-				return w.fail(err)
-			}
-		}
-		w.sums = xfer.ChunkSums(xfer.CRC32C, w.sums[:0], w.buf)
-		if err := w.bw.Write(w.buf, w.sums); err != nil {
-			if err := w.recoverPipeline(err); err != nil {
-				return w.fail(err)
-			}
+		if err := w.sendBuffered(); err != nil {
+			return err
 		}
 	}
 	if w.bw != nil {
