@@ -87,6 +87,8 @@ func (d *DataNode) runTransfers(cmds []*pb.BlockTransferCommandProto) {
 				return
 			}
 			defer func() { <-d.transferSlots }()
+			d.xceivers.Add(1) // heartbeats report copies in flight too
+			defer d.xceivers.Add(-1)
 			if err := d.transferBlock(cmd); err != nil && !errors.Is(err, ErrReplicaNotFound) {
 				d.log.Warn("block copy failed", "err", err)
 			}
