@@ -1,15 +1,20 @@
-// Package bench measures godfs's streaming write and read throughput
-// against a baseline measured in the same run on the same machine (a plain
-// local file copy), since absolute numbers on shared machines mean little.
+// Package bench measures godfs against baselines measured in the same run
+// on the same machine — a local copy with fsync (disk), a single-stream
+// loopback TCP copy (network), the data directory's fsync rate, and CRC32C
+// speed — since absolute numbers on shared machines mean little. Modes:
+// stream (large files), small (4 KiB files) and meta (metadata only).
 package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/godfs/godfs/client"
@@ -17,53 +22,138 @@ import (
 
 // Config says what to measure.
 type Config struct {
-	Master       string // master address
-	Size         int64  // bytes per file
-	BlockSize    int64  // 0: the master's default
-	Replications []int  // one put/get pair per replication
-	TempDir      string // where the local source and copies go
-	Out          io.Writer
+	Master       string   // master address
+	Modes        []string // stream, small, meta; empty: all
+	Size         int64    // stream: bytes per file
+	BlockSize    int64    // stream: 0 = the master's default
+	Replications []int    // stream: one put/get pair per replication
+	Clients      int      // small, meta: concurrent clients (default 16)
+	SmallFiles   int      // small: 4 KiB files to write, stat and read (default 2000)
+	MetaOps      int      // meta: files to create (and stat, list, rename) (default 20000)
+	TempDir      string   // where local files go (the disk baseline is measured here)
 }
 
 // Result is one measurement.
 type Result struct {
-	Name    string
-	Bytes   int64
-	Elapsed time.Duration
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"` // MB/s or ops/s
+	P50ms    float64 `json:"p50_ms,omitempty"`
+	P99ms    float64 `json:"p99_ms,omitempty"`
+	Baseline string  `json:"baseline,omitempty"`
+	Ratio    float64 `json:"ratio,omitempty"` // Value / the baseline's value
 }
 
-// MBps is the throughput in MB/s (10^6 bytes).
-func (r Result) MBps() float64 { return float64(r.Bytes) / 1e6 / r.Elapsed.Seconds() }
+// Report is a run's baselines and results.
+type Report struct {
+	Baselines []Result `json:"baselines"`
+	Results   []Result `json:"results"`
+}
 
-// Run writes a random source file, measures the local copy baseline, then
-// a put and a get per replication, and prints a table.
-func Run(ctx context.Context, cfg Config) ([]Result, error) {
-	src := filepath.Join(cfg.TempDir, "bench-src")
-	if err := writeRandomFile(src, cfg.Size); err != nil {
+func (r *Report) baseline(name string) float64 {
+	for _, b := range r.Baselines {
+		if b.Name == name {
+			return b.Value
+		}
+	}
+	return 0
+}
+
+func (r *Report) add(res Result, baseline string) {
+	if b := r.baseline(baseline); b > 0 {
+		res.Baseline, res.Ratio = baseline, res.Value/b
+	}
+	r.Results = append(r.Results, res)
+}
+
+// WriteTable prints the report for a person.
+func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "%-34s %12s %-6s %8s %8s  %s\n", "measurement", "value", "unit", "p50 ms", "p99 ms", "vs baseline")
+	row := func(x Result) {
+		ratio := ""
+		if x.Baseline != "" {
+			ratio = fmt.Sprintf("%.2fx %s", x.Ratio, x.Baseline)
+		}
+		p := func(v float64) string {
+			if v == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f", v)
+		}
+		fmt.Fprintf(w, "%-34s %12.1f %-6s %8s %8s  %s\n", x.Name, x.Value, x.Unit, p(x.P50ms), p(x.P99ms), ratio)
+	}
+	for _, b := range r.Baselines {
+		row(b)
+	}
+	for _, x := range r.Results {
+		row(x)
+	}
+}
+
+// WriteJSON prints the report as JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// Run measures the baselines, then the modes asked for.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Clients <= 0 {
+		cfg.Clients = 16
+	}
+	if cfg.SmallFiles <= 0 {
+		cfg.SmallFiles = 2000
+	}
+	if cfg.MetaOps <= 0 {
+		cfg.MetaOps = 20000
+	}
+	modes := map[string]bool{}
+	for _, m := range cfg.Modes {
+		modes[m] = true
+	}
+	all := len(modes) == 0
+	r := &Report{}
+	if err := r.measureBaselines(cfg); err != nil {
 		return nil, err
 	}
-	defer os.Remove(src)
-	var results []Result
-	base, err := timed("local copy (baseline)", cfg.Size, func() error {
-		return copyLocal(src, filepath.Join(cfg.TempDir, "bench-copy"))
-	})
-	os.Remove(filepath.Join(cfg.TempDir, "bench-copy"))
-	if err != nil {
-		return nil, err
-	}
-	results = append(results, base)
 	c := client.New(cfg.Master)
 	defer c.Close()
+	defer c.Remove(context.Background(), "/.bench", true)
+	if all || modes["stream"] {
+		if err := r.stream(ctx, c, cfg); err != nil {
+			return r, err
+		}
+	}
+	if all || modes["small"] {
+		if err := r.small(ctx, c, cfg); err != nil {
+			return r, err
+		}
+	}
+	if all || modes["meta"] {
+		if err := r.meta(ctx, c, cfg); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// stream puts and gets one large file per replication.
+func (r *Report) stream(ctx context.Context, c *client.Client, cfg Config) error {
+	src := filepath.Join(cfg.TempDir, "bench-src")
+	if err := writeRandomFile(src, cfg.Size); err != nil {
+		return err
+	}
+	defer os.Remove(src)
 	for _, repl := range cfg.Replications {
-		name := fmt.Sprintf("/.bench/file-r%d", repl)
-		c.Remove(ctx, name, false)
-		put, err := timed(fmt.Sprintf("put, replication %d", repl), cfg.Size, func() error {
+		name := fmt.Sprintf("/.bench/stream-r%d", repl)
+		d, err := timeIt(func() error {
 			f, err := os.Open(src)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			w, err := c.Create(ctx, name, client.Replication(repl), client.BlockSize(cfg.BlockSize), client.CreateParents())
+			w, err := c.Create(ctx, name, client.Replication(repl), client.BlockSize(cfg.BlockSize), client.CreateParents(), client.Overwrite())
 			if err != nil {
 				return err
 			}
@@ -74,48 +164,193 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			return w.Close()
 		})
 		if err != nil {
-			return results, err
+			return fmt.Errorf("put: %w", err)
 		}
-		dst := filepath.Join(cfg.TempDir, "bench-get")
-		get, err := timed(fmt.Sprintf("get, replication %d", repl), cfg.Size, func() error {
-			r, err := c.Open(ctx, name)
+		r.add(Result{Name: fmt.Sprintf("put %s, replication %d", size(cfg.Size), repl), Value: mbps(cfg.Size, d), Unit: "MB/s"}, "disk: cp+fsync")
+		d, err = timeIt(func() error {
+			rd, err := c.Open(ctx, name)
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			f, err := os.Create(dst)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if _, err := io.Copy(f, r); err != nil {
-				return err
-			}
-			return f.Sync()
+			defer rd.Close()
+			_, err = io.Copy(io.Discard, rd)
+			return err
 		})
-		os.Remove(dst)
-		c.Remove(ctx, name, false)
 		if err != nil {
-			return results, err
+			return fmt.Errorf("get: %w", err)
 		}
-		results = append(results, put, get)
+		r.add(Result{Name: fmt.Sprintf("get %s, replication %d", size(cfg.Size), repl), Value: mbps(cfg.Size, d), Unit: "MB/s"}, "network: loopback TCP")
+		c.Remove(ctx, name, false)
 	}
-	c.Remove(ctx, "/.bench", true)
-	if cfg.Out != nil {
-		fmt.Fprintf(cfg.Out, "%-24s %10s %10s %8s\n", "operation", "size", "MB/s", "vs copy")
-		for _, r := range results {
-			fmt.Fprintf(cfg.Out, "%-24s %10d %10.1f %7.2fx\n", r.Name, r.Bytes, r.MBps(), r.MBps()/base.MBps())
-		}
-	}
-	return results, nil
+	return nil
 }
 
-func timed(name string, n int64, fn func() error) (Result, error) {
-	start := time.Now()
-	if err := fn(); err != nil {
-		return Result{}, fmt.Errorf("%s: %w", name, err)
+// small writes, stats and reads 4 KiB files with many clients.
+func (r *Report) small(ctx context.Context, c *client.Client, cfg Config) error {
+	data := make([]byte, 4096)
+	rand.NewChaCha8([32]byte{9}).Read(data)
+	name := func(i int) string { return fmt.Sprintf("/.bench/small/d%d/f%d", i%cfg.Clients, i) }
+	for i := 0; i < cfg.Clients; i++ {
+		if err := c.Mkdir(ctx, fmt.Sprintf("/.bench/small/d%d", i), 0o755, true); err != nil {
+			return err
+		}
 	}
-	return Result{Name: name, Bytes: n, Elapsed: time.Since(start)}, nil
+	res, err := parallel(cfg.Clients, cfg.SmallFiles, cfg.Master, func(c *client.Client, i int) error {
+		w, err := c.Create(ctx, name(i))
+		if err != nil {
+			return err
+		}
+		w.Write(data)
+		return w.Close()
+	})
+	if err != nil {
+		return fmt.Errorf("small writes: %w", err)
+	}
+	res.Name = "4 KiB files written, replication 3"
+	r.add(res, "fsync rate")
+	res, err = parallel(cfg.Clients, cfg.SmallFiles, cfg.Master, func(c *client.Client, i int) error {
+		_, err := c.Stat(ctx, name(i))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("small stats: %w", err)
+	}
+	res.Name = "4 KiB files stat"
+	r.add(res, "")
+	res, err = parallel(cfg.Clients, cfg.SmallFiles, cfg.Master, func(c *client.Client, i int) error {
+		rd, err := c.Open(ctx, name(i))
+		if err != nil {
+			return err
+		}
+		defer rd.Close()
+		_, err = io.Copy(io.Discard, rd)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("small reads: %w", err)
+	}
+	res.Name = "4 KiB files read"
+	r.add(res, "")
+	return c.Remove(ctx, "/.bench/small", true)
+}
+
+// meta measures metadata operations only: no datanode is involved.
+func (r *Report) meta(ctx context.Context, c *client.Client, cfg Config) error {
+	name := func(i int) string { return fmt.Sprintf("/.bench/meta/f%d", i) }
+	if err := c.Mkdir(ctx, "/.bench/meta", 0o755, true); err != nil {
+		return err
+	}
+	res, err := parallel(cfg.Clients, cfg.MetaOps, cfg.Master, func(c *client.Client, i int) error {
+		w, err := c.Create(ctx, name(i))
+		if err != nil {
+			return err
+		}
+		return w.Close()
+	})
+	if err != nil {
+		return fmt.Errorf("creates: %w", err)
+	}
+	res.Name = "create+complete (empty files)"
+	r.add(res, "fsync rate")
+	res, err = parallel(cfg.Clients, cfg.MetaOps, cfg.Master, func(c *client.Client, i int) error {
+		return c.Mkdir(ctx, fmt.Sprintf("/.bench/dirs/d%d", i), 0o755, true)
+	})
+	if err != nil {
+		return fmt.Errorf("mkdirs: %w", err)
+	}
+	res.Name = "mkdirs"
+	r.add(res, "fsync rate")
+	res, err = parallel(cfg.Clients, cfg.MetaOps, cfg.Master, func(c *client.Client, i int) error {
+		_, err := c.Stat(ctx, name(i))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("getFileInfo: %w", err)
+	}
+	res.Name = "getFileInfo"
+	r.add(res, "")
+	d, err := timeIt(func() error {
+		ents, err := c.ReadDir(ctx, "/.bench/meta")
+		if err == nil && len(ents) != cfg.MetaOps {
+			err = fmt.Errorf("listing has %d entries, want %d", len(ents), cfg.MetaOps)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("listing: %w", err)
+	}
+	r.add(Result{Name: fmt.Sprintf("list a %d-entry directory", cfg.MetaOps), Value: float64(cfg.MetaOps) / d.Seconds(), Unit: "ent/s"}, "")
+	res, err = parallel(cfg.Clients, cfg.MetaOps, cfg.Master, func(c *client.Client, i int) error {
+		return c.Rename(ctx, name(i), name(i)+".renamed")
+	})
+	if err != nil {
+		return fmt.Errorf("renames: %w", err)
+	}
+	res.Name = "rename"
+	r.add(res, "fsync rate")
+	c.Remove(ctx, "/.bench/dirs", true)
+	return c.Remove(ctx, "/.bench/meta", true)
+}
+
+// parallel runs n operations over `clients` clients (each with its own
+// connection) and returns the throughput and latency percentiles.
+func parallel(clients, n int, master string, op func(c *client.Client, i int) error) (Result, error) {
+	lat := make([][]time.Duration, clients)
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for k := 0; k < clients; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			c := client.New(master)
+			defer c.Close()
+			for i := k; i < n; i += clients {
+				t := time.Now()
+				if err := op(c, i); err != nil {
+					errs <- err
+					return
+				}
+				lat[k] = append(lat[k], time.Since(t))
+			}
+		}(k)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return Result{}, err
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	pct := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return float64(all[min(len(all)-1, int(p*float64(len(all))))]) / float64(time.Millisecond)
+	}
+	return Result{Value: float64(n) / elapsed.Seconds(), Unit: "ops/s", P50ms: pct(0.50), P99ms: pct(0.99)}, nil
+}
+
+func timeIt(fn func() error) (time.Duration, error) {
+	start := time.Now()
+	err := fn()
+	return time.Since(start), err
+}
+
+func mbps(n int64, d time.Duration) float64 { return float64(n) / 1e6 / d.Seconds() }
+
+func size(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	}
+	return fmt.Sprintf("%dB", n)
 }
 
 // writeRandomFile writes n pseudo-random (incompressible) bytes and syncs.
@@ -125,29 +360,10 @@ func writeRandomFile(path string, n int64) error {
 		return err
 	}
 	defer f.Close()
-	rng := rand.NewChaCha8([32]byte{1, 2, 3})
-	if _, err := io.CopyN(f, rng, n); err != nil {
+	if _, err := io.CopyN(f, rngReader(), n); err != nil {
 		return err
 	}
 	return f.Sync()
-}
-
-// copyLocal is the baseline: what cp does, plus the fsync godfs does too.
-func copyLocal(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	if _, err := io.Copy(out, in); err != nil {
-		return err
-	}
-	return out.Sync()
 }
 
 func rngReader() io.Reader { return rand.NewChaCha8([32]byte{4, 5, 6}) }

@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -97,8 +99,8 @@ func BenchmarkGet(b *testing.B) {
 	}
 }
 
-// TestRunSmall runs the benchmark driver on a small size, so `godfs bench`
-// keeps working (it asserts results exist, not speeds).
+// TestRunSmall runs every mode of the benchmark driver on small sizes, so
+// `godfs bench` keeps working (it checks results exist, not speeds).
 func TestRunSmall(t *testing.T) {
 	c, err := devcluster.Start(devcluster.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -106,13 +108,21 @@ func TestRunSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	res, err := Run(context.Background(), Config{Master: c.Addr(), Size: 3 << 20, Replications: []int{1, 3}, TempDir: t.TempDir()})
-	if err != nil || len(res) != 5 {
-		t.Fatalf("Run: %v %v", res, err)
+	r, err := Run(context.Background(), Config{Master: c.Addr(), Size: 3 << 20, Replications: []int{1, 3},
+		Clients: 4, SmallFiles: 40, MetaOps: 100, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
 	}
-	for _, r := range res {
-		if r.Bytes != 3<<20 || r.Elapsed <= 0 {
-			t.Fatalf("result %+v", r)
+	if len(r.Baselines) != 4 || len(r.Results) != 4+3+5 {
+		t.Fatalf("%d baselines and %d results: %+v", len(r.Baselines), len(r.Results), r)
+	}
+	for _, x := range append(r.Baselines, r.Results...) {
+		if x.Value <= 0 {
+			t.Fatalf("result %+v", x)
 		}
+	}
+	var buf bytes.Buffer
+	if err := r.WriteJSON(&buf); err != nil || !json.Valid(buf.Bytes()) {
+		t.Fatalf("JSON output: %v", err)
 	}
 }

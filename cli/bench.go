@@ -14,35 +14,42 @@ import (
 )
 
 func (e *env) benchCmd() *cobra.Command {
-	var dev bool
+	var dev, asJSON bool
 	size := sizeFlag(1 << 30)
 	var blockSize sizeFlag
-	repls := "1,3"
+	repls, modes := "1,3", "stream,small,meta"
+	cfg := bench.Config{Clients: 16, SmallFiles: 2000, MetaOps: 20000}
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure put/get throughput against a local copy baseline",
-		Long: "Writes and reads a file of --size at each --replication and prints MB/s next to a\n" +
-			"plain local file copy measured in the same run. With --dev it starts its own\n" +
-			"in-process cluster (3 datanodes) in a temporary directory.",
+		Short: "Measure godfs against disk, network, fsync and CRC32C baselines from the same run",
+		Long: "Measures large-file put/get (stream), 4 KiB files (small) and metadata operations (meta)\n" +
+			"and prints each next to a baseline measured in the same run on the same machine: a local\n" +
+			"copy with fsync, a loopback TCP copy, the fsync rate and CRC32C speed. With --dev it starts\n" +
+			"its own in-process cluster (3 datanodes) in a temporary directory.",
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var rs []int
 			for _, s := range strings.Split(repls, ",") {
 				n, err := strconv.Atoi(strings.TrimSpace(s))
 				if err != nil || n < 1 {
 					return usagef("--replication: %q is not a list of positive numbers", repls)
 				}
-				rs = append(rs, n)
+				cfg.Replications = append(cfg.Replications, n)
 			}
-			if size <= 0 {
-				return usagef("--size must be positive")
+			for _, m := range strings.Split(modes, ",") {
+				if m = strings.TrimSpace(m); m != "stream" && m != "small" && m != "meta" {
+					return usagef("--modes: %q is not stream, small or meta", m)
+				}
+				cfg.Modes = append(cfg.Modes, strings.TrimSpace(m))
+			}
+			if size <= 0 || cfg.Clients < 1 || cfg.SmallFiles < 1 || cfg.MetaOps < 1 {
+				return usagef("--size, --clients, --small-files and --meta-ops must be positive")
 			}
 			tmp, err := os.MkdirTemp("", "godfs-bench-")
 			if err != nil {
 				return err
 			}
 			defer os.RemoveAll(tmp)
-			master := e.master
+			cfg.Master, cfg.TempDir, cfg.Size, cfg.BlockSize = e.master, tmp, int64(size), int64(blockSize)
 			if dev {
 				c, err := devcluster.Start(devcluster.Config{Dir: tmp + "/cluster", Listen: "127.0.0.1:0",
 					Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
@@ -50,17 +57,31 @@ func (e *env) benchCmd() *cobra.Command {
 					return err
 				}
 				defer c.Close()
-				master = c.Addr()
+				cfg.Master = c.Addr()
 			}
-			fmt.Fprintf(e.stdout, "godfs bench: %d bytes per file, master %s\n", int64(size), master)
-			_, err = bench.Run(e.ctx(cmd), bench.Config{Master: master, Size: int64(size), BlockSize: int64(blockSize),
-				Replications: rs, TempDir: tmp, Out: e.stdout})
+			if !asJSON {
+				fmt.Fprintf(e.stdout, "godfs bench: master %s, %d clients\n", cfg.Master, cfg.Clients)
+			}
+			r, err := bench.Run(e.ctx(cmd), cfg)
+			if r != nil {
+				if asJSON {
+					r.WriteJSON(e.stdout)
+				} else {
+					r.WriteTable(e.stdout)
+				}
+			}
 			return err
 		},
 	}
-	cmd.Flags().BoolVar(&dev, "dev", false, "start an in-process cluster for the run")
-	cmd.Flags().Var(&size, "size", "bytes per file")
-	cmd.Flags().Var(&blockSize, "block-size", "block size (default: the master's)")
-	cmd.Flags().StringVar(&repls, "replication", repls, "comma-separated replications to measure")
+	f := cmd.Flags()
+	f.BoolVar(&dev, "dev", false, "start an in-process cluster for the run")
+	f.BoolVar(&asJSON, "json", false, "machine-readable output")
+	f.StringVar(&modes, "modes", modes, "what to measure: stream, small, meta (comma-separated)")
+	f.Var(&size, "size", "stream: bytes per file (default 1GiB)")
+	f.Var(&blockSize, "block-size", "stream: block size (default: the master's)")
+	f.StringVar(&repls, "replication", repls, "stream: comma-separated replications")
+	f.IntVar(&cfg.Clients, "clients", cfg.Clients, "small, meta: concurrent clients")
+	f.IntVar(&cfg.SmallFiles, "small-files", cfg.SmallFiles, "small: 4 KiB files")
+	f.IntVar(&cfg.MetaOps, "meta-ops", cfg.MetaOps, "meta: files to create, stat, list and rename")
 	return cmd
 }

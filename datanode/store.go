@@ -310,10 +310,9 @@ func (w *replicaWriter) finish() error {
 	if err := os.Rename(filepath.Join(w.v.rbwDir(), metaFileName(w.id, w.gs)), filepath.Join(dir, metaFileName(w.id, w.gs))); err != nil {
 		return w.fail(err)
 	}
+	// Syncing the directory the replica moved into persists the rename; the
+	// old rbw entry needs no sync (a leftover one is cleared at start).
 	if err := syncDir(dir); err != nil {
-		return w.fail(err)
-	}
-	if err := syncDir(w.v.rbwDir()); err != nil {
 		return w.fail(err)
 	}
 	w.finished = true

@@ -1,0 +1,138 @@
+package bench
+
+import (
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// measureBaselines measures what godfs's figures are compared with.
+func (r *Report) measureBaselines(cfg Config) error {
+	n := cfg.Size
+	if n <= 0 {
+		n = 256 << 20
+	}
+	src := filepath.Join(cfg.TempDir, "baseline-src")
+	if err := writeRandomFile(src, n); err != nil {
+		return err
+	}
+	defer os.Remove(src)
+	dst := filepath.Join(cfg.TempDir, "baseline-copy")
+	d, err := timeIt(func() error { return copyLocal(src, dst) })
+	os.Remove(dst)
+	if err != nil {
+		return fmt.Errorf("disk baseline: %w", err)
+	}
+	r.Baselines = append(r.Baselines, Result{Name: "disk: cp+fsync", Value: mbps(n, d), Unit: "MB/s"})
+	tcp, err := loopbackTCP(n)
+	if err != nil {
+		return fmt.Errorf("network baseline: %w", err)
+	}
+	r.Baselines = append(r.Baselines, Result{Name: "network: loopback TCP", Value: tcp, Unit: "MB/s"})
+	fs, err := fsyncRate(cfg.TempDir)
+	if err != nil {
+		return fmt.Errorf("fsync baseline: %w", err)
+	}
+	r.Baselines = append(r.Baselines, Result{Name: "fsync rate", Value: fs, Unit: "ops/s"})
+	r.Baselines = append(r.Baselines, Result{Name: "CRC32C", Value: crcSpeed(), Unit: "MB/s"})
+	return nil
+}
+
+// copyLocal is the disk baseline: what cp does, plus the fsync godfs does
+// too.
+func copyLocal(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, in); err != nil {
+		return err
+	}
+	return out.Sync()
+}
+
+// loopbackTCP copies n bytes over one loopback TCP connection.
+func loopbackTCP(n int64) (float64, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	got := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err
+			return
+		}
+		defer c.Close()
+		_, err = io.Copy(io.Discard, c)
+		got <- err
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 64<<10)
+	start := time.Now()
+	for sent := int64(0); sent < n; sent += int64(len(buf)) {
+		if _, err := c.Write(buf); err != nil {
+			c.Close()
+			return 0, err
+		}
+	}
+	c.Close()
+	if err := <-got; err != nil {
+		return 0, err
+	}
+	return mbps(n, time.Since(start)), nil
+}
+
+// fsyncRate is how many 4 KiB write+fsync rounds the directory takes per
+// second, over about a second.
+func fsyncRate(dir string) (float64, error) {
+	f, err := os.CreateTemp(dir, "fsync-*")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 4096)
+	start := time.Now()
+	n := 0
+	for time.Since(start) < time.Second {
+		if _, err := f.Write(buf); err != nil {
+			return 0, err
+		}
+		if err := f.Sync(); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// crcSpeed is CRC32C over 64 KiB packets, in MB/s.
+func crcSpeed() float64 {
+	buf := make([]byte, 64<<10)
+	tab := crc32.MakeTable(crc32.Castagnoli)
+	start := time.Now()
+	var n int64
+	for time.Since(start) < 300*time.Millisecond {
+		for i := 0; i < 100; i++ {
+			crc32.Checksum(buf, tab)
+		}
+		n += 100 * int64(len(buf))
+	}
+	return mbps(n, time.Since(start))
+}
