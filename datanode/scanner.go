@@ -25,10 +25,10 @@ func (d *DataNode) scanLoop() {
 				return
 			default:
 			}
-			n, err := d.verifyReplica(b.ID)
+			n, err := d.verifyReplica(b.ID, b.GenStamp)
 			scanned += n
 			if err != nil {
-				d.quarantine(b.ID, err)
+				d.quarantine(b.ID, b.GenStamp, err)
 			}
 			if d.opts.ScanRate > 0 {
 				want := time.Duration(float64(scanned) / float64(d.opts.ScanRate) * float64(time.Second))
@@ -52,10 +52,13 @@ func (d *DataNode) scanLoop() {
 // verifyReplica checks every chunk of a replica against its stored CRC.
 // It returns the bytes read and an error wrapping protocol.ErrCorruption
 // when the replica is bad.
-func (d *DataNode) verifyReplica(id uint64) (int64, error) {
+func (d *DataNode) verifyReplica(id, gs uint64) (int64, error) {
 	rr, err := d.store.open(id)
-	if err != nil {
-		return 0, nil // deleted meanwhile
+	if err != nil || rr.gs != gs {
+		if err == nil {
+			rr.Close()
+		}
+		return 0, nil // deleted or rewritten meanwhile
 	}
 	defer rr.Close()
 	data := make([]byte, protocol.MaxPacketData)
@@ -82,16 +85,20 @@ func (d *DataNode) verifyReplica(id uint64) (int64, error) {
 	return rr.length, nil
 }
 
-// quarantine moves a corrupt replica out of service and tells the master,
-// which has it copied again from a good replica.
-func (d *DataNode) quarantine(id uint64, why error) {
+// quarantine moves a corrupt replica (with generation stamp gs) out of
+// service and tells the master, which has it copied again from a good
+// replica.
+func (d *DataNode) quarantine(id, gs uint64, why error) {
 	r, ok := d.store.get(id)
-	if !ok {
+	if !ok || r.genStamp != gs {
 		return
 	}
-	if err := d.store.quarantine(id); err != nil {
+	moved, err := d.store.quarantine(id, gs)
+	if !moved {
+		return // gone meanwhile: the error was the replica moving, not damage
+	}
+	if err != nil {
 		d.log.Error("quarantine corrupt replica", "block", id, "err", err)
-		return
 	}
 	d.log.Warn("corrupt replica quarantined", "block", id, "err", why)
 	d.ibrMu.Lock()

@@ -453,14 +453,16 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// quarantine moves a replica to <volume>/current/corrupt/, out of the
-// index: it is no longer served or reported, but kept for inspection.
-func (s *store) quarantine(id uint64) error {
+// quarantine moves a replica with generation stamp gs to
+// <volume>/current/corrupt/, out of the index: it is no longer served or
+// reported, but kept for inspection. It reports false when that replica is
+// no longer there (deleted, or reopened by pipeline recovery meanwhile).
+func (s *store) quarantine(id, gs uint64) (bool, error) {
 	s.mu.Lock()
 	r, ok := s.mu.replicas[id]
-	if !ok {
+	if !ok || r.genStamp != gs {
 		s.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	delete(s.mu.replicas, id)
 	s.mu.used -= r.length
@@ -468,11 +470,11 @@ func (s *store) quarantine(id uint64) error {
 	from := r.dir.finalizedDir(id)
 	to := filepath.Join(r.dir.root, "corrupt")
 	if err := os.MkdirAll(to, 0o755); err != nil {
-		return err
+		return true, err
 	}
 	err1 := os.Rename(filepath.Join(from, metaFileName(id, r.genStamp)), filepath.Join(to, metaFileName(id, r.genStamp)))
 	err2 := os.Rename(filepath.Join(from, blockFileName(id)), filepath.Join(to, blockFileName(id)))
-	return errors.Join(err1, err2)
+	return true, errors.Join(err1, err2)
 }
 
 // reopen turns a finalized replica back into one being written, for

@@ -47,7 +47,7 @@ func (d *DataNode) transferBlock(cmd *pb.BlockTransferCommandProto) error {
 		}
 		if err := xfer.VerifyChunks(rr.tab, data[:k], sums[:ns], off/protocol.BytesPerChecksum); err != nil {
 			p.Abort()
-			d.quarantine(id, err)
+			d.quarantine(id, rr.gs, err)
 			return fmt.Errorf("transfer of block %d: %w", id, err)
 		}
 		if err := p.Write(data[:k], sums[:ns]); err != nil {
