@@ -247,14 +247,14 @@ func (e *env) lsCmd() *cobra.Command {
 				}
 				for _, fi := range ents {
 					if !long {
-						fmt.Fprintln(tw, fi.Name()+"\t")
+						fmt.Fprintln(tw, fi.Name())
 						continue
 					}
 					repl := "-"
 					if !fi.IsDir() {
 						repl = fmt.Sprint(fi.Replication)
 					}
-					fmt.Fprintf(tw, "%s\t %s\t %s\t %s\t %s\t %s\t %s\t\n", modeString(fi), repl, fi.Owner, fi.Group,
+					fmt.Fprintf(tw, "%s\t %s\t %s\t %s\t %s\t %s\t %s\n", modeString(fi), repl, fi.Owner, fi.Group,
 						formatSize(fi.Size(), human), fi.ModTime().Format("2006-01-02 15:04"), fi.Name())
 				}
 			}

@@ -69,7 +69,9 @@ func oneLine(s string) string {
 
 func isCobraUsage(err error) bool {
 	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires ", "invalid argument", "flag needs"} {
+	// Flag errors arrive as usageError already (SetFlagErrorFunc); what is
+	// left is cobra's own wording for a command it does not know.
+	for _, p := range []string{"unknown command"} {
 		if strings.Contains(msg, p) {
 			return true
 		}
