@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -15,6 +16,7 @@ import (
 
 func (e *env) benchCmd() *cobra.Command {
 	var dev, asJSON bool
+	var cpuProfile string
 	size := sizeFlag(1 << 30)
 	var blockSize sizeFlag
 	repls, modes := "1,3", "stream,small,meta"
@@ -62,6 +64,17 @@ func (e *env) benchCmd() *cobra.Command {
 			if !asJSON {
 				fmt.Fprintf(e.stdout, "godfs bench: master %s, %d clients\n", cfg.Master, cfg.Clients)
 			}
+			if cpuProfile != "" { // with --dev this profiles the servers too
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			r, err := bench.Run(e.ctx(cmd), cfg)
 			if r != nil {
 				if asJSON {
@@ -83,5 +96,6 @@ func (e *env) benchCmd() *cobra.Command {
 	f.IntVar(&cfg.Clients, "clients", cfg.Clients, "small, meta: concurrent clients")
 	f.IntVar(&cfg.SmallFiles, "small-files", cfg.SmallFiles, "small: 4 KiB files")
 	f.IntVar(&cfg.MetaOps, "meta-ops", cfg.MetaOps, "meta: files to create, stat, list and rename")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run (pprof) to this file")
 	return cmd
 }
