@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -49,11 +50,12 @@ const maxSetupRetries = 3
 // limit, and lease recovery then closes the file with the prefix that
 // reached every live replica, as HDFS does.
 type FileWriter struct {
-	c         *Client
-	name      string
-	fileID    uint64
-	blockSize int64
-	ctx       context.Context
+	c           *Client
+	name        string
+	fileID      uint64
+	blockSize   int64
+	replication int // the file's, to restore a pipeline that lost datanodes
+	ctx         context.Context
 
 	bw       *xfer.Pipeline
 	locs     []*pb.DatanodeInfoProto // the current block's pipeline
@@ -86,7 +88,7 @@ func (c *Client) Create(ctx context.Context, name string, opts ...CreateOption) 
 	}
 	c.writerOpened()
 	return &FileWriter{c: c, name: name, fileID: resp.GetFs().GetFileId(), blockSize: int64(resp.GetFs().GetBlocksize()),
-		ctx: ctx, buf: make([]byte, 0, protocol.MaxPacketData)}, nil
+		replication: int(resp.GetFs().GetBlockReplication()), ctx: ctx, buf: make([]byte, 0, protocol.MaxPacketData)}, nil
 }
 
 // Write buffers p into packets and streams them down the current block's
@@ -283,6 +285,7 @@ func (w *FileWriter) recoverPipeline(cause error) error {
 	nextSeq := w.bw.NextSeqno()
 	w.bw.Abort()
 	locs := w.locs
+	var excluded []*pb.DatanodeInfoProto
 	for attempt := 0; attempt < maxRecoveries; attempt++ {
 		bad := 0
 		var pe *xfer.PipelineError
@@ -304,6 +307,8 @@ func (w *FileWriter) recoverPipeline(cause error) error {
 		if len(survivors) == 0 {
 			return fmt.Errorf("every datanode of the pipeline failed (last: %w)", cause)
 		}
+		excluded = append(excluded, locs[bad])
+		survivors = w.replaceFailed(survivors, excluded)
 		ub := &pb.UpdateBlockForPipelineResponseProto{}
 		if err := w.c.call(w.ctx, "updateBlockForPipeline", &pb.UpdateBlockForPipelineRequestProto{
 			Block: w.block, ClientName: proto.String(w.c.name)}, ub); err != nil {
@@ -418,5 +423,59 @@ func (c *Client) Append(ctx context.Context, name string) (*FileWriter, error) {
 	}
 	c.writerOpened()
 	return &FileWriter{c: c, name: name, fileID: resp.GetStat().GetFileId(), blockSize: int64(resp.GetStat().GetBlocksize()),
-		ctx: ctx, buf: make([]byte, 0, protocol.MaxPacketData)}, nil
+		replication: int(resp.GetStat().GetBlockReplication()), ctx: ctx, buf: make([]byte, 0, protocol.MaxPacketData)}, nil
+}
+
+// replaceFailed brings a shrunken pipeline back to the file's replication,
+// as HDFS does: the master names new datanodes, and a survivor copies the
+// block so far to each (TRANSFER_BLOCK) before the pipeline resumes with
+// them at its end. A failure here only means fewer replicas until the
+// replication monitor catches up, so it is not an error.
+func (w *FileWriter) replaceFailed(survivors, excluded []*pb.DatanodeInfoProto) []*pb.DatanodeInfoProto {
+	want := w.replication - len(survivors)
+	if want <= 0 {
+		return survivors
+	}
+	resp := &pb.GetAdditionalDatanodeResponseProto{}
+	err := w.c.call(w.ctx, "getAdditionalDatanode", &pb.GetAdditionalDatanodeRequestProto{Src: proto.String(w.name),
+		Blk: w.block, Existings: survivors, Excludes: excluded, NumAdditionalNodes: proto.Uint32(uint32(want)),
+		ClientName: proto.String(w.c.name), FileId: proto.Uint64(w.fileID)}, resp)
+	if err != nil {
+		return survivors
+	}
+	known := map[string]bool{}
+	for _, s := range survivors {
+		known[s.GetId().GetDatanodeUuid()] = true
+	}
+	for _, loc := range resp.GetBlock().GetLocs() {
+		if known[loc.GetId().GetDatanodeUuid()] {
+			continue
+		}
+		if err := transferTo(survivors[0], loc, w.block, w.token, w.c.name); err == nil {
+			survivors = append(survivors, loc)
+		}
+	}
+	return survivors
+}
+
+// transferTo asks the datanode src to copy its replica of b to dst.
+func transferTo(src, dst *pb.DatanodeInfoProto, b *pb.ExtendedBlockProto, token *pb.TokenProto, clientName string) error {
+	c, err := xfer.Dial(xferAddr(src.GetId()))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(ioTimeout))
+	req := &pb.OpTransferBlockProto{Header: clientHeader(b, token, clientName), Targets: []*pb.DatanodeInfoProto{dst}}
+	if err := xfer.WriteOp(c, xfer.OpTransferBlock, req); err != nil {
+		return err
+	}
+	resp := &pb.BlockOpResponseProto{}
+	if err := xfer.ReadDelimited(bufio.NewReader(c), resp); err != nil {
+		return err
+	}
+	if resp.GetStatus() != pb.Status_SUCCESS {
+		return fmt.Errorf("transfer to %s: %s: %s", xferAddr(dst.GetId()), resp.GetStatus(), resp.GetMessage())
+	}
+	return nil
 }

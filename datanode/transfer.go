@@ -27,6 +27,9 @@ func (d *DataNode) transferBlock(cmd *pb.BlockTransferCommandProto) error {
 		return fmt.Errorf("transfer: %w", err)
 	}
 	defer rr.Close()
+	if want := cmd.GetBlock().GetGenStamp(); want != 0 && rr.gs != want {
+		return fmt.Errorf("transfer of block %d: replica has generation stamp %d, not %d", id, rr.gs, want)
+	}
 	b := &pb.ExtendedBlockProto{PoolId: proto.String(d.poolID()), BlockId: proto.Uint64(id),
 		GenerationStamp: proto.Uint64(rr.gs), NumBytes: proto.Uint64(uint64(rr.length))}
 	op := xfer.WriteBlockOp(b, nil, "", targets, xfer.ChecksumType(rr.tab))

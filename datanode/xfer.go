@@ -77,6 +77,19 @@ func (d *DataNode) serveOp(op xfer.Op, c net.Conn, r *bufio.Reader) (keepOpen bo
 			return false, fmt.Errorf("read %s: %w", op, err)
 		}
 		return true, d.readBlock(req, c, r)
+	case xfer.OpTransferBlock:
+		req := &pb.OpTransferBlockProto{}
+		if err := xfer.ReadDelimited(r, req); err != nil {
+			return false, fmt.Errorf("read %s: %w", op, err)
+		}
+		b := req.GetHeader().GetBaseHeader().GetBlock()
+		err := d.transferBlock(&pb.BlockTransferCommandProto{Block: &pb.BlockProto{BlockId: b.BlockId,
+			GenStamp: b.GenerationStamp, NumBytes: b.NumBytes}, Targets: req.GetTargets()})
+		if err != nil {
+			respond(c, pb.Status_ERROR, err.Error())
+			return false, err
+		}
+		return true, respond(c, pb.Status_SUCCESS, "")
 	case xfer.OpBlockChecksum:
 		req := &pb.OpBlockChecksumProto{}
 		if err := xfer.ReadDelimited(r, req); err != nil {

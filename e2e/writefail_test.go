@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,11 @@ func TestPutSurvivesDatanodeKill(t *testing.T) {
 	}
 	if !strings.Contains(cl.Master.Log(), "pipeline recovered") {
 		t.Fatal("the put succeeded without a pipeline recovery: the kill missed the pipeline")
+	}
+	// The recovered pipeline got a replacement datanode (a survivor copied
+	// the block so far to it), so it went on with three.
+	if !regexp.MustCompile(`pipeline recovered.*datanodes=3`).MatchString(cl.Master.Log()) {
+		t.Fatalf("the pipeline was not brought back to 3 datanodes:\n%s", cl.Master.Log())
 	}
 	waitFor(t, 90*time.Second, "full replication after the put", func() bool { return healthy(cl) })
 	r, err := c.Open(context.Background(), "/big")

@@ -53,6 +53,7 @@ func (m *Master) clientMethods() map[string]hrpc.Method {
 		"updateBlockForPipeline": hrpc.Handle(newMsg[pb.UpdateBlockForPipelineRequestProto], m.updateBlockForPipeline),
 		"updatePipeline":         hrpc.Handle(newMsg[pb.UpdatePipelineRequestProto], m.updatePipeline),
 		"recoverLease":           hrpc.Handle(newMsg[pb.RecoverLeaseRequestProto], m.recoverLease),
+		"getAdditionalDatanode":  hrpc.Handle(newMsg[pb.GetAdditionalDatanodeRequestProto], m.getAdditionalDatanode),
 	}
 }
 
@@ -792,4 +793,40 @@ func (m *Master) recoverLease(ctx context.Context, req *pb.RecoverLeaseRequestPr
 		return nil, err
 	}
 	return &pb.RecoverLeaseResponseProto{Result: proto.Bool(true)}, nil
+}
+
+// getAdditionalDatanode picks datanodes to replace failed ones in a
+// writer's pipeline: placed like any replica, avoiding the pipeline's
+// nodes and those the writer saw fail.
+func (m *Master) getAdditionalDatanode(ctx context.Context, req *pb.GetAdditionalDatanodeRequestProto) (*pb.GetAdditionalDatanodeResponseProto, error) {
+	resp := &pb.GetAdditionalDatanodeResponseProto{}
+	err := m.view(func() error {
+		var existing []placement.Node
+		var locs []*datanode
+		for _, e := range req.GetExistings() {
+			if dn := m.mu.blocks.nodes[e.GetId().GetDatanodeUuid()]; dn != nil {
+				existing = append(existing, placementNode(dn, false))
+				locs = append(locs, dn)
+			}
+		}
+		exclude := map[string]bool{}
+		for _, e := range req.GetExcludes() {
+			exclude[e.GetId().GetDatanodeUuid()] = true
+		}
+		chosen := placement.Choose(m.placementNodesLocked(), placement.Request{N: int(req.GetNumAdditionalNodes()),
+			Existing: existing, Exclude: exclude, BlockSize: int64(req.GetBlk().GetNumBytes())}, m.cfg.Rand)
+		if len(chosen) == 0 {
+			return fmt.Errorf("%w: no datanode to add to the pipeline of %s", protocol.ErrNoDatanodes, req.GetSrc())
+		}
+		for _, c := range chosen {
+			locs = append(locs, m.mu.blocks.nodes[c.ID])
+		}
+		m.renewLeaseLocked(req.GetClientName())
+		resp.Block = m.locatedBlock(*blockFrom(req.GetBlk()), 0, locs)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }

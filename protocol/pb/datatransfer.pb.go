@@ -1169,6 +1169,66 @@ func (x *OpBlockChecksumResponseProto) GetCrcType() ChecksumTypeProto {
 	return ChecksumTypeProto_CHECKSUM_NULL
 }
 
+type OpTransferBlockProto struct {
+	state              protoimpl.MessageState      `protogen:"open.v1"`
+	Header             *ClientOperationHeaderProto `protobuf:"bytes,1,req,name=header" json:"header,omitempty"`
+	Targets            []*DatanodeInfoProto        `protobuf:"bytes,2,rep,name=targets" json:"targets,omitempty"`
+	TargetStorageTypes []StorageTypeProto          `protobuf:"varint,3,rep,name=targetStorageTypes,enum=godfs.hadoop.hdfs.StorageTypeProto" json:"targetStorageTypes,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *OpTransferBlockProto) Reset() {
+	*x = OpTransferBlockProto{}
+	mi := &file_hdfs_datatransfer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpTransferBlockProto) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpTransferBlockProto) ProtoMessage() {}
+
+func (x *OpTransferBlockProto) ProtoReflect() protoreflect.Message {
+	mi := &file_hdfs_datatransfer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpTransferBlockProto.ProtoReflect.Descriptor instead.
+func (*OpTransferBlockProto) Descriptor() ([]byte, []int) {
+	return file_hdfs_datatransfer_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *OpTransferBlockProto) GetHeader() *ClientOperationHeaderProto {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *OpTransferBlockProto) GetTargets() []*DatanodeInfoProto {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *OpTransferBlockProto) GetTargetStorageTypes() []StorageTypeProto {
+	if x != nil {
+		return x.TargetStorageTypes
+	}
+	return nil
+}
+
 var File_hdfs_datatransfer_proto protoreflect.FileDescriptor
 
 const file_hdfs_datatransfer_proto_rawDesc = "" +
@@ -1260,7 +1320,11 @@ const file_hdfs_datatransfer_proto_rawDesc = "" +
 	"\vbytesPerCrc\x18\x01 \x02(\rR\vbytesPerCrc\x12 \n" +
 	"\vcrcPerBlock\x18\x02 \x02(\x04R\vcrcPerBlock\x12$\n" +
 	"\rblockChecksum\x18\x03 \x02(\fR\rblockChecksum\x12>\n" +
-	"\acrcType\x18\x04 \x01(\x0e2$.godfs.hadoop.hdfs.ChecksumTypeProtoR\acrcType*\x8c\x02\n" +
+	"\acrcType\x18\x04 \x01(\x0e2$.godfs.hadoop.hdfs.ChecksumTypeProtoR\acrcType\"\xf2\x01\n" +
+	"\x14OpTransferBlockProto\x12E\n" +
+	"\x06header\x18\x01 \x02(\v2-.godfs.hadoop.hdfs.ClientOperationHeaderProtoR\x06header\x12>\n" +
+	"\atargets\x18\x02 \x03(\v2$.godfs.hadoop.hdfs.DatanodeInfoProtoR\atargets\x12S\n" +
+	"\x12targetStorageTypes\x18\x03 \x03(\x0e2#.godfs.hadoop.hdfs.StorageTypeProtoR\x12targetStorageTypes*\x8c\x02\n" +
 	"\x06Status\x12\v\n" +
 	"\aSUCCESS\x10\x00\x12\t\n" +
 	"\x05ERROR\x10\x01\x12\x12\n" +
@@ -1291,7 +1355,7 @@ func file_hdfs_datatransfer_proto_rawDescGZIP() []byte {
 }
 
 var file_hdfs_datatransfer_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hdfs_datatransfer_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_hdfs_datatransfer_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_hdfs_datatransfer_proto_goTypes = []any{
 	(Status)(0), // 0: godfs.hadoop.hdfs.Status
 	(OpWriteBlockProto_BlockConstructionStage)(0), // 1: godfs.hadoop.hdfs.OpWriteBlockProto.BlockConstructionStage
@@ -1309,28 +1373,29 @@ var file_hdfs_datatransfer_proto_goTypes = []any{
 	(*BlockOpResponseProto)(nil),                  // 13: godfs.hadoop.hdfs.BlockOpResponseProto
 	(*ClientReadStatusProto)(nil),                 // 14: godfs.hadoop.hdfs.ClientReadStatusProto
 	(*OpBlockChecksumResponseProto)(nil),          // 15: godfs.hadoop.hdfs.OpBlockChecksumResponseProto
-	(*ExtendedBlockProto)(nil),                    // 16: godfs.hadoop.hdfs.ExtendedBlockProto
-	(*TokenProto)(nil),                            // 17: godfs.hadoop.common.TokenProto
-	(ChecksumTypeProto)(0),                        // 18: godfs.hadoop.hdfs.ChecksumTypeProto
-	(*DatanodeInfoProto)(nil),                     // 19: godfs.hadoop.hdfs.DatanodeInfoProto
-	(StorageTypeProto)(0),                         // 20: godfs.hadoop.hdfs.StorageTypeProto
+	(*OpTransferBlockProto)(nil),                  // 16: godfs.hadoop.hdfs.OpTransferBlockProto
+	(*ExtendedBlockProto)(nil),                    // 17: godfs.hadoop.hdfs.ExtendedBlockProto
+	(*TokenProto)(nil),                            // 18: godfs.hadoop.common.TokenProto
+	(ChecksumTypeProto)(0),                        // 19: godfs.hadoop.hdfs.ChecksumTypeProto
+	(*DatanodeInfoProto)(nil),                     // 20: godfs.hadoop.hdfs.DatanodeInfoProto
+	(StorageTypeProto)(0),                         // 21: godfs.hadoop.hdfs.StorageTypeProto
 }
 var file_hdfs_datatransfer_proto_depIdxs = []int32{
-	16, // 0: godfs.hadoop.hdfs.BaseHeaderProto.block:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	17, // 1: godfs.hadoop.hdfs.BaseHeaderProto.token:type_name -> godfs.hadoop.common.TokenProto
+	17, // 0: godfs.hadoop.hdfs.BaseHeaderProto.block:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	18, // 1: godfs.hadoop.hdfs.BaseHeaderProto.token:type_name -> godfs.hadoop.common.TokenProto
 	3,  // 2: godfs.hadoop.hdfs.BaseHeaderProto.traceInfo:type_name -> godfs.hadoop.hdfs.DataTransferTraceInfoProto
 	2,  // 3: godfs.hadoop.hdfs.ClientOperationHeaderProto.baseHeader:type_name -> godfs.hadoop.hdfs.BaseHeaderProto
 	4,  // 4: godfs.hadoop.hdfs.OpReadBlockProto.header:type_name -> godfs.hadoop.hdfs.ClientOperationHeaderProto
 	5,  // 5: godfs.hadoop.hdfs.OpReadBlockProto.cachingStrategy:type_name -> godfs.hadoop.hdfs.CachingStrategyProto
-	18, // 6: godfs.hadoop.hdfs.ChecksumProto.type:type_name -> godfs.hadoop.hdfs.ChecksumTypeProto
+	19, // 6: godfs.hadoop.hdfs.ChecksumProto.type:type_name -> godfs.hadoop.hdfs.ChecksumTypeProto
 	4,  // 7: godfs.hadoop.hdfs.OpWriteBlockProto.header:type_name -> godfs.hadoop.hdfs.ClientOperationHeaderProto
-	19, // 8: godfs.hadoop.hdfs.OpWriteBlockProto.targets:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
-	19, // 9: godfs.hadoop.hdfs.OpWriteBlockProto.source:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	20, // 8: godfs.hadoop.hdfs.OpWriteBlockProto.targets:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	20, // 9: godfs.hadoop.hdfs.OpWriteBlockProto.source:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
 	1,  // 10: godfs.hadoop.hdfs.OpWriteBlockProto.stage:type_name -> godfs.hadoop.hdfs.OpWriteBlockProto.BlockConstructionStage
 	7,  // 11: godfs.hadoop.hdfs.OpWriteBlockProto.requestedChecksum:type_name -> godfs.hadoop.hdfs.ChecksumProto
 	5,  // 12: godfs.hadoop.hdfs.OpWriteBlockProto.cachingStrategy:type_name -> godfs.hadoop.hdfs.CachingStrategyProto
-	20, // 13: godfs.hadoop.hdfs.OpWriteBlockProto.storageType:type_name -> godfs.hadoop.hdfs.StorageTypeProto
-	20, // 14: godfs.hadoop.hdfs.OpWriteBlockProto.targetStorageTypes:type_name -> godfs.hadoop.hdfs.StorageTypeProto
+	21, // 13: godfs.hadoop.hdfs.OpWriteBlockProto.storageType:type_name -> godfs.hadoop.hdfs.StorageTypeProto
+	21, // 14: godfs.hadoop.hdfs.OpWriteBlockProto.targetStorageTypes:type_name -> godfs.hadoop.hdfs.StorageTypeProto
 	2,  // 15: godfs.hadoop.hdfs.OpBlockChecksumProto.header:type_name -> godfs.hadoop.hdfs.BaseHeaderProto
 	0,  // 16: godfs.hadoop.hdfs.PipelineAckProto.reply:type_name -> godfs.hadoop.hdfs.Status
 	7,  // 17: godfs.hadoop.hdfs.ReadOpChecksumInfoProto.checksum:type_name -> godfs.hadoop.hdfs.ChecksumProto
@@ -1338,12 +1403,15 @@ var file_hdfs_datatransfer_proto_depIdxs = []int32{
 	15, // 19: godfs.hadoop.hdfs.BlockOpResponseProto.checksumResponse:type_name -> godfs.hadoop.hdfs.OpBlockChecksumResponseProto
 	12, // 20: godfs.hadoop.hdfs.BlockOpResponseProto.readOpChecksumInfo:type_name -> godfs.hadoop.hdfs.ReadOpChecksumInfoProto
 	0,  // 21: godfs.hadoop.hdfs.ClientReadStatusProto.status:type_name -> godfs.hadoop.hdfs.Status
-	18, // 22: godfs.hadoop.hdfs.OpBlockChecksumResponseProto.crcType:type_name -> godfs.hadoop.hdfs.ChecksumTypeProto
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	19, // 22: godfs.hadoop.hdfs.OpBlockChecksumResponseProto.crcType:type_name -> godfs.hadoop.hdfs.ChecksumTypeProto
+	4,  // 23: godfs.hadoop.hdfs.OpTransferBlockProto.header:type_name -> godfs.hadoop.hdfs.ClientOperationHeaderProto
+	20, // 24: godfs.hadoop.hdfs.OpTransferBlockProto.targets:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	21, // 25: godfs.hadoop.hdfs.OpTransferBlockProto.targetStorageTypes:type_name -> godfs.hadoop.hdfs.StorageTypeProto
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_hdfs_datatransfer_proto_init() }
@@ -1359,7 +1427,7 @@ func file_hdfs_datatransfer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hdfs_datatransfer_proto_rawDesc), len(file_hdfs_datatransfer_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

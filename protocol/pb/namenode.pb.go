@@ -3298,6 +3298,155 @@ func (x *SetSafeModeResponseProto) GetResult() bool {
 	return false
 }
 
+type GetAdditionalDatanodeRequestProto struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Src                  *string                `protobuf:"bytes,1,req,name=src" json:"src,omitempty"`
+	Blk                  *ExtendedBlockProto    `protobuf:"bytes,2,req,name=blk" json:"blk,omitempty"`
+	Existings            []*DatanodeInfoProto   `protobuf:"bytes,3,rep,name=existings" json:"existings,omitempty"`
+	Excludes             []*DatanodeInfoProto   `protobuf:"bytes,4,rep,name=excludes" json:"excludes,omitempty"`
+	NumAdditionalNodes   *uint32                `protobuf:"varint,5,req,name=numAdditionalNodes" json:"numAdditionalNodes,omitempty"`
+	ClientName           *string                `protobuf:"bytes,6,req,name=clientName" json:"clientName,omitempty"`
+	ExistingStorageUuids []string               `protobuf:"bytes,7,rep,name=existingStorageUuids" json:"existingStorageUuids,omitempty"`
+	FileId               *uint64                `protobuf:"varint,8,opt,name=fileId,def=0" json:"fileId,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+// Default values for GetAdditionalDatanodeRequestProto fields.
+const (
+	Default_GetAdditionalDatanodeRequestProto_FileId = uint64(0)
+)
+
+func (x *GetAdditionalDatanodeRequestProto) Reset() {
+	*x = GetAdditionalDatanodeRequestProto{}
+	mi := &file_hdfs_namenode_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAdditionalDatanodeRequestProto) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAdditionalDatanodeRequestProto) ProtoMessage() {}
+
+func (x *GetAdditionalDatanodeRequestProto) ProtoReflect() protoreflect.Message {
+	mi := &file_hdfs_namenode_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAdditionalDatanodeRequestProto.ProtoReflect.Descriptor instead.
+func (*GetAdditionalDatanodeRequestProto) Descriptor() ([]byte, []int) {
+	return file_hdfs_namenode_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *GetAdditionalDatanodeRequestProto) GetSrc() string {
+	if x != nil && x.Src != nil {
+		return *x.Src
+	}
+	return ""
+}
+
+func (x *GetAdditionalDatanodeRequestProto) GetBlk() *ExtendedBlockProto {
+	if x != nil {
+		return x.Blk
+	}
+	return nil
+}
+
+func (x *GetAdditionalDatanodeRequestProto) GetExistings() []*DatanodeInfoProto {
+	if x != nil {
+		return x.Existings
+	}
+	return nil
+}
+
+func (x *GetAdditionalDatanodeRequestProto) GetExcludes() []*DatanodeInfoProto {
+	if x != nil {
+		return x.Excludes
+	}
+	return nil
+}
+
+func (x *GetAdditionalDatanodeRequestProto) GetNumAdditionalNodes() uint32 {
+	if x != nil && x.NumAdditionalNodes != nil {
+		return *x.NumAdditionalNodes
+	}
+	return 0
+}
+
+func (x *GetAdditionalDatanodeRequestProto) GetClientName() string {
+	if x != nil && x.ClientName != nil {
+		return *x.ClientName
+	}
+	return ""
+}
+
+func (x *GetAdditionalDatanodeRequestProto) GetExistingStorageUuids() []string {
+	if x != nil {
+		return x.ExistingStorageUuids
+	}
+	return nil
+}
+
+func (x *GetAdditionalDatanodeRequestProto) GetFileId() uint64 {
+	if x != nil && x.FileId != nil {
+		return *x.FileId
+	}
+	return Default_GetAdditionalDatanodeRequestProto_FileId
+}
+
+type GetAdditionalDatanodeResponseProto struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Block         *LocatedBlockProto     `protobuf:"bytes,1,req,name=block" json:"block,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAdditionalDatanodeResponseProto) Reset() {
+	*x = GetAdditionalDatanodeResponseProto{}
+	mi := &file_hdfs_namenode_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAdditionalDatanodeResponseProto) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAdditionalDatanodeResponseProto) ProtoMessage() {}
+
+func (x *GetAdditionalDatanodeResponseProto) ProtoReflect() protoreflect.Message {
+	mi := &file_hdfs_namenode_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAdditionalDatanodeResponseProto.ProtoReflect.Descriptor instead.
+func (*GetAdditionalDatanodeResponseProto) Descriptor() ([]byte, []int) {
+	return file_hdfs_namenode_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *GetAdditionalDatanodeResponseProto) GetBlock() *LocatedBlockProto {
+	if x != nil {
+		return x.Block
+	}
+	return nil
+}
+
 var File_hdfs_namenode_proto protoreflect.FileDescriptor
 
 const file_hdfs_namenode_proto_rawDesc = "" +
@@ -3500,7 +3649,20 @@ const file_hdfs_namenode_proto_rawDesc = "" +
 	"\x06action\x18\x01 \x02(\x0e2&.godfs.hadoop.hdfs.SafeModeActionProtoR\x06action\x12\x1f\n" +
 	"\achecked\x18\x02 \x01(\b:\x05falseR\achecked\"2\n" +
 	"\x18SetSafeModeResponseProto\x12\x16\n" +
-	"\x06result\x18\x01 \x02(\bR\x06result*p\n" +
+	"\x06result\x18\x01 \x02(\bR\x06result\"\x93\x03\n" +
+	"!GetAdditionalDatanodeRequestProto\x12\x10\n" +
+	"\x03src\x18\x01 \x02(\tR\x03src\x127\n" +
+	"\x03blk\x18\x02 \x02(\v2%.godfs.hadoop.hdfs.ExtendedBlockProtoR\x03blk\x12B\n" +
+	"\texistings\x18\x03 \x03(\v2$.godfs.hadoop.hdfs.DatanodeInfoProtoR\texistings\x12@\n" +
+	"\bexcludes\x18\x04 \x03(\v2$.godfs.hadoop.hdfs.DatanodeInfoProtoR\bexcludes\x12.\n" +
+	"\x12numAdditionalNodes\x18\x05 \x02(\rR\x12numAdditionalNodes\x12\x1e\n" +
+	"\n" +
+	"clientName\x18\x06 \x02(\tR\n" +
+	"clientName\x122\n" +
+	"\x14existingStorageUuids\x18\a \x03(\tR\x14existingStorageUuids\x12\x19\n" +
+	"\x06fileId\x18\b \x01(\x04:\x010R\x06fileId\"`\n" +
+	"\"GetAdditionalDatanodeResponseProto\x12:\n" +
+	"\x05block\x18\x01 \x02(\v2$.godfs.hadoop.hdfs.LocatedBlockProtoR\x05block*p\n" +
 	"\x0fCreateFlagProto\x12\n" +
 	"\n" +
 	"\x06CREATE\x10\x01\x12\r\n" +
@@ -3536,7 +3698,7 @@ func file_hdfs_namenode_proto_rawDescGZIP() []byte {
 }
 
 var file_hdfs_namenode_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hdfs_namenode_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_hdfs_namenode_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_hdfs_namenode_proto_goTypes = []any{
 	(CreateFlagProto)(0),                        // 0: godfs.hadoop.hdfs.CreateFlagProto
 	(DatanodeReportTypeProto)(0),                // 1: godfs.hadoop.hdfs.DatanodeReportTypeProto
@@ -3601,50 +3763,56 @@ var file_hdfs_namenode_proto_goTypes = []any{
 	(*UpdatePipelineResponseProto)(nil),         // 60: godfs.hadoop.hdfs.UpdatePipelineResponseProto
 	(*SetSafeModeRequestProto)(nil),             // 61: godfs.hadoop.hdfs.SetSafeModeRequestProto
 	(*SetSafeModeResponseProto)(nil),            // 62: godfs.hadoop.hdfs.SetSafeModeResponseProto
-	(*LocatedBlocksProto)(nil),                  // 63: godfs.hadoop.hdfs.LocatedBlocksProto
-	(*FsServerDefaultsProto)(nil),               // 64: godfs.hadoop.hdfs.FsServerDefaultsProto
-	(*FsPermissionProto)(nil),                   // 65: godfs.hadoop.hdfs.FsPermissionProto
-	(*HdfsFileStatusProto)(nil),                 // 66: godfs.hadoop.hdfs.HdfsFileStatusProto
-	(*LocatedBlockProto)(nil),                   // 67: godfs.hadoop.hdfs.LocatedBlockProto
-	(*ExtendedBlockProto)(nil),                  // 68: godfs.hadoop.hdfs.ExtendedBlockProto
-	(*DatanodeInfoProto)(nil),                   // 69: godfs.hadoop.hdfs.DatanodeInfoProto
-	(*DirectoryListingProto)(nil),               // 70: godfs.hadoop.hdfs.DirectoryListingProto
-	(*ContentSummaryProto)(nil),                 // 71: godfs.hadoop.hdfs.ContentSummaryProto
-	(*DatanodeIDProto)(nil),                     // 72: godfs.hadoop.hdfs.DatanodeIDProto
+	(*GetAdditionalDatanodeRequestProto)(nil),   // 63: godfs.hadoop.hdfs.GetAdditionalDatanodeRequestProto
+	(*GetAdditionalDatanodeResponseProto)(nil),  // 64: godfs.hadoop.hdfs.GetAdditionalDatanodeResponseProto
+	(*LocatedBlocksProto)(nil),                  // 65: godfs.hadoop.hdfs.LocatedBlocksProto
+	(*FsServerDefaultsProto)(nil),               // 66: godfs.hadoop.hdfs.FsServerDefaultsProto
+	(*FsPermissionProto)(nil),                   // 67: godfs.hadoop.hdfs.FsPermissionProto
+	(*HdfsFileStatusProto)(nil),                 // 68: godfs.hadoop.hdfs.HdfsFileStatusProto
+	(*LocatedBlockProto)(nil),                   // 69: godfs.hadoop.hdfs.LocatedBlockProto
+	(*ExtendedBlockProto)(nil),                  // 70: godfs.hadoop.hdfs.ExtendedBlockProto
+	(*DatanodeInfoProto)(nil),                   // 71: godfs.hadoop.hdfs.DatanodeInfoProto
+	(*DirectoryListingProto)(nil),               // 72: godfs.hadoop.hdfs.DirectoryListingProto
+	(*ContentSummaryProto)(nil),                 // 73: godfs.hadoop.hdfs.ContentSummaryProto
+	(*DatanodeIDProto)(nil),                     // 74: godfs.hadoop.hdfs.DatanodeIDProto
 }
 var file_hdfs_namenode_proto_depIdxs = []int32{
-	63, // 0: godfs.hadoop.hdfs.GetBlockLocationsResponseProto.locations:type_name -> godfs.hadoop.hdfs.LocatedBlocksProto
-	64, // 1: godfs.hadoop.hdfs.GetServerDefaultsResponseProto.serverDefaults:type_name -> godfs.hadoop.hdfs.FsServerDefaultsProto
-	65, // 2: godfs.hadoop.hdfs.CreateRequestProto.masked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
-	65, // 3: godfs.hadoop.hdfs.CreateRequestProto.unmasked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
-	66, // 4: godfs.hadoop.hdfs.CreateResponseProto.fs:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
-	67, // 5: godfs.hadoop.hdfs.AppendResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
-	66, // 6: godfs.hadoop.hdfs.AppendResponseProto.stat:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
-	65, // 7: godfs.hadoop.hdfs.SetPermissionRequestProto.permission:type_name -> godfs.hadoop.hdfs.FsPermissionProto
-	68, // 8: godfs.hadoop.hdfs.AbandonBlockRequestProto.b:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	68, // 9: godfs.hadoop.hdfs.AddBlockRequestProto.previous:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	69, // 10: godfs.hadoop.hdfs.AddBlockRequestProto.excludeNodes:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
-	67, // 11: godfs.hadoop.hdfs.AddBlockResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
-	68, // 12: godfs.hadoop.hdfs.CompleteRequestProto.last:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	67, // 13: godfs.hadoop.hdfs.ReportBadBlocksRequestProto.blocks:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
-	65, // 14: godfs.hadoop.hdfs.MkdirsRequestProto.masked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
-	65, // 15: godfs.hadoop.hdfs.MkdirsRequestProto.unmasked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
-	70, // 16: godfs.hadoop.hdfs.GetListingResponseProto.dirList:type_name -> godfs.hadoop.hdfs.DirectoryListingProto
+	65, // 0: godfs.hadoop.hdfs.GetBlockLocationsResponseProto.locations:type_name -> godfs.hadoop.hdfs.LocatedBlocksProto
+	66, // 1: godfs.hadoop.hdfs.GetServerDefaultsResponseProto.serverDefaults:type_name -> godfs.hadoop.hdfs.FsServerDefaultsProto
+	67, // 2: godfs.hadoop.hdfs.CreateRequestProto.masked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
+	67, // 3: godfs.hadoop.hdfs.CreateRequestProto.unmasked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
+	68, // 4: godfs.hadoop.hdfs.CreateResponseProto.fs:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
+	69, // 5: godfs.hadoop.hdfs.AppendResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
+	68, // 6: godfs.hadoop.hdfs.AppendResponseProto.stat:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
+	67, // 7: godfs.hadoop.hdfs.SetPermissionRequestProto.permission:type_name -> godfs.hadoop.hdfs.FsPermissionProto
+	70, // 8: godfs.hadoop.hdfs.AbandonBlockRequestProto.b:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	70, // 9: godfs.hadoop.hdfs.AddBlockRequestProto.previous:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	71, // 10: godfs.hadoop.hdfs.AddBlockRequestProto.excludeNodes:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	69, // 11: godfs.hadoop.hdfs.AddBlockResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
+	70, // 12: godfs.hadoop.hdfs.CompleteRequestProto.last:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	69, // 13: godfs.hadoop.hdfs.ReportBadBlocksRequestProto.blocks:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
+	67, // 14: godfs.hadoop.hdfs.MkdirsRequestProto.masked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
+	67, // 15: godfs.hadoop.hdfs.MkdirsRequestProto.unmasked:type_name -> godfs.hadoop.hdfs.FsPermissionProto
+	72, // 16: godfs.hadoop.hdfs.GetListingResponseProto.dirList:type_name -> godfs.hadoop.hdfs.DirectoryListingProto
 	1,  // 17: godfs.hadoop.hdfs.GetDatanodeReportRequestProto.type:type_name -> godfs.hadoop.hdfs.DatanodeReportTypeProto
-	69, // 18: godfs.hadoop.hdfs.GetDatanodeReportResponseProto.di:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
-	66, // 19: godfs.hadoop.hdfs.GetFileInfoResponseProto.fs:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
-	71, // 20: godfs.hadoop.hdfs.GetContentSummaryResponseProto.summary:type_name -> godfs.hadoop.hdfs.ContentSummaryProto
-	68, // 21: godfs.hadoop.hdfs.UpdateBlockForPipelineRequestProto.block:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	67, // 22: godfs.hadoop.hdfs.UpdateBlockForPipelineResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
-	68, // 23: godfs.hadoop.hdfs.UpdatePipelineRequestProto.oldBlock:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	68, // 24: godfs.hadoop.hdfs.UpdatePipelineRequestProto.newBlock:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
-	72, // 25: godfs.hadoop.hdfs.UpdatePipelineRequestProto.newNodes:type_name -> godfs.hadoop.hdfs.DatanodeIDProto
+	71, // 18: godfs.hadoop.hdfs.GetDatanodeReportResponseProto.di:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	68, // 19: godfs.hadoop.hdfs.GetFileInfoResponseProto.fs:type_name -> godfs.hadoop.hdfs.HdfsFileStatusProto
+	73, // 20: godfs.hadoop.hdfs.GetContentSummaryResponseProto.summary:type_name -> godfs.hadoop.hdfs.ContentSummaryProto
+	70, // 21: godfs.hadoop.hdfs.UpdateBlockForPipelineRequestProto.block:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	69, // 22: godfs.hadoop.hdfs.UpdateBlockForPipelineResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
+	70, // 23: godfs.hadoop.hdfs.UpdatePipelineRequestProto.oldBlock:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	70, // 24: godfs.hadoop.hdfs.UpdatePipelineRequestProto.newBlock:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	74, // 25: godfs.hadoop.hdfs.UpdatePipelineRequestProto.newNodes:type_name -> godfs.hadoop.hdfs.DatanodeIDProto
 	2,  // 26: godfs.hadoop.hdfs.SetSafeModeRequestProto.action:type_name -> godfs.hadoop.hdfs.SafeModeActionProto
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	70, // 27: godfs.hadoop.hdfs.GetAdditionalDatanodeRequestProto.blk:type_name -> godfs.hadoop.hdfs.ExtendedBlockProto
+	71, // 28: godfs.hadoop.hdfs.GetAdditionalDatanodeRequestProto.existings:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	71, // 29: godfs.hadoop.hdfs.GetAdditionalDatanodeRequestProto.excludes:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	69, // 30: godfs.hadoop.hdfs.GetAdditionalDatanodeResponseProto.block:type_name -> godfs.hadoop.hdfs.LocatedBlockProto
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_hdfs_namenode_proto_init() }
@@ -3659,7 +3827,7 @@ func file_hdfs_namenode_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hdfs_namenode_proto_rawDesc), len(file_hdfs_namenode_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   60,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
