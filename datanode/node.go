@@ -404,6 +404,7 @@ func (d *DataNode) heartbeat(ctx context.Context) (reregister bool, err error) {
 		}
 	}
 	d.runTransfers(resp.GetTransfers())
+	d.runRecoveries(resp.GetRecover())
 	return resp.GetReregister(), nil
 }
 

@@ -98,3 +98,25 @@ func (d *DataNode) runTransfers(cmds []*pb.BlockTransferCommandProto) {
 		}()
 	}
 }
+
+// runRecoveries cuts replicas to the length the master agreed on at lease
+// recovery and moves them to the new generation stamp.
+func (d *DataNode) runRecoveries(cmds []*pb.BlockRecoveryCommandProto) {
+	for _, cmd := range cmds {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			b := cmd.GetBlock()
+			rw, err := d.reopenForRecovery(b.GetBlockId(), b.GetGenStamp(), cmd.GetNewGenStamp(), int64(b.GetNumBytes()))
+			if err == nil {
+				err = rw.finish()
+			}
+			if err != nil {
+				d.log.Warn("block recovery failed", "block", b.GetBlockId(), "err", err)
+				return
+			}
+			d.log.Info("block recovered", "block", b.GetBlockId(), "length", b.GetNumBytes(), "genStamp", cmd.GetNewGenStamp())
+			d.queueIBR(&pb.BlockProto{BlockId: b.BlockId, GenStamp: proto.Uint64(cmd.GetNewGenStamp()), NumBytes: b.NumBytes}, nil)
+		}()
+	}
+}

@@ -135,6 +135,17 @@ func TestKilledWriterFileClosedWithPrefix(t *testing.T) {
 	waitFor(t, 30*time.Second, "full replication of the recovered file", func() bool { return healthy(cl) })
 	wantFiles := 3 * int((size+blockSize-1)/blockSize)
 	waitFor(t, 30*time.Second, "no stale replica", func() bool { return replicaCount(t, cl, 0, 1, 2) == wantFiles })
+	// The partial last block was kept by cutting the replicas to the
+	// agreed length under a new generation stamp, not by copying.
+	recovered := 0
+	for _, d := range cl.DataNodes {
+		if strings.Contains(d.Log(), "block recovered") {
+			recovered++
+		}
+	}
+	if size%blockSize != 0 && recovered < 2 {
+		t.Fatalf("%d datanodes recovered the last block, want at least 2", recovered)
+	}
 }
 
 // TestFailedWriteLeavesNothing: a write that fails while the client is

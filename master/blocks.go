@@ -52,6 +52,7 @@ type datanode struct {
 	blocks        map[uint64]struct{}             // replicas it holds (reverse of blockInfo.replicas)
 	invalidate    []*pb.BlockProto                // replicas it must delete, sent with heartbeat replies
 	transfers     []*pb.BlockTransferCommandProto // copies it must make, sent with heartbeat replies
+	recover       []*pb.BlockRecoveryCommandProto // replicas to cut at lease recovery, sent with heartbeat replies
 	sending       int                             // copies in flight with this node as the source
 }
 
@@ -196,6 +197,7 @@ func (bm *blockMap) nodeDead(dn *datanode) {
 	dn.dead = true
 	dn.invalidate = nil
 	dn.transfers = nil
+	dn.recover = nil
 }
 
 // live returns the live datanodes.

@@ -80,6 +80,7 @@ func (m *Master) sendHeartbeat(ctx context.Context, req *pb.HeartbeatRequestProt
 			dn.invalidate = dn.invalidate[n:]
 		}
 		resp.Transfers, dn.transfers = dn.transfers, nil
+		resp.Recover, dn.recover = dn.recover, nil
 		return nil
 	})
 	return resp, nil

@@ -3,15 +3,19 @@ package master
 import (
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/godfs/godfs/master/namespace"
+	"github.com/godfs/godfs/protocol/pb"
 )
 
 // Lease recovery closes a file whose writer is gone: after the soft limit
 // when another client wants the file, after the hard limit on the master's
 // own. The last block keeps the shortest length its live replicas
-// reported (every replica holds at least that prefix); replicas with more
-// are deleted, so no replica that disagrees with the file survives. A new
-// file then appears in the namespace with what its writer got through.
+// reported (every replica holds at least that prefix): the datanodes cut
+// their replicas to it under a new generation stamp, so a replica that
+// missed the recovery is stale and deleted when it shows up. A new file
+// then appears in the namespace with what its writer got through.
 
 // recoverLeaseLocked closes the file under construction n. m.mu must be
 // held.
@@ -36,14 +40,23 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 				return err
 			}
 		} else {
+			// Every replica that holds at least the agreed length is cut to
+			// it under a new generation stamp; the rest are stale.
+			newGS := m.mu.tree.NextGenStamp()
 			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpReportBlock, FileID: n.ID,
-				Block: &namespace.Block{ID: last.ID, GenStamp: last.GenStamp, Len: length}}); err != nil {
+				Block: &namespace.Block{ID: last.ID, GenStamp: newGS, Len: length}}); err != nil {
 				return err
 			}
+			old := bi.genStamp
+			bi.genStamp = newGS
 			for _, uuid := range append([]string(nil), bi.replicas...) {
-				if l, reported := bi.lens[uuid]; !reported || l != length {
+				dn := m.mu.blocks.nodes[uuid]
+				if l, reported := bi.lens[uuid]; !reported || l < length || dn == nil || dn.dead {
 					m.mu.blocks.invalidateReplica(last.ID, uuid)
+					continue
 				}
+				dn.recover = append(dn.recover, &pb.BlockRecoveryCommandProto{
+					Block: blockProto(last.ID, old, length), NewGenStamp: proto.Uint64(newGS)})
 			}
 			bi.lens = nil
 		}

@@ -21,7 +21,7 @@ const (
 	OpAbandonFile    OpType = 12 // FileID: drop a file under construction
 	OpAppend         OpType = 13 // Path, Client, Time: reopen a file for writing
 	OpTruncate       OpType = 14 // Path, Length, Time
-	OpReportBlock    OpType = 15 // FileID, Block: a datanode's length for a block (lease expiry)
+	OpReportBlock    OpType = 15 // FileID, Block: the agreed length (and new generation stamp) of a block at lease recovery
 	OpBumpGenStamp   OpType = 16 // Block.GenStamp: a generation stamp handed out for pipeline recovery
 	OpUpdatePipeline OpType = 17 // FileID, Block: the block's new generation stamp after pipeline recovery
 	OpFsync          OpType = 18 // FileID, Client, Block: hflush: the last block's visible length; a new file becomes visible

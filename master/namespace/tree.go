@@ -491,7 +491,13 @@ func (t *Tree) reportBlock(e *Entry) (Result, error) {
 	for i := range n.Blocks {
 		if n.Blocks[i].ID == e.Block.ID {
 			n.Blocks[i].Len = e.Block.Len
+			if e.Block.GenStamp > n.Blocks[i].GenStamp {
+				n.Blocks[i].GenStamp = e.Block.GenStamp
+			}
 		}
+	}
+	if e.Block.GenStamp >= t.nextGenStamp {
+		t.nextGenStamp = e.Block.GenStamp + 1
 	}
 	return Result{Inode: n}, nil
 }

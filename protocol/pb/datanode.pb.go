@@ -208,7 +208,10 @@ type HeartbeatResponseProto struct {
 	// Replicas to delete.
 	Invalidate []*BlockProto `protobuf:"bytes,2,rep,name=invalidate" json:"invalidate,omitempty"`
 	// Replicas to copy to other datanodes (re-replication, balancing).
-	Transfers     []*BlockTransferCommandProto `protobuf:"bytes,3,rep,name=transfers" json:"transfers,omitempty"`
+	Transfers []*BlockTransferCommandProto `protobuf:"bytes,3,rep,name=transfers" json:"transfers,omitempty"`
+	// Replicas to cut to an agreed length under a new generation stamp
+	// (lease recovery of a file whose writer died).
+	Recover       []*BlockRecoveryCommandProto `protobuf:"bytes,4,rep,name=recover" json:"recover,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -269,6 +272,65 @@ func (x *HeartbeatResponseProto) GetTransfers() []*BlockTransferCommandProto {
 	return nil
 }
 
+func (x *HeartbeatResponseProto) GetRecover() []*BlockRecoveryCommandProto {
+	if x != nil {
+		return x.Recover
+	}
+	return nil
+}
+
+type BlockRecoveryCommandProto struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Block         *BlockProto            `protobuf:"bytes,1,req,name=block" json:"block,omitempty"` // id, current generation stamp, agreed length
+	NewGenStamp   *uint64                `protobuf:"varint,2,req,name=newGenStamp" json:"newGenStamp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockRecoveryCommandProto) Reset() {
+	*x = BlockRecoveryCommandProto{}
+	mi := &file_hdfs_datanode_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockRecoveryCommandProto) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockRecoveryCommandProto) ProtoMessage() {}
+
+func (x *BlockRecoveryCommandProto) ProtoReflect() protoreflect.Message {
+	mi := &file_hdfs_datanode_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockRecoveryCommandProto.ProtoReflect.Descriptor instead.
+func (*BlockRecoveryCommandProto) Descriptor() ([]byte, []int) {
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BlockRecoveryCommandProto) GetBlock() *BlockProto {
+	if x != nil {
+		return x.Block
+	}
+	return nil
+}
+
+func (x *BlockRecoveryCommandProto) GetNewGenStamp() uint64 {
+	if x != nil && x.NewGenStamp != nil {
+		return *x.NewGenStamp
+	}
+	return 0
+}
+
 // BlockTransferCommandProto asks a datanode to copy its replica of block
 // to targets (a pipeline: the first forwards to the rest).
 type BlockTransferCommandProto struct {
@@ -281,7 +343,7 @@ type BlockTransferCommandProto struct {
 
 func (x *BlockTransferCommandProto) Reset() {
 	*x = BlockTransferCommandProto{}
-	mi := &file_hdfs_datanode_proto_msgTypes[4]
+	mi := &file_hdfs_datanode_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +355,7 @@ func (x *BlockTransferCommandProto) String() string {
 func (*BlockTransferCommandProto) ProtoMessage() {}
 
 func (x *BlockTransferCommandProto) ProtoReflect() protoreflect.Message {
-	mi := &file_hdfs_datanode_proto_msgTypes[4]
+	mi := &file_hdfs_datanode_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +368,7 @@ func (x *BlockTransferCommandProto) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockTransferCommandProto.ProtoReflect.Descriptor instead.
 func (*BlockTransferCommandProto) Descriptor() ([]byte, []int) {
-	return file_hdfs_datanode_proto_rawDescGZIP(), []int{4}
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BlockTransferCommandProto) GetBlock() *BlockProto {
@@ -333,7 +395,7 @@ type BlockReportRequestProto struct {
 
 func (x *BlockReportRequestProto) Reset() {
 	*x = BlockReportRequestProto{}
-	mi := &file_hdfs_datanode_proto_msgTypes[5]
+	mi := &file_hdfs_datanode_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +407,7 @@ func (x *BlockReportRequestProto) String() string {
 func (*BlockReportRequestProto) ProtoMessage() {}
 
 func (x *BlockReportRequestProto) ProtoReflect() protoreflect.Message {
-	mi := &file_hdfs_datanode_proto_msgTypes[5]
+	mi := &file_hdfs_datanode_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +420,7 @@ func (x *BlockReportRequestProto) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockReportRequestProto.ProtoReflect.Descriptor instead.
 func (*BlockReportRequestProto) Descriptor() ([]byte, []int) {
-	return file_hdfs_datanode_proto_rawDescGZIP(), []int{5}
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BlockReportRequestProto) GetDatanodeUuid() string {
@@ -383,7 +445,7 @@ type BlockReportResponseProto struct {
 
 func (x *BlockReportResponseProto) Reset() {
 	*x = BlockReportResponseProto{}
-	mi := &file_hdfs_datanode_proto_msgTypes[6]
+	mi := &file_hdfs_datanode_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +457,7 @@ func (x *BlockReportResponseProto) String() string {
 func (*BlockReportResponseProto) ProtoMessage() {}
 
 func (x *BlockReportResponseProto) ProtoReflect() protoreflect.Message {
-	mi := &file_hdfs_datanode_proto_msgTypes[6]
+	mi := &file_hdfs_datanode_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,7 +470,7 @@ func (x *BlockReportResponseProto) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockReportResponseProto.ProtoReflect.Descriptor instead.
 func (*BlockReportResponseProto) Descriptor() ([]byte, []int) {
-	return file_hdfs_datanode_proto_rawDescGZIP(), []int{6}
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{7}
 }
 
 type BlockReceivedAndDeletedRequestProto struct {
@@ -424,7 +486,7 @@ type BlockReceivedAndDeletedRequestProto struct {
 
 func (x *BlockReceivedAndDeletedRequestProto) Reset() {
 	*x = BlockReceivedAndDeletedRequestProto{}
-	mi := &file_hdfs_datanode_proto_msgTypes[7]
+	mi := &file_hdfs_datanode_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +498,7 @@ func (x *BlockReceivedAndDeletedRequestProto) String() string {
 func (*BlockReceivedAndDeletedRequestProto) ProtoMessage() {}
 
 func (x *BlockReceivedAndDeletedRequestProto) ProtoReflect() protoreflect.Message {
-	mi := &file_hdfs_datanode_proto_msgTypes[7]
+	mi := &file_hdfs_datanode_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +511,7 @@ func (x *BlockReceivedAndDeletedRequestProto) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use BlockReceivedAndDeletedRequestProto.ProtoReflect.Descriptor instead.
 func (*BlockReceivedAndDeletedRequestProto) Descriptor() ([]byte, []int) {
-	return file_hdfs_datanode_proto_rawDescGZIP(), []int{7}
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BlockReceivedAndDeletedRequestProto) GetDatanodeUuid() string {
@@ -488,7 +550,7 @@ type BlockReceivedAndDeletedResponseProto struct {
 
 func (x *BlockReceivedAndDeletedResponseProto) Reset() {
 	*x = BlockReceivedAndDeletedResponseProto{}
-	mi := &file_hdfs_datanode_proto_msgTypes[8]
+	mi := &file_hdfs_datanode_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +562,7 @@ func (x *BlockReceivedAndDeletedResponseProto) String() string {
 func (*BlockReceivedAndDeletedResponseProto) ProtoMessage() {}
 
 func (x *BlockReceivedAndDeletedResponseProto) ProtoReflect() protoreflect.Message {
-	mi := &file_hdfs_datanode_proto_msgTypes[8]
+	mi := &file_hdfs_datanode_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +575,7 @@ func (x *BlockReceivedAndDeletedResponseProto) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use BlockReceivedAndDeletedResponseProto.ProtoReflect.Descriptor instead.
 func (*BlockReceivedAndDeletedResponseProto) Descriptor() ([]byte, []int) {
-	return file_hdfs_datanode_proto_rawDescGZIP(), []int{8}
+	return file_hdfs_datanode_proto_rawDescGZIP(), []int{9}
 }
 
 var File_hdfs_datanode_proto protoreflect.FileDescriptor
@@ -531,7 +593,7 @@ const file_hdfs_datanode_proto_rawDesc = "" +
 	"\adfsUsed\x18\x03 \x02(\x04R\adfsUsed\x12\x1c\n" +
 	"\tremaining\x18\x04 \x02(\x04R\tremaining\x12\x1c\n" +
 	"\tnumBlocks\x18\x05 \x02(\rR\tnumBlocks\x12\"\n" +
-	"\fxceiverCount\x18\x06 \x02(\rR\fxceiverCount\"\xca\x01\n" +
+	"\fxceiverCount\x18\x06 \x02(\rR\fxceiverCount\"\x92\x02\n" +
 	"\x16HeartbeatResponseProto\x12%\n" +
 	"\n" +
 	"reregister\x18\x01 \x01(\b:\x05falseR\n" +
@@ -539,7 +601,11 @@ const file_hdfs_datanode_proto_rawDesc = "" +
 	"\n" +
 	"invalidate\x18\x02 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\n" +
 	"invalidate\x12J\n" +
-	"\ttransfers\x18\x03 \x03(\v2,.godfs.hadoop.hdfs.BlockTransferCommandProtoR\ttransfers\"\x90\x01\n" +
+	"\ttransfers\x18\x03 \x03(\v2,.godfs.hadoop.hdfs.BlockTransferCommandProtoR\ttransfers\x12F\n" +
+	"\arecover\x18\x04 \x03(\v2,.godfs.hadoop.hdfs.BlockRecoveryCommandProtoR\arecover\"r\n" +
+	"\x19BlockRecoveryCommandProto\x123\n" +
+	"\x05block\x18\x01 \x02(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\x05block\x12 \n" +
+	"\vnewGenStamp\x18\x02 \x02(\x04R\vnewGenStamp\"\x90\x01\n" +
 	"\x19BlockTransferCommandProto\x123\n" +
 	"\x05block\x18\x01 \x02(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\x05block\x12>\n" +
 	"\atargets\x18\x02 \x03(\v2$.godfs.hadoop.hdfs.DatanodeInfoProtoR\atargets\"t\n" +
@@ -566,35 +632,38 @@ func file_hdfs_datanode_proto_rawDescGZIP() []byte {
 	return file_hdfs_datanode_proto_rawDescData
 }
 
-var file_hdfs_datanode_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_hdfs_datanode_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_hdfs_datanode_proto_goTypes = []any{
 	(*RegisterDatanodeRequestProto)(nil),         // 0: godfs.hadoop.hdfs.RegisterDatanodeRequestProto
 	(*RegisterDatanodeResponseProto)(nil),        // 1: godfs.hadoop.hdfs.RegisterDatanodeResponseProto
 	(*HeartbeatRequestProto)(nil),                // 2: godfs.hadoop.hdfs.HeartbeatRequestProto
 	(*HeartbeatResponseProto)(nil),               // 3: godfs.hadoop.hdfs.HeartbeatResponseProto
-	(*BlockTransferCommandProto)(nil),            // 4: godfs.hadoop.hdfs.BlockTransferCommandProto
-	(*BlockReportRequestProto)(nil),              // 5: godfs.hadoop.hdfs.BlockReportRequestProto
-	(*BlockReportResponseProto)(nil),             // 6: godfs.hadoop.hdfs.BlockReportResponseProto
-	(*BlockReceivedAndDeletedRequestProto)(nil),  // 7: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto
-	(*BlockReceivedAndDeletedResponseProto)(nil), // 8: godfs.hadoop.hdfs.BlockReceivedAndDeletedResponseProto
-	(*DatanodeInfoProto)(nil),                    // 9: godfs.hadoop.hdfs.DatanodeInfoProto
-	(*BlockProto)(nil),                           // 10: godfs.hadoop.hdfs.BlockProto
+	(*BlockRecoveryCommandProto)(nil),            // 4: godfs.hadoop.hdfs.BlockRecoveryCommandProto
+	(*BlockTransferCommandProto)(nil),            // 5: godfs.hadoop.hdfs.BlockTransferCommandProto
+	(*BlockReportRequestProto)(nil),              // 6: godfs.hadoop.hdfs.BlockReportRequestProto
+	(*BlockReportResponseProto)(nil),             // 7: godfs.hadoop.hdfs.BlockReportResponseProto
+	(*BlockReceivedAndDeletedRequestProto)(nil),  // 8: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto
+	(*BlockReceivedAndDeletedResponseProto)(nil), // 9: godfs.hadoop.hdfs.BlockReceivedAndDeletedResponseProto
+	(*DatanodeInfoProto)(nil),                    // 10: godfs.hadoop.hdfs.DatanodeInfoProto
+	(*BlockProto)(nil),                           // 11: godfs.hadoop.hdfs.BlockProto
 }
 var file_hdfs_datanode_proto_depIdxs = []int32{
-	9,  // 0: godfs.hadoop.hdfs.RegisterDatanodeRequestProto.info:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
-	10, // 1: godfs.hadoop.hdfs.HeartbeatResponseProto.invalidate:type_name -> godfs.hadoop.hdfs.BlockProto
-	4,  // 2: godfs.hadoop.hdfs.HeartbeatResponseProto.transfers:type_name -> godfs.hadoop.hdfs.BlockTransferCommandProto
-	10, // 3: godfs.hadoop.hdfs.BlockTransferCommandProto.block:type_name -> godfs.hadoop.hdfs.BlockProto
-	9,  // 4: godfs.hadoop.hdfs.BlockTransferCommandProto.targets:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
-	10, // 5: godfs.hadoop.hdfs.BlockReportRequestProto.blocks:type_name -> godfs.hadoop.hdfs.BlockProto
-	10, // 6: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.received:type_name -> godfs.hadoop.hdfs.BlockProto
-	10, // 7: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.deleted:type_name -> godfs.hadoop.hdfs.BlockProto
-	10, // 8: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.corrupt:type_name -> godfs.hadoop.hdfs.BlockProto
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	10, // 0: godfs.hadoop.hdfs.RegisterDatanodeRequestProto.info:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	11, // 1: godfs.hadoop.hdfs.HeartbeatResponseProto.invalidate:type_name -> godfs.hadoop.hdfs.BlockProto
+	5,  // 2: godfs.hadoop.hdfs.HeartbeatResponseProto.transfers:type_name -> godfs.hadoop.hdfs.BlockTransferCommandProto
+	4,  // 3: godfs.hadoop.hdfs.HeartbeatResponseProto.recover:type_name -> godfs.hadoop.hdfs.BlockRecoveryCommandProto
+	11, // 4: godfs.hadoop.hdfs.BlockRecoveryCommandProto.block:type_name -> godfs.hadoop.hdfs.BlockProto
+	11, // 5: godfs.hadoop.hdfs.BlockTransferCommandProto.block:type_name -> godfs.hadoop.hdfs.BlockProto
+	10, // 6: godfs.hadoop.hdfs.BlockTransferCommandProto.targets:type_name -> godfs.hadoop.hdfs.DatanodeInfoProto
+	11, // 7: godfs.hadoop.hdfs.BlockReportRequestProto.blocks:type_name -> godfs.hadoop.hdfs.BlockProto
+	11, // 8: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.received:type_name -> godfs.hadoop.hdfs.BlockProto
+	11, // 9: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.deleted:type_name -> godfs.hadoop.hdfs.BlockProto
+	11, // 10: godfs.hadoop.hdfs.BlockReceivedAndDeletedRequestProto.corrupt:type_name -> godfs.hadoop.hdfs.BlockProto
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_hdfs_datanode_proto_init() }
@@ -609,7 +678,7 @@ func file_hdfs_datanode_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hdfs_datanode_proto_rawDesc), len(file_hdfs_datanode_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
