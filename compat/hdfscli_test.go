@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/godfs/godfs/godfstest"
 )
@@ -90,6 +91,19 @@ func TestHDFSCLI(t *testing.T) {
 	ok("truncate", "1048576", "/a/b/c/moved")
 	if out := ok("cat", "/a/b/c/moved"); out != string(data[:blockSize]) {
 		t.Fatal("after truncate to a block boundary: bytes differ")
+	}
+	// Inside a block: the datanodes cut their replicas within a heartbeat.
+	ok("truncate", "777777", "/a/b/c/moved")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, code := run(t, env, nil, hdfs, "cat", "/a/b/c/moved")
+		if code == 0 && out == string(data[:777777]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after truncate inside a block: exit %d, %d bytes, want %d", code, len(out), 777777)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	fails("not exist", "cat", "/missing")

@@ -529,16 +529,53 @@ func (m *Master) setTimes(ctx context.Context, req *pb.SetTimesRequestProto) (*p
 	return &pb.SetTimesResponseProto{}, nil
 }
 
+// truncate cuts a file. At a block boundary it is done at once (true); a
+// cut inside a block also has the block's datanodes cut their replicas
+// under a new generation stamp, which takes until their next heartbeat
+// (false, as HDFS answers while it recovers the block).
 func (m *Master) truncate(ctx context.Context, req *pb.TruncateRequestProto) (*pb.TruncateResponseProto, error) {
+	done := true
 	err := m.update(func() error {
-		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpTruncate, Path: req.GetSrc(),
-			Length: req.GetNewLength(), Time: m.nowMillis()})
-		return err
+		e := &namespace.Entry{Type: namespace.OpTruncate, Path: req.GetSrc(), Length: req.GetNewLength(), Time: m.nowMillis(),
+			Block: &namespace.Block{GenStamp: m.mu.tree.NextGenStamp()}}
+		before := map[uint64]namespace.Block{}
+		if n, err := m.mu.tree.Lookup(req.GetSrc()); err == nil {
+			for _, b := range n.Blocks {
+				before[b.ID] = b
+			}
+		}
+		res, err := m.applyLocked(e)
+		if err != nil {
+			return err
+		}
+		if k := len(res.Inode.Blocks); k > 0 {
+			last := res.Inode.Blocks[k-1]
+			if old := before[last.ID]; old.GenStamp != last.GenStamp {
+				done = false
+				m.cutReplicasLocked(last, old.GenStamp)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &pb.TruncateResponseProto{Result: proto.Bool(true)}, nil
+	return &pb.TruncateResponseProto{Result: proto.Bool(done)}, nil
+}
+
+// cutReplicasLocked has every live replica of b (now shorter, under a new
+// stamp) cut to match; replicas that miss it are stale and deleted when
+// they show up. m.mu must be held.
+func (m *Master) cutReplicasLocked(b namespace.Block, oldGS uint64) {
+	bi := m.mu.blocks.blocks[b.ID]
+	if bi == nil {
+		return
+	}
+	bi.genStamp = b.GenStamp
+	for _, dn := range m.mu.blocks.holders(b.ID) {
+		dn.recover = append(dn.recover, &pb.BlockRecoveryCommandProto{
+			Block: blockProto(b.ID, oldGS, b.Len), NewGenStamp: proto.Uint64(b.GenStamp)})
+	}
 }
 
 func (m *Master) getContentSummary(ctx context.Context, req *pb.GetContentSummaryRequestProto) (*pb.GetContentSummaryResponseProto, error) {

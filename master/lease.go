@@ -3,10 +3,7 @@ package master
 import (
 	"fmt"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/godfs/godfs/master/namespace"
-	"github.com/godfs/godfs/protocol/pb"
 )
 
 // Lease recovery closes a file whose writer is gone: after the soft limit
@@ -48,16 +45,13 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 				return err
 			}
 			old := bi.genStamp
-			bi.genStamp = newGS
 			for _, uuid := range append([]string(nil), bi.replicas...) {
 				dn := m.mu.blocks.nodes[uuid]
 				if l, reported := bi.lens[uuid]; !reported || l < length || dn == nil || dn.dead {
 					m.mu.blocks.invalidateReplica(last.ID, uuid)
-					continue
 				}
-				dn.recover = append(dn.recover, &pb.BlockRecoveryCommandProto{
-					Block: blockProto(last.ID, old, length), NewGenStamp: proto.Uint64(newGS)})
 			}
+			m.cutReplicasLocked(namespace.Block{ID: last.ID, GenStamp: newGS, Len: length}, old)
 			bi.lens = nil
 		}
 	}

@@ -20,7 +20,7 @@ const (
 	OpSetTimes       OpType = 11 // Path, Time (mtime), Atime; -1 = unchanged
 	OpAbandonFile    OpType = 12 // FileID: drop a file under construction
 	OpAppend         OpType = 13 // Path, Client, Time: reopen a file for writing
-	OpTruncate       OpType = 14 // Path, Length, Time
+	OpTruncate       OpType = 14 // Path, Length, Time, Block.GenStamp (new stamp of a block cut in the middle)
 	OpReportBlock    OpType = 15 // FileID, Block: the agreed length (and new generation stamp) of a block at lease recovery
 	OpBumpGenStamp   OpType = 16 // Block.GenStamp: a generation stamp handed out for pipeline recovery
 	OpUpdatePipeline OpType = 17 // FileID, Block: the block's new generation stamp after pipeline recovery

@@ -644,9 +644,8 @@ func (t *Tree) setAttr(e *Entry) (Result, error) {
 	return Result{Inode: n}, nil
 }
 
-// truncate cuts a file to Length. godfs truncates at block boundaries only
-// (Length must be the sum of a prefix of the blocks); cutting inside a block
-// needs block recovery on the datanodes, which comes with lease recovery.
+// truncate cuts a file to Length. Blocks past it go; a block Length falls
+// inside is cut and takes the new generation stamp in Block.
 func (t *Tree) truncate(e *Entry) (Result, error) {
 	n, err := t.Lookup(e.Path)
 	if err != nil {
@@ -670,8 +669,18 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 		keep++
 	}
 	if off != e.Length {
-		return Result{}, &fs.PathError{Op: "truncate", Path: e.Path,
-			Err: fmt.Errorf("%w: truncating inside a block (to %d) is not supported yet; block boundaries are", protocol.ErrUnsupported, e.Length)}
+		// Inside a block: it keeps its first bytes under a new generation
+		// stamp (the datanodes cut their replicas to match).
+		if e.Block == nil || e.Block.GenStamp <= n.Blocks[keep-1].GenStamp {
+			return Result{}, &fs.PathError{Op: "truncate", Path: e.Path,
+				Err: fmt.Errorf("%w: truncating inside a block needs a new generation stamp", protocol.ErrInvalidArgument)}
+		}
+		cut := &n.Blocks[keep-1]
+		cut.Len -= off - e.Length
+		cut.GenStamp = e.Block.GenStamp
+		if cut.GenStamp >= t.nextGenStamp {
+			t.nextGenStamp = cut.GenStamp + 1
+		}
 	}
 	freed := append([]Block(nil), n.Blocks[keep:]...)
 	n.Blocks = n.Blocks[:keep]

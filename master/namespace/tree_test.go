@@ -150,15 +150,21 @@ func TestRenameAndDelete(t *testing.T) {
 	}
 }
 
-func TestTruncateAtBlockBoundary(t *testing.T) {
+func TestTruncate(t *testing.T) {
 	a := newApplier(t)
 	a.writeFile("/f", 100, 100, 50)
-	if _, err := a.apply(Entry{Type: OpTruncate, Path: "/f", Length: 150}); !errors.Is(err, protocol.ErrUnsupported) {
-		t.Fatalf("truncate inside a block: %v", err)
+	if _, err := a.apply(Entry{Type: OpTruncate, Path: "/f", Length: 150}); !errors.Is(err, protocol.ErrInvalidArgument) {
+		t.Fatalf("truncate inside a block without a new stamp: %v", err)
 	}
-	r := a.must(Entry{Type: OpTruncate, Path: "/f", Length: 100})
-	if n, _ := a.tree.Lookup("/f"); n.Len() != 100 || len(r.Freed) != 2 {
-		t.Fatalf("truncate: len %d freed %v", n.Len(), r.Freed)
+	r := a.must(Entry{Type: OpTruncate, Path: "/f", Length: 200})
+	if n, _ := a.tree.Lookup("/f"); n.Len() != 200 || len(r.Freed) != 1 {
+		t.Fatalf("truncate at a block boundary: len %d freed %v", n.Len(), r.Freed)
+	}
+	gs := a.tree.NextGenStamp()
+	r = a.must(Entry{Type: OpTruncate, Path: "/f", Length: 130, Block: &Block{GenStamp: gs}})
+	n, _ := a.tree.Lookup("/f")
+	if n.Len() != 130 || len(n.Blocks) != 2 || n.Blocks[1].Len != 30 || n.Blocks[1].GenStamp != gs || len(r.Freed) != 0 {
+		t.Fatalf("truncate inside a block: %+v freed %v", n.Blocks, r.Freed)
 	}
 }
 
