@@ -195,7 +195,7 @@ func (r *Report) small(ctx context.Context, c *client.Client, cfg Config) error 
 			return err
 		}
 	}
-	res, err := parallel(cfg.Clients, cfg.SmallFiles, cfg.Master, func(c *client.Client, i int) error {
+	err := r.measure("4 KiB files written, replication 3", "fsync rate", cfg, cfg.SmallFiles, func(c *client.Client, i int) error {
 		w, err := c.Create(ctx, name(i))
 		if err != nil {
 			return err
@@ -203,34 +203,26 @@ func (r *Report) small(ctx context.Context, c *client.Client, cfg Config) error 
 		w.Write(data)
 		return w.Close()
 	})
-	if err != nil {
-		return fmt.Errorf("small writes: %w", err)
-	}
-	res.Name = "4 KiB files written, replication 3"
-	r.add(res, "fsync rate")
-	res, err = parallel(cfg.Clients, cfg.SmallFiles, cfg.Master, func(c *client.Client, i int) error {
-		_, err := c.Stat(ctx, name(i))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("small stats: %w", err)
-	}
-	res.Name = "4 KiB files stat"
-	r.add(res, "")
-	res, err = parallel(cfg.Clients, cfg.SmallFiles, cfg.Master, func(c *client.Client, i int) error {
-		rd, err := c.Open(ctx, name(i))
-		if err != nil {
+	if err == nil {
+		err = r.measure("4 KiB files stat", "", cfg, cfg.SmallFiles, func(c *client.Client, i int) error {
+			_, err := c.Stat(ctx, name(i))
 			return err
-		}
-		defer rd.Close()
-		_, err = io.Copy(io.Discard, rd)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("small reads: %w", err)
+		})
 	}
-	res.Name = "4 KiB files read"
-	r.add(res, "")
+	if err == nil {
+		err = r.measure("4 KiB files read", "", cfg, cfg.SmallFiles, func(c *client.Client, i int) error {
+			rd, err := c.Open(ctx, name(i))
+			if err != nil {
+				return err
+			}
+			defer rd.Close()
+			_, err = io.Copy(io.Discard, rd)
+			return err
+		})
+	}
+	if err != nil {
+		return err
+	}
 	return c.Remove(ctx, "/.bench/small", true)
 }
 
@@ -240,35 +232,27 @@ func (r *Report) meta(ctx context.Context, c *client.Client, cfg Config) error {
 	if err := c.Mkdir(ctx, "/.bench/meta", 0o755, true); err != nil {
 		return err
 	}
-	res, err := parallel(cfg.Clients, cfg.MetaOps, cfg.Master, func(c *client.Client, i int) error {
+	err := r.measure("create+complete (empty files)", "fsync rate", cfg, cfg.MetaOps, func(c *client.Client, i int) error {
 		w, err := c.Create(ctx, name(i))
 		if err != nil {
 			return err
 		}
 		return w.Close()
 	})
-	if err != nil {
-		return fmt.Errorf("creates: %w", err)
+	if err == nil {
+		err = r.measure("mkdirs", "fsync rate", cfg, cfg.MetaOps, func(c *client.Client, i int) error {
+			return c.Mkdir(ctx, fmt.Sprintf("/.bench/dirs/d%d", i), 0o755, true)
+		})
 	}
-	res.Name = "create+complete (empty files)"
-	r.add(res, "fsync rate")
-	res, err = parallel(cfg.Clients, cfg.MetaOps, cfg.Master, func(c *client.Client, i int) error {
-		return c.Mkdir(ctx, fmt.Sprintf("/.bench/dirs/d%d", i), 0o755, true)
-	})
-	if err != nil {
-		return fmt.Errorf("mkdirs: %w", err)
+	if err == nil {
+		err = r.measure("getFileInfo", "", cfg, cfg.MetaOps, func(c *client.Client, i int) error {
+			_, err := c.Stat(ctx, name(i))
+			return err
+		})
 	}
-	res.Name = "mkdirs"
-	r.add(res, "fsync rate")
-	res, err = parallel(cfg.Clients, cfg.MetaOps, cfg.Master, func(c *client.Client, i int) error {
-		_, err := c.Stat(ctx, name(i))
+	if err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("getFileInfo: %w", err)
 	}
-	res.Name = "getFileInfo"
-	r.add(res, "")
 	d, err := timeIt(func() error {
 		ents, err := c.ReadDir(ctx, "/.bench/meta")
 		if err == nil && len(ents) != cfg.MetaOps {
@@ -280,16 +264,24 @@ func (r *Report) meta(ctx context.Context, c *client.Client, cfg Config) error {
 		return fmt.Errorf("listing: %w", err)
 	}
 	r.add(Result{Name: fmt.Sprintf("list a %d-entry directory", cfg.MetaOps), Value: float64(cfg.MetaOps) / d.Seconds(), Unit: "ent/s"}, "")
-	res, err = parallel(cfg.Clients, cfg.MetaOps, cfg.Master, func(c *client.Client, i int) error {
+	if err := r.measure("rename", "fsync rate", cfg, cfg.MetaOps, func(c *client.Client, i int) error {
 		return c.Rename(ctx, name(i), name(i)+".renamed")
-	})
-	if err != nil {
-		return fmt.Errorf("renames: %w", err)
+	}); err != nil {
+		return err
 	}
-	res.Name = "rename"
-	r.add(res, "fsync rate")
 	c.Remove(ctx, "/.bench/dirs", true)
 	return c.Remove(ctx, "/.bench/meta", true)
+}
+
+// measure runs op n times over the clients and records it under name.
+func (r *Report) measure(name, baseline string, cfg Config, n int, op func(c *client.Client, i int) error) error {
+	res, err := parallel(cfg.Clients, n, cfg.Master, op)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	res.Name = name
+	r.add(res, baseline)
+	return nil
 }
 
 // parallel runs n operations over `clients` clients (each with its own

@@ -425,15 +425,10 @@ func (rr *replicaReader) Close() error {
 // remove deletes the replica of id if its generation stamp is at most gs
 // (a newer replica written since the master asked is kept).
 func (s *store) remove(id, gs uint64) (bool, error) {
-	s.mu.Lock()
-	r, ok := s.mu.replicas[id]
-	if !ok || (gs != 0 && r.genStamp > gs) {
-		s.mu.Unlock()
+	r, ok := s.take(id, func(r *replica) bool { return gs == 0 || r.genStamp <= gs })
+	if !ok {
 		return false, nil
 	}
-	delete(s.mu.replicas, id)
-	s.mu.used -= r.length
-	s.mu.Unlock()
 	dir := r.dir.finalizedDir(id)
 	// Meta first: a replica without its meta file is no replica on restart.
 	err1 := os.Remove(filepath.Join(dir, metaFileName(id, r.genStamp)))
@@ -442,6 +437,20 @@ func (s *store) remove(id, gs uint64) (bool, error) {
 		return true, fmt.Errorf("delete block %d: %w", id, err)
 	}
 	return true, nil
+}
+
+// take removes the finalized replica of id from the index if ok approves
+// of it, and returns it; its files are the caller's to move or delete.
+func (s *store) take(id uint64, ok func(*replica) bool) (replica, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, found := s.mu.replicas[id]
+	if !found || !ok(r) {
+		return replica{}, false
+	}
+	delete(s.mu.replicas, id)
+	s.mu.used -= r.length
+	return *r, true
 }
 
 func syncDir(dir string) error {
@@ -458,15 +467,10 @@ func syncDir(dir string) error {
 // reported, but kept for inspection. It reports false when that replica is
 // no longer there (deleted, or reopened by pipeline recovery meanwhile).
 func (s *store) quarantine(id, gs uint64) (bool, error) {
-	s.mu.Lock()
-	r, ok := s.mu.replicas[id]
-	if !ok || r.genStamp != gs {
-		s.mu.Unlock()
+	r, ok := s.take(id, func(r *replica) bool { return r.genStamp == gs })
+	if !ok {
 		return false, nil
 	}
-	delete(s.mu.replicas, id)
-	s.mu.used -= r.length
-	s.mu.Unlock()
 	from := r.dir.finalizedDir(id)
 	to := filepath.Join(r.dir.root, "corrupt")
 	if err := os.MkdirAll(to, 0o755); err != nil {
