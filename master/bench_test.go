@@ -1,0 +1,148 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/master/namespace"
+	"github.com/godfs/godfs/protocol/pb"
+)
+
+// newBenchMaster returns a master in a temp dir with 3 fake datanodes
+// registered in its block map, and their uuids.
+func newBenchMaster(b *testing.B, dir string) (*Master, []string) {
+	cfg := DefaultConfig(dir)
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var uuids []string
+	for i := 0; i < 3; i++ {
+		u := fmt.Sprintf("dn%d", i)
+		uuids = append(uuids, u)
+		m.mu.blocks.nodes[u] = &datanode{uuid: u, blocks: map[uint64]struct{}{},
+			info: &pb.DatanodeInfoProto{Id: &pb.DatanodeIDProto{IpAddr: proto.String("127.0.0.1"), XferPort: proto.Uint32(uint32(i + 1))}}}
+	}
+	return m, uuids
+}
+
+// makeFiles creates n one-block files (1000 per directory) through the
+// state machine, as a metadata-only generator. m.mu must be held.
+func makeFiles(b *testing.B, m *Master, n int, uuids []string) {
+	for d := 0; d <= n/1000; d++ {
+		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpMkdir, Path: fmt.Sprintf("/d%d", d), FileID: m.mu.tree.NextInodeID()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := 0; i < n; i++ {
+		res, err := m.applyLocked(&namespace.Entry{Type: namespace.OpCreate, Path: fmt.Sprintf("/d%d/f%d", i/1000, i),
+			FileID: m.mu.tree.NextInodeID(), Client: "c", Replication: 3, BlockSize: 64 << 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		id := res.Inode.ID
+		blk := namespace.Block{ID: m.mu.tree.NextBlockID(), GenStamp: m.mu.tree.NextGenStamp()}
+		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAddBlock, FileID: id, Client: "c", Block: &blk}); err != nil {
+			b.Fatal(err)
+		}
+		m.mu.blocks.add(id, blk, uuids)
+		blk.Len = 64 << 20
+		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: id, Client: "c", Previous: &blk}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRestart measures how long a master with b.N one-block files
+// takes to start: checkpoint load (after a clean shutdown) and, separately,
+// replay of the whole op log (after a crash).
+// Run: go test -run '^$' -bench Restart -benchtime 200000x ./master
+func BenchmarkRestart(b *testing.B) {
+	for _, clean := range []bool{true, false} {
+		name := "checkpoint"
+		if !clean {
+			name = "log-replay"
+		}
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			m, uuids := newBenchMaster(b, dir)
+			m.mu.Lock()
+			makeFiles(b, m, b.N, uuids)
+			last := m.mu.tree.LastIndex()
+			m.mu.Unlock()
+			if clean {
+				m.Close() // writes a checkpoint
+			} else {
+				m.oplog.Sync(last) // as after kill -9: everything is in the log, no checkpoint
+				m.oplog.Close()
+			}
+			b.ResetTimer()
+			start := time.Now()
+			m2, _ := newBenchMaster(b, dir)
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if got := len(m2.mu.tree.Root().Children); got != b.N/1000+1 {
+				b.Fatalf("restarted with %d directories, want %d", got, b.N/1000+1)
+			}
+			m2.Close()
+			b.ReportMetric(float64(elapsed.Milliseconds()), "ms-to-start")
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "files/s")
+		})
+	}
+}
+
+// BenchmarkBlockReport measures full block-report ingestion on the master:
+// b.N replicas reported by one datanode.
+// Run: go test -run '^$' -bench BlockReport -benchtime 1000000x ./master
+func BenchmarkBlockReport(b *testing.B) {
+	m, uuids := newBenchMaster(b, b.TempDir())
+	defer m.Close()
+	m.mu.Lock()
+	makeFiles(b, m, b.N, uuids[:2]) // the third node's replicas come from its report
+	m.mu.Unlock()
+	req := &pb.BlockReportRequestProto{DatanodeUuid: proto.String(uuids[2])}
+	m.mu.tree.Files(func(n *namespace.Inode) {
+		for _, blk := range n.Blocks {
+			req.Blocks = append(req.Blocks, blockProto(blk.ID, blk.GenStamp, blk.Len))
+		}
+	})
+	b.ResetTimer()
+	start := time.Now()
+	if _, err := m.blockReport(context.Background(), req); err != nil {
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if got := len(m.mu.blocks.nodes[uuids[2]].blocks); got != b.N {
+		b.Fatalf("datanode holds %d replicas after its report, want %d", got, b.N)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "replicas/s")
+}
+
+// BenchmarkMemoryPerBlock measures the master's heap per one-block file
+// (namespace entry, block, block-map entry with 3 replicas), with files
+// made directly through the state machine, as a metadata-only generator.
+// Run: go test -run '^$' -bench MemoryPerBlock -benchtime 300000x ./master
+func BenchmarkMemoryPerBlock(b *testing.B) {
+	m, uuids := newBenchMaster(b, b.TempDir())
+	defer m.Close()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	m.mu.Lock()
+	makeFiles(b, m, b.N, uuids)
+	m.mu.Unlock()
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "heap-bytes/file")
+}
