@@ -2,52 +2,111 @@ package namespace
 
 import (
 	"bufio"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 )
 
-// snapshotVersion is the checkpoint format version.
-const snapshotVersion = 1
+// The snapshot is a compact binary stream: a magic string, a header of
+// uvarints, one record per inode (parents before children, then new files
+// under construction), an end marker and a CRC32C of everything before
+// it, so a damaged checkpoint is detected rather than loaded.
+const snapshotMagic = "GODFSNS2"
 
-type snapshotHeader struct {
-	Version      int    `json:"version"`
-	Index        uint64 `json:"index"`
-	NextInodeID  uint64 `json:"nextInode"`
-	NextBlockID  uint64 `json:"nextBlock"`
-	NextGenStamp uint64 `json:"nextGenStamp"`
+// Record kinds and flags.
+const (
+	recDir         = 1 << 0
+	recUC          = 1 << 1 // under construction: Client follows
+	recUCPath      = 1 << 2 // a new file not yet in the tree: UCPath follows
+	recUCOverwrite = 1 << 3
+	recEnd         = 0xff
+)
+
+var snapshotCRC = crc32.MakeTable(crc32.Castagnoli)
+
+type snapshotWriter struct {
+	w   *bufio.Writer
+	crc hash.Hash32
+	buf []byte
 }
 
-type snapshotInode struct {
-	ID          uint64  `json:"id"`
-	Parent      uint64  `json:"p,omitempty"` // 0: root, or a new file under construction
-	Name        string  `json:"n,omitempty"`
-	IsDir       bool    `json:"d,omitempty"`
-	Perm        uint16  `json:"m"`
-	Owner       string  `json:"o"`
-	Group       string  `json:"g"`
-	Mtime       int64   `json:"mt"`
-	Atime       int64   `json:"at"`
-	Replication uint16  `json:"r,omitempty"`
-	BlockSize   uint64  `json:"bs,omitempty"`
-	Blocks      []Block `json:"b,omitempty"`
-	Client      string  `json:"c,omitempty"`
-	UCPath      string  `json:"up,omitempty"`
-	UCOverwrite bool    `json:"ow,omitempty"`
+func (sw *snapshotWriter) uvarint(v uint64) { sw.buf = binary.AppendUvarint(sw.buf, v) }
+func (sw *snapshotWriter) varint(v int64)   { sw.buf = binary.AppendVarint(sw.buf, v) }
+func (sw *snapshotWriter) str(s string) {
+	sw.uvarint(uint64(len(s)))
+	sw.buf = append(sw.buf, s...)
 }
 
-// WriteSnapshot writes the whole tree as JSON lines: a header, then every
-// inode with parents before children, then new files under construction.
+// flush writes the buffered record.
+func (sw *snapshotWriter) flush() error {
+	sw.crc.Write(sw.buf)
+	_, err := sw.w.Write(sw.buf)
+	sw.buf = sw.buf[:0]
+	return err
+}
+
+func (sw *snapshotWriter) inode(n *Inode) error {
+	var kind uint64
+	if n.IsDir {
+		kind |= recDir
+	}
+	if n.Client != "" {
+		kind |= recUC
+	}
+	if n.UCPath != "" {
+		kind |= recUCPath
+	}
+	if n.UCOverwrite {
+		kind |= recUCOverwrite
+	}
+	sw.uvarint(kind)
+	sw.uvarint(n.ID)
+	var parent uint64
+	if n.Parent != nil {
+		parent = n.Parent.ID
+	}
+	sw.uvarint(parent)
+	sw.str(n.Name)
+	sw.uvarint(uint64(n.Perm))
+	sw.str(n.Owner)
+	sw.str(n.Group)
+	sw.varint(n.Mtime)
+	sw.varint(n.Atime)
+	if !n.IsDir {
+		sw.uvarint(uint64(n.Replication))
+		sw.uvarint(n.BlockSize)
+		sw.uvarint(uint64(len(n.Blocks)))
+		for _, b := range n.Blocks {
+			sw.uvarint(b.ID)
+			sw.uvarint(b.GenStamp)
+			sw.uvarint(b.Len)
+		}
+	}
+	if n.Client != "" {
+		sw.str(n.Client)
+	}
+	if n.UCPath != "" {
+		sw.str(n.UCPath)
+	}
+	return sw.flush()
+}
+
+// WriteSnapshot writes the whole tree.
 func (t *Tree) WriteSnapshot(w io.Writer) error {
-	bw := bufio.NewWriterSize(w, 1<<20)
-	enc := json.NewEncoder(bw)
-	if err := enc.Encode(snapshotHeader{snapshotVersion, t.lastIndex, t.nextInodeID, t.nextBlockID, t.nextGenStamp}); err != nil {
+	sw := &snapshotWriter{w: bufio.NewWriterSize(w, 1<<20), crc: crc32.New(snapshotCRC)}
+	sw.buf = append(sw.buf, snapshotMagic...)
+	for _, v := range []uint64{t.lastIndex, t.nextInodeID, t.nextBlockID, t.nextGenStamp} {
+		sw.uvarint(v)
+	}
+	if err := sw.flush(); err != nil {
 		return err
 	}
 	var walk func(n *Inode) error
 	walk = func(n *Inode) error {
-		if err := enc.Encode(toSnapshot(n)); err != nil {
+		if err := sw.inode(n); err != nil {
 			return err
 		}
 		for _, c := range n.Children {
@@ -61,48 +120,126 @@ func (t *Tree) WriteSnapshot(w io.Writer) error {
 		return err
 	}
 	for _, n := range t.ucPath {
-		if err := enc.Encode(toSnapshot(n)); err != nil {
+		if err := sw.inode(n); err != nil {
 			return err
 		}
 	}
-	return bw.Flush()
+	sw.uvarint(recEnd)
+	if err := sw.flush(); err != nil {
+		return err
+	}
+	if err := binary.Write(sw.w, binary.BigEndian, sw.crc.Sum32()); err != nil {
+		return err
+	}
+	return sw.w.Flush()
 }
 
-func toSnapshot(n *Inode) snapshotInode {
-	s := snapshotInode{ID: n.ID, Name: n.Name, IsDir: n.IsDir, Perm: n.Perm, Owner: n.Owner, Group: n.Group,
-		Mtime: n.Mtime, Atime: n.Atime, Replication: n.Replication, BlockSize: n.BlockSize,
-		Blocks: n.Blocks, Client: n.Client, UCPath: n.UCPath, UCOverwrite: n.UCOverwrite}
-	if n.Parent != nil {
-		s.Parent = n.Parent.ID
+// snapshotReader reads the stream and checksums what it read.
+type snapshotReader struct {
+	r       *bufio.Reader
+	crc     hash.Hash32
+	err     error
+	strings map[string]string // owners, groups and clients repeat: keep one copy
+}
+
+func (sr *snapshotReader) ReadByte() (byte, error) {
+	b, err := sr.r.ReadByte()
+	if err == nil {
+		sr.crc.Write([]byte{b})
 	}
+	return b, err
+}
+
+func (sr *snapshotReader) uvarint() uint64 {
+	if sr.err != nil {
+		return 0
+	}
+	v, err := binary.ReadUvarint(sr)
+	sr.err = err
+	return v
+}
+
+func (sr *snapshotReader) varint() int64 {
+	if sr.err != nil {
+		return 0
+	}
+	v, err := binary.ReadVarint(sr)
+	sr.err = err
+	return v
+}
+
+func (sr *snapshotReader) bytes(n uint64) []byte {
+	if sr.err != nil {
+		return nil
+	}
+	if n > MaxPathLen {
+		sr.err = fmt.Errorf("string of %d bytes", n)
+		return nil
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(sr.r, b); err != nil {
+		sr.err = err
+		return nil
+	}
+	sr.crc.Write(b)
+	return b
+}
+
+func (sr *snapshotReader) str() string { return string(sr.bytes(sr.uvarint())) }
+
+// interned reads a string that many inodes share.
+func (sr *snapshotReader) interned() string {
+	b := sr.bytes(sr.uvarint())
+	if s, ok := sr.strings[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	sr.strings[s] = s
 	return s
 }
 
 // ReadSnapshot builds a tree from a snapshot written by WriteSnapshot.
 func ReadSnapshot(r io.Reader) (*Tree, error) {
-	dec := json.NewDecoder(bufio.NewReaderSize(r, 1<<20))
-	var h snapshotHeader
-	if err := dec.Decode(&h); err != nil {
-		return nil, fmt.Errorf("read snapshot header: %w", err)
+	sr := &snapshotReader{r: bufio.NewReaderSize(r, 1<<20), crc: crc32.New(snapshotCRC), strings: map[string]string{}}
+	if magic := sr.bytes(uint64(len(snapshotMagic))); string(magic) != snapshotMagic {
+		return nil, fmt.Errorf("read snapshot: not a godfs namespace snapshot (%v)", sr.err)
 	}
-	if h.Version != snapshotVersion {
-		return nil, fmt.Errorf("snapshot version %d, want %d", h.Version, snapshotVersion)
-	}
-	t := &Tree{uc: map[uint64]*Inode{}, ucPath: map[string]*Inode{}, files: map[uint64]*Inode{}, lastIndex: h.Index,
-		nextInodeID: h.NextInodeID, nextBlockID: h.NextBlockID, nextGenStamp: h.NextGenStamp}
+	t := &Tree{uc: map[uint64]*Inode{}, ucPath: map[string]*Inode{}, files: map[uint64]*Inode{}}
+	t.lastIndex, t.nextInodeID, t.nextBlockID, t.nextGenStamp = sr.uvarint(), sr.uvarint(), sr.uvarint(), sr.uvarint()
 	dirs := map[uint64]*Inode{}
-	for {
-		var s snapshotInode
-		err := dec.Decode(&s)
-		if errors.Is(err, io.EOF) {
+	for sr.err == nil {
+		kind := sr.uvarint()
+		if kind == recEnd {
 			break
 		}
-		if err != nil {
-			return nil, fmt.Errorf("read snapshot: %w", err)
+		n := &Inode{IsDir: kind&recDir != 0, UCOverwrite: kind&recUCOverwrite != 0}
+		n.ID = sr.uvarint()
+		parent := sr.uvarint()
+		n.Name = sr.str()
+		n.Perm = uint16(sr.uvarint())
+		n.Owner, n.Group = sr.interned(), sr.interned()
+		n.Mtime, n.Atime = sr.varint(), sr.varint()
+		if !n.IsDir {
+			n.Replication = uint16(sr.uvarint())
+			n.BlockSize = sr.uvarint()
+			count := sr.uvarint()
+			if count > 1<<24 {
+				return nil, fmt.Errorf("read snapshot: inode %d has %d blocks", n.ID, count)
+			}
+			n.Blocks = make([]Block, count)
+			for i := range n.Blocks {
+				n.Blocks[i] = Block{ID: sr.uvarint(), GenStamp: sr.uvarint(), Len: sr.uvarint()}
+			}
 		}
-		n := &Inode{ID: s.ID, Name: s.Name, IsDir: s.IsDir, Perm: s.Perm, Owner: s.Owner, Group: s.Group,
-			Mtime: s.Mtime, Atime: s.Atime, Replication: s.Replication, BlockSize: s.BlockSize,
-			Blocks: s.Blocks, Client: s.Client, UCPath: s.UCPath, UCOverwrite: s.UCOverwrite}
+		if kind&recUC != 0 {
+			n.Client = sr.interned()
+		}
+		if kind&recUCPath != 0 {
+			n.UCPath = sr.str()
+		}
+		if sr.err != nil {
+			break
+		}
 		if n.IsDir {
 			n.Children = map[string]*Inode{}
 			dirs[n.ID] = n
@@ -111,16 +248,16 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		}
 		switch {
 		case t.root == nil:
-			if !n.IsDir || s.Parent != 0 {
+			if !n.IsDir || parent != 0 {
 				return nil, errors.New("read snapshot: first inode is not the root")
 			}
 			t.root = n
-		case s.UCPath != "":
-			t.ucPath[s.UCPath] = n
+		case n.UCPath != "":
+			t.ucPath[n.UCPath] = n
 		default:
-			p, ok := dirs[s.Parent]
+			p, ok := dirs[parent]
 			if !ok {
-				return nil, fmt.Errorf("read snapshot: inode %d has unknown parent %d", s.ID, s.Parent)
+				return nil, fmt.Errorf("read snapshot: inode %d has unknown parent %d", n.ID, parent)
 			}
 			n.Parent = p
 			p.Children[n.Name] = n
@@ -128,6 +265,14 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		if n.Client != "" {
 			t.uc[n.ID] = n
 		}
+	}
+	if sr.err != nil {
+		return nil, fmt.Errorf("read snapshot: %w", sr.err)
+	}
+	want := sr.crc.Sum32()
+	var got uint32
+	if err := binary.Read(sr.r, binary.BigEndian, &got); err != nil || got != want {
+		return nil, fmt.Errorf("read snapshot: checksum mismatch (damaged checkpoint)")
 	}
 	if t.root == nil {
 		return nil, errors.New("read snapshot: no root")

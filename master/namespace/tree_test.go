@@ -335,3 +335,23 @@ func TestRandomOpsMatchModel(t *testing.T) {
 		t.Fatal("replaying the log gives a different tree")
 	}
 }
+
+func TestSnapshotDetectsDamage(t *testing.T) {
+	a := newApplier(t)
+	a.writeFile("/f", 1, 2)
+	var buf bytes.Buffer
+	if err := a.tree.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	for _, i := range []int{len(snapshotMagic) + 3, len(b) / 2, len(b) - 2} {
+		bad := append([]byte(nil), b...)
+		bad[i] ^= 0x40
+		if _, err := ReadSnapshot(bytes.NewReader(bad)); err == nil {
+			t.Errorf("a snapshot with byte %d flipped loaded", i)
+		}
+	}
+	if _, err := ReadSnapshot(bytes.NewReader(b[:len(b)-10])); err == nil {
+		t.Error("a truncated snapshot loaded")
+	}
+}
