@@ -11,6 +11,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// stallAfter is how long `godfs balance` waits without progress.
+const stallAfter = 30 * time.Second
+
 // errUnhealthy makes fsck exit non-zero after printing its report.
 var errUnhealthy = errors.New("the file system is not healthy")
 
@@ -213,6 +216,7 @@ func (e *env) balanceCmd() *cobra.Command {
 				_, err := c.Balance(ctx, 0)
 				return err
 			}
+			best, since := 2.0, time.Now()
 			for {
 				st, err := c.Balance(ctx, threshold)
 				if err != nil {
@@ -222,6 +226,12 @@ func (e *env) balanceCmd() *cobra.Command {
 				if st.Balanced {
 					fmt.Fprintln(e.stdout, "balanced")
 					return nil
+				}
+				if st.MaxDeviation < best-0.001 || st.Moving > 0 {
+					best, since = min(best, st.MaxDeviation), time.Now()
+				} else if time.Since(since) > stallAfter {
+					c.Balance(ctx, 0) // stop it
+					return fmt.Errorf("balance: no progress for %v at %.1f%% from the mean (no datanode can take more?)", stallAfter, 100*st.MaxDeviation)
 				}
 				select {
 				case <-ctx.Done():

@@ -229,11 +229,15 @@ func TestBalancer(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stdout, "balanced") {
 		t.Fatalf("balance: %+v", r)
 	}
-	for i := range cl.DataNodes {
-		if n := replicaCount(t, cl, i); n < 3 || n > 5 {
-			t.Fatalf("datanode %d holds %d of 12 blocks after balancing", i, n)
+	// The moved-away replicas are deleted at the sources' next heartbeat.
+	waitFor(t, 20*time.Second, "every datanode holding 3 to 5 of the 12 blocks", func() bool {
+		for i := range cl.DataNodes {
+			if n := replicaCount(t, cl, i); n < 3 || n > 5 {
+				return false
+			}
 		}
-	}
+		return replicaCount(t, cl, 0, 1, 2) == 12
+	})
 	for name, data := range want {
 		if got := get(t, c, name); !bytes.Equal(got, data) {
 			t.Fatalf("%s differs after balancing", name)

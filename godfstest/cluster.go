@@ -211,10 +211,28 @@ func (c *Cluster) RestartMaster() {
 // KillDataNode kills datanode i with SIGKILL.
 func (c *Cluster) KillDataNode(i int) { c.kill(c.DataNodes[i]) }
 
-// RestartDataNode starts datanode i again on its old directory.
+// RestartDataNode starts datanode i again on its old directory and waits
+// until the master lists it live at its new address (not its old entry).
 func (c *Cluster) RestartDataNode(i int) {
 	c.t.Helper()
 	c.DataNodes[i] = c.startDataNode(c.DataNodes[i].Dir)
+	cl := client.New(c.Master.Addr)
+	defer cl.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		nodes, _ := cl.Datanodes(ctx)
+		cancel()
+		for _, d := range nodes {
+			if d.Live && d.Addr == c.DataNodes[i].Addr {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("restarted datanode %d (%s) not registered after 30s", i, c.DataNodes[i].Addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (c *Cluster) kill(p *Proc) {

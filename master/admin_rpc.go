@@ -186,12 +186,7 @@ func (m *Master) balance(ctx context.Context, req *pb.BalanceRequestProto) (*pb.
 			m.mu.balanceThreshold = 0
 		}
 		dev, _, _ := m.usageDeviationLocked()
-		moving := 0
-		for _, p := range m.mu.blocks.pending {
-			if p.moveFrom != "" {
-				moving++
-			}
-		}
+		moving := len(m.movesLocked())
 		balanced := dev <= th && moving == 0
 		if balanced {
 			m.mu.balanceThreshold = 0

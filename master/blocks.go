@@ -17,6 +17,7 @@ import (
 type blockInfo struct {
 	fileID   uint64
 	genStamp uint64
+	numBytes uint64   // as the datanodes report it
 	replicas []string // datanode uuids
 	// lens holds the lengths datanodes reported for the last block of a
 	// file under construction, for lease recovery; nil otherwise.
@@ -165,6 +166,7 @@ func (bm *blockMap) reported(dn *datanode, b *pb.BlockProto) {
 	if b.GetGenStamp() > bi.genStamp {
 		bi.genStamp = b.GetGenStamp()
 	}
+	bi.numBytes = b.GetNumBytes()
 	bm.addReplica(b.GetBlockId(), bi, dn.uuid)
 	if p := bm.pending[b.GetBlockId()]; p != nil && p.targets[dn.uuid] {
 		delete(p.targets, dn.uuid)

@@ -230,67 +230,99 @@ func (m *Master) decommissionProgressLocked() {
 func (m *Master) fileLocked(id uint64) *namespace.Inode { return m.mu.tree.File(id) }
 
 // balanceLocked moves replicas from datanodes holding more than the mean
-// (by more than the threshold) to those holding less. Usage is dfsUsed
-// relative to the mean, not to capacity, so datanodes that share a disk
-// balance too. m.mu must be held.
+// (by more than the threshold) to those holding less. Usage is the bytes
+// of the replicas the block map places on a node, counting moves in flight
+// as done, relative to the mean, not to capacity: datanodes that share a
+// disk balance too, and a node is not drained past the mean while its
+// heartbeats lag. m.mu must be held.
 func (m *Master) balanceLocked(nodes []placement.Node, now time.Time) {
-	dev, over, underNodes := m.usageDeviationLocked()
-	if dev <= m.mu.balanceThreshold {
+	dev, _, _ := m.usageDeviationLocked()
+	if dev <= m.mu.balanceThreshold && len(m.movesLocked()) == 0 {
 		m.log.Info("cluster balanced; balancer stops", "maxDeviation", fmt.Sprintf("%.3f", dev))
 		m.mu.balanceThreshold = 0
 		return
 	}
-	if len(underNodes) == 0 {
-		return
-	}
-	usable := map[string]bool{}
-	for _, u := range underNodes {
-		usable[u.uuid] = true
-	}
-	var targets []placement.Node
-	for _, n := range nodes {
-		n.Usable = n.Usable && usable[n.ID]
-		targets = append(targets, n)
-	}
-	for _, src := range over {
-		moves := 0
-		for id := range src.blocks {
-			if moves >= m.cfg.MaxTransfersPerNode || src.sending >= m.cfg.MaxTransfersPerNode {
-				break
-			}
-			if m.mu.blocks.pending[id] != nil {
-				continue
-			}
-			bi := m.mu.blocks.blocks[id]
-			n := m.fileLocked(bi.fileID)
-			if n == nil || n.UnderConstruction() {
-				continue
-			}
-			var b namespace.Block
-			for _, x := range n.Blocks {
-				if x.ID == id {
-					b = x
-				}
-			}
-			h := &blockHealth{file: n, block: b, holders: m.mu.blocks.holders(id), want: int(n.Replication)}
-			if m.scheduleCopyLocked(h, targets, src.uuid, now) {
-				moves++
-			}
+	// One move at a time, each planned against the usage the moves already
+	// planned will leave, so a tick never overshoots into the other
+	// direction.
+	for planned := 0; planned < m.cfg.MaxTransfersPerNode*len(nodes); planned++ {
+		_, over, under := m.usageDeviationLocked()
+		if len(over) == 0 || len(under) == 0 || !m.planMoveLocked(over[0], under[0], nodes, now) {
+			return
 		}
 	}
 }
 
+// planMoveLocked schedules the copy of one replica from src to dst whose
+// source is deleted once the copy lands. m.mu must be held.
+func (m *Master) planMoveLocked(src, dst *datanode, nodes []placement.Node, now time.Time) bool {
+	if src.sending >= m.cfg.MaxTransfersPerNode {
+		return false
+	}
+	var targets []placement.Node
+	for _, n := range nodes {
+		n.Usable = n.Usable && n.ID == dst.uuid
+		targets = append(targets, n)
+	}
+	for id := range src.blocks {
+		if m.mu.blocks.pending[id] != nil {
+			continue
+		}
+		if _, there := dst.blocks[id]; there {
+			continue
+		}
+		bi := m.mu.blocks.blocks[id]
+		n := m.fileLocked(bi.fileID)
+		if n == nil || n.UnderConstruction() {
+			continue
+		}
+		var b namespace.Block
+		for _, x := range n.Blocks {
+			if x.ID == id {
+				b = x
+			}
+		}
+		h := &blockHealth{file: n, block: b, holders: m.mu.blocks.holders(id), want: int(n.Replication)}
+		return m.scheduleCopyLocked(h, targets, src.uuid, now)
+	}
+	return false
+}
+
+// movesLocked returns the balancer moves in flight. m.mu must be held.
+func (m *Master) movesLocked() map[uint64]*pendingCopy {
+	out := map[uint64]*pendingCopy{}
+	for id, p := range m.mu.blocks.pending {
+		if p.moveFrom != "" {
+			out[id] = p
+		}
+	}
+	return out
+}
+
 // usageDeviationLocked returns the largest relative deviation of a
-// datanode's dfsUsed from the mean, and the nodes above and below the
-// balancer's band. m.mu must be held.
+// datanode's usage from the mean, and the nodes above (fullest first) and
+// below (emptiest first) the balancer's band. m.mu must be held.
 func (m *Master) usageDeviationLocked() (float64, []*datanode, []*datanode) {
 	var nodes []*datanode
-	var total float64
+	used := map[string]float64{}
 	for _, dn := range m.mu.blocks.live() {
 		if dn.inService() && !m.stale(dn) {
 			nodes = append(nodes, dn)
-			total += float64(dn.info.GetDfsUsed())
+			for id := range dn.blocks {
+				used[dn.uuid] += float64(m.mu.blocks.blocks[id].numBytes)
+			}
 		}
+	}
+	for id, p := range m.movesLocked() {
+		size := float64(m.mu.blocks.blocks[id].numBytes)
+		used[p.moveFrom] -= size
+		for t := range p.targets {
+			used[t] += size
+		}
+	}
+	var total float64
+	for _, dn := range nodes {
+		total += used[dn.uuid]
 	}
 	if len(nodes) < 2 || total == 0 {
 		return 0, nil, nil
@@ -300,7 +332,7 @@ func (m *Master) usageDeviationLocked() (float64, []*datanode, []*datanode) {
 	var over, under []*datanode
 	th := m.mu.balanceThreshold
 	for _, dn := range nodes {
-		d := (float64(dn.info.GetDfsUsed()) - mean) / mean
+		d := (used[dn.uuid] - mean) / mean
 		dev = max(dev, d, -d)
 		if d > th {
 			over = append(over, dn)
@@ -308,6 +340,9 @@ func (m *Master) usageDeviationLocked() (float64, []*datanode, []*datanode) {
 			under = append(under, dn)
 		}
 	}
+	// Fullest first among the over, emptiest first among the under.
+	sort.Slice(over, func(i, j int) bool { return used[over[i].uuid] > used[over[j].uuid] })
+	sort.Slice(under, func(i, j int) bool { return used[under[i].uuid] < used[under[j].uuid] })
 	return dev, over, under
 }
 
