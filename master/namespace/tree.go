@@ -150,8 +150,8 @@ func (t *Tree) FilesUnderConstruction(fn func(*Inode)) {
 	}
 }
 
-// Lookup resolves an absolute path in the tree (files under construction
-// that are not yet complete are not found).
+// Lookup resolves an absolute path in the tree. A new file being written
+// is not found until it completes or is first flushed (hflush).
 func (t *Tree) Lookup(p string) (*Inode, error) {
 	parts, err := SplitPath(p)
 	if err != nil {
