@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +37,8 @@ func newBenchMaster(b *testing.B, dir string) (*Master, []string) {
 }
 
 // makeFiles creates n one-block files (1000 per directory) through the
-// state machine, as a metadata-only generator. m.mu must be held.
+// state machine, as a metadata-only generator, with their blocks in the
+// block map on the given datanodes. m.mu must be held.
 func makeFiles(b *testing.B, m *Master, n int, uuids []string) {
 	for d := 0; d <= n/1000; d++ {
 		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpMkdir, Path: fmt.Sprintf("/d%d", d), FileID: m.mu.tree.NextInodeID()}); err != nil {
@@ -53,7 +56,9 @@ func makeFiles(b *testing.B, m *Master, n int, uuids []string) {
 		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAddBlock, FileID: id, Client: "c", Block: &blk}); err != nil {
 			b.Fatal(err)
 		}
-		m.mu.blocks.add(id, blk, uuids)
+		if uuids != nil {
+			m.mu.blocks.add(id, blk, uuids)
+		}
 		blk.Len = 64 << 20
 		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: id, Client: "c", Previous: &blk}); err != nil {
 			b.Fatal(err)
@@ -89,6 +94,9 @@ func BenchmarkRestart(b *testing.B) {
 			m2, _ := newBenchMaster(b, dir)
 			elapsed := time.Since(start)
 			b.StopTimer()
+			if clean {
+				b.ReportMetric(float64(dirBytes(dir, "checkpoint"))/float64(b.N), "checkpoint-bytes/file")
+			}
 			if got := len(m2.mu.tree.Root().Children); got != b.N/1000+1 {
 				b.Fatalf("restarted with %d directories, want %d", got, b.N/1000+1)
 			}
@@ -132,17 +140,46 @@ func BenchmarkBlockReport(b *testing.B) {
 // made directly through the state machine, as a metadata-only generator.
 // Run: go test -run '^$' -bench MemoryPerBlock -benchtime 300000x ./master
 func BenchmarkMemoryPerBlock(b *testing.B) {
-	m, uuids := newBenchMaster(b, b.TempDir())
-	defer m.Close()
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	b.ResetTimer()
-	m.mu.Lock()
-	makeFiles(b, m, b.N, uuids)
-	m.mu.Unlock()
-	b.StopTimer()
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "heap-bytes/file")
+	for _, withMap := range []bool{false, true} {
+		name := "namespace-only"
+		if withMap {
+			name = "with-block-map"
+		}
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			m, uuids := newBenchMaster(b, dir)
+			defer m.Close()
+			if !withMap {
+				uuids = nil
+			}
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			b.ResetTimer()
+			m.mu.Lock()
+			makeFiles(b, m, b.N, uuids)
+			last := m.mu.tree.LastIndex()
+			m.mu.Unlock()
+			b.StopTimer()
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "heap-bytes/file")
+			m.oplog.Sync(last)
+			b.ReportMetric(float64(dirBytes(dir, "log-"))/float64(b.N), "log-bytes/file")
+		})
+	}
+}
+
+// dirBytes sums the sizes of the files in dir whose names start with prefix.
+func dirBytes(dir, prefix string) int64 {
+	ents, _ := os.ReadDir(dir)
+	var n int64
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+	}
+	return n
 }
