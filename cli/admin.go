@@ -99,11 +99,11 @@ func (e *env) setrepCmd() *cobra.Command {
 				}
 				return nil
 			}
-			for _, a := range args[1:] {
-				p, err := remotePath(a)
-				if err != nil {
-					return err
-				}
+			paths, err := remotePaths(args[1:])
+			if err != nil {
+				return err
+			}
+			for _, p := range paths {
 				if err := set(p); err != nil {
 					return err
 				}

@@ -15,6 +15,19 @@ import (
 	"github.com/godfs/godfs/client"
 )
 
+// remotePaths checks every remote path before any is acted on.
+func remotePaths(args []string) ([]string, error) {
+	out := make([]string, len(args))
+	for i, a := range args {
+		p, err := remotePath(a)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
 // remotePath checks that a remote path is absolute and cleans it.
 func remotePath(p string) (string, error) {
 	if !strings.HasPrefix(p, "/") {
@@ -209,11 +222,11 @@ func (e *env) catCmd() *cobra.Command {
 		Short: "Print files to stdout",
 		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, a := range args {
-				p, err := remotePath(a)
-				if err != nil {
-					return err
-				}
+			paths, err := remotePaths(args)
+			if err != nil {
+				return err
+			}
+			for _, p := range paths {
 				if err := e.copyOut(cmd, p, e.stdout); err != nil {
 					return err
 				}
@@ -236,11 +249,11 @@ func (e *env) lsCmd() *cobra.Command {
 			defer c.Close()
 			tw := tabwriter.NewWriter(e.stdout, 0, 0, 1, ' ', tabwriter.AlignRight)
 			defer tw.Flush()
-			for _, a := range args {
-				p, err := remotePath(a)
-				if err != nil {
-					return err
-				}
+			paths, err := remotePaths(args)
+			if err != nil {
+				return err
+			}
+			for _, p := range paths {
 				ents, err := c.ReadDir(e.ctx(cmd), p)
 				if err != nil {
 					return err
@@ -284,11 +297,11 @@ func (e *env) mkdirCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := e.client()
 			defer c.Close()
-			for _, a := range args {
-				p, err := remotePath(a)
-				if err != nil {
-					return err
-				}
+			paths, err := remotePaths(args)
+			if err != nil {
+				return err
+			}
+			for _, p := range paths {
 				if err := c.Mkdir(e.ctx(cmd), p, 0o755, parents); err != nil {
 					return err
 				}
@@ -309,11 +322,11 @@ func (e *env) rmCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := e.client()
 			defer c.Close()
-			for _, a := range args {
-				p, err := remotePath(a)
-				if err != nil {
-					return err
-				}
+			paths, err := remotePaths(args)
+			if err != nil {
+				return err
+			}
+			for _, p := range paths {
 				if p == "/" {
 					return fmt.Errorf("rm: refusing to remove /")
 				}
@@ -366,11 +379,11 @@ func (e *env) statCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := e.client()
 			defer c.Close()
-			for _, a := range args {
-				p, err := remotePath(a)
-				if err != nil {
-					return err
-				}
+			paths, err := remotePaths(args)
+			if err != nil {
+				return err
+			}
+			for _, p := range paths {
 				fi, err := c.Stat(e.ctx(cmd), p)
 				if err != nil {
 					return err
@@ -403,11 +416,11 @@ func (e *env) duCmd() *cobra.Command {
 			c := e.client()
 			defer c.Close()
 			ctx := e.ctx(cmd)
-			for _, a := range args {
-				p, err := remotePath(a)
-				if err != nil {
-					return err
-				}
+			paths, err := remotePaths(args)
+			if err != nil {
+				return err
+			}
+			for _, p := range paths {
 				targets := []string{p}
 				if !summary {
 					if fi, err := c.Stat(ctx, p); err == nil && fi.IsDir() {
