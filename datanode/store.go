@@ -411,6 +411,29 @@ func (rr *replicaReader) readChunks(off int64, data, sums []byte) error {
 	return nil
 }
 
+// eachPacket reads the whole replica in packet-sized pieces, verifies each
+// against its stored checksums and hands it to fn. A checksum failure
+// wraps protocol.ErrCorruption; fn's slices are reused between calls.
+func (rr *replicaReader) eachPacket(fn func(off int64, data, sums []byte) error) error {
+	data := make([]byte, protocol.MaxPacketData)
+	sums := make([]byte, protocol.MaxPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize)
+	for off := int64(0); off < rr.length; {
+		k := min(int64(len(data)), rr.length-off)
+		ns := xfer.NumChunks(k) * protocol.ChecksumSize
+		if err := rr.readChunks(off, data[:k], sums[:ns]); err != nil {
+			return err
+		}
+		if err := xfer.VerifyChunks(rr.tab, data[:k], sums[:ns], off/protocol.BytesPerChecksum); err != nil {
+			return fmt.Errorf("block %d: %w", rr.id, err)
+		}
+		if err := fn(off, data[:k], sums[:ns]); err != nil {
+			return err
+		}
+		off += k
+	}
+	return nil
+}
+
 // allSums returns a reader over the replica's checksums.
 func (rr *replicaReader) allSums() io.Reader {
 	n := (rr.length + protocol.BytesPerChecksum - 1) / protocol.BytesPerChecksum

@@ -38,27 +38,20 @@ func (d *DataNode) transferBlock(cmd *pb.BlockTransferCommandProto) error {
 	if err != nil {
 		return fmt.Errorf("transfer of block %d: %w", id, err)
 	}
-	data := make([]byte, protocol.MaxPacketData)
-	sums := make([]byte, protocol.MaxPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize)
 	start := time.Now()
-	for off := int64(0); off < rr.length; {
-		k := min(int64(len(data)), rr.length-off)
-		ns := xfer.NumChunks(k) * protocol.ChecksumSize
-		if err := rr.readChunks(off, data[:k], sums[:ns]); err != nil {
-			p.Abort()
+	err = rr.eachPacket(func(off int64, data, sums []byte) error {
+		if err := p.Write(data, sums); err != nil {
 			return err
 		}
-		if err := xfer.VerifyChunks(rr.tab, data[:k], sums[:ns], off/protocol.BytesPerChecksum); err != nil {
-			p.Abort()
+		d.throttle(start, off+int64(len(data)))
+		return nil
+	})
+	if err != nil {
+		p.Abort()
+		if errors.Is(err, protocol.ErrCorruption) {
 			d.quarantine(id, rr.gs, err)
-			return fmt.Errorf("transfer of block %d: %w", id, err)
 		}
-		if err := p.Write(data[:k], sums[:ns]); err != nil {
-			p.Abort()
-			return fmt.Errorf("transfer of block %d: %w", id, err)
-		}
-		off += k
-		d.throttle(start, off)
+		return fmt.Errorf("transfer of block %d: %w", id, err)
 	}
 	if err := p.Finish(); err != nil {
 		return fmt.Errorf("transfer of block %d: %w", id, err)

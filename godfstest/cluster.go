@@ -216,23 +216,15 @@ func (c *Cluster) KillDataNode(i int) { c.kill(c.DataNodes[i]) }
 func (c *Cluster) RestartDataNode(i int) {
 	c.t.Helper()
 	c.DataNodes[i] = c.startDataNode(c.DataNodes[i].Dir)
-	cl := client.New(c.Master.Addr)
-	defer cl.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		nodes, _ := cl.Datanodes(ctx)
-		cancel()
+	addr := c.DataNodes[i].Addr
+	c.waitDatanodes(fmt.Sprintf("restarted datanode %d (%s) registered", i, addr), func(nodes []client.DatanodeInfo) bool {
 		for _, d := range nodes {
-			if d.Live && d.Addr == c.DataNodes[i].Addr {
-				return
+			if d.Live && d.Addr == addr {
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("restarted datanode %d (%s) not registered after 30s", i, c.DataNodes[i].Addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false
+	})
 }
 
 func (c *Cluster) kill(p *Proc) {
@@ -297,6 +289,21 @@ func (c *Cluster) Client(opts ...client.Option) *client.Client {
 // WaitLive waits until the master reports n live datanodes.
 func (c *Cluster) WaitLive(n int) {
 	c.t.Helper()
+	c.waitDatanodes(fmt.Sprintf("%d live datanodes", n), func(nodes []client.DatanodeInfo) bool {
+		live := 0
+		for _, d := range nodes {
+			if d.Live {
+				live++
+			}
+		}
+		return live == n
+	})
+}
+
+// waitDatanodes polls the master's datanode report until ok holds, for
+// at most 30s.
+func (c *Cluster) waitDatanodes(what string, ok func([]client.DatanodeInfo) bool) {
+	c.t.Helper()
 	cl := client.New(c.Master.Addr)
 	defer cl.Close()
 	deadline := time.Now().Add(30 * time.Second)
@@ -304,19 +311,13 @@ func (c *Cluster) WaitLive(n int) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		nodes, err := cl.Datanodes(ctx)
 		cancel()
-		live := 0
-		for _, d := range nodes {
-			if d.Live {
-				live++
-			}
-		}
-		if err == nil && live == n {
+		if err == nil && ok(nodes) {
 			return
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("waiting for %d live datanodes: have %d (err %v)", n, live, err)
+			c.t.Fatalf("waiting for %s: not after 30s (last error %v)", what, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -31,7 +31,7 @@ func (m *Master) fsck(ctx context.Context, req *pb.FsckRequestProto) (*pb.FsckRe
 		Bytes: proto.Uint64(0), Missing: proto.Uint64(0), UnderReplicated: proto.Uint64(0), OverReplicated: proto.Uint64(0),
 		FilesUnderConstruction: proto.Uint64(0)}
 	max := int(req.GetMaxProblems())
-	err := m.view(func() error {
+	err := m.locked(func() error {
 		root, err := m.mu.tree.Lookup(req.GetPath())
 		if err != nil {
 			return err
@@ -98,7 +98,7 @@ func (m *Master) fsck(ctx context.Context, req *pb.FsckRequestProto) (*pb.FsckRe
 
 func (m *Master) clusterReport(ctx context.Context, req *pb.ClusterReportRequestProto) (*pb.ClusterReportResponseProto, error) {
 	resp := &pb.ClusterReportResponseProto{}
-	m.view(func() error {
+	m.locked(func() error {
 		for _, dn := range m.mu.blocks.nodes {
 			info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
 			info.LastUpdate = proto.Uint64(uint64(dn.lastHeartbeat.UnixMilli()))
@@ -135,7 +135,7 @@ func (m *Master) clusterReport(ctx context.Context, req *pb.ClusterReportRequest
 // the node is DECOMMISSIONED, safe to remove, once none is left only there.
 func (m *Master) decommission(ctx context.Context, req *pb.DecommissionRequestProto) (*pb.DecommissionResponseProto, error) {
 	var state string
-	err := m.view(func() error {
+	err := m.locked(func() error {
 		var dn *datanode
 		for _, d := range m.mu.blocks.nodes {
 			if d.uuid == req.GetNode() || xferAddr(d.info.GetId()) == req.GetNode() {
@@ -180,7 +180,7 @@ func (m *Master) balance(ctx context.Context, req *pb.BalanceRequestProto) (*pb.
 		return nil, fmt.Errorf("%w: threshold %v must be between 0 and 1 (0.1 = within 10%% of the mean)", protocol.ErrInvalidArgument, th)
 	}
 	resp := &pb.BalanceResponseProto{}
-	m.view(func() error {
+	m.locked(func() error {
 		m.mu.balanceThreshold = th
 		if req.GetStop() {
 			m.mu.balanceThreshold = 0
@@ -202,7 +202,7 @@ func (m *Master) balance(ctx context.Context, req *pb.BalanceRequestProto) (*pb.
 // setSafeMode is ClientProtocol's safe mode switch (hdfs dfsadmin -safemode).
 func (m *Master) setSafeMode(ctx context.Context, req *pb.SetSafeModeRequestProto) (*pb.SetSafeModeResponseProto, error) {
 	var on bool
-	m.view(func() error {
+	m.locked(func() error {
 		switch req.GetAction() {
 		case pb.SafeModeActionProto_SAFEMODE_ENTER:
 			m.mu.safeMode, m.mu.safeModeManual = true, true

@@ -87,7 +87,7 @@ func (m *Master) fileStatus(n *namespace.Inode, name string) *pb.HdfsFileStatusP
 
 func (m *Master) getFileInfo(ctx context.Context, req *pb.GetFileInfoRequestProto) (*pb.GetFileInfoResponseProto, error) {
 	resp := &pb.GetFileInfoResponseProto{}
-	err := m.view(func() error {
+	err := m.locked(func() error {
 		n, err := m.mu.tree.Lookup(req.GetSrc())
 		if err != nil {
 			if isNotFound(err) {
@@ -107,7 +107,7 @@ func isNotFound(err error) bool {
 
 func (m *Master) getListing(ctx context.Context, req *pb.GetListingRequestProto) (*pb.GetListingResponseProto, error) {
 	resp := &pb.GetListingResponseProto{}
-	err := m.view(func() error {
+	err := m.locked(func() error {
 		n, err := m.mu.tree.Lookup(req.GetSrc())
 		if err != nil {
 			if isNotFound(err) {
@@ -234,19 +234,16 @@ func (m *Master) appendFile(ctx context.Context, req *pb.AppendRequestProto) (*p
 	return resp, nil
 }
 
-// fileIDFor resolves the file a write call is about: by id when the client
+// fileIDForLocked resolves the file a write call is about: by id when the client
 // sent one, else by path among the files under construction.
 func (m *Master) fileIDForLocked(src string, fileID uint64, client string) uint64 {
 	if fileID != 0 {
 		return fileID
 	}
-	var id uint64
-	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
-		if n.Path() == src && n.Client == client {
-			id = n.ID
-		}
-	})
-	return id
+	if n := m.mu.tree.WritingAt(src); n != nil && n.Client == client {
+		return n.ID
+	}
+	return 0
 }
 
 func blockFrom(b *pb.ExtendedBlockProto) *namespace.Block {
@@ -416,7 +413,7 @@ func (m *Master) locatedBlocksLocked(ctx context.Context, n *namespace.Inode, of
 
 func (m *Master) getBlockLocations(ctx context.Context, req *pb.GetBlockLocationsRequestProto) (*pb.GetBlockLocationsResponseProto, error) {
 	resp := &pb.GetBlockLocationsResponseProto{}
-	err := m.view(func() error {
+	err := m.locked(func() error {
 		n, err := m.mu.tree.Lookup(req.GetSrc())
 		if err != nil {
 			return err
@@ -580,7 +577,7 @@ func (m *Master) cutReplicasLocked(b namespace.Block, oldGS uint64) {
 
 func (m *Master) getContentSummary(ctx context.Context, req *pb.GetContentSummaryRequestProto) (*pb.GetContentSummaryResponseProto, error) {
 	var length, files, dirs, space uint64
-	err := m.view(func() error {
+	err := m.locked(func() error {
 		n, err := m.mu.tree.Lookup(req.GetPath())
 		if err != nil {
 			return err
@@ -613,7 +610,7 @@ func (m *Master) getContentSummary(ctx context.Context, req *pb.GetContentSummar
 
 func (m *Master) getFsStats(ctx context.Context, req *pb.GetFsStatusRequestProto) (*pb.GetFsStatsResponseProto, error) {
 	var capacity, used, remaining, missing uint64
-	m.view(func() error {
+	m.locked(func() error {
 		for _, dn := range m.mu.blocks.live() {
 			capacity += dn.info.GetCapacity()
 			used += dn.info.GetDfsUsed()
@@ -643,13 +640,13 @@ func (m *Master) getServerDefaults(ctx context.Context, req *pb.GetServerDefault
 }
 
 func (m *Master) renewLease(ctx context.Context, req *pb.RenewLeaseRequestProto) (*pb.RenewLeaseResponseProto, error) {
-	m.view(func() error { m.renewLeaseLocked(req.GetClientName()); return nil })
+	m.locked(func() error { m.renewLeaseLocked(req.GetClientName()); return nil })
 	return &pb.RenewLeaseResponseProto{}, nil
 }
 
 func (m *Master) getDatanodeReport(ctx context.Context, req *pb.GetDatanodeReportRequestProto) (*pb.GetDatanodeReportResponseProto, error) {
 	resp := &pb.GetDatanodeReportResponseProto{}
-	m.view(func() error {
+	m.locked(func() error {
 		for _, dn := range m.mu.blocks.nodes {
 			switch req.GetType() {
 			case pb.DatanodeReportTypeProto_LIVE:
@@ -679,7 +676,7 @@ func (m *Master) getDatanodeReport(ctx context.Context, req *pb.GetDatanodeRepor
 // reportBadBlocks drops replicas a reader found corrupt and has their
 // datanodes delete them.
 func (m *Master) reportBadBlocks(ctx context.Context, req *pb.ReportBadBlocksRequestProto) (*pb.ReportBadBlocksResponseProto, error) {
-	m.view(func() error {
+	m.locked(func() error {
 		for _, lb := range req.GetBlocks() {
 			id := lb.GetB().GetBlockId()
 			for _, loc := range lb.GetLocs() {
@@ -706,7 +703,7 @@ func (m *Master) reportBadBlocks(ctx context.Context, req *pb.ReportBadBlocksReq
 
 func (m *Master) getPreferredBlockSize(ctx context.Context, req *pb.GetPreferredBlockSizeRequestProto) (*pb.GetPreferredBlockSizeResponseProto, error) {
 	var bs uint64
-	err := m.view(func() error {
+	err := m.locked(func() error {
 		n, err := m.mu.tree.Lookup(req.GetFilename())
 		if err != nil {
 			return err
@@ -722,7 +719,7 @@ func (m *Master) getPreferredBlockSize(ctx context.Context, req *pb.GetPreferred
 
 func (m *Master) isFileClosed(ctx context.Context, req *pb.IsFileClosedRequestProto) (*pb.IsFileClosedResponseProto, error) {
 	var closed bool
-	err := m.view(func() error {
+	err := m.locked(func() error {
 		n, err := m.mu.tree.Lookup(req.GetSrc())
 		if err != nil {
 			return err
@@ -812,12 +809,7 @@ func (m *Master) updatePipeline(ctx context.Context, req *pb.UpdatePipelineReque
 // (hdfs debug recoverLease). It answers whether the file is closed.
 func (m *Master) recoverLease(ctx context.Context, req *pb.RecoverLeaseRequestProto) (*pb.RecoverLeaseResponseProto, error) {
 	err := m.update(func() error {
-		var held *namespace.Inode
-		m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
-			if n.Path() == req.GetSrc() {
-				held = n
-			}
-		})
+		held := m.mu.tree.WritingAt(req.GetSrc())
 		if held == nil {
 			if _, err := m.mu.tree.Lookup(req.GetSrc()); err != nil {
 				return err
@@ -837,7 +829,7 @@ func (m *Master) recoverLease(ctx context.Context, req *pb.RecoverLeaseRequestPr
 // nodes and those the writer saw fail.
 func (m *Master) getAdditionalDatanode(ctx context.Context, req *pb.GetAdditionalDatanodeRequestProto) (*pb.GetAdditionalDatanodeResponseProto, error) {
 	resp := &pb.GetAdditionalDatanodeResponseProto{}
-	err := m.view(func() error {
+	err := m.locked(func() error {
 		var existing []placement.Node
 		var locs []*datanode
 		for _, e := range req.GetExistings() {

@@ -41,7 +41,7 @@ func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeR
 	if info.GetLocation() == "" {
 		info.Location = proto.String("/default-rack")
 	}
-	m.view(func() error {
+	m.locked(func() error {
 		uuid := id.GetDatanodeUuid()
 		if old := m.mu.blocks.nodes[uuid]; old != nil {
 			m.mu.blocks.nodeDead(old) // forget its replicas; the block report that follows restores them
@@ -59,7 +59,7 @@ func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeR
 
 func (m *Master) sendHeartbeat(ctx context.Context, req *pb.HeartbeatRequestProto) (*pb.HeartbeatResponseProto, error) {
 	resp := &pb.HeartbeatResponseProto{}
-	m.view(func() error {
+	m.locked(func() error {
 		dn := m.mu.blocks.nodes[req.GetDatanodeUuid()]
 		if dn == nil || dn.dead {
 			resp.Reregister = proto.Bool(true)
@@ -87,7 +87,7 @@ func (m *Master) sendHeartbeat(ctx context.Context, req *pb.HeartbeatRequestProt
 }
 
 func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProto) (*pb.BlockReportResponseProto, error) {
-	err := m.view(func() error {
+	err := m.locked(func() error {
 		dn := m.mu.blocks.nodes[req.GetDatanodeUuid()]
 		if dn == nil {
 			return fmt.Errorf("%w: datanode %s is not registered", protocol.ErrInvalidArgument, req.GetDatanodeUuid())
@@ -119,7 +119,7 @@ func (m *Master) underConstructionLocked(id uint64) bool {
 }
 
 func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockReceivedAndDeletedRequestProto) (*pb.BlockReceivedAndDeletedResponseProto, error) {
-	m.view(func() error {
+	m.locked(func() error {
 		dn := m.mu.blocks.nodes[req.GetDatanodeUuid()]
 		if dn == nil {
 			return nil

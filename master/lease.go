@@ -71,12 +71,7 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 // recovered at once. It reports whether the file was recovered. m.mu must
 // be held.
 func (m *Master) takeOverLocked(path string) (bool, error) {
-	var held *namespace.Inode
-	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
-		if n.Path() == path {
-			held = n
-		}
-	})
+	held := m.mu.tree.WritingAt(path)
 	if held == nil {
 		return false, nil
 	}

@@ -331,8 +331,10 @@ func (m *Master) update(fn func() error) error {
 	return err
 }
 
-// view runs fn with m.mu held for reading state.
-func (m *Master) view(fn func() error) error {
+// locked runs fn with m.mu held: for reads, and for changes to soft state
+// (block map, datanodes, leases) that are not logged. Namespace changes go
+// through update.
+func (m *Master) locked(fn func() error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return fn()

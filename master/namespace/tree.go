@@ -143,6 +143,18 @@ func (t *Tree) Root() *Inode { return t.root }
 // UnderConstruction returns the file under construction with id, or nil.
 func (t *Tree) UnderConstruction(id uint64) *Inode { return t.uc[id] }
 
+// WritingAt returns the file being written at path p (a new file not yet
+// in the tree, or one in the tree being appended to), or nil.
+func (t *Tree) WritingAt(p string) *Inode {
+	if n := t.ucPath[p]; n != nil {
+		return n
+	}
+	if n, err := t.Lookup(p); err == nil && n.UnderConstruction() {
+		return n
+	}
+	return nil
+}
+
 // FilesUnderConstruction calls fn for each file being written.
 func (t *Tree) FilesUnderConstruction(fn func(*Inode)) {
 	for _, n := range t.uc {
