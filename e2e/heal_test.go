@@ -9,8 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/godfs/godfs/client"
 	"github.com/godfs/godfs/godfstest"
+	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/hrpc"
+	"github.com/godfs/godfs/protocol/pb"
 )
 
 // waitFor polls cond every 200ms until it holds or timeout passes.
@@ -246,4 +251,33 @@ func TestBalancer(t *testing.T) {
 	if !healthy(cl) {
 		t.Fatal("fsck not healthy after balancing")
 	}
+}
+
+// TestSafeModeIgnoresBlocksBeingWritten: a block allocated to a file being
+// written that never reached a datanode before the master was killed must
+// not keep the restarted master in safe mode.
+func TestSafeModeIgnoresBlocksBeingWritten(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{})
+	put(t, cl.Client(), "/done", randomBytes(t, 1000))
+	// A writer that got a block from the master and died before sending
+	// any data to the datanodes.
+	rpc := hrpc.NewClient(cl.Master.Addr, hrpc.ClientOptions{Protocol: protocol.ClientProtocol})
+	defer rpc.Close()
+	ctx := ctxT(t)
+	cr := &pb.CreateResponseProto{}
+	if err := rpc.Call(ctx, "create", &pb.CreateRequestProto{Src: proto.String("/open"), Masked: &pb.FsPermissionProto{Perm: proto.Uint32(0o644)},
+		ClientName: proto.String("dying"), CreateFlag: proto.Uint32(1), CreateParent: proto.Bool(false),
+		Replication: proto.Uint32(3), BlockSize: proto.Uint64(blockSize)}, cr); err != nil {
+		t.Fatal(err)
+	}
+	if err := rpc.Call(ctx, "addBlock", &pb.AddBlockRequestProto{Src: proto.String("/open"), ClientName: proto.String("dying"),
+		FileId: proto.Uint64(cr.GetFs().GetFileId())}, &pb.AddBlockResponseProto{}); err != nil {
+		t.Fatal(err)
+	}
+	cl.KillMaster()
+	cl.RestartMaster()
+	cl.WaitLive(3)
+	waitFor(t, 20*time.Second, "safe mode to end", func() bool {
+		return strings.Contains(cl.Run(nil, "report").Stdout, "Safe mode: off")
+	})
 }

@@ -10,10 +10,15 @@ import (
 	"sort"
 )
 
-// reportedFractionLocked is the fraction of blocks with at least one
-// reported replica. m.mu must be held.
+// reportedFractionLocked counts the blocks of complete files and those of
+// them with at least one reported replica. Blocks of files being written
+// do not count: the last one may never have reached a datanode before a
+// crash, and lease recovery deals with it. m.mu must be held.
 func (m *Master) reportedFractionLocked() (reported, total int) {
 	for _, bi := range m.mu.blocks.blocks {
+		if m.mu.tree.UnderConstruction(bi.fileID) != nil {
+			continue
+		}
 		total++
 		if len(bi.replicas) > 0 {
 			reported++
