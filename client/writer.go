@@ -447,12 +447,18 @@ func (w *FileWriter) replaceFailed(survivors, excluded []*pb.DatanodeInfoProto) 
 	for _, s := range survivors {
 		known[s.GetId().GetDatanodeUuid()] = true
 	}
+	added := 0
 	for _, loc := range resp.GetBlock().GetLocs() {
 		if known[loc.GetId().GetDatanodeUuid()] {
 			continue
 		}
-		if err := transferTo(survivors[0], loc, w.block, w.token, w.c.name); err == nil {
-			survivors = append(survivors, loc)
+		// Any survivor can be the source: each holds every acked byte.
+		for _, src := range survivors[:len(survivors)-added] {
+			if err := transferTo(src, loc, w.block, w.token, w.c.name); err == nil {
+				survivors = append(survivors, loc)
+				added++
+				break
+			}
 		}
 	}
 	return survivors

@@ -80,7 +80,7 @@ func (d *DataNode) writeBlock(req *pb.OpWriteBlockProto, up net.Conn, upR *bufio
 	defer func() {
 		// What a failed pipeline received stays, finalized, for pipeline
 		// or lease recovery; the master deletes it if nobody needs it.
-		if !rw.finished && rw.length > 0 {
+		if !rw.finished.Load() && rw.length > 0 {
 			if rw.finish() == nil {
 				d.queueIBR(&pb.BlockProto{BlockId: proto.Uint64(rw.id), GenStamp: proto.Uint64(rw.gs),
 					NumBytes: proto.Uint64(uint64(rw.length))}, nil)

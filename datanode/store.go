@@ -197,7 +197,10 @@ type replicaWriter struct {
 	meta     *os.File
 	metaW    *bufio.Writer
 	length   int64
-	finished bool
+	finished atomic.Bool // finalized or aborted: the replica is no longer in rbw/
+	// moving is held while the replica's files change directory (finish,
+	// reopen), so that a reader opens them where the store says they are.
+	moving sync.Mutex
 	// visible is how much of the replica readers may see while it is
 	// being written: everything written and flushed so far.
 	visible atomic.Int64
@@ -289,6 +292,8 @@ func (w *replicaWriter) rewind(off int64) error {
 // meta file, whose presence marks the replica complete), then syncs the
 // directories so the rename survives a crash.
 func (w *replicaWriter) finish() error {
+	w.moving.Lock()
+	defer w.moving.Unlock()
 	if err := w.metaW.Flush(); err != nil {
 		return w.fail(err)
 	}
@@ -315,7 +320,7 @@ func (w *replicaWriter) finish() error {
 	if err := syncDir(dir); err != nil {
 		return w.fail(err)
 	}
-	w.finished = true
+	w.finished.Store(true)
 	s := w.s
 	s.mu.Lock()
 	delete(s.mu.writing, w.id)
@@ -332,10 +337,9 @@ func (w *replicaWriter) fail(err error) error {
 
 // abort drops a replica that was not finished.
 func (w *replicaWriter) abort() {
-	if w.finished {
+	if w.finished.Swap(true) {
 		return
 	}
-	w.finished = true
 	if w.data != nil {
 		w.data.Close()
 	}
@@ -358,22 +362,39 @@ type replicaReader struct {
 	meta   *os.File
 }
 
+// open opens the replica of id, finalized or being written, for reading.
 func (s *store) open(id uint64) (*replicaReader, error) {
-	r, ok := s.get(id)
-	var dir string
-	if ok {
-		dir = r.dir.finalizedDir(id)
-	} else {
-		// A replica being written is readable up to what was flushed.
+	// A replica being finalized or reopened for recovery moves between the
+	// writing and finalized maps: a reader that finds it gone from where
+	// it looked looks again.
+	for {
+		r, ok := s.get(id)
+		if ok {
+			rr, err := s.openFiles(id, r, r.dir.finalizedDir(id))
+			if now, ok := s.get(id); errors.Is(err, fs.ErrNotExist) && (!ok || now.genStamp != r.genStamp) {
+				continue
+			}
+			return rr, err
+		}
 		s.mu.Lock()
 		w := s.mu.writing[id]
 		s.mu.Unlock()
 		if w == nil {
 			return nil, fmt.Errorf("block %d: %w", id, ErrReplicaNotFound)
 		}
-		r = replica{genStamp: w.gs, length: w.visible.Load(), dir: w.v}
-		dir = w.v.rbwDir()
+		w.moving.Lock()
+		if !w.finished.Load() {
+			// A replica being written is readable up to what was flushed.
+			rr, err := s.openFiles(id, replica{genStamp: w.gs, length: w.visible.Load(), dir: w.v}, w.v.rbwDir())
+			w.moving.Unlock()
+			return rr, err
+		}
+		w.moving.Unlock()
 	}
+}
+
+// openFiles opens the data and meta files of replica r of id in dir.
+func (s *store) openFiles(id uint64, r replica, dir string) (*replicaReader, error) {
 	data, err := os.Open(filepath.Join(dir, blockFileName(id)))
 	if err != nil {
 		return nil, fmt.Errorf("open block %d: %w", id, err)
@@ -531,6 +552,8 @@ func (s *store) reopen(id, oldGS, newGS uint64, length int64) (*replicaWriter, e
 	v := r.dir
 	w := &replicaWriter{s: s, v: v, id: id, gs: newGS, length: length}
 	w.visible.Store(length)
+	w.moving.Lock() // before readers can find w: its files are still in finalized/
+	defer w.moving.Unlock()
 	s.mu.writing[id] = w
 	s.mu.Unlock()
 

@@ -83,3 +83,56 @@ func TestStoreWriteReadRemove(t *testing.T) {
 		t.Fatalf("usage after remove: %d bytes, %d replicas", used, n)
 	}
 }
+
+// TestStoreOpenWhileMoving opens a replica for reading while it is being
+// finalized and reopened for recovery, moving its files between rbw/ and
+// finalized/: every open finds them (a pipeline recovery's TRANSFER_BLOCK
+// once failed this way).
+func TestStoreOpenWhileMoving(t *testing.T) {
+	s, err := openStore([]string{t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 4096)
+	rand.Read(data)
+	sums := xfer.ChunkSums(xfer.CRC32C, nil, data)
+	w, err := s.create(7, 1001, pb.ChecksumTypeProto_CHECKSUM_CRC32C)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.write(data, sums); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	failed := make(chan error, 1)
+	go func() {
+		defer close(failed)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			rr, err := s.open(7)
+			if err != nil {
+				failed <- err
+				return
+			}
+			rr.Close()
+		}
+	}()
+	gs := uint64(1001)
+	for i := 0; i < 200; i++ {
+		if err := w.finish(); err != nil {
+			t.Fatal(err)
+		}
+		if w, err = s.reopen(7, gs, gs+1, int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		gs++
+	}
+	close(stop)
+	if err := <-failed; err != nil {
+		t.Fatalf("open while the replica moved: %v", err)
+	}
+}
