@@ -31,6 +31,7 @@ type Config struct {
 	SmallFiles   int      // small: 4 KiB files to write, stat and read (default 2000)
 	MetaOps      int      // meta: files to create (and stat, list, rename) (default 20000)
 	TempDir      string   // where local files go (the disk baseline is measured here)
+	Runs         int      // whole runs (baselines and modes); the report gives medians (default 1)
 }
 
 // Result is one measurement.
@@ -44,8 +45,9 @@ type Result struct {
 	Ratio    float64 `json:"ratio,omitempty"` // Value / the baseline's value
 }
 
-// Report is a run's baselines and results.
+// Report is a run's baselines and results; of several runs, the medians.
 type Report struct {
+	Runs      int      `json:"runs"`
 	Baselines []Result `json:"baselines"`
 	Results   []Result `json:"results"`
 }
@@ -97,8 +99,54 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// Run measures the baselines, then the modes asked for.
+// Run measures the baselines, then the modes asked for, cfg.Runs times,
+// and reports each figure's median over the runs. A ratio is the median
+// of the per-run ratios, each against its own run's baseline, so a noisy
+// moment moves a figure and its baseline together.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	var runs []*Report
+	for i := 0; i < max(cfg.Runs, 1); i++ {
+		r, err := runOnce(ctx, cfg)
+		if err != nil {
+			return r, err
+		}
+		runs = append(runs, r)
+	}
+	return median(runs), nil
+}
+
+// median merges reports of the same measurements into their medians.
+func median(runs []*Report) *Report {
+	if len(runs) == 1 {
+		runs[0].Runs = 1
+		return runs[0]
+	}
+	merge := func(pick func(*Report) []Result) []Result {
+		var out []Result
+		for i, first := range pick(runs[0]) {
+			m := first
+			field := func(f func(Result) float64) float64 {
+				v := make([]float64, len(runs))
+				for j, r := range runs {
+					v[j] = f(pick(r)[i])
+				}
+				sort.Float64s(v)
+				return v[len(v)/2]
+			}
+			m.Value = field(func(x Result) float64 { return x.Value })
+			m.P50ms = field(func(x Result) float64 { return x.P50ms })
+			m.P99ms = field(func(x Result) float64 { return x.P99ms })
+			m.Ratio = field(func(x Result) float64 { return x.Ratio })
+			out = append(out, m)
+		}
+		return out
+	}
+	return &Report{Runs: len(runs),
+		Baselines: merge(func(r *Report) []Result { return r.Baselines }),
+		Results:   merge(func(r *Report) []Result { return r.Results })}
+}
+
+func runOnce(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Clients <= 0 {
 		cfg.Clients = 16
 	}

@@ -109,11 +109,11 @@ func TestRunSmall(t *testing.T) {
 	}
 	defer c.Close()
 	r, err := Run(context.Background(), Config{Master: c.Addr(), Size: 3 << 20, Replications: []int{1, 3},
-		Clients: 4, SmallFiles: 40, MetaOps: 100, TempDir: t.TempDir()})
+		Clients: 4, SmallFiles: 40, MetaOps: 100, TempDir: t.TempDir(), Runs: 2})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if len(r.Baselines) != 4 || len(r.Results) != 4+3+5 {
+	if r.Runs != 2 || len(r.Baselines) != 4 || len(r.Results) != 4+3+5 {
 		t.Fatalf("%d baselines and %d results: %+v", len(r.Baselines), len(r.Results), r)
 	}
 	for _, x := range append(r.Baselines, r.Results...) {
@@ -124,5 +124,17 @@ func TestRunSmall(t *testing.T) {
 	var buf bytes.Buffer
 	if err := r.WriteJSON(&buf); err != nil || !json.Valid(buf.Bytes()) {
 		t.Fatalf("JSON output: %v", err)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	run := func(v, base float64) *Report {
+		return &Report{Baselines: []Result{{Name: "disk", Value: base}},
+			Results: []Result{{Name: "put", Value: v, P99ms: v / 10, Baseline: "disk", Ratio: v / base}}}
+	}
+	m := median([]*Report{run(30, 100), run(10, 100), run(50, 50), run(20, 100), run(40, 100)})
+	got := m.Results[0]
+	if m.Runs != 5 || got.Value != 30 || got.P99ms != 3 || got.Ratio != 0.3 || m.Baselines[0].Value != 100 {
+		t.Fatalf("median of five runs: %+v, baseline %+v", got, m.Baselines[0])
 	}
 }

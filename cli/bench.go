@@ -43,8 +43,8 @@ func (e *env) benchCmd() *cobra.Command {
 				}
 				cfg.Modes = append(cfg.Modes, strings.TrimSpace(m))
 			}
-			if size <= 0 || cfg.Clients < 1 || cfg.SmallFiles < 1 || cfg.MetaOps < 1 {
-				return usagef("--size, --clients, --small-files and --meta-ops must be positive")
+			if size <= 0 || cfg.Clients < 1 || cfg.SmallFiles < 1 || cfg.MetaOps < 1 || cfg.Runs < 1 {
+				return usagef("--size, --clients, --small-files, --meta-ops and --runs must be positive")
 			}
 			tmp, err := os.MkdirTemp("", "godfs-bench-")
 			if err != nil {
@@ -62,7 +62,7 @@ func (e *env) benchCmd() *cobra.Command {
 				cfg.Master = c.Addr()
 			}
 			if !asJSON {
-				fmt.Fprintf(e.stdout, "godfs bench: master %s, %d clients\n", cfg.Master, cfg.Clients)
+				fmt.Fprintf(e.stdout, "godfs bench: master %s, %d clients, %d run(s), medians\n", cfg.Master, cfg.Clients, cfg.Runs)
 			}
 			if cpuProfile != "" { // with --dev this profiles the servers too
 				f, err := os.Create(cpuProfile)
@@ -96,6 +96,7 @@ func (e *env) benchCmd() *cobra.Command {
 	f.IntVar(&cfg.Clients, "clients", cfg.Clients, "small, meta: concurrent clients")
 	f.IntVar(&cfg.SmallFiles, "small-files", cfg.SmallFiles, "small: 4 KiB files")
 	f.IntVar(&cfg.MetaOps, "meta-ops", cfg.MetaOps, "meta: files to create, stat, list and rename")
+	f.IntVar(&cfg.Runs, "runs", 1, "whole runs; the report gives each figure's median")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run (pprof) to this file")
 	return cmd
 }
