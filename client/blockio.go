@@ -38,8 +38,9 @@ type blockReader struct {
 	tab    *crc32.Table // the replica's checksum type
 	skip   int64        // bytes before the requested offset in the first packet
 	remain int64        // requested bytes not yet returned
-	buf    []byte
-	chunk  int64 // chunk number of the next packet's first byte
+	buf    []byte       // what is left of the last packet's data
+	pkt    []byte       // the last packet, whose space the next one reuses
+	chunk  int64        // chunk number of the next packet's first byte
 	done   bool
 	addr   string
 }
@@ -57,29 +58,29 @@ func openBlock(addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clie
 		c.Close()
 		return nil, err
 	}
-	r := bufio.NewReaderSize(c, 128<<10)
+	br := &blockReader{conn: c, r: xfer.NewReader(c), remain: n, addr: addr}
 	resp := &pb.BlockOpResponseProto{}
-	if err := xfer.ReadDelimited(r, resp); err != nil {
-		c.Close()
+	if err := xfer.ReadDelimited(br.r, resp); err != nil {
+		br.Close()
 		return nil, err
 	}
 	if resp.GetStatus() != pb.Status_SUCCESS {
-		c.Close()
+		br.Close()
 		return nil, fmt.Errorf("datanode %s: %s: %s", addr, resp.GetStatus(), resp.GetMessage())
 	}
 	info := resp.GetReadOpChecksumInfo()
 	cs := info.GetChecksum()
-	tab, err := xfer.ChecksumTable(cs.GetType())
-	if err != nil || cs.GetBytesPerChecksum() != protocol.BytesPerChecksum {
-		c.Close()
+	if br.tab, err = xfer.ChecksumTable(cs.GetType()); err != nil || cs.GetBytesPerChecksum() != protocol.BytesPerChecksum {
+		br.Close()
 		return nil, fmt.Errorf("datanode %s: unsupported checksum %s/%d", addr, cs.GetType(), cs.GetBytesPerChecksum())
 	}
 	start := int64(info.GetChunkOffset())
 	if start > off || off-start >= protocol.BytesPerChecksum {
-		c.Close()
+		br.Close()
 		return nil, fmt.Errorf("datanode %s: read starts at %d for offset %d", addr, start, off)
 	}
-	return &blockReader{conn: c, r: r, tab: tab, skip: off - start, remain: n, chunk: start / protocol.BytesPerChecksum, addr: addr}, nil
+	br.skip, br.chunk = off-start, start/protocol.BytesPerChecksum
+	return br, nil
 }
 
 func (br *blockReader) Read(p []byte) (int, error) {
@@ -89,7 +90,7 @@ func (br *blockReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		br.conn.SetDeadline(time.Now().Add(ioTimeout))
-		pk, _, err := xfer.ReadPacket(br.r)
+		pk, raw, err := xfer.ReadPacket(br.r, br.pkt)
 		if err != nil {
 			return 0, fmt.Errorf("read from datanode %s: %w", br.addr, err)
 		}
@@ -103,6 +104,7 @@ func (br *blockReader) Read(p []byte) (int, error) {
 		if err := xfer.VerifyChunks(br.tab, pk.Data, pk.Sums, br.chunk); err != nil {
 			return 0, fmt.Errorf("block from datanode %s: %w", br.addr, err)
 		}
+		br.pkt = raw // reused for the next packet, once buf is consumed
 		br.chunk += xfer.NumChunks(int64(len(pk.Data)))
 		data := pk.Data
 		if br.skip > 0 {
@@ -133,5 +135,7 @@ func (br *blockReader) Close() error {
 	}
 	err := br.conn.Close()
 	br.conn = nil
+	xfer.FreeReader(br.r)
+	br.r = nil
 	return err
 }

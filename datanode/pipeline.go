@@ -165,9 +165,12 @@ func connectDownstream(addr string, req *pb.OpWriteBlockProto) (net.Conn, *bufio
 // receivePackets reads packets from upstream until the last one. Only this
 // goroutine touches rw.
 func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufio.Reader, up, down net.Conn, acks chan<- toAck) error {
+	var raw []byte // each packet reuses the space of the one before
 	for {
 		up.SetReadDeadline(time.Now().Add(ioTimeout))
-		p, raw, err := xfer.ReadPacket(upR)
+		var p *xfer.Packet
+		var err error
+		p, raw, err = xfer.ReadPacket(upR, raw)
 		if err != nil {
 			return fmt.Errorf("receive packet: %w", err)
 		}

@@ -35,7 +35,8 @@ func (d *DataNode) serveConn(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	r := bufio.NewReaderSize(c, 128<<10)
+	r := xfer.NewReader(c)
+	defer xfer.FreeReader(r)
 	for {
 		c.SetReadDeadline(time.Now().Add(idleTimeout))
 		op, err := xfer.ReadOpHeader(r)
@@ -133,7 +134,8 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 		end = rr.length
 	}
 	start := off - off%protocol.BytesPerChecksum
-	w := bufio.NewWriterSize(c, 128<<10)
+	w := xfer.NewWriter(c)
+	defer xfer.FreeWriter(w)
 	err = xfer.WriteDelimited(w, &pb.BlockOpResponseProto{
 		Status: pb.Status_SUCCESS.Enum(),
 		ReadOpChecksumInfo: &pb.ReadOpChecksumInfoProto{
@@ -144,8 +146,9 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 	if err != nil {
 		return err
 	}
-	data := make([]byte, readPacketData)
-	sums := make([]byte, readPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize)
+	space := min(int64(readPacketData), end-start) // a small file gets a small buffer
+	data := make([]byte, space)
+	sums := make([]byte, xfer.NumChunks(space)*protocol.ChecksumSize)
 	var seq int64
 	c.SetWriteDeadline(time.Now().Add(ioTimeout))
 	for pos := start; pos < end; seq++ {

@@ -67,6 +67,7 @@ type Pipeline struct {
 	unackedMu sync.Mutex
 	unacked   []*Packet
 	acked     int64 // bytes acked by every datanode
+	handedOut bool  // Unacked gave the packets away: their space is not reused
 
 	window chan struct{} // one token per packet in flight
 	done   chan error    // the ack reader's result
@@ -112,7 +113,7 @@ func ResumePipeline(addr string, op *pb.OpWriteBlockProto, maxInFlight int, seqn
 		return nil, &BadLinkError{bad, fmt.Errorf("pipeline setup: %s: %s", resp.GetStatus(), resp.GetMessage())}
 	}
 	c.SetDeadline(time.Time{})
-	p := &Pipeline{conn: c, w: bufio.NewWriterSize(c, 128<<10), seqno: seqno, offset: offset, acked: offset,
+	p := &Pipeline{conn: c, w: NewWriter(c), seqno: seqno, offset: offset, acked: offset,
 		nodes: 1 + len(op.GetTargets()), window: make(chan struct{}, maxInFlight), done: make(chan error, 1)}
 	go p.readAcks(r, seqno)
 	return p, nil
@@ -133,8 +134,8 @@ func (p *Pipeline) send(data, sums []byte, last bool) error {
 	}
 	// The packet joins the unacked queue before anything can fail, so a
 	// writer that recovers the pipeline resends it whatever happens next.
-	pk := &Packet{Offset: p.offset, Seqno: p.seqno, Last: last,
-		Data: append([]byte(nil), data...), Sums: append([]byte(nil), sums...)}
+	pk := &Packet{Offset: p.offset, Seqno: p.seqno, Last: last}
+	pk.retain(data, sums)
 	p.unackedMu.Lock()
 	p.unacked = append(p.unacked, pk)
 	p.unackedMu.Unlock()
@@ -207,8 +208,12 @@ func (p *Pipeline) readAcks(r *bufio.Reader, next int64) {
 		}
 		p.unackedMu.Lock()
 		if len(p.unacked) > 0 {
-			p.acked = p.unacked[0].Offset + int64(len(p.unacked[0].Data))
+			pk := p.unacked[0]
+			p.acked = pk.Offset + int64(len(pk.Data))
 			p.unacked = p.unacked[1:]
+			if !p.handedOut {
+				pk.release()
+			}
 		}
 		p.unackedMu.Unlock()
 		next++
@@ -225,6 +230,7 @@ func (p *Pipeline) readAcks(r *bufio.Reader, next int64) {
 func (p *Pipeline) Unacked() ([]*Packet, int64) {
 	p.unackedMu.Lock()
 	defer p.unackedMu.Unlock()
+	p.handedOut = true
 	return append([]*Packet(nil), p.unacked...), p.acked
 }
 
@@ -268,7 +274,7 @@ func (p *Pipeline) NextSeqno() int64 { return p.seqno }
 // Finish sends the empty last packet, waits until every datanode has acked
 // every packet (the replicas are then durable) and closes the connection.
 func (p *Pipeline) Finish() error {
-	defer p.conn.Close()
+	defer p.Abort()
 	if p.lastSent { // the last packet was resent already
 		return p.wait()
 	}
@@ -300,7 +306,14 @@ func (p *Pipeline) Resend(pk *Packet) error {
 
 // Abort drops the pipeline. The datanodes keep what they received, for
 // pipeline or lease recovery.
-func (p *Pipeline) Abort() { p.conn.Close() }
+func (p *Pipeline) Abort() {
+	p.conn.Close()
+	if p.w != nil {
+		FreeWriter(p.w)
+		p.w = nil
+		p.ackErr = errOr(p.ackErr, &PipelineError{Bad: -1, Err: errors.New("pipeline closed")})
+	}
+}
 
 // WriteBlockOp builds the WRITE_BLOCK request that creates a new replica of
 // b on targets[0] and forwards to the rest.

@@ -186,6 +186,7 @@ type Packet struct {
 	Sync   bool // the writer asks for the data to be synced to disk
 	Sums   []byte
 	Data   []byte
+	space  *[]byte // pooled space holding Sums and Data (see retain)
 }
 
 // WritePacket sends p. Sums must already hold the data's checksums.
@@ -223,7 +224,11 @@ var ErrPacket = errors.New("malformed packet")
 // ReadPacket reads one packet. The returned packet's slices point into raw,
 // which holds the packet exactly as it came off the wire (for forwarding
 // down a pipeline without re-encoding).
-func ReadPacket(r *bufio.Reader) (p *Packet, raw []byte, err error) {
+//
+// The packet is read into buf when it fits (pass the raw slice of the
+// previous packet to reuse it), so its slices are valid only until buf is
+// reused.
+func ReadPacket(r *bufio.Reader, buf []byte) (p *Packet, raw []byte, err error) {
 	var lens [6]byte
 	if _, err := io.ReadFull(r, lens[:]); err != nil {
 		return nil, nil, err
@@ -233,7 +238,11 @@ func ReadPacket(r *bufio.Reader) (p *Packet, raw []byte, err error) {
 	if plen < 4 || plen > protocol.MaxPacketSize || hlen > 1024 {
 		return nil, nil, fmt.Errorf("%w: length %d, header %d", ErrPacket, plen, hlen)
 	}
-	raw = make([]byte, 6+hlen+plen-4)
+	if n := 6 + hlen + plen - 4; cap(buf) >= n {
+		raw = buf[:n]
+	} else {
+		raw = make([]byte, n)
+	}
 	copy(raw, lens[:])
 	if _, err := io.ReadFull(r, raw[6:]); err != nil {
 		return nil, nil, fmt.Errorf("read packet: %w", io.ErrUnexpectedEOF)

@@ -22,7 +22,7 @@ func TestPacketRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	wire := append([]byte{}, buf.Bytes()...)
-	out, raw, err := ReadPacket(bufio.NewReader(&buf))
+	out, raw, err := ReadPacket(bufio.NewReader(&buf), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestMalformedPacketsRejected(t *testing.T) {
 		{0, 0, 0, 2, 0, 1},                 // length smaller than itself
 		{0, 0, 0, 10, 0, 3, 1, 2, 3, 4, 5}, // garbage header, truncated
 	} {
-		if _, _, err := ReadPacket(bufio.NewReader(bytes.NewReader(b))); err == nil {
+		if _, _, err := ReadPacket(bufio.NewReader(bytes.NewReader(b)), nil); err == nil {
 			t.Errorf("accepted malformed packet %x", b)
 		}
 	}

@@ -1,0 +1,80 @@
+package xfer
+
+import (
+	"bufio"
+	"io"
+	"sync"
+
+	"github.com/godfs/godfs/protocol"
+)
+
+// connBufferSize is the buffer of a data connection: two packets.
+const connBufferSize = 128 << 10
+
+// Connection buffers are pooled: a 4 KiB read or write would otherwise
+// cost a 128 KiB allocation (and clearing it) at each end of each hop.
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, connBufferSize) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, connBufferSize) }}
+)
+
+// packetSpace holds the copies of sent packets a pipeline keeps until
+// they are acked: data and checksums of one packet in one slice.
+var packetSpace = sync.Pool{New: func() any {
+	b := make([]byte, maxPacketSpace)
+	return &b
+}}
+
+// maxPacketSpace is the largest packet's data and checksums.
+const maxPacketSpace = protocol.MaxPacketData + protocol.MaxPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize
+
+// retain makes pk's data and checksums its own, copied into pooled space.
+func (pk *Packet) retain(data, sums []byte) {
+	n := len(data) + len(sums)
+	var b []byte
+	if n <= maxPacketSpace {
+		pk.space = packetSpace.Get().(*[]byte)
+		b = (*pk.space)[:n]
+	} else {
+		b = make([]byte, n)
+	}
+	copy(b, data)
+	copy(b[len(data):], sums)
+	pk.Data, pk.Sums = b[:len(data):len(data)], b[len(data):]
+}
+
+// release gives back pk's pooled space once nothing refers to it.
+func (pk *Packet) release() {
+	if pk.space != nil {
+		packetSpace.Put(pk.space)
+		pk.space, pk.Data, pk.Sums = nil, nil, nil
+	}
+}
+
+// NewReader returns a pooled buffered reader of r; give it back with
+// FreeReader once nothing reads from it.
+func NewReader(r io.Reader) *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+// FreeReader returns br to the pool.
+func FreeReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readers.Put(br)
+}
+
+// NewWriter returns a pooled buffered writer to w; give it back with
+// FreeWriter once nothing writes to it (unflushed bytes are dropped).
+func NewWriter(w io.Writer) *bufio.Writer {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw
+}
+
+// FreeWriter returns bw to the pool.
+func FreeWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	writers.Put(bw)
+}
