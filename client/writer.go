@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -88,7 +89,23 @@ func (c *Client) Create(ctx context.Context, name string, opts ...CreateOption) 
 	}
 	c.writerOpened()
 	return &FileWriter{c: c, name: name, fileID: resp.GetFs().GetFileId(), blockSize: int64(resp.GetFs().GetBlocksize()),
-		replication: int(resp.GetFs().GetBlockReplication()), ctx: ctx, buf: make([]byte, 0, protocol.MaxPacketData)}, nil
+		replication: int(resp.GetFs().GetBlockReplication()), ctx: ctx}, nil
+}
+
+// packetBufs are writers' packet buffers.
+var packetBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, protocol.MaxPacketData)
+	return &b
+}}
+
+// freeBuffer gives the packet buffer back; the pipeline keeps its own
+// copies of unacked packets, so nothing refers to it once closed.
+func (w *FileWriter) freeBuffer() {
+	if w.buf != nil {
+		b := w.buf[:0]
+		packetBufs.Put(&b)
+		w.buf = nil
+	}
 }
 
 // Write buffers p into packets and streams them down the current block's
@@ -99,6 +116,9 @@ func (w *FileWriter) Write(p []byte) (int, error) {
 	}
 	if w.err != nil {
 		return 0, w.err
+	}
+	if w.buf == nil { // taken late and given back by Close: empty files cost no buffer
+		w.buf = (*packetBufs.Get().(*[]byte))[:0]
 	}
 	n := 0
 	for len(p) > 0 {
@@ -237,6 +257,7 @@ func (w *FileWriter) Close() error {
 	}
 	w.closed = true
 	defer w.c.writerClosed()
+	defer w.freeBuffer()
 	if w.err == nil {
 		w.flushPacket()
 	}
@@ -423,7 +444,7 @@ func (c *Client) Append(ctx context.Context, name string) (*FileWriter, error) {
 	}
 	c.writerOpened()
 	return &FileWriter{c: c, name: name, fileID: resp.GetStat().GetFileId(), blockSize: int64(resp.GetStat().GetBlocksize()),
-		replication: int(resp.GetStat().GetBlockReplication()), ctx: ctx, buf: make([]byte, 0, protocol.MaxPacketData)}, nil
+		replication: int(resp.GetStat().GetBlockReplication()), ctx: ctx}, nil
 }
 
 // replaceFailed brings a shrunken pipeline back to the file's replication,

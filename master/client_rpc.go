@@ -2,9 +2,11 @@ package master
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math"
+	"path"
 
 	"google.golang.org/protobuf/proto"
 
@@ -188,21 +190,32 @@ func (m *Master) create(ctx context.Context, req *pb.CreateRequestProto) (*pb.Cr
 	}
 	user := hrpc.CallerFrom(ctx).User
 	resp := &pb.CreateResponseProto{}
-	err := m.update(func() error {
+	// A new file is invisible until complete or hflush, both of which wait
+	// for the log, which holds the create before them: so creating one in
+	// an existing directory answers without waiting for its fsync, and a
+	// crash before that fsync loses a file nobody but its writer knew of
+	// (whose next call then fails). Replacing a file, creating parents or
+	// taking over a lease is visible, and waits.
+	err := m.change(func() (bool, error) {
+		before := m.mu.tree.LastIndex()
 		if _, err := m.takeOverLocked(req.GetSrc()); err != nil {
-			return err
+			return true, err
 		}
+		_, lookupErr := m.mu.tree.Lookup(req.GetSrc())
+		parent, _ := m.mu.tree.Lookup(path.Dir(req.GetSrc()))
+		private := errors.Is(lookupErr, fs.ErrNotExist) && parent != nil && parent.IsDir &&
+			m.mu.tree.LastIndex() == before
 		res, err := m.applyLocked(&namespace.Entry{Type: namespace.OpCreate, Path: req.GetSrc(),
 			FileID: m.mu.tree.NextInodeID(), Perm: uint16(req.GetMasked().GetPerm() & 0o1777),
 			Owner: ownerOr(user), Group: m.cfg.SuperGroup, Time: m.nowMillis(),
 			Replication: uint16(repl), BlockSize: bs, Client: req.GetClientName(),
 			Overwrite: flags&uint32(pb.CreateFlagProto_OVERWRITE) != 0, Parents: req.GetCreateParent()})
 		if err != nil {
-			return err
+			return true, err
 		}
 		m.renewLeaseLocked(req.GetClientName())
 		resp.Fs = m.fileStatus(res.Inode, "")
-		return nil
+		return !private, nil
 	})
 	if err != nil {
 		return nil, err

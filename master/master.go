@@ -308,6 +308,15 @@ func (m *Master) checkpointLocked() error {
 // update runs fn with m.mu held, then waits until every entry fn applied
 // is durable, so the caller answers "ok" only for logged changes.
 func (m *Master) update(fn func() error) error {
+	return m.change(func() (bool, error) { return true, fn() })
+}
+
+// change is update for a change that may answer before its entries are
+// durable: fn says whether the caller must wait for the log. Only a change
+// nobody else can observe may skip the wait, one that a later waiting
+// change by the same client (whose entries follow it in the log) makes
+// durable before anything depends on it.
+func (m *Master) change(fn func() (wait bool, err error)) error {
 	m.mu.Lock()
 	if m.mu.failed != nil {
 		err := m.mu.failed
@@ -320,10 +329,10 @@ func (m *Master) update(fn func() error) error {
 		return err
 	}
 	before := m.mu.tree.LastIndex()
-	err := fn()
+	wait, err := fn()
 	after := m.mu.tree.LastIndex()
 	m.mu.Unlock()
-	if after > before {
+	if after > before && wait {
 		if serr := m.oplog.Sync(after); serr != nil {
 			return fmt.Errorf("op log: %w", serr)
 		}
