@@ -38,6 +38,11 @@ func (r *Report) measureBaselines(cfg Config) error {
 		return fmt.Errorf("fsync baseline: %w", err)
 	}
 	r.Baselines = append(r.Baselines, Result{Name: "fsync rate", Value: fs, Unit: "ops/s"})
+	creates, err := createRate(cfg.TempDir)
+	if err != nil {
+		return fmt.Errorf("file create baseline: %w", err)
+	}
+	r.Baselines = append(r.Baselines, Result{Name: "file creates", Value: creates, Unit: "ops/s"})
 	r.Baselines = append(r.Baselines, Result{Name: "CRC32C", Value: crcSpeed(), Unit: "MB/s"})
 	return nil
 }
@@ -117,6 +122,29 @@ func fsyncRate(dir string) (float64, error) {
 		if err := f.Sync(); err != nil {
 			return 0, err
 		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// createRate is how many empty files per second one thread creates in a
+// new directory under dir, over about a second. A replica is two files
+// (data and checksums), so a small file at replication 3 is six creates:
+// on machines where creating a file is slow, that bounds small-file writes.
+func createRate(dir string) (float64, error) {
+	d, err := os.MkdirTemp(dir, "creates-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(d)
+	start := time.Now()
+	n := 0
+	for time.Since(start) < time.Second {
+		f, err := os.OpenFile(filepath.Join(d, fmt.Sprint(n)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return 0, err
+		}
+		f.Close()
 		n++
 	}
 	return float64(n) / time.Since(start).Seconds(), nil

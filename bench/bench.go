@@ -243,7 +243,7 @@ func (r *Report) small(ctx context.Context, c *client.Client, cfg Config) error 
 			return err
 		}
 	}
-	err := r.measure("4 KiB files written, replication 3", "fsync rate", cfg, cfg.SmallFiles, func(c *client.Client, i int) error {
+	err := r.measure("4 KiB files written, replication 3", "file creates", cfg, cfg.SmallFiles, func(c *client.Client, i int) error {
 		w, err := c.Create(ctx, name(i))
 		if err != nil {
 			return err
