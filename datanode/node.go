@@ -321,6 +321,11 @@ func (d *DataNode) masterLoop() {
 			}
 		}
 		cancel()
+		select {
+		case <-d.stop: // closing: the failure is our own closed client
+			return
+		default:
+		}
 		if err != nil {
 			d.log.Warn("master unreachable", "master", d.opts.Master, "err", err)
 			registered = false

@@ -190,14 +190,17 @@ func (s *store) capacity() (total, free uint64) {
 
 // replicaWriter receives one replica into rbw/ and publishes it on finish.
 type replicaWriter struct {
-	s        *store
-	v        *volume
-	id, gs   uint64
-	data     *os.File
-	meta     *os.File
-	metaW    *bufio.Writer
-	length   int64
-	finished atomic.Bool // finalized or aborted: the replica is no longer in rbw/
+	s      *store
+	v      *volume
+	id, gs uint64
+	data   *os.File
+	meta   *os.File
+	metaW  *bufio.Writer
+	length int64
+	// wroteBack is how much of the data file the kernel was asked to
+	// start writing to disk (see startWriteback).
+	wroteBack int64
+	finished  atomic.Bool // finalized or aborted: the replica is no longer in rbw/
 	// moving is held while the replica's files change directory (finish,
 	// reopen), so that a reader opens them where the store says they are.
 	moving sync.Mutex
@@ -260,8 +263,16 @@ func (w *replicaWriter) write(data, sums []byte) error {
 	}
 	w.length += int64(len(data))
 	w.visible.Store(w.length)
+	if w.length-w.wroteBack >= writebackChunk {
+		startWriteback(w.data, w.wroteBack, w.length-w.wroteBack)
+		w.wroteBack = w.length
+	}
 	return nil
 }
+
+// writebackChunk is how much written data a replica lets pile up in the
+// page cache before it starts writing it to disk.
+const writebackChunk = 8 << 20
 
 // rewind cuts the replica back to off, the start of its last, partial
 // chunk: a writer that flushed in the middle of a chunk sends that chunk
@@ -271,6 +282,7 @@ func (w *replicaWriter) rewind(off int64) error {
 		return fmt.Errorf("block %d: packet at %d does not restart the last chunk of %d bytes", w.id, off, w.length)
 	}
 	w.visible.Store(off)
+	w.wroteBack = min(w.wroteBack, off)
 	if err := w.data.Truncate(off); err != nil {
 		return err
 	}

@@ -134,9 +134,9 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 		end = rr.length
 	}
 	start := off - off%protocol.BytesPerChecksum
-	w := xfer.NewWriter(c)
-	defer xfer.FreeWriter(w)
-	err = xfer.WriteDelimited(w, &pb.BlockOpResponseProto{
+	// The answer and small packets go out together in one write; a full
+	// packet's data goes from where it was read (writev), not copied.
+	out, err := xfer.AppendDelimited(make([]byte, 0, 4<<10), &pb.BlockOpResponseProto{
 		Status: pb.Status_SUCCESS.Enum(),
 		ReadOpChecksumInfo: &pb.ReadOpChecksumInfoProto{
 			Checksum:    &pb.ChecksumProto{Type: xfer.ChecksumType(rr.tab).Enum(), BytesPerChecksum: proto.Uint32(protocol.BytesPerChecksum)},
@@ -157,16 +157,22 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 		if err := rr.readChunks(pos, data[:k], sums[:nsums]); err != nil {
 			return err
 		}
-		if err := xfer.WritePacket(w, &xfer.Packet{Offset: pos, Seqno: seq, Data: data[:k], Sums: sums[:nsums]}); err != nil {
-			return fmt.Errorf("send block %d: %w", rr.id, err)
+		pk := &xfer.Packet{Offset: pos, Seqno: seq, Data: data[:k], Sums: sums[:nsums]}
+		out = xfer.AppendPacketHead(out, pk)
+		if k < readPacketData {
+			out = append(out, pk.Data...)
+		} else {
+			bufs := net.Buffers{out, pk.Data}
+			if _, err := bufs.WriteTo(c); err != nil {
+				return fmt.Errorf("send block %d: %w", rr.id, err)
+			}
+			out = out[:0]
 		}
 		pos += k
 		c.SetWriteDeadline(time.Now().Add(ioTimeout))
 	}
-	if err := xfer.WritePacket(w, &xfer.Packet{Offset: end, Seqno: seq, Last: true}); err != nil {
-		return fmt.Errorf("send block %d: %w", rr.id, err)
-	}
-	if err := w.Flush(); err != nil {
+	out = xfer.AppendPacketHead(out, &xfer.Packet{Offset: end, Seqno: seq, Last: true})
+	if _, err := c.Write(out); err != nil {
 		return fmt.Errorf("send block %d: %w", rr.id, err)
 	}
 	// The client says how the read went; a client that read only part of

@@ -8,15 +8,15 @@ import (
 	"github.com/godfs/godfs/protocol"
 )
 
-// connBufferSize is the buffer of a data connection: two packets.
-const connBufferSize = 128 << 10
+// readBufferSize is smaller than a packet on purpose: bufio then reads a
+// full packet's body straight into the caller's space, not through its
+// buffer (one copy less per byte received). Data is written unbuffered,
+// a packet per writev.
+const readBufferSize = 16 << 10
 
-// Connection buffers are pooled: a 4 KiB read or write would otherwise
-// cost a 128 KiB allocation (and clearing it) at each end of each hop.
-var (
-	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, connBufferSize) }}
-	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, connBufferSize) }}
-)
+// Connection buffers are pooled: a 4 KiB read would otherwise cost an
+// allocation (and clearing it) at each end of each hop.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
 
 // packetSpace holds the copies of sent packets a pipeline keeps until
 // they are acked: data and checksums of one packet in one slice.
@@ -63,18 +63,4 @@ func NewReader(r io.Reader) *bufio.Reader {
 func FreeReader(br *bufio.Reader) {
 	br.Reset(nil)
 	readers.Put(br)
-}
-
-// NewWriter returns a pooled buffered writer to w; give it back with
-// FreeWriter once nothing writes to it (unflushed bytes are dropped).
-func NewWriter(w io.Writer) *bufio.Writer {
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(w)
-	return bw
-}
-
-// FreeWriter returns bw to the pool.
-func FreeWriter(bw *bufio.Writer) {
-	bw.Reset(nil)
-	writers.Put(bw)
 }

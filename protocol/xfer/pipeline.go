@@ -55,7 +55,6 @@ func (e *BadLinkError) Unwrap() error { return e.Err }
 // clients writing files and by datanodes copying replicas.
 type Pipeline struct {
 	conn     net.Conn
-	w        *bufio.Writer
 	seqno    int64
 	offset   int64 // bytes sent so far
 	nodes    int   // datanodes in the pipeline
@@ -113,7 +112,7 @@ func ResumePipeline(addr string, op *pb.OpWriteBlockProto, maxInFlight int, seqn
 		return nil, &BadLinkError{bad, fmt.Errorf("pipeline setup: %s: %s", resp.GetStatus(), resp.GetMessage())}
 	}
 	c.SetDeadline(time.Time{})
-	p := &Pipeline{conn: c, w: NewWriter(c), seqno: seqno, offset: offset, acked: offset,
+	p := &Pipeline{conn: c, seqno: seqno, offset: offset, acked: offset,
 		nodes: 1 + len(op.GetTargets()), window: make(chan struct{}, maxInFlight), done: make(chan error, 1)}
 	go p.readAcks(r, seqno)
 	return p, nil
@@ -149,13 +148,10 @@ func (p *Pipeline) send(data, sums []byte, last bool) error {
 		return p.ackErr
 	}
 	p.conn.SetWriteDeadline(time.Now().Add(IOTimeout))
-	if err := WritePacket(p.w, pk); err != nil {
+	// Unbuffered: a full packet's data goes from the retained copy to the
+	// socket in one writev.
+	if err := WritePacket(p.conn, pk); err != nil {
 		return &PipelineError{Bad: 0, Err: fmt.Errorf("send packet to pipeline: %w", err)}
-	}
-	if last || p.w.Buffered() > 64<<10 {
-		if err := p.w.Flush(); err != nil {
-			return &PipelineError{Bad: 0, Err: fmt.Errorf("send packet to pipeline: %w", err)}
-		}
 	}
 	return nil
 }
@@ -240,10 +236,6 @@ func (p *Pipeline) Drain() error {
 	if p.ackErr != nil {
 		return p.ackErr
 	}
-	p.conn.SetWriteDeadline(time.Now().Add(IOTimeout))
-	if err := p.w.Flush(); err != nil {
-		return &PipelineError{Bad: 0, Err: fmt.Errorf("send packet to pipeline: %w", err)}
-	}
 	deadline := time.Now().Add(IOTimeout)
 	for {
 		p.unackedMu.Lock()
@@ -274,7 +266,7 @@ func (p *Pipeline) NextSeqno() int64 { return p.seqno }
 // Finish sends the empty last packet, waits until every datanode has acked
 // every packet (the replicas are then durable) and closes the connection.
 func (p *Pipeline) Finish() error {
-	defer p.Abort()
+	defer p.conn.Close()
 	if p.lastSent { // the last packet was resent already
 		return p.wait()
 	}
@@ -306,14 +298,7 @@ func (p *Pipeline) Resend(pk *Packet) error {
 
 // Abort drops the pipeline. The datanodes keep what they received, for
 // pipeline or lease recovery.
-func (p *Pipeline) Abort() {
-	p.conn.Close()
-	if p.w != nil {
-		FreeWriter(p.w)
-		p.w = nil
-		p.ackErr = errOr(p.ackErr, &PipelineError{Bad: -1, Err: errors.New("pipeline closed")})
-	}
-}
+func (p *Pipeline) Abort() { p.conn.Close() }
 
 // WriteBlockOp builds the WRITE_BLOCK request that creates a new replica of
 // b on targets[0] and forwards to the rest.

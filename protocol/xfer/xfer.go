@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"net"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -118,13 +119,18 @@ func ReadOpHeader(r io.Reader) (Op, error) {
 
 // WriteDelimited writes m with a varint length prefix.
 func WriteDelimited(w io.Writer, m proto.Message) error {
-	b, err := proto.Marshal(m)
+	buf, err := AppendDelimited(nil, m)
 	if err != nil {
 		return err
 	}
-	buf := protowire.AppendVarint(make([]byte, 0, len(b)+binary.MaxVarintLen64), uint64(len(b)))
-	_, err = w.Write(append(buf, b...))
+	_, err = w.Write(buf)
 	return err
+}
+
+// AppendDelimited appends m, varint-length-prefixed, to dst.
+func AppendDelimited(dst []byte, m proto.Message) ([]byte, error) {
+	dst = protowire.AppendVarint(dst, uint64(proto.Size(m)))
+	return proto.MarshalOptions{}.MarshalAppend(dst, m)
 }
 
 // ReadDelimited reads a varint-length-prefixed message into m.
@@ -191,31 +197,32 @@ type Packet struct {
 
 // WritePacket sends p. Sums must already hold the data's checksums.
 func WritePacket(w io.Writer, p *Packet) error {
-	hdr, err := proto.Marshal(&pb.PacketHeaderProto{
+	buf := AppendPacketHead(make([]byte, 0, 64+len(p.Sums)), p)
+	if len(p.Data) < 32<<10 {
+		_, err := w.Write(append(buf, p.Data...))
+		return err
+	}
+	// Large data: written from where it is (writev on a connection),
+	// rather than copied after the head.
+	bufs := net.Buffers{buf, p.Data}
+	_, err := bufs.WriteTo(w)
+	return err
+}
+
+// AppendPacketHead appends p's framing, header and checksums, everything
+// but its data, to dst.
+func AppendPacketHead(dst []byte, p *Packet) []byte {
+	h := &pb.PacketHeaderProto{
 		OffsetInBlock:     proto.Int64(p.Offset),
 		Seqno:             proto.Int64(p.Seqno),
 		LastPacketInBlock: proto.Bool(p.Last),
 		DataLen:           proto.Int32(int32(len(p.Data))),
 		SyncBlock:         proto.Bool(p.Sync),
-	})
-	if err != nil {
-		return err
 	}
-	buf := make([]byte, 0, 6+len(hdr)+len(p.Sums))
-	buf = binary.BigEndian.AppendUint32(buf, uint32(4+len(p.Sums)+len(p.Data)))
-	buf = binary.BigEndian.AppendUint16(buf, uint16(len(hdr)))
-	buf = append(buf, hdr...)
-	buf = append(buf, p.Sums...)
-	if len(p.Data) < 32<<10 {
-		_, err = w.Write(append(buf, p.Data...))
-		return err
-	}
-	// Large data: two writes rather than one more copy.
-	if _, err = w.Write(buf); err != nil {
-		return err
-	}
-	_, err = w.Write(p.Data)
-	return err
+	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(p.Sums)+len(p.Data)))
+	dst = binary.BigEndian.AppendUint16(dst, uint16(proto.Size(h)))
+	dst, _ = proto.MarshalOptions{}.MarshalAppend(dst, h) // cannot fail: every field is set
+	return append(dst, p.Sums...)
 }
 
 // ErrPacket marks a malformed packet.
