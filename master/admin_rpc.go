@@ -160,6 +160,7 @@ func (m *Master) decommission(ctx context.Context, req *pb.DecommissionRequestPr
 				dn.admin = decommissioning
 			}
 		}
+		m.mu.blocks.recheckNode(dn)
 		if err := m.saveDecommissionLocked(); err != nil {
 			return fmt.Errorf("save decommission list: %w", err)
 		}

@@ -77,10 +77,27 @@ type blockMap struct {
 	blocks  map[uint64]*blockInfo
 	nodes   map[string]*datanode
 	pending map[uint64]*pendingCopy
+	// suspects are the blocks whose replication may be off: every change
+	// of a block's replicas, of its file's wanted replication or of a
+	// holder's state puts it here, and the replication monitor looks at
+	// these only, not at every block every pass.
+	suspects map[uint64]struct{}
+	// rescanAll says the monitor's next pass looks at every block (at
+	// start, when block reports rebuild the map); suspects are not
+	// recorded meanwhile.
+	rescanAll bool
 }
 
 func newBlockMap() *blockMap {
-	return &blockMap{blocks: map[uint64]*blockInfo{}, nodes: map[string]*datanode{}, pending: map[uint64]*pendingCopy{}}
+	return &blockMap{blocks: map[uint64]*blockInfo{}, nodes: map[string]*datanode{}, pending: map[uint64]*pendingCopy{},
+		suspects: map[uint64]struct{}{}, rescanAll: true}
+}
+
+// recheck has the replication monitor look at block id again.
+func (bm *blockMap) recheck(id uint64) {
+	if !bm.rescanAll {
+		bm.suspects[id] = struct{}{}
+	}
 }
 
 // add records a new block of a file, with the pipeline targets as its
@@ -105,6 +122,7 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
 	}
 	bi.replicas = append(bi.replicas, uuid)
 	dn.blocks[id] = struct{}{}
+	bm.recheck(id)
 }
 
 func (bm *blockMap) removeReplica(id uint64, uuid string) {
@@ -119,6 +137,7 @@ func (bm *blockMap) removeReplica(id uint64, uuid string) {
 	if dn := bm.nodes[uuid]; dn != nil {
 		delete(dn.blocks, id)
 	}
+	bm.recheck(id)
 	// A copy from a replica that is gone will not come.
 	if p := bm.pending[id]; p != nil && p.source == uuid {
 		bm.finishPending(id)
@@ -151,6 +170,7 @@ func (bm *blockMap) free(blocks []namespace.Block) {
 		}
 		bm.finishPending(b.ID)
 		delete(bm.blocks, b.ID)
+		delete(bm.suspects, b.ID)
 	}
 }
 
@@ -189,6 +209,15 @@ func (bm *blockMap) finishPending(id uint64) {
 		src.sending--
 	}
 	delete(bm.pending, id)
+	bm.recheck(id)
+}
+
+// recheckNode has the monitor look again at every block dn holds (its
+// replicas stopped or started counting).
+func (bm *blockMap) recheckNode(dn *datanode) {
+	for id := range dn.blocks {
+		bm.recheck(id)
+	}
 }
 
 // nodeDead drops every replica of a dead datanode from the map.

@@ -366,6 +366,15 @@ func (m *Master) applyLocked(e *namespace.Entry) (namespace.Result, error) {
 	if len(res.Freed) > 0 {
 		m.mu.blocks.free(res.Freed)
 	}
+	switch e.Type {
+	case namespace.OpComplete, namespace.OpSetReplication, namespace.OpTruncate, namespace.OpReportBlock:
+		// The file's blocks start being monitored, or want another count.
+		if res.Inode != nil && !res.Inode.UnderConstruction() {
+			for _, b := range res.Inode.Blocks {
+				m.mu.blocks.recheck(b.ID)
+			}
+		}
+	}
 	return res, nil
 }
 

@@ -49,6 +49,16 @@ type blockHealth struct {
 	want    int
 }
 
+func (m *Master) newHealth(n *namespace.Inode, b namespace.Block) *blockHealth {
+	h := &blockHealth{file: n, block: b, holders: m.mu.blocks.holders(b.ID), want: int(n.Replication)}
+	for _, dn := range h.holders {
+		if dn.inService() {
+			h.counted++
+		}
+	}
+	return h
+}
+
 // scanBlocksLocked calls fn for every block of every complete file.
 // m.mu must be held.
 func (m *Master) scanBlocksLocked(fn func(h *blockHealth)) {
@@ -57,21 +67,39 @@ func (m *Master) scanBlocksLocked(fn func(h *blockHealth)) {
 			return
 		}
 		for _, b := range n.Blocks {
-			h := &blockHealth{file: n, block: b, holders: m.mu.blocks.holders(b.ID), want: int(n.Replication)}
-			for _, dn := range h.holders {
-				if dn.inService() {
-					h.counted++
-				}
-			}
-			fn(h)
+			fn(m.newHealth(n, b))
 		}
 	})
 }
 
-// replicateLocked is the replication monitor's pass: it queues copies of
+// healthLocked is the health of block id, or nil when the monitor has
+// nothing to do with it (gone, or its file is still being written).
+func (m *Master) healthLocked(id uint64) *blockHealth {
+	bi := m.mu.blocks.blocks[id]
+	if bi == nil {
+		return nil
+	}
+	n := m.fileLocked(bi.fileID)
+	if n == nil || n.UnderConstruction() {
+		return nil
+	}
+	for _, b := range n.Blocks {
+		if b.ID == id {
+			return m.newHealth(n, b)
+		}
+	}
+	return nil
+}
+
+// checksPerPass bounds the suspect blocks one monitor pass looks at, and
+// so how long it holds the master's lock.
+const checksPerPass = 20000
+
+// replicateLocked is the replication monitor's pass over the suspect
+// blocks (every block, the first time): it queues copies of
 // under-replicated blocks (fewest live replicas first), deletes extra
 // replicas of over-replicated ones, tracks decommissioning and runs the
-// balancer. m.mu must be held.
+// balancer. Blocks it cannot copy yet stay suspect. m.mu must be held.
 func (m *Master) replicateLocked() {
 	now := m.cfg.Now()
 	bm := m.mu.blocks
@@ -82,7 +110,7 @@ func (m *Master) replicateLocked() {
 		}
 	}
 	var under []*blockHealth
-	m.scanBlocksLocked(func(h *blockHealth) {
+	visit := func(h *blockHealth) {
 		if len(h.holders) == 0 {
 			return // missing: nothing to copy from
 		}
@@ -106,20 +134,35 @@ func (m *Master) replicateLocked() {
 				bm.invalidateReplica(h.block.ID, x.ID)
 			}
 		}
-	})
+	}
+	if bm.rescanAll {
+		bm.rescanAll = false
+		m.scanBlocksLocked(visit)
+	} else {
+		checked := 0
+		for id := range bm.suspects {
+			if checked == checksPerPass {
+				break
+			}
+			checked++
+			delete(bm.suspects, id)
+			if h := m.healthLocked(id); h != nil {
+				visit(h)
+			}
+		}
+	}
 	sort.SliceStable(under, func(i, j int) bool { return under[i].counted < under[j].counted })
 	nodes := m.placementNodesLocked()
 	budget := m.cfg.MaxTransfersPerNode * max(1, len(nodes))
 	for _, h := range under {
-		if budget == 0 {
-			break
-		}
-		if m.scheduleCopyLocked(h, nodes, "", now) {
+		if budget > 0 && m.scheduleCopyLocked(h, nodes, "", now) {
 			budget--
+		} else {
+			bm.recheck(h.block.ID) // no source, target or budget now: next pass
 		}
 	}
 	m.decommissionProgressLocked()
-	if m.mu.balanceThreshold > 0 && len(under) == 0 {
+	if m.mu.balanceThreshold > 0 && len(under) == 0 && len(bm.suspects) == 0 {
 		m.balanceLocked(nodes, now)
 	}
 }

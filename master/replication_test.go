@@ -1,0 +1,85 @@
+package master
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/protocol/pb"
+)
+
+// testMaster is a master in a temp dir with n fake datanodes, live and
+// with room, registered in its block map.
+func testMaster(t *testing.T, n int) (*Master, []*datanode) {
+	cfg := DefaultConfig(t.TempDir())
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	var dns []*datanode
+	for i := 0; i < n; i++ {
+		uuid := fmt.Sprintf("dn%d", i)
+		dn := &datanode{uuid: uuid, blocks: map[uint64]struct{}{}, lastHeartbeat: cfg.Now(),
+			info: &pb.DatanodeInfoProto{Id: &pb.DatanodeIDProto{DatanodeUuid: proto.String(uuid), IpAddr: proto.String("127.0.0.1"),
+				XferPort: proto.Uint32(uint32(i + 1))}, Remaining: proto.Uint64(1 << 40)}}
+		m.mu.blocks.nodes[dn.uuid] = dn
+		dns = append(dns, dn)
+	}
+	return m, dns
+}
+
+// TestMonitorFollowsEvents checks the replication monitor: after its
+// first full pass it looks only at blocks something happened to, copies
+// every block a dead node held, a bounded number per pass, until all are
+// fully replicated again, and then has nothing left to look at.
+func TestMonitorFollowsEvents(t *testing.T) {
+	m, dns := testMaster(t, 4)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	const files = 500
+	makeFiles(t, m, files, []string{"dn0", "dn1", "dn2"})
+	m.replicateLocked() // the first pass looks at everything
+	if len(m.mu.blocks.suspects) != 0 || len(m.mu.blocks.pending) != 0 {
+		t.Fatalf("healthy cluster: %d suspects, %d copies after the first pass", len(m.mu.blocks.suspects), len(m.mu.blocks.pending))
+	}
+
+	m.mu.blocks.nodeDead(dns[0])
+	if got := len(m.mu.blocks.suspects); got != files {
+		t.Fatalf("%d suspect blocks after a node holding %d died", got, files)
+	}
+	budget := m.cfg.MaxTransfersPerNode * 3
+	for pass := 0; ; pass++ {
+		if pass > 2*files/budget+5 {
+			t.Fatalf("blocks still under-replicated after %d passes", pass)
+		}
+		m.replicateLocked()
+		if n := len(m.mu.blocks.pending); n > budget {
+			t.Fatalf("pass %d queued %d copies, more than the budget of %d", pass, n, budget)
+		}
+		if len(m.mu.blocks.pending) == 0 && len(m.mu.blocks.suspects) == 0 {
+			break
+		}
+		// The datanodes make the copies they were told to and report them.
+		for _, dn := range dns[1:] {
+			for _, cmd := range dn.transfers {
+				for _, target := range cmd.Targets {
+					m.mu.blocks.reported(m.mu.blocks.nodes[target.GetId().GetDatanodeUuid()], cmd.Block)
+				}
+			}
+			dn.transfers = nil
+		}
+	}
+	if got := len(dns[3].blocks); got != files {
+		t.Fatalf("the spare node holds %d replicas, want all %d blocks the dead node held", got, files)
+	}
+	m.scanBlocksLocked(func(h *blockHealth) {
+		if h.counted != h.want {
+			t.Fatalf("block %d has %d live replicas, wants %d", h.block.ID, h.counted, h.want)
+		}
+	})
+}
