@@ -86,6 +86,9 @@ type blockMap struct {
 	// start, when block reports rebuild the map); suspects are not
 	// recorded meanwhile.
 	rescanAll bool
+	// withReplicas counts the blocks with at least one replica, for safe
+	// mode, which would otherwise count them all every second.
+	withReplicas int
 }
 
 func newBlockMap() *blockMap {
@@ -104,6 +107,9 @@ func (bm *blockMap) recheck(id uint64) {
 // expected replicas until the datanodes report.
 func (bm *blockMap) add(fileID uint64, b namespace.Block, targets []string) {
 	bi := &blockInfo{fileID: fileID, genStamp: b.GenStamp}
+	if old := bm.blocks[b.ID]; old != nil && len(old.replicas) > 0 {
+		bm.withReplicas--
+	}
 	bm.blocks[b.ID] = bi
 	for _, t := range targets {
 		bm.addReplica(b.ID, bi, t)
@@ -120,6 +126,9 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
 			return
 		}
 	}
+	if len(bi.replicas) == 0 {
+		bm.withReplicas++
+	}
 	bi.replicas = append(bi.replicas, uuid)
 	dn.blocks[id] = struct{}{}
 	bm.recheck(id)
@@ -130,6 +139,9 @@ func (bm *blockMap) removeReplica(id uint64, uuid string) {
 		for i, r := range bi.replicas {
 			if r == uuid {
 				bi.replicas = append(bi.replicas[:i], bi.replicas[i+1:]...)
+				if len(bi.replicas) == 0 {
+					bm.withReplicas--
+				}
 				break
 			}
 		}

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/godfs/godfs/master/namespace"
 	"github.com/godfs/godfs/protocol/pb"
 )
 
@@ -82,4 +83,52 @@ func TestMonitorFollowsEvents(t *testing.T) {
 			t.Fatalf("block %d has %d live replicas, wants %d", h.block.ID, h.counted, h.want)
 		}
 	})
+}
+
+// TestSafeModeCountsReportedBlocks checks the counts safe mode decides
+// on, kept as replicas come and go, against a count from scratch.
+func TestSafeModeCountsReportedBlocks(t *testing.T) {
+	m, dns := testMaster(t, 3)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	makeFiles(t, m, 200, []string{}) // no replicas known yet, as after a restart
+	// A file being written, whose block has a replica: not counted.
+	res, err := m.applyLocked(&namespace.Entry{Type: namespace.OpCreate, Path: "/writing", FileID: m.mu.tree.NextInodeID(),
+		Client: "c", Replication: 3, BlockSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk := namespace.Block{ID: m.mu.tree.NextBlockID(), GenStamp: m.mu.tree.NextGenStamp()}
+	if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAddBlock, FileID: res.Inode.ID, Client: "c", Block: &blk}); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.blocks.add(res.Inode.ID, blk, []string{"dn0"})
+	check := func(when string) {
+		t.Helper()
+		want := 0
+		for _, bi := range m.mu.blocks.blocks {
+			if len(bi.replicas) > 0 && m.mu.tree.UnderConstruction(bi.fileID) == nil {
+				want++
+			}
+		}
+		if r, total := m.reportedFractionLocked(); r != want || total != 200 {
+			t.Fatalf("%s: %d of %d blocks reported, want %d of 200", when, r, total, want)
+		}
+	}
+	check("before any report")
+	ids := make([]uint64, 0, 200)
+	for id := range m.mu.blocks.blocks {
+		if id != blk.ID {
+			ids = append(ids, id)
+		}
+	}
+	for i, id := range ids[:150] {
+		m.mu.blocks.reported(dns[i%2], blockProto(id, m.mu.blocks.blocks[id].genStamp, 1))
+		m.mu.blocks.reported(dns[2], blockProto(id, m.mu.blocks.blocks[id].genStamp, 1))
+	}
+	check("after reports")
+	m.mu.blocks.nodeDead(dns[2])
+	check("after a node died")
+	m.mu.blocks.nodeDead(dns[0])
+	check("after another died")
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/godfs/godfs/master/namespace"
 )
 
 // reportedFractionLocked counts the blocks of complete files and those of
@@ -15,15 +17,18 @@ import (
 // do not count: the last one may never have reached a datanode before a
 // crash, and lease recovery deals with it. m.mu must be held.
 func (m *Master) reportedFractionLocked() (reported, total int) {
-	for _, bi := range m.mu.blocks.blocks {
-		if m.mu.tree.UnderConstruction(bi.fileID) != nil {
-			continue
+	bm := m.mu.blocks
+	reported, total = bm.withReplicas, len(bm.blocks)
+	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
+		for _, b := range n.Blocks {
+			if bi := bm.blocks[b.ID]; bi != nil {
+				total--
+				if len(bi.replicas) > 0 {
+					reported--
+				}
+			}
 		}
-		total++
-		if len(bi.replicas) > 0 {
-			reported++
-		}
-	}
+	})
 	return reported, total
 }
 
