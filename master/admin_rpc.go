@@ -49,7 +49,7 @@ func (m *Master) fsck(ctx context.Context, req *pb.FsckRequestProto) (*pb.FsckRe
 		walk = func(n *namespace.Inode) {
 			if n.IsDir {
 				dirs++
-				for _, c := range n.SortedChildren() {
+				for _, c := range n.ChildrenAfter("") {
 					walk(c)
 				}
 				return
@@ -222,7 +222,7 @@ func (m *Master) setSafeMode(ctx context.Context, req *pb.SetSafeModeRequestProt
 func (m *Master) abandonFile(ctx context.Context, req *pb.AbandonFileRequestProto) (*pb.AbandonFileResponseProto, error) {
 	err := m.update(func() error {
 		n := m.mu.tree.UnderConstruction(req.GetFileId())
-		if n == nil || n.Client != req.GetClientName() {
+		if n == nil || n.Client() != req.GetClientName() {
 			return &fs.PathError{Op: "abandon", Path: req.GetSrc(), Err: protocol.ErrNoLease}
 		}
 		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonFile, FileID: n.ID, Time: m.nowMillis()})

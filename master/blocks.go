@@ -17,8 +17,8 @@ import (
 type blockInfo struct {
 	fileID   uint64
 	genStamp uint64
-	numBytes uint64   // as the datanodes report it
-	replicas []string // datanode uuids
+	numBytes uint64      // as the datanodes report it
+	replicas []*datanode // none dead: a node's death drops it from every list
 	// lens holds the lengths datanodes reported for the last block of a
 	// file under construction, for lease recovery; nil otherwise.
 	lens map[string]uint64
@@ -122,14 +122,14 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
 		return
 	}
 	for _, r := range bi.replicas {
-		if r == uuid {
+		if r == dn {
 			return
 		}
 	}
 	if len(bi.replicas) == 0 {
 		bm.withReplicas++
 	}
-	bi.replicas = append(bi.replicas, uuid)
+	bi.replicas = append(bi.replicas, dn)
 	dn.blocks[id] = struct{}{}
 	bm.recheck(id)
 }
@@ -137,7 +137,7 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
 func (bm *blockMap) removeReplica(id uint64, uuid string) {
 	if bi := bm.blocks[id]; bi != nil {
 		for i, r := range bi.replicas {
-			if r == uuid {
+			if r.uuid == uuid {
 				bi.replicas = append(bi.replicas[:i], bi.replicas[i+1:]...)
 				if len(bi.replicas) == 0 {
 					bm.withReplicas--
@@ -177,8 +177,8 @@ func (bm *blockMap) free(blocks []namespace.Block) {
 		if bi == nil {
 			continue
 		}
-		for _, uuid := range append([]string(nil), bi.replicas...) {
-			bm.invalidateReplica(b.ID, uuid)
+		for _, dn := range append([]*datanode(nil), bi.replicas...) {
+			bm.invalidateReplica(b.ID, dn.uuid)
 		}
 		bm.finishPending(b.ID)
 		delete(bm.blocks, b.ID)
@@ -261,9 +261,9 @@ func (bm *blockMap) holders(id uint64) []*datanode {
 	if bi == nil {
 		return nil
 	}
-	var out []*datanode
-	for _, uuid := range bi.replicas {
-		if dn := bm.nodes[uuid]; dn != nil && !dn.dead {
+	out := make([]*datanode, 0, len(bi.replicas))
+	for _, dn := range bi.replicas {
+		if !dn.dead {
 			out = append(out, dn)
 		}
 	}

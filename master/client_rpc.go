@@ -67,8 +67,8 @@ func (m *Master) fileStatus(n *namespace.Inode, name string) *pb.HdfsFileStatusP
 	st := &pb.HdfsFileStatusProto{
 		Path:             []byte(name),
 		Permission:       &pb.FsPermissionProto{Perm: proto.Uint32(uint32(n.Perm))},
-		Owner:            proto.String(n.Owner),
-		Group:            proto.String(n.Group),
+		Owner:            proto.String(n.Owner()),
+		Group:            proto.String(n.Group()),
 		ModificationTime: proto.Uint64(uint64(n.Mtime)),
 		AccessTime:       proto.Uint64(uint64(n.Atime)),
 		FileId:           proto.Uint64(n.ID),
@@ -124,14 +124,9 @@ func (m *Master) getListing(ctx context.Context, req *pb.GetListingRequestProto)
 			resp.DirList = list
 			return nil
 		}
-		after := string(req.GetStartAfter())
-		children := n.SortedChildren()
-		i := 0
-		for i < len(children) && after != "" && children[i].Name <= after {
-			i++
-		}
-		end := min(len(children), i+listingLimit)
-		for _, c := range children[i:end] {
+		children := n.ChildrenAfter(string(req.GetStartAfter()))
+		end := min(len(children), listingLimit)
+		for _, c := range children[:end] {
 			st := m.fileStatus(c, c.Name)
 			if req.GetNeedLocation() && !c.IsDir {
 				st.Locations = m.locatedBlocksLocked(ctx, c, 0, math.MaxUint64)
@@ -253,7 +248,7 @@ func (m *Master) fileIDForLocked(src string, fileID uint64, client string) uint6
 	if fileID != 0 {
 		return fileID
 	}
-	if n := m.mu.tree.WritingAt(src); n != nil && n.Client == client {
+	if n := m.mu.tree.WritingAt(src); n != nil && n.Client() == client {
 		return n.ID
 	}
 	return 0
@@ -758,7 +753,7 @@ func (m *Master) updateBlockForPipeline(ctx context.Context, req *pb.UpdateBlock
 			return fmt.Errorf("%w: unknown block %d", protocol.ErrInvalidArgument, req.GetBlock().GetBlockId())
 		}
 		n := m.mu.tree.UnderConstruction(bi.fileID)
-		if n == nil || n.Client != req.GetClientName() {
+		if n == nil || n.Client() != req.GetClientName() {
 			return fmt.Errorf("%w: block %d is not being written by %s", protocol.ErrNoLease, req.GetBlock().GetBlockId(), req.GetClientName())
 		}
 		gs := m.mu.tree.NextGenStamp()
@@ -798,9 +793,9 @@ func (m *Master) updatePipeline(ctx context.Context, req *pb.UpdatePipelineReque
 		for _, id := range req.GetNewNodes() {
 			keep[id.GetDatanodeUuid()] = true
 		}
-		for _, uuid := range append([]string(nil), bi.replicas...) {
-			if !keep[uuid] {
-				m.mu.blocks.invalidateReplica(nb.GetBlockId(), uuid)
+		for _, dn := range append([]*datanode(nil), bi.replicas...) {
+			if !keep[dn.uuid] {
+				m.mu.blocks.invalidateReplica(nb.GetBlockId(), dn.uuid)
 			}
 		}
 		bi.genStamp = nb.GetGenerationStamp()

@@ -32,7 +32,7 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 		}
 		if !ok || length == 0 {
 			// No replica got any of it: the block goes.
-			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonBlock, FileID: n.ID, Client: n.Client,
+			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonBlock, FileID: n.ID, Client: n.Client(),
 				Block: &namespace.Block{ID: last.ID}}); err != nil {
 				return err
 			}
@@ -45,17 +45,16 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 				return err
 			}
 			old := bi.genStamp
-			for _, uuid := range append([]string(nil), bi.replicas...) {
-				dn := m.mu.blocks.nodes[uuid]
-				if l, reported := bi.lens[uuid]; !reported || l < length || dn == nil || dn.dead {
-					m.mu.blocks.invalidateReplica(last.ID, uuid)
+			for _, dn := range append([]*datanode(nil), bi.replicas...) {
+				if l, reported := bi.lens[dn.uuid]; !reported || l < length || dn.dead {
+					m.mu.blocks.invalidateReplica(last.ID, dn.uuid)
 				}
 			}
 			m.cutReplicasLocked(namespace.Block{ID: last.ID, GenStamp: newGS, Len: length}, old)
 			bi.lens = nil
 		}
 	}
-	_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: n.ID, Client: n.Client, Time: now})
+	_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: n.ID, Client: n.Client(), Time: now})
 	if err != nil {
 		// The path was taken meanwhile (or its directory removed): drop it.
 		m.log.Warn("lease recovery: cannot close the file; dropping it", "path", path, "err", err)
@@ -75,10 +74,10 @@ func (m *Master) takeOverLocked(path string) (bool, error) {
 	if held == nil {
 		return false, nil
 	}
-	if m.cfg.Now().Sub(m.mu.leases[held.Client]) <= m.cfg.LeaseSoftLimit {
+	if m.cfg.Now().Sub(m.mu.leases[held.Client()]) <= m.cfg.LeaseSoftLimit {
 		return false, nil
 	}
-	m.log.Info("lease soft limit passed; recovering for another writer", "path", path, "holder", held.Client)
+	m.log.Info("lease soft limit passed; recovering for another writer", "path", path, "holder", held.Client())
 	if err := m.recoverLeaseLocked(held); err != nil {
 		return false, fmt.Errorf("recover lease of %s: %w", path, err)
 	}

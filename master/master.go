@@ -111,7 +111,7 @@ func New(cfg Config) (*Master, error) {
 	m.mu.leases = map[string]time.Time{}
 	// Writers get a full lease period after a restart to come back.
 	now := cfg.Now()
-	tree.FilesUnderConstruction(func(n *namespace.Inode) { m.mu.leases[n.Client] = now })
+	tree.FilesUnderConstruction(func(n *namespace.Inode) { m.mu.leases[n.Client()] = now })
 	m.log.Info("master state loaded", "dir", cfg.Dir, "checkpoint", m.mu.checkpoint,
 		"replayed", replayed, "index", tree.LastIndex(), "blockPool", m.poolID)
 	m.rpc = hrpc.NewServer(m.log)
@@ -264,12 +264,12 @@ func (m *Master) tick() {
 	}
 	var expired []*namespace.Inode
 	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
-		if now.Sub(m.mu.leases[n.Client]) > m.cfg.LeaseLimit {
+		if now.Sub(m.mu.leases[n.Client()]) > m.cfg.LeaseLimit {
 			expired = append(expired, n)
 		}
 	})
 	for _, n := range expired {
-		m.log.Warn("lease hard limit passed; recovering the file", "path", n.Path(), "client", n.Client)
+		m.log.Warn("lease hard limit passed; recovering the file", "path", n.Path(), "client", n.Client())
 		if err := m.recoverLeaseLocked(n); err != nil {
 			m.log.Error("lease recovery", "path", n.Path(), "err", err)
 		}

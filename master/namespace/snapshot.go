@@ -8,6 +8,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"sort"
 )
 
 // The snapshot is a compact binary stream: a magic string, a header of
@@ -53,13 +54,13 @@ func (sw *snapshotWriter) inode(n *Inode) error {
 	if n.IsDir {
 		kind |= recDir
 	}
-	if n.Client != "" {
+	if n.Client() != "" {
 		kind |= recUC
 	}
-	if n.UCPath != "" {
+	if n.UCPath() != "" {
 		kind |= recUCPath
 	}
-	if n.UCOverwrite {
+	if n.w != nil && n.w.overwrite {
 		kind |= recUCOverwrite
 	}
 	sw.uvarint(kind)
@@ -71,8 +72,8 @@ func (sw *snapshotWriter) inode(n *Inode) error {
 	sw.uvarint(parent)
 	sw.str(n.Name)
 	sw.uvarint(uint64(n.Perm))
-	sw.str(n.Owner)
-	sw.str(n.Group)
+	sw.str(n.Owner())
+	sw.str(n.Group())
 	sw.varint(n.Mtime)
 	sw.varint(n.Atime)
 	if !n.IsDir {
@@ -85,11 +86,11 @@ func (sw *snapshotWriter) inode(n *Inode) error {
 			sw.uvarint(b.Len)
 		}
 	}
-	if n.Client != "" {
-		sw.str(n.Client)
+	if n.Client() != "" {
+		sw.str(n.Client())
 	}
-	if n.UCPath != "" {
-		sw.str(n.UCPath)
+	if n.UCPath() != "" {
+		sw.str(n.UCPath())
 	}
 	return sw.flush()
 }
@@ -204,7 +205,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 	if magic := sr.bytes(uint64(len(snapshotMagic))); string(magic) != snapshotMagic {
 		return nil, fmt.Errorf("read snapshot: not a godfs namespace snapshot (%v)", sr.err)
 	}
-	t := &Tree{uc: map[uint64]*Inode{}, ucPath: map[string]*Inode{}, files: map[uint64]*Inode{}}
+	t := newTree()
 	t.lastIndex, t.nextInodeID, t.nextBlockID, t.nextGenStamp = sr.uvarint(), sr.uvarint(), sr.uvarint(), sr.uvarint()
 	dirs := map[uint64]*Inode{}
 	for sr.err == nil {
@@ -212,12 +213,13 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		if kind == recEnd {
 			break
 		}
-		n := &Inode{IsDir: kind&recDir != 0, UCOverwrite: kind&recUCOverwrite != 0}
+		n := &Inode{IsDir: kind&recDir != 0}
 		n.ID = sr.uvarint()
 		parent := sr.uvarint()
 		n.Name = sr.str()
 		n.Perm = uint16(sr.uvarint())
-		n.Owner, n.Group = sr.interned(), sr.interned()
+		user := sr.interned()
+		n.own = t.owned(user, sr.interned())
 		n.Mtime, n.Atime = sr.varint(), sr.varint()
 		if !n.IsDir {
 			n.Replication = uint16(sr.uvarint())
@@ -232,16 +234,15 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 			}
 		}
 		if kind&recUC != 0 {
-			n.Client = sr.interned()
-		}
-		if kind&recUCPath != 0 {
-			n.UCPath = sr.str()
+			n.w = &writing{client: sr.interned(), overwrite: kind&recUCOverwrite != 0}
+			if kind&recUCPath != 0 {
+				n.w.path = sr.str()
+			}
 		}
 		if sr.err != nil {
 			break
 		}
 		if n.IsDir {
-			n.Children = map[string]*Inode{}
 			dirs[n.ID] = n
 		} else {
 			t.files[n.ID] = n
@@ -252,17 +253,17 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 				return nil, errors.New("read snapshot: first inode is not the root")
 			}
 			t.root = n
-		case n.UCPath != "":
-			t.ucPath[n.UCPath] = n
+		case n.UCPath() != "":
+			t.ucPath[n.UCPath()] = n
 		default:
 			p, ok := dirs[parent]
 			if !ok {
 				return nil, fmt.Errorf("read snapshot: inode %d has unknown parent %d", n.ID, parent)
 			}
 			n.Parent = p
-			p.Children[n.Name] = n
+			p.Children = append(p.Children, n) // written in order (sorted below if not)
 		}
-		if n.Client != "" {
+		if n.Client() != "" {
 			t.uc[n.ID] = n
 		}
 	}
@@ -276,6 +277,14 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 	}
 	if t.root == nil {
 		return nil, errors.New("read snapshot: no root")
+	}
+	// Checkpoints written before children were kept sorted list them in
+	// any order.
+	for _, d := range dirs {
+		byName := func(i, j int) bool { return d.Children[i].Name < d.Children[j].Name }
+		if !sort.SliceIsSorted(d.Children, byName) {
+			sort.Slice(d.Children, byName)
+		}
 	}
 	return t, nil
 }

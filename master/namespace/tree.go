@@ -17,29 +17,66 @@ import (
 )
 
 // Inode is a file or a directory.
+//
+// Its fields are laid out to fit 128 bytes: owner and group are interned
+// as a pair, and what only files being written need hangs off a pointer.
 type Inode struct {
 	ID     uint64
 	Name   string
 	Parent *Inode
-	IsDir  bool
-	Perm   uint16 // permission bits, 0o777 range plus sticky
-	Owner  string
-	Group  string
 	Mtime  int64 // ms since the epoch
 	Atime  int64
 
-	Children map[string]*Inode // directories only
-
+	BlockSize   uint64 // files only
+	Perm        uint16 // permission bits, 0o777 range plus sticky
 	Replication uint16 // files only
-	BlockSize   uint64
-	Blocks      []Block
+	IsDir       bool
+	own         *ownership
 
-	// Files under construction: the client holding the lease, and for a new
-	// file the path it will appear at when complete (it is not in the tree
-	// until then).
-	Client      string
-	UCPath      string
-	UCOverwrite bool
+	// Children of a directory, sorted by name (as HDFS keeps them): 8
+	// bytes a child where a map entry costs about 40, a listing page is a
+	// binary search, and a checkpoint loads them in order. Read-only
+	// outside this package.
+	Children []*Inode
+
+	Blocks []Block // files only
+
+	w *writing // files under construction only
+}
+
+// ownership is an inode's owner and group; inodes share one per pair.
+type ownership struct{ user, group string }
+
+// writing is what the tree knows of a file under construction: the
+// client holding the lease and, for a new file, the path it will appear
+// at when complete (it is not in the tree until then) and whether it then
+// replaces a file there.
+type writing struct {
+	client    string
+	path      string
+	overwrite bool
+}
+
+// Owner is the inode's owning user.
+func (n *Inode) Owner() string { return n.own.user }
+
+// Group is the inode's group.
+func (n *Inode) Group() string { return n.own.group }
+
+// Client is the client writing the file, or "".
+func (n *Inode) Client() string {
+	if n.w == nil {
+		return ""
+	}
+	return n.w.client
+}
+
+// UCPath is the path a new file being written will appear at, or "".
+func (n *Inode) UCPath() string {
+	if n.w == nil {
+		return ""
+	}
+	return n.w.path
 }
 
 // Len is the file's length: the sum of its blocks.
@@ -52,12 +89,12 @@ func (n *Inode) Len() uint64 {
 }
 
 // UnderConstruction reports whether a client is writing the file.
-func (n *Inode) UnderConstruction() bool { return n.Client != "" }
+func (n *Inode) UnderConstruction() bool { return n.w != nil }
 
 // Path returns the absolute path of an inode in the tree.
 func (n *Inode) Path() string {
-	if n.UCPath != "" {
-		return n.UCPath
+	if p := n.UCPath(); p != "" {
+		return p
 	}
 	if n.Parent == nil {
 		return "/"
@@ -72,14 +109,48 @@ func (n *Inode) Path() string {
 	return Join(parts)
 }
 
-// SortedChildren returns a directory's children by name.
-func (n *Inode) SortedChildren() []*Inode {
-	out := make([]*Inode, 0, len(n.Children))
-	for _, c := range n.Children {
-		out = append(out, c)
+// ChildrenAfter returns the children of a directory whose names sort
+// after name (all of them for ""), in order. The slice is the
+// directory's own: read it, do not keep it past the master's lock.
+func (n *Inode) ChildrenAfter(name string) []*Inode {
+	i := sort.Search(len(n.Children), func(i int) bool { return n.Children[i].Name > name })
+	return n.Children[i:]
+}
+
+// search finds where a child called name is or would go.
+func (n *Inode) search(name string) (int, bool) {
+	i := sort.Search(len(n.Children), func(i int) bool { return n.Children[i].Name >= name })
+	return i, i < len(n.Children) && n.Children[i].Name == name
+}
+
+// child returns the child called name.
+func (n *Inode) child(name string) (*Inode, bool) {
+	if i, ok := n.search(name); ok {
+		return n.Children[i], true
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return nil, false
+}
+
+// putChild adds c to directory n under c.Name, replacing a child of
+// that name.
+func (n *Inode) putChild(c *Inode) {
+	i, ok := n.search(c.Name)
+	if ok {
+		n.Children[i] = c
+		return
+	}
+	n.Children = append(n.Children, nil)
+	copy(n.Children[i+1:], n.Children[i:])
+	n.Children[i] = c
+}
+
+// removeChild drops the child called name.
+func (n *Inode) removeChild(name string) {
+	if i, ok := n.search(name); ok {
+		copy(n.Children[i:], n.Children[i+1:])
+		n.Children[len(n.Children)-1] = nil
+		n.Children = n.Children[:len(n.Children)-1]
+	}
 }
 
 // Result is what Apply reports besides success.
@@ -98,8 +169,9 @@ type Tree struct {
 	// uc holds files under construction by id: new files (not yet in the
 	// tree) and appended ones (in the tree).
 	uc     map[uint64]*Inode
-	ucPath map[string]*Inode // new files under construction by target path
-	files  map[uint64]*Inode // every file by id, complete or not
+	ucPath map[string]*Inode        // new files under construction by target path
+	files  map[uint64]*Inode        // every file by id, complete or not
+	owners map[ownership]*ownership // interned owner and group pairs
 
 	lastIndex    uint64 // index of the last applied entry
 	nextInodeID  uint64
@@ -116,16 +188,32 @@ const (
 
 // New returns an empty tree with a root directory owned by owner.
 func New(owner, group string, now int64) *Tree {
+	t := newTree()
+	t.root = &Inode{ID: RootInodeID, IsDir: true, Perm: 0o755, own: t.owned(owner, group), Mtime: now, Atime: now}
+	return t
+}
+
+func newTree() *Tree {
 	return &Tree{
-		root: &Inode{ID: RootInodeID, IsDir: true, Perm: 0o755, Owner: owner, Group: group,
-			Mtime: now, Atime: now, Children: map[string]*Inode{}},
 		uc:           map[uint64]*Inode{},
 		ucPath:       map[string]*Inode{},
 		files:        map[uint64]*Inode{},
+		owners:       map[ownership]*ownership{},
 		nextInodeID:  RootInodeID + 1,
 		nextBlockID:  FirstBlockID,
 		nextGenStamp: FirstGenStamp,
 	}
+}
+
+// owned returns the shared ownership of user and group.
+func (t *Tree) owned(user, group string) *ownership {
+	o := ownership{user, group}
+	if p := t.owners[o]; p != nil {
+		return p
+	}
+	p := &o
+	t.owners[o] = p
+	return p
 }
 
 // LastIndex is the index of the last entry applied.
@@ -178,7 +266,7 @@ func (t *Tree) lookup(parts []string) (*Inode, error) {
 		if !n.IsDir {
 			return nil, &fs.PathError{Op: "lookup", Path: Join(parts[:i]), Err: protocol.ErrNotDir}
 		}
-		child, ok := n.Children[c]
+		child, ok := n.child(c)
 		if !ok {
 			return nil, &fs.PathError{Op: "lookup", Path: Join(parts), Err: fs.ErrNotExist}
 		}
@@ -260,10 +348,8 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 
 func (t *Tree) newInode(e *Entry, name string, parent *Inode, dir bool) *Inode {
 	n := &Inode{ID: e.FileID, Name: name, Parent: parent, IsDir: dir, Perm: e.Perm,
-		Owner: e.Owner, Group: e.Group, Mtime: e.Time, Atime: e.Time}
-	if dir {
-		n.Children = map[string]*Inode{}
-	} else {
+		own: t.owned(e.Owner, e.Group), Mtime: e.Time, Atime: e.Time}
+	if !dir {
 		t.files[n.ID] = n
 	}
 	if n.ID >= t.nextInodeID {
@@ -290,7 +376,7 @@ func (t *Tree) mkdir(e *Entry) (Result, error) {
 	n := t.root
 	missing := -1
 	for i, c := range parts {
-		child, ok := n.Children[c]
+		child, ok := n.child(c)
 		if !ok {
 			missing = i
 			break
@@ -312,7 +398,7 @@ func (t *Tree) mkdir(e *Entry) (Result, error) {
 	id := e.FileID
 	for _, c := range parts[missing:] {
 		child := t.newInode(&Entry{FileID: id, Perm: e.Perm, Owner: e.Owner, Group: e.Group, Time: e.Time}, c, n, true)
-		n.Children[c] = child
+		n.putChild(child)
 		n.Mtime = e.Time
 		n = child
 		id++
@@ -330,7 +416,7 @@ func (t *Tree) create(e *Entry) (Result, error) {
 	}
 	if other, ok := t.ucPath[e.Path]; ok {
 		return Result{}, &fs.PathError{Op: "create", Path: e.Path,
-			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, other.Client)}
+			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, other.Client())}
 	}
 	dir, err := t.lookup(parts[:len(parts)-1])
 	if err != nil {
@@ -350,13 +436,13 @@ func (t *Tree) create(e *Entry) (Result, error) {
 	if !dir.IsDir {
 		return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: protocol.ErrNotDir}
 	}
-	if old, ok := dir.Children[parts[len(parts)-1]]; ok {
+	if old, ok := dir.child(parts[len(parts)-1]); ok {
 		switch {
 		case old.IsDir:
 			return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: protocol.ErrIsDir}
 		case old.UnderConstruction():
 			return Result{}, &fs.PathError{Op: "create", Path: e.Path,
-				Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, old.Client)}
+				Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, old.Client())}
 		case !e.Overwrite:
 			return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: fs.ErrExist}
 		}
@@ -364,9 +450,7 @@ func (t *Tree) create(e *Entry) (Result, error) {
 	n := t.newInode(e, parts[len(parts)-1], nil, false)
 	n.Replication = e.Replication
 	n.BlockSize = e.BlockSize
-	n.Client = e.Client
-	n.UCPath = e.Path
-	n.UCOverwrite = e.Overwrite
+	n.w = &writing{client: e.Client, path: e.Path, overwrite: e.Overwrite}
 	t.uc[n.ID] = n
 	t.ucPath[e.Path] = n
 	return Result{Inode: n}, nil
@@ -378,9 +462,9 @@ func (t *Tree) writing(op string, e *Entry) (*Inode, error) {
 	if !ok {
 		return nil, &fs.PathError{Op: op, Path: e.Path, Err: protocol.ErrNoLease}
 	}
-	if e.Client != "" && n.Client != e.Client {
+	if e.Client != "" && n.Client() != e.Client {
 		return nil, &fs.PathError{Op: op, Path: n.Path(),
-			Err: fmt.Errorf("%w: held by %s, not %s", protocol.ErrNoLease, n.Client, e.Client)}
+			Err: fmt.Errorf("%w: held by %s, not %s", protocol.ErrNoLease, n.Client(), e.Client)}
 	}
 	return n, nil
 }
@@ -442,27 +526,26 @@ func (t *Tree) complete(e *Entry) (Result, error) {
 		return Result{}, err
 	}
 	var res Result
-	if n.UCPath != "" { // a new file: link it into the tree now
-		parts, _ := SplitPath(n.UCPath)
+	if n.UCPath() != "" { // a new file: link it into the tree now
+		parts, _ := SplitPath(n.UCPath())
 		dir, err := t.lookupParent("complete", parts)
 		if err != nil {
 			return Result{}, err
 		}
 		name := parts[len(parts)-1]
-		if old, ok := dir.Children[name]; ok {
-			if old.IsDir || old.UnderConstruction() || !n.UCOverwrite {
-				return Result{}, &fs.PathError{Op: "complete", Path: n.UCPath, Err: fs.ErrExist}
+		if old, ok := dir.child(name); ok {
+			if old.IsDir || old.UnderConstruction() || !n.w.overwrite {
+				return Result{}, &fs.PathError{Op: "complete", Path: n.UCPath(), Err: fs.ErrExist}
 			}
 			res.Freed = old.Blocks
 			delete(t.files, old.ID)
 		}
-		n.Parent = dir
-		dir.Children[name] = n
+		n.Parent, n.Name = dir, name
+		dir.putChild(n)
 		dir.Mtime = e.Time
-		delete(t.ucPath, n.UCPath)
-		n.UCPath = ""
+		delete(t.ucPath, n.UCPath())
 	}
-	n.Client = ""
+	n.w = nil
 	n.Mtime = e.Time
 	delete(t.uc, n.ID)
 	res.Inode = n
@@ -478,8 +561,8 @@ func (t *Tree) abandonFile(e *Entry) (Result, error) {
 		return Result{}, nil
 	}
 	delete(t.uc, n.ID)
-	if n.UCPath != "" {
-		delete(t.ucPath, n.UCPath)
+	if n.UCPath() != "" {
+		delete(t.ucPath, n.UCPath())
 		delete(t.files, n.ID)
 		return Result{Freed: n.Blocks}, nil
 	}
@@ -488,7 +571,7 @@ func (t *Tree) abandonFile(e *Entry) (Result, error) {
 		freed = append(freed, n.Blocks[len(n.Blocks)-1])
 		n.Blocks = n.Blocks[:len(n.Blocks)-1]
 	}
-	n.Client = ""
+	n.w = nil
 	n.Mtime = e.Time
 	return Result{Inode: n, Freed: freed}, nil
 }
@@ -524,9 +607,9 @@ func (t *Tree) append(e *Entry) (Result, error) {
 		return Result{}, &fs.PathError{Op: "append", Path: e.Path, Err: protocol.ErrIsDir}
 	case n.UnderConstruction():
 		return Result{}, &fs.PathError{Op: "append", Path: e.Path,
-			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client)}
+			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client())}
 	}
-	n.Client = e.Client
+	n.w = &writing{client: e.Client}
 	t.uc[n.ID] = n
 	return Result{Inode: n}, nil
 }
@@ -560,7 +643,7 @@ func (t *Tree) delete(e *Entry) (Result, error) {
 	if n.IsDir && len(n.Children) > 0 && !e.Recursive {
 		return Result{}, &fs.PathError{Op: "delete", Path: e.Path, Err: protocol.ErrNotEmpty}
 	}
-	delete(n.Parent.Children, n.Name)
+	n.Parent.removeChild(n.Name)
 	n.Parent.Mtime = e.Time
 	return Result{Inode: n, Freed: t.collect(n, nil)}, nil
 }
@@ -586,7 +669,7 @@ func (t *Tree) rename(e *Entry) (Result, error) {
 	}
 	if n.UnderConstruction() {
 		return Result{}, &fs.PathError{Op: "rename", Path: e.Path,
-			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client)}
+			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client())}
 	}
 	if e.Path == e.Dst {
 		return Result{Inode: n}, nil
@@ -601,7 +684,7 @@ func (t *Tree) rename(e *Entry) (Result, error) {
 	}
 	name := dst[len(dst)-1]
 	var res Result
-	if old, ok := dir.Children[name]; ok {
+	if old, ok := dir.child(name); ok {
 		switch {
 		case !e.Overwrite:
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: fs.ErrExist}
@@ -611,15 +694,15 @@ func (t *Tree) rename(e *Entry) (Result, error) {
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: protocol.ErrNotEmpty}
 		case old.UnderConstruction():
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst,
-				Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, old.Client)}
+				Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, old.Client())}
 		}
 		res.Freed = t.collect(old, nil)
 	}
-	delete(n.Parent.Children, n.Name)
+	n.Parent.removeChild(n.Name)
 	n.Parent.Mtime = e.Time
 	n.Name = name
 	n.Parent = dir
-	dir.Children[name] = n
+	dir.putChild(n)
 	dir.Mtime = e.Time
 	res.Inode = n
 	return res, nil
@@ -634,12 +717,14 @@ func (t *Tree) setAttr(e *Entry) (Result, error) {
 	case OpSetPermission:
 		n.Perm = e.Perm & 0o1777
 	case OpSetOwner:
+		user, group := n.Owner(), n.Group()
 		if e.Owner != "" {
-			n.Owner = e.Owner
+			user = e.Owner
 		}
 		if e.Group != "" {
-			n.Group = e.Group
+			group = e.Group
 		}
+		n.own = t.owned(user, group)
 	case OpSetReplication:
 		if n.IsDir {
 			return Result{}, &fs.PathError{Op: "setReplication", Path: e.Path, Err: protocol.ErrIsDir}
@@ -668,7 +753,7 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 	}
 	if n.UnderConstruction() {
 		return Result{}, &fs.PathError{Op: "truncate", Path: e.Path,
-			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client)}
+			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client())}
 	}
 	if e.Length > n.Len() {
 		return Result{}, &fs.PathError{Op: "truncate", Path: e.Path,
@@ -745,22 +830,22 @@ func (t *Tree) fsync(e *Entry) (Result, error) {
 	if e.Block != nil && len(n.Blocks) > 0 && n.Blocks[len(n.Blocks)-1].ID == e.Block.ID {
 		n.Blocks[len(n.Blocks)-1].Len = e.Block.Len
 	}
-	if n.UCPath == "" {
+	if n.UCPath() == "" {
 		return Result{Inode: n}, nil
 	}
-	parts, _ := SplitPath(n.UCPath)
+	parts, _ := SplitPath(n.UCPath())
 	dir, err := t.lookupParent("fsync", parts)
 	if err != nil {
 		return Result{Inode: n}, nil // stays invisible; complete reports the problem
 	}
 	name := parts[len(parts)-1]
-	if _, taken := dir.Children[name]; taken {
+	if _, taken := dir.child(name); taken {
 		return Result{Inode: n}, nil // an overwrite: the old file stays until complete
 	}
-	n.Parent = dir
-	dir.Children[name] = n
+	n.Parent, n.Name = dir, name
+	dir.putChild(n)
 	dir.Mtime = e.Time
-	delete(t.ucPath, n.UCPath)
-	n.UCPath = ""
+	delete(t.ucPath, n.UCPath())
+	n.w.path = ""
 	return Result{Inode: n}, nil
 }

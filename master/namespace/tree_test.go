@@ -193,12 +193,12 @@ func TestSnapshotRoundTrip(t *testing.T) {
 func dump(t *Tree) string {
 	var lines []string
 	t.Files(func(n *Inode) {
-		lines = append(lines, fmt.Sprintf("%s %o %s %d %v %s", n.Path(), n.Perm, n.Owner, n.Len(), n.Blocks, n.Client))
+		lines = append(lines, fmt.Sprintf("%s %o %s %d %v %s", n.Path(), n.Perm, n.Owner(), n.Len(), n.Blocks, n.Client()))
 	})
 	var walk func(*Inode)
 	walk = func(n *Inode) {
 		if n.IsDir {
-			lines = append(lines, fmt.Sprintf("%s/ %o %s", n.Path(), n.Perm, n.Owner))
+			lines = append(lines, fmt.Sprintf("%s/ %o %s", n.Path(), n.Perm, n.Owner()))
 			for _, c := range n.Children {
 				walk(c)
 			}
