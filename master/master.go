@@ -102,6 +102,8 @@ func New(cfg Config) (*Master, error) {
 	// Every block of every file is known, with no replicas yet: block
 	// reports fill those in. (A block missing here would make reports of
 	// it look like garbage to delete.)
+	// Sized for a block a file, rather than grown by doubling.
+	m.mu.blocks.blocks = make(map[uint64]*blockInfo, tree.NumFiles())
 	tree.Files(func(n *namespace.Inode) {
 		for _, b := range n.Blocks {
 			m.mu.blocks.add(n.ID, b, nil)

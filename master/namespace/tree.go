@@ -796,6 +796,9 @@ func (t *Tree) Files(fn func(*Inode)) {
 // File returns the file with id, complete or under construction, or nil.
 func (t *Tree) File(id uint64) *Inode { return t.files[id] }
 
+// NumFiles is the number of files, complete or not.
+func (t *Tree) NumFiles() int { return len(t.files) }
+
 // updatePipeline moves the last block of a file being written to a new
 // generation stamp, after the writer rebuilt its pipeline.
 func (t *Tree) updatePipeline(e *Entry) (Result, error) {
