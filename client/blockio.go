@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -41,16 +42,41 @@ type blockReader struct {
 	buf    []byte       // what is left of the last packet's data
 	pkt    []byte       // the last packet, whose space the next one reuses
 	chunk  int64        // chunk number of the next packet's first byte
-	done   bool
+	done   bool         // the last packet came
 	addr   string
+	// finished: the read status was sent; clean: the connection can carry
+	// another operation.
+	finished, clean bool
+	peers           *peers
 }
 
-// openBlock asks the datanode at addr for n bytes of block b at off.
-func openBlock(addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clientName string, off, n int64) (*blockReader, error) {
+// openBlock asks the datanode at addr for n bytes of block b at off, on a
+// kept connection if p has one (and on a new one if that fails: the
+// datanode may have closed it).
+func openBlock(p *peers, addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clientName string, off, n int64) (*blockReader, error) {
+	if c := p.get(addr); c != nil {
+		br, err := startRead(p, c, addr, b, token, clientName, off, n)
+		var se *statusError
+		if err == nil || errors.As(err, &se) {
+			return br, err
+		}
+	}
 	c, err := xfer.Dial(addr)
 	if err != nil {
 		return nil, err
 	}
+	return startRead(p, c, addr, b, token, clientName, off, n)
+}
+
+// statusError is a datanode's refusal of a read, as opposed to a failure
+// of the connection.
+type statusError struct{ err error }
+
+func (e *statusError) Error() string { return e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }
+
+// startRead sends READ_BLOCK on c and reads the answer.
+func startRead(p *peers, c net.Conn, addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clientName string, off, n int64) (*blockReader, error) {
 	c.SetDeadline(time.Now().Add(ioTimeout))
 	req := &pb.OpReadBlockProto{Header: clientHeader(b, token, clientName),
 		Offset: proto.Uint64(uint64(off)), Len: proto.Uint64(uint64(n)), SendChecksums: proto.Bool(true)}
@@ -58,26 +84,27 @@ func openBlock(addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clie
 		c.Close()
 		return nil, err
 	}
-	br := &blockReader{conn: c, r: xfer.NewReader(c), remain: n, addr: addr}
+	br := &blockReader{conn: c, r: xfer.NewReader(c), remain: n, addr: addr, peers: p}
 	resp := &pb.BlockOpResponseProto{}
 	if err := xfer.ReadDelimited(br.r, resp); err != nil {
-		br.Close()
+		br.discard()
 		return nil, err
 	}
 	if resp.GetStatus() != pb.Status_SUCCESS {
-		br.Close()
-		return nil, fmt.Errorf("datanode %s: %s: %s", addr, resp.GetStatus(), resp.GetMessage())
+		br.discard()
+		return nil, &statusError{fmt.Errorf("datanode %s: %s: %s", addr, resp.GetStatus(), resp.GetMessage())}
 	}
 	info := resp.GetReadOpChecksumInfo()
 	cs := info.GetChecksum()
+	var err error
 	if br.tab, err = xfer.ChecksumTable(cs.GetType()); err != nil || cs.GetBytesPerChecksum() != protocol.BytesPerChecksum {
-		br.Close()
-		return nil, fmt.Errorf("datanode %s: unsupported checksum %s/%d", addr, cs.GetType(), cs.GetBytesPerChecksum())
+		br.discard()
+		return nil, &statusError{fmt.Errorf("datanode %s: unsupported checksum %s/%d", addr, cs.GetType(), cs.GetBytesPerChecksum())}
 	}
 	start := int64(info.GetChunkOffset())
 	if start > off || off-start >= protocol.BytesPerChecksum {
-		br.Close()
-		return nil, fmt.Errorf("datanode %s: read starts at %d for offset %d", addr, start, off)
+		br.discard()
+		return nil, &statusError{fmt.Errorf("datanode %s: read starts at %d for offset %d", addr, start, off)}
 	}
 	br.skip, br.chunk = off-start, start/protocol.BytesPerChecksum
 	return br, nil
@@ -122,18 +149,47 @@ func (br *blockReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// finish tells the datanode the read went well, as HDFS clients do.
+// finish reads what is left of the datanode's answer (the empty last
+// packet) and tells it the read went well, as HDFS clients do; the
+// connection is then clean for another operation.
 func (br *blockReader) finish() {
-	if br.conn != nil {
-		xfer.WriteDelimited(br.conn, &pb.ClientReadStatusProto{Status: pb.Status_CHECKSUM_OK.Enum()})
+	if br.conn == nil || br.finished {
+		return
 	}
+	br.finished = true
+	if !br.done {
+		br.conn.SetDeadline(time.Now().Add(ioTimeout))
+		pk, _, err := xfer.ReadPacket(br.r, br.pkt)
+		if err != nil || !pk.Last || len(pk.Data) != 0 {
+			return
+		}
+		br.done = true
+	}
+	err := xfer.WriteDelimited(br.conn, &pb.ClientReadStatusProto{Status: pb.Status_CHECKSUM_OK.Enum()})
+	br.clean = err == nil && br.r.Buffered() == 0
 }
 
+// discard closes the connection of a read that failed to start.
+func (br *blockReader) discard() {
+	br.finished = true // nothing to finish: the answer was an error
+	br.Close()
+}
+
+// Close ends the read; a connection that finished cleanly is kept for
+// the next read from the same datanode.
 func (br *blockReader) Close() error {
 	if br.conn == nil {
 		return nil
 	}
-	err := br.conn.Close()
+	if br.remain == 0 {
+		br.finish() // a caller that read exactly what it asked for
+	}
+	var err error
+	if br.clean && br.peers != nil {
+		br.peers.put(br.addr, br.conn)
+	} else {
+		err = br.conn.Close()
+	}
 	br.conn = nil
 	xfer.FreeReader(br.r)
 	br.r = nil

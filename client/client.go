@@ -70,6 +70,8 @@ type Client struct {
 	replication int
 	blockSize   int64
 
+	peers peers // kept datanode connections for reads
+
 	leaseMu      sync.Mutex
 	writers      int           // open writers; the lease is renewed while > 0
 	stopRenewing chan struct{} // closed to stop the renewer
@@ -105,6 +107,7 @@ func defaultUser() string {
 
 // Close releases the client's connections.
 func (c *Client) Close() error {
+	c.peers.close()
 	c.adminOnce.Do(func() {})
 	if c.admin != nil {
 		c.admin.Close()

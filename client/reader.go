@@ -110,7 +110,7 @@ func (r *FileReader) open(off, n int64) (*blockReader, error) {
 			if _, failed := tried[addr]; failed {
 				continue
 			}
-			br, err := openBlock(addr, lb.GetB(), lb.GetBlockToken(), r.c.name, inBlock, n)
+			br, err := openBlock(&r.c.peers, addr, lb.GetB(), lb.GetBlockToken(), r.c.name, inBlock, n)
 			if err == nil {
 				return br, nil
 			}
