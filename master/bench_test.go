@@ -19,7 +19,7 @@ import (
 
 // newBenchMaster returns a master in a temp dir with 3 fake datanodes
 // registered in its block map, and their uuids.
-func newBenchMaster(b *testing.B, dir string) (*Master, []string) {
+func newBenchMaster(b testing.TB, dir string) (*Master, []string) {
 	cfg := DefaultConfig(dir)
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	m, err := New(cfg)

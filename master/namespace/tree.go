@@ -785,10 +785,23 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 	return Result{Inode: n, Freed: freed}, nil
 }
 
-// Files calls fn for every file: those in the tree and new files under
-// construction, in no particular order.
+// Files calls fn for every file: those in the tree depth-first in name
+// order (the order a checkpoint loads them in, so memory is visited in
+// sequence, several times faster than a map's order at millions of
+// files), then new files under construction. fn must not change the tree.
 func (t *Tree) Files(fn func(*Inode)) {
-	for _, n := range t.files {
+	var walk func(d *Inode)
+	walk = func(d *Inode) {
+		for _, c := range d.Children {
+			if c.IsDir {
+				walk(c)
+			} else {
+				fn(c)
+			}
+		}
+	}
+	walk(t.root)
+	for _, n := range t.ucPath {
 		fn(n)
 	}
 }

@@ -2,8 +2,10 @@ package namespace
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"math/rand/v2"
 	"sort"
@@ -353,5 +355,69 @@ func TestSnapshotDetectsDamage(t *testing.T) {
 	}
 	if _, err := ReadSnapshot(bytes.NewReader(b[:len(b)-10])); err == nil {
 		t.Error("a truncated snapshot loaded")
+	}
+}
+
+// TestLargeSnapshot round-trips a snapshot several times the reader's
+// buffer, and detects a flipped byte past the first buffer's worth.
+func TestLargeSnapshot(t *testing.T) {
+	a := newApplier(t)
+	a.must(Entry{Type: OpMkdir, Path: "/d", Perm: 0o755, Owner: "u"})
+	for i := 0; i < 60000; i++ {
+		a.writeFile(fmt.Sprintf("/d/file-with-a-longish-name-%06d", i), uint64(i))
+	}
+	var buf bytes.Buffer
+	if err := a.tree.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	if len(b) < 3<<20 {
+		t.Fatalf("snapshot of %d bytes: too small to cross buffer refills", len(b))
+	}
+	t2, err := ReadSnapshot(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dump(t2) != dump(a.tree) {
+		t.Fatal("large snapshot round trip differs")
+	}
+	for _, i := range []int{(1 << 20) + 5, len(b) - 100} {
+		bad := append([]byte(nil), b...)
+		bad[i] ^= 0x01
+		if _, err := ReadSnapshot(bytes.NewReader(bad)); err == nil {
+			t.Errorf("a snapshot with byte %d of %d flipped loaded", i, len(b))
+		}
+	}
+}
+
+// TestVersion2SnapshotLoads reads a snapshot in the previous format (no
+// file count in the header), as a master upgraded in place finds it.
+func TestVersion2SnapshotLoads(t *testing.T) {
+	a := newApplier(t)
+	a.writeFile("/f", 1, 2)
+	a.must(Entry{Type: OpCreate, Path: "/pending", Client: "w"})
+	var buf bytes.Buffer
+	if err := a.tree.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	// Drop the fifth header number (the file count) and re-checksum.
+	rest := b[len(snapshotMagic):]
+	var header []byte
+	for i := 0; i < 5; i++ {
+		_, k := binary.Uvarint(rest)
+		if i < 4 {
+			header = append(header, rest[:k]...)
+		}
+		rest = rest[k:]
+	}
+	v2 := append(append([]byte(snapshotMagicV2), header...), rest[:len(rest)-4]...)
+	v2 = binary.BigEndian.AppendUint32(v2, crc32.Checksum(v2, snapshotCRC))
+	t2, err := ReadSnapshot(bytes.NewReader(v2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dump(t2) != dump(a.tree) {
+		t.Fatalf("version 2 snapshot loads differently:\n%s\nvs\n%s", dump(t2), dump(a.tree))
 	}
 }
