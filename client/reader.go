@@ -94,22 +94,22 @@ func (r *FileReader) blockAt(off int64) (*pb.LocatedBlockProto, error) {
 }
 
 // open starts reading n bytes at file offset off from some replica,
-// trying each in turn; failed replicas are skipped, corrupt ones reported.
+// trying each in turn, and all of them again after asking the master
+// anew, until locationWait has passed.
 func (r *FileReader) open(off, n int64) (*blockReader, error) {
 	deadline := time.Now().Add(locationWait)
-	tried := map[string]error{}
 	for {
 		lb, err := r.blockAt(off)
 		if err != nil {
 			return nil, err
 		}
+		// Every replica is tried again each round: one that refused may
+		// be about to take the block's new generation stamp (recovery).
+		tried := map[string]error{}
 		inBlock := off - int64(lb.GetOffset())
 		n := min(n, int64(lb.GetB().GetNumBytes())-inBlock)
 		for _, loc := range lb.GetLocs() {
 			addr := xferAddr(loc.GetId())
-			if _, failed := tried[addr]; failed {
-				continue
-			}
 			br, err := openBlock(&r.c.peers, addr, lb.GetB(), lb.GetBlockToken(), r.c.name, inBlock, n)
 			if err == nil {
 				return br, nil
