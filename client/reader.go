@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -29,7 +30,11 @@ type FileReader struct {
 	c    *Client
 	name string
 	ctx  context.Context
-	info *FileInfo
+	size atomic.Int64 // as of the last block list from the master
+
+	infoOnce sync.Once
+	info     *FileInfo
+	infoErr  error
 
 	mu     sync.Mutex // guards blocks (refreshed on failover)
 	blocks []*pb.LocatedBlockProto
@@ -42,15 +47,16 @@ type FileReader struct {
 
 // Open opens a file for reading.
 func (c *Client) Open(ctx context.Context, name string) (*FileReader, error) {
-	info, err := c.Stat(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if info.IsDir() {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: ErrIsDir}
-	}
-	r := &FileReader{c: c, name: name, ctx: ctx, info: info}
+	// One RPC, as HDFS clients open: the block list has the length.
+	r := &FileReader{c: c, name: name, ctx: ctx}
 	if err := r.refresh(); err != nil {
+		// The master says "not found" for a directory too, as HDFS's
+		// does: tell which.
+		if errors.Is(err, fs.ErrNotExist) {
+			if fi, serr := c.Stat(ctx, name); serr == nil && fi.IsDir() {
+				return nil, &fs.PathError{Op: "open", Path: name, Err: ErrIsDir}
+			}
+		}
 		return nil, err
 	}
 	return r, nil
@@ -69,16 +75,27 @@ func (r *FileReader) refresh() error {
 	}
 	r.mu.Lock()
 	r.blocks = lbs.GetBlocks()
-	r.info.size = int64(lbs.GetFileLength())
 	r.mu.Unlock()
+	r.size.Store(int64(lbs.GetFileLength()))
 	return nil
 }
 
-// Stat returns the file's info as of Open.
-func (r *FileReader) Stat() *FileInfo { return r.info }
+// Stat returns the file's info, asked of the master at the first call;
+// its size is the reader's.
+func (r *FileReader) Stat() (*FileInfo, error) {
+	r.infoOnce.Do(func() {
+		if fi, err := r.c.Stat(r.ctx, r.name); err != nil {
+			r.infoErr = err
+		} else {
+			fi.size = r.Size()
+			r.info = fi
+		}
+	})
+	return r.info, r.infoErr
+}
 
 // Size is the file's length.
-func (r *FileReader) Size() int64 { return r.info.size }
+func (r *FileReader) Size() int64 { return r.size.Load() }
 
 // blockAt returns the located block holding file offset off.
 func (r *FileReader) blockAt(off int64) (*pb.LocatedBlockProto, error) {
@@ -168,7 +185,7 @@ func (r *FileReader) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	for retries := 0; ; {
-		if r.pos >= r.info.size {
+		if r.pos >= r.Size() {
 			return 0, io.EOF
 		}
 		if r.br == nil || r.brPos != r.pos {
@@ -237,10 +254,10 @@ func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
-		if pos >= r.info.size {
+		if pos >= r.Size() {
 			return n, io.EOF
 		}
-		want := min(int64(len(p)-n), r.info.size-pos)
+		want := min(int64(len(p)-n), r.Size()-pos)
 		var err error
 		for retries := 0; ; retries++ {
 			var br *blockReader
@@ -277,7 +294,7 @@ func (r *FileReader) Seek(offset int64, whence int) (int64, error) {
 	case io.SeekCurrent:
 		abs = r.pos + offset
 	case io.SeekEnd:
-		abs = r.info.size + offset
+		abs = r.Size() + offset
 	default:
 		return 0, &fs.PathError{Op: "seek", Path: r.name, Err: errors.New("invalid whence")}
 	}
