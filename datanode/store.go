@@ -198,8 +198,10 @@ type replicaWriter struct {
 	metaW  *bufio.Writer
 	length int64
 	// wroteBack is how much of the data file the kernel was asked to
-	// start writing to disk (see startWriteback).
+	// start writing to disk (see startWriteback); flushing is set while a
+	// background fsync runs.
 	wroteBack int64
+	flushing  atomic.Bool
 	finished  atomic.Bool // finalized or aborted: the replica is no longer in rbw/
 	// moving is held while the replica's files change directory (finish,
 	// reopen), so that a reader opens them where the store says they are.
@@ -266,6 +268,17 @@ func (w *replicaWriter) write(data, sums []byte) error {
 	if w.length-w.wroteBack >= writebackChunk {
 		startWriteback(w.data, w.wroteBack, w.length-w.wroteBack)
 		w.wroteBack = w.length
+		// The fsync that finalizes the replica must also flush the disk's
+		// cache, which costs as much as the data written since the last
+		// flush (~120 ms for a 64 MiB block here, with the pipeline idle
+		// meanwhile); flushing as the data comes, in the background and
+		// one at a time, leaves it ~15 ms.
+		if f := w.data; w.flushing.CompareAndSwap(false, true) {
+			go func() {
+				f.Sync() // a file closed meanwhile just fails
+				w.flushing.Store(false)
+			}()
+		}
 	}
 	return nil
 }
