@@ -411,6 +411,9 @@ func (t *Tree) create(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if e.Client == "" { // a file being written is one with a writer
+		return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: fmt.Errorf("%w: no client", protocol.ErrInvalidArgument)}
+	}
 	if len(parts) == 0 {
 		return Result{}, &fs.PathError{Op: "create", Path: "/", Err: protocol.ErrIsDir}
 	}
@@ -601,6 +604,9 @@ func (t *Tree) append(e *Entry) (Result, error) {
 	n, err := t.Lookup(e.Path)
 	if err != nil {
 		return Result{}, err
+	}
+	if e.Client == "" {
+		return Result{}, &fs.PathError{Op: "append", Path: e.Path, Err: fmt.Errorf("%w: no client", protocol.ErrInvalidArgument)}
 	}
 	switch {
 	case n.IsDir:
