@@ -5,21 +5,8 @@
 set -euo pipefail
 size=${1:-1GiB}
 dead=${2:-10s}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-go build -o "$work/godfs" "$root/cmd/godfs"
-g="$work/godfs"
-port=$((20000 + RANDOM % 20000))
-master=127.0.0.1:$port
-"$g" master --dir "$work/m" --listen "$master" --dead-after "$dead" >/dev/null 2>"$work/m.log" &
-sleep 0.5
-pids=()
-for i in 1 2 3 4; do
-  "$g" datanode --master "$master" --data "$work/d$i" --listen 127.0.0.1:0 --heartbeat 1s >/dev/null 2>"$work/d$i.log" &
-  pids+=($!)
-done
-until "$g" --master "$master" report 2>/dev/null | grep -q "^4 live"; do sleep 0.2; done
+source "$(dirname "$0")/cluster.sh"
+start_cluster 4 "--dead-after $dead" "--heartbeat 1s"
 head -c "$(numfmt --from=iec "${size%iB}")" /dev/urandom > "$work/src"
 "$g" --master "$master" put "$work/src" /f
 "$g" --master "$master" fsck / | head -1

@@ -5,22 +5,8 @@
 # Usage: scripts/streaming-memory.sh [SIZE]   (default 10GiB; needs 3x SIZE of disk)
 set -euo pipefail
 size=${1:-10GiB}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-go build -o "$work/godfs" "$root/cmd/godfs"
-g="$work/godfs"
-port=$((20000 + RANDOM % 20000))
-master=127.0.0.1:$port
-"$g" master --dir "$work/m" --listen "$master" >/dev/null 2>"$work/m.log" &
-mpid=$!
-sleep 0.5
-pids=()
-for i in 1 2 3; do
-  "$g" datanode --master "$master" --data "$work/d$i" --listen 127.0.0.1:0 >/dev/null 2>"$work/d$i.log" &
-  pids+=($!)
-done
-until "$g" --master "$master" report 2>/dev/null | grep -q "^3 live"; do sleep 0.2; done
+source "$(dirname "$0")/cluster.sh"
+start_cluster 3
 bytes=$(numfmt --from=iec "${size%iB}")
 hwm() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status"; }
 peak() { awk '/Maximum resident/ {printf "%.0f MiB", $NF/1024}' "$1"; }

@@ -181,26 +181,17 @@ func (sr *snapshotReader) sum() uint32 {
 	return sr.crc.Sum32()
 }
 
-func (sr *snapshotReader) uvarint() uint64 {
-	if sr.err != nil {
-		return 0
-	}
-	sr.fill(binary.MaxVarintLen64)
-	v, k := binary.Uvarint(sr.buf[sr.pos:sr.end])
-	if k <= 0 {
-		sr.err = errors.New("truncated or bad number")
-		return 0
-	}
-	sr.pos += k
-	return v
-}
+func (sr *snapshotReader) uvarint() uint64 { return readNumber(sr, binary.Uvarint) }
+func (sr *snapshotReader) varint() int64   { return readNumber(sr, binary.Varint) }
 
-func (sr *snapshotReader) varint() int64 {
+// readNumber decodes the next varint with decode (binary.Uvarint or
+// binary.Varint).
+func readNumber[T int64 | uint64](sr *snapshotReader, decode func([]byte) (T, int)) T {
 	if sr.err != nil {
 		return 0
 	}
 	sr.fill(binary.MaxVarintLen64)
-	v, k := binary.Varint(sr.buf[sr.pos:sr.end])
+	v, k := decode(sr.buf[sr.pos:sr.end])
 	if k <= 0 {
 		sr.err = errors.New("truncated or bad number")
 		return 0
