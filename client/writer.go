@@ -229,15 +229,8 @@ func (w *FileWriter) startBlock() error {
 // finishBlock closes the current block's pipeline once every datanode has
 // acked every packet.
 func (w *FileWriter) finishBlock() error {
-	err := w.bw.Finish()
-	for attempt := 0; err != nil && attempt < maxRecoveries; attempt++ {
-		if rerr := w.recoverPipeline(err); rerr != nil {
-			return w.fail(rerr)
-		}
-		err = w.bw.Finish()
-	}
-	if err != nil {
-		return w.fail(err)
+	if err := w.recovering(func() error { return w.bw.Finish() }); err != nil {
+		return err
 	}
 	b := proto.Clone(w.block).(*pb.ExtendedBlockProto)
 	b.NumBytes = proto.Uint64(uint64(w.inBlock))
@@ -288,6 +281,24 @@ func (w *FileWriter) Close() error {
 		}
 		time.Sleep(backoff)
 	}
+}
+
+// recovering runs op on the current pipeline (op must read w.bw anew:
+// recovery replaces it), recovering the pipeline and running op again
+// when it fails, up to maxRecoveries times; a final failure fails the
+// writer.
+func (w *FileWriter) recovering(op func() error) error {
+	err := op()
+	for attempt := 0; err != nil && attempt < maxRecoveries; attempt++ {
+		if rerr := w.recoverPipeline(err); rerr != nil {
+			return w.fail(rerr)
+		}
+		err = op()
+	}
+	if err != nil {
+		return w.fail(err)
+	}
+	return nil
 }
 
 // maxRecoveries bounds the pipeline recoveries of one block.
@@ -397,15 +408,8 @@ func (w *FileWriter) Sync() error {
 		}
 	}
 	if w.bw != nil {
-		err := w.bw.Drain()
-		for attempt := 0; err != nil && attempt < maxRecoveries; attempt++ {
-			if rerr := w.recoverPipeline(err); rerr != nil {
-				return w.fail(rerr)
-			}
-			err = w.bw.Drain()
-		}
-		if err != nil {
-			return w.fail(err)
+		if err := w.recovering(func() error { return w.bw.Drain() }); err != nil {
+			return err
 		}
 	}
 	visible := w.inBlock + int64(len(w.buf))

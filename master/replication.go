@@ -88,11 +88,6 @@ func (m *Master) healthLocked(id uint64) *blockHealth {
 	if i := sort.Search(len(n.Blocks), func(i int) bool { return n.Blocks[i].ID >= id }); i < len(n.Blocks) && n.Blocks[i].ID == id {
 		return m.newHealth(n, n.Blocks[i])
 	}
-	for _, b := range n.Blocks { // (were they ever not in order)
-		if b.ID == id {
-			return m.newHealth(n, b)
-		}
-	}
 	return nil
 }
 

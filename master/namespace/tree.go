@@ -216,6 +216,14 @@ func (t *Tree) owned(user, group string) *ownership {
 	return p
 }
 
+// sawGenStamp keeps the generation-stamp allocator past gs, a stamp an
+// entry handed out or recorded.
+func (t *Tree) sawGenStamp(gs uint64) {
+	if gs >= t.nextGenStamp {
+		t.nextGenStamp = gs + 1
+	}
+}
+
 // LastIndex is the index of the last entry applied.
 func (t *Tree) LastIndex() uint64 { return t.lastIndex }
 
@@ -338,9 +346,7 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 	case OpFsync:
 		return t.fsync(e)
 	case OpBumpGenStamp:
-		if e.Block.GenStamp >= t.nextGenStamp {
-			t.nextGenStamp = e.Block.GenStamp + 1
-		}
+		t.sawGenStamp(e.Block.GenStamp)
 		return Result{}, nil
 	}
 	return Result{}, fmt.Errorf("apply entry %d: unknown op %s", e.Index, e.Type)
@@ -501,9 +507,7 @@ func (t *Tree) addBlock(e *Entry) (Result, error) {
 	if e.Block.ID >= t.nextBlockID {
 		t.nextBlockID = e.Block.ID + 1
 	}
-	if e.Block.GenStamp >= t.nextGenStamp {
-		t.nextGenStamp = e.Block.GenStamp + 1
-	}
+	t.sawGenStamp(e.Block.GenStamp)
 	return Result{Inode: n}, nil
 }
 
@@ -594,9 +598,7 @@ func (t *Tree) reportBlock(e *Entry) (Result, error) {
 			}
 		}
 	}
-	if e.Block.GenStamp >= t.nextGenStamp {
-		t.nextGenStamp = e.Block.GenStamp + 1
-	}
+	t.sawGenStamp(e.Block.GenStamp)
 	return Result{Inode: n}, nil
 }
 
@@ -781,9 +783,7 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 		cut := &n.Blocks[keep-1]
 		cut.Len -= off - e.Length
 		cut.GenStamp = e.Block.GenStamp
-		if cut.GenStamp >= t.nextGenStamp {
-			t.nextGenStamp = cut.GenStamp + 1
-		}
+		t.sawGenStamp(cut.GenStamp)
 	}
 	freed := append([]Block(nil), n.Blocks[keep:]...)
 	n.Blocks = n.Blocks[:keep]
@@ -835,9 +835,7 @@ func (t *Tree) updatePipeline(e *Entry) (Result, error) {
 			Err: fmt.Errorf("%w: generation stamp %d is not newer than %d", protocol.ErrInvalidArgument, e.Block.GenStamp, last.GenStamp)}
 	}
 	last.GenStamp = e.Block.GenStamp
-	if e.Block.GenStamp >= t.nextGenStamp {
-		t.nextGenStamp = e.Block.GenStamp + 1
-	}
+	t.sawGenStamp(e.Block.GenStamp)
 	return Result{Inode: n}, nil
 }
 
