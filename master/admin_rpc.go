@@ -102,7 +102,7 @@ func (m *Master) clusterReport(ctx context.Context, req *pb.ClusterReportRequest
 		for _, dn := range m.mu.blocks.nodes {
 			info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
 			info.LastUpdate = proto.Uint64(uint64(dn.lastHeartbeat.UnixMilli()))
-			info.NumBlocks = proto.Uint32(uint32(len(dn.blocks)))
+			info.NumBlocks = proto.Uint32(uint32(len(dn.blockIDs)))
 			info.AdminState = dn.admin.proto().Enum()
 			resp.Datanodes = append(resp.Datanodes, &pb.DatanodeStatusProto{Info: info,
 				State: proto.String(m.nodeState(dn)), Transfers: proto.Uint32(uint32(dn.sending))})
@@ -118,7 +118,7 @@ func (m *Master) clusterReport(ctx context.Context, req *pb.ClusterReportRequest
 		}
 		resp.SafeMode = proto.Bool(m.mu.safeMode)
 		resp.SafeModeStatus = proto.String(m.safeModeStatusLocked())
-		resp.Blocks = proto.Uint64(uint64(len(m.mu.blocks.blocks)))
+		resp.Blocks = proto.Uint64(uint64(m.mu.blocks.count))
 		resp.UnderReplicated = proto.Uint64(under)
 		resp.PendingReplications = proto.Uint64(uint64(len(m.mu.blocks.pending)))
 		resp.PendingDeletions = proto.Uint64(deletions)

@@ -30,8 +30,8 @@ func newBenchMaster(b testing.TB, dir string) (*Master, []string) {
 	for i := 0; i < 3; i++ {
 		u := fmt.Sprintf("dn%d", i)
 		uuids = append(uuids, u)
-		m.mu.blocks.nodes[u] = &datanode{uuid: u, blocks: map[uint64]struct{}{},
-			info: &pb.DatanodeInfoProto{Id: &pb.DatanodeIDProto{IpAddr: proto.String("127.0.0.1"), XferPort: proto.Uint32(uint32(i + 1))}}}
+		m.mu.blocks.register(&datanode{uuid: u,
+			info: &pb.DatanodeInfoProto{Id: &pb.DatanodeIDProto{IpAddr: proto.String("127.0.0.1"), XferPort: proto.Uint32(uint32(i + 1))}}})
 	}
 	return m, uuids
 }
@@ -129,7 +129,7 @@ func BenchmarkBlockReport(b *testing.B) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	if got := len(m.mu.blocks.nodes[uuids[2]].blocks); got != b.N {
+	if got := len(m.mu.blocks.nodes[uuids[2]].blockIDs); got != b.N {
 		b.Fatalf("datanode holds %d replicas after its report, want %d", got, b.N)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "replicas/s")

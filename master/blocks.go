@@ -14,15 +14,26 @@ import (
 // blockInfo is the soft state the master keeps per block: which file it
 // belongs to and which datanodes hold it. Never persisted; rebuilt from
 // block reports.
+//
+// It holds no pointers and lives inline in the block map's pages, so
+// millions of blocks cost 48 bytes each and nothing for the garbage
+// collector to scan.
 type blockInfo struct {
-	fileID   uint64
+	fileID   uint64 // 0: a free slot (inode ids start at namespace.RootInodeID)
 	genStamp uint64
-	numBytes uint64      // as the datanodes report it
-	replicas []*datanode // none dead: a node's death drops it from every list
-	// lens holds the lengths datanodes reported for the last block of a
-	// file under construction, for lease recovery; nil otherwise.
-	lens map[string]uint64
+	numBytes uint64 // as the datanodes report it
+	// reps are the first replicas, packed from the front; more, rarely
+	// (replication above 3, a balancer move), are in blockMap.extra. None
+	// is on a dead node: a node's death drops it from every block.
+	reps [inlineReplicas]replicaRef
 }
+
+const inlineReplicas = 3
+
+// replicaRef is one replica of a block: its datanode (an index into
+// blockMap.byIndex, 0 for none) and where the block is in that
+// datanode's list, so that dropping a replica is O(1) both ways.
+type replicaRef struct{ node, pos uint32 }
 
 // adminState is a datanode's decommissioning state.
 type adminState uint8
@@ -50,7 +61,8 @@ type datanode struct {
 	lastHeartbeat time.Time
 	dead          bool
 	admin         adminState
-	blocks        map[uint64]struct{}             // replicas it holds (reverse of blockInfo.replicas)
+	index         uint32                          // in blockMap.byIndex, kept across re-registration
+	blockIDs      []uint64                        // the blocks it holds, in no order (reverse of blockInfo.reps)
 	invalidate    []*pb.BlockProto                // replicas it must delete, sent with heartbeat replies
 	transfers     []*pb.BlockTransferCommandProto // copies it must make, sent with heartbeat replies
 	recover       []*pb.BlockRecoveryCommandProto // replicas to cut at lease recovery, sent with heartbeat replies
@@ -73,9 +85,22 @@ type pendingCopy struct {
 // blockMap is the master's block -> replicas map, its datanode table and
 // the copies in flight. It is not safe for concurrent use; the master's
 // lock guards it.
+//
+// Blocks live in pages of pageSize indexed by block id: ids are handed
+// out in sequence, so pages fill densely, and a page goes when its last
+// block does. This costs no map entry per block, where a Go map costs
+// 20-40 bytes an entry and the garbage collector's time.
 type blockMap struct {
-	blocks  map[uint64]*blockInfo
+	pages map[uint64]*blockPage // by id / pageSize
+	count int                   // blocks in the map
+	// extra holds the replicas beyond a blockInfo's inline ones.
+	extra map[uint64][]replicaRef
+	// lens holds the lengths datanodes reported for the last block of a
+	// file under construction, for lease recovery.
+	lens map[uint64]map[string]uint64
+
 	nodes   map[string]*datanode
+	byIndex []*datanode // by datanode.index; [0] unused
 	pending map[uint64]*pendingCopy
 	// suspects are the blocks whose replication may be off: every change
 	// of a block's replicas, of its file's wanted replication or of a
@@ -91,9 +116,54 @@ type blockMap struct {
 	withReplicas int
 }
 
+const pageSize = 1024
+
+type blockPage struct {
+	live  int
+	infos [pageSize]blockInfo
+}
+
 func newBlockMap() *blockMap {
-	return &blockMap{blocks: map[uint64]*blockInfo{}, nodes: map[string]*datanode{}, pending: map[uint64]*pendingCopy{},
+	return &blockMap{pages: map[uint64]*blockPage{}, extra: map[uint64][]replicaRef{}, lens: map[uint64]map[string]uint64{},
+		nodes: map[string]*datanode{}, byIndex: []*datanode{nil}, pending: map[uint64]*pendingCopy{},
 		suspects: map[uint64]struct{}{}, rescanAll: true}
+}
+
+// get returns block id's entry, or nil. The pointer is good until the
+// block is freed.
+func (bm *blockMap) get(id uint64) *blockInfo {
+	p := bm.pages[id/pageSize]
+	if p == nil {
+		return nil
+	}
+	if bi := &p.infos[id%pageSize]; bi.fileID != 0 {
+		return bi
+	}
+	return nil
+}
+
+// each calls fn for every block in the map, in no order.
+func (bm *blockMap) each(fn func(id uint64, bi *blockInfo)) {
+	for pn, p := range bm.pages {
+		for i := range p.infos {
+			if bi := &p.infos[i]; bi.fileID != 0 {
+				fn(pn*pageSize+uint64(i), bi)
+			}
+		}
+	}
+}
+
+// register adds dn to the datanode table, in place of an earlier
+// registration of the same node, whose replicas must have been dropped.
+func (bm *blockMap) register(dn *datanode) {
+	if old := bm.nodes[dn.uuid]; old != nil {
+		dn.index = old.index
+	} else {
+		dn.index = uint32(len(bm.byIndex))
+		bm.byIndex = append(bm.byIndex, nil)
+	}
+	bm.byIndex[dn.index] = dn
+	bm.nodes[dn.uuid] = dn
 }
 
 // recheck has the replication monitor look at block id again.
@@ -106,48 +176,150 @@ func (bm *blockMap) recheck(id uint64) {
 // add records a new block of a file, with the pipeline targets as its
 // expected replicas until the datanodes report.
 func (bm *blockMap) add(fileID uint64, b namespace.Block, targets []string) {
-	bi := &blockInfo{fileID: fileID, genStamp: b.GenStamp}
-	if old := bm.blocks[b.ID]; old != nil && len(old.replicas) > 0 {
-		bm.withReplicas--
+	bi := bm.get(b.ID)
+	if bi != nil {
+		bm.dropReplicas(b.ID)
+	} else {
+		p := bm.pages[b.ID/pageSize]
+		if p == nil {
+			p = &blockPage{}
+			bm.pages[b.ID/pageSize] = p
+		}
+		p.live++
+		bm.count++
+		bi = &p.infos[b.ID%pageSize]
 	}
-	bm.blocks[b.ID] = bi
+	*bi = blockInfo{fileID: fileID, genStamp: b.GenStamp}
 	for _, t := range targets {
 		bm.addReplica(b.ID, bi, t)
 	}
 }
 
-func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
-	dn := bm.nodes[uuid]
-	if dn == nil {
-		return
+// numReplicas is how many datanodes hold block id.
+func (bm *blockMap) numReplicas(id uint64, bi *blockInfo) int {
+	n := 0
+	for n < inlineReplicas && bi.reps[n].node != 0 {
+		n++
 	}
-	for _, r := range bi.replicas {
-		if r == dn {
-			return
+	if n == inlineReplicas {
+		n += len(bm.extra[id])
+	}
+	return n
+}
+
+// ref finds dn's replica of block id, or nil.
+func (bm *blockMap) ref(id uint64, bi *blockInfo, dn *datanode) *replicaRef {
+	for i := range bi.reps {
+		if bi.reps[i].node == 0 {
+			return nil
+		} else if bi.reps[i].node == dn.index {
+			return &bi.reps[i]
 		}
 	}
-	if len(bi.replicas) == 0 {
-		bm.withReplicas++
+	ex := bm.extra[id]
+	for i := range ex {
+		if ex[i].node == dn.index {
+			return &ex[i]
+		}
 	}
-	bi.replicas = append(bi.replicas, dn)
-	dn.blocks[id] = struct{}{}
+	return nil
+}
+
+// replicas returns the datanodes holding block id (none of them dead).
+func (bm *blockMap) replicas(id uint64) []*datanode {
+	bi := bm.get(id)
+	if bi == nil {
+		return nil
+	}
+	out := make([]*datanode, 0, inlineReplicas)
+	for _, r := range bi.reps {
+		if r.node == 0 {
+			return out
+		}
+		out = append(out, bm.byIndex[r.node])
+	}
+	for _, r := range bm.extra[id] {
+		out = append(out, bm.byIndex[r.node])
+	}
+	return out
+}
+
+func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
+	dn := bm.nodes[uuid]
+	if dn == nil || bm.ref(id, bi, dn) != nil {
+		return
+	}
+	r := replicaRef{node: dn.index, pos: uint32(len(dn.blockIDs))}
+	dn.blockIDs = append(dn.blockIDs, id)
+	switch n := bm.numReplicas(id, bi); {
+	case n == 0:
+		bm.withReplicas++
+		bi.reps[0] = r
+	case n < inlineReplicas:
+		bi.reps[n] = r
+	default:
+		bm.extra[id] = append(bm.extra[id], r)
+	}
 	bm.recheck(id)
 }
 
-func (bm *blockMap) removeReplica(id uint64, uuid string) {
-	if bi := bm.blocks[id]; bi != nil {
-		for i, r := range bi.replicas {
-			if r.uuid == uuid {
-				bi.replicas = append(bi.replicas[:i], bi.replicas[i+1:]...)
-				if len(bi.replicas) == 0 {
-					bm.withReplicas--
-				}
-				break
-			}
+// unlink drops block id from dn's list, moving the list's last block into
+// its place.
+func (bm *blockMap) unlink(dn *datanode, pos uint32) {
+	last := len(dn.blockIDs) - 1
+	if moved := dn.blockIDs[last]; int(pos) != last {
+		dn.blockIDs[pos] = moved
+		bm.ref(moved, bm.get(moved), dn).pos = pos
+	}
+	dn.blockIDs = dn.blockIDs[:last]
+	if cap(dn.blockIDs) > 1024 && len(dn.blockIDs) < cap(dn.blockIDs)/4 {
+		dn.blockIDs = append([]uint64(nil), dn.blockIDs...) // give back what a mass delete freed
+	}
+}
+
+// detach drops dn's replica from block id's entry, not from dn's list.
+func (bm *blockMap) detach(id uint64, bi *blockInfo, dn *datanode) (replicaRef, bool) {
+	ex := bm.extra[id]
+	for i := range bi.reps {
+		if bi.reps[i].node != dn.index || dn.index == 0 {
+			continue
+		}
+		r := bi.reps[i]
+		copy(bi.reps[i:], bi.reps[i+1:])
+		bi.reps[inlineReplicas-1] = replicaRef{}
+		if len(ex) > 0 {
+			bi.reps[inlineReplicas-1] = ex[0]
+			bm.setExtra(id, ex[1:])
+		}
+		if bi.reps[0].node == 0 {
+			bm.withReplicas--
+		}
+		return r, true
+	}
+	for i := range ex {
+		if ex[i].node == dn.index {
+			r := ex[i]
+			bm.setExtra(id, append(ex[:i:i], ex[i+1:]...))
+			return r, true
 		}
 	}
-	if dn := bm.nodes[uuid]; dn != nil {
-		delete(dn.blocks, id)
+	return replicaRef{}, false
+}
+
+func (bm *blockMap) setExtra(id uint64, ex []replicaRef) {
+	if len(ex) == 0 {
+		delete(bm.extra, id)
+	} else {
+		bm.extra[id] = ex
+	}
+}
+
+func (bm *blockMap) removeReplica(id uint64, uuid string) {
+	dn := bm.nodes[uuid]
+	if bi := bm.get(id); bi != nil && dn != nil {
+		if r, ok := bm.detach(id, bi, dn); ok {
+			bm.unlink(dn, r.pos)
+		}
 	}
 	bm.recheck(id)
 	// A copy from a replica that is gone will not come.
@@ -156,11 +328,18 @@ func (bm *blockMap) removeReplica(id uint64, uuid string) {
 	}
 }
 
+// dropReplicas forgets every replica of block id.
+func (bm *blockMap) dropReplicas(id uint64) {
+	for _, dn := range bm.replicas(id) {
+		bm.removeReplica(id, dn.uuid)
+	}
+}
+
 // invalidateReplica drops a replica from the map and has its datanode
 // delete it.
 func (bm *blockMap) invalidateReplica(id uint64, uuid string) {
 	gs := uint64(0)
-	if bi := bm.blocks[id]; bi != nil {
+	if bi := bm.get(id); bi != nil {
 		gs = bi.genStamp
 	}
 	bm.removeReplica(id, uuid)
@@ -173,24 +352,40 @@ func (bm *blockMap) invalidateReplica(id uint64, uuid string) {
 // deletion on the datanodes that hold them.
 func (bm *blockMap) free(blocks []namespace.Block) {
 	for _, b := range blocks {
-		bi := bm.blocks[b.ID]
-		if bi == nil {
+		if bm.get(b.ID) == nil {
 			continue
 		}
-		for _, dn := range append([]*datanode(nil), bi.replicas...) {
+		for _, dn := range bm.replicas(b.ID) {
 			bm.invalidateReplica(b.ID, dn.uuid)
 		}
 		bm.finishPending(b.ID)
-		delete(bm.blocks, b.ID)
-		delete(bm.suspects, b.ID)
+		delete(bm.suspects, b.ID) // after finishPending, which rechecks
+		p := bm.pages[b.ID/pageSize]
+		p.infos[b.ID%pageSize] = blockInfo{}
+		if p.live--; p.live == 0 {
+			delete(bm.pages, b.ID/pageSize)
+		}
+		bm.count--
+		delete(bm.lens, b.ID)
 	}
+}
+
+// reportedLen remembers the length a datanode reported for the last
+// block of a file being written, for lease recovery.
+func (bm *blockMap) reportedLen(id uint64, uuid string, n uint64) {
+	l := bm.lens[id]
+	if l == nil {
+		l = map[string]uint64{}
+		bm.lens[id] = l
+	}
+	l[uuid] = n
 }
 
 // reported handles a datanode's report that it holds a finalized replica.
 // Replicas of unknown blocks or with a stale generation stamp are queued
 // for deletion.
 func (bm *blockMap) reported(dn *datanode, b *pb.BlockProto) {
-	bi := bm.blocks[b.GetBlockId()]
+	bi := bm.get(b.GetBlockId())
 	if bi == nil || b.GetGenStamp() < bi.genStamp {
 		dn.invalidate = append(dn.invalidate, b)
 		return
@@ -227,16 +422,23 @@ func (bm *blockMap) finishPending(id uint64) {
 // recheckNode has the monitor look again at every block dn holds (its
 // replicas stopped or started counting).
 func (bm *blockMap) recheckNode(dn *datanode) {
-	for id := range dn.blocks {
+	for _, id := range dn.blockIDs {
 		bm.recheck(id)
 	}
 }
 
 // nodeDead drops every replica of a dead datanode from the map.
 func (bm *blockMap) nodeDead(dn *datanode) {
-	for id := range dn.blocks {
-		bm.removeReplica(id, dn.uuid)
+	for _, id := range dn.blockIDs {
+		if bi := bm.get(id); bi != nil {
+			bm.detach(id, bi, dn)
+		}
+		bm.recheck(id)
+		if p := bm.pending[id]; p != nil && p.source == dn.uuid {
+			bm.finishPending(id)
+		}
 	}
+	dn.blockIDs = nil
 	dn.dead = true
 	dn.invalidate = nil
 	dn.transfers = nil
@@ -257,17 +459,15 @@ func (bm *blockMap) live() []*datanode {
 
 // holders returns the live datanodes holding a replica of id.
 func (bm *blockMap) holders(id uint64) []*datanode {
-	bi := bm.blocks[id]
-	if bi == nil {
-		return nil
-	}
-	out := make([]*datanode, 0, len(bi.replicas))
-	for _, dn := range bi.replicas {
+	out := bm.replicas(id)
+	n := 0
+	for _, dn := range out {
 		if !dn.dead {
-			out = append(out, dn)
+			out[n] = dn
+			n++
 		}
 	}
-	return out
+	return out[:n]
 }
 
 // locations returns the live replicas of a block for a reader: the one on

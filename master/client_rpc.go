@@ -331,9 +331,7 @@ func (m *Master) complete(ctx context.Context, req *pb.CompleteRequestProto) (*p
 			Client: req.GetClientName(), Previous: blockFrom(req.GetLast()), Time: m.nowMillis()})
 		if err == nil {
 			for _, b := range res.Inode.Blocks {
-				if bi := m.mu.blocks.blocks[b.ID]; bi != nil {
-					bi.lens = nil // only needed while the file is being written
-				}
+				delete(m.mu.blocks.lens, b.ID) // only needed while the file is being written
 			}
 		}
 		return err
@@ -572,7 +570,7 @@ func (m *Master) truncate(ctx context.Context, req *pb.TruncateRequestProto) (*p
 // stamp) cut to match; replicas that miss it are stale and deleted when
 // they show up. m.mu must be held.
 func (m *Master) cutReplicasLocked(b namespace.Block, oldGS uint64) {
-	bi := m.mu.blocks.blocks[b.ID]
+	bi := m.mu.blocks.get(b.ID)
 	if bi == nil {
 		return
 	}
@@ -624,11 +622,7 @@ func (m *Master) getFsStats(ctx context.Context, req *pb.GetFsStatusRequestProto
 			used += dn.info.GetDfsUsed()
 			remaining += dn.info.GetRemaining()
 		}
-		for _, bi := range m.mu.blocks.blocks {
-			if len(bi.replicas) == 0 {
-				missing++
-			}
-		}
+		missing = uint64(m.mu.blocks.count - m.mu.blocks.withReplicas)
 		return nil
 	})
 	return &pb.GetFsStatsResponseProto{Capacity: proto.Uint64(capacity), Used: proto.Uint64(used),
@@ -671,7 +665,7 @@ func (m *Master) getDatanodeReport(ctx context.Context, req *pb.GetDatanodeRepor
 			}
 			info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
 			info.LastUpdate = proto.Uint64(uint64(dn.lastHeartbeat.UnixMilli()))
-			info.NumBlocks = proto.Uint32(uint32(len(dn.blocks)))
+			info.NumBlocks = proto.Uint32(uint32(len(dn.blockIDs)))
 			info.AdminState = dn.admin.proto().Enum()
 			resp.Di = append(resp.Di, info)
 		}
@@ -748,7 +742,7 @@ func (m *Master) isFileClosed(ctx context.Context, req *pb.IsFileClosedRequestPr
 func (m *Master) updateBlockForPipeline(ctx context.Context, req *pb.UpdateBlockForPipelineRequestProto) (*pb.UpdateBlockForPipelineResponseProto, error) {
 	resp := &pb.UpdateBlockForPipelineResponseProto{}
 	err := m.update(func() error {
-		bi := m.mu.blocks.blocks[req.GetBlock().GetBlockId()]
+		bi := m.mu.blocks.get(req.GetBlock().GetBlockId())
 		if bi == nil {
 			return fmt.Errorf("%w: unknown block %d", protocol.ErrInvalidArgument, req.GetBlock().GetBlockId())
 		}
@@ -781,7 +775,7 @@ func (m *Master) updatePipeline(ctx context.Context, req *pb.UpdatePipelineReque
 		return nil, fmt.Errorf("%w: updatePipeline from block %d to block %d", protocol.ErrInvalidArgument, old.GetBlockId(), nb.GetBlockId())
 	}
 	err := m.update(func() error {
-		bi := m.mu.blocks.blocks[old.GetBlockId()]
+		bi := m.mu.blocks.get(old.GetBlockId())
 		if bi == nil {
 			return fmt.Errorf("%w: unknown block %d", protocol.ErrInvalidArgument, old.GetBlockId())
 		}
@@ -793,7 +787,7 @@ func (m *Master) updatePipeline(ctx context.Context, req *pb.UpdatePipelineReque
 		for _, id := range req.GetNewNodes() {
 			keep[id.GetDatanodeUuid()] = true
 		}
-		for _, dn := range append([]*datanode(nil), bi.replicas...) {
+		for _, dn := range m.mu.blocks.replicas(nb.GetBlockId()) {
 			if !keep[dn.uuid] {
 				m.mu.blocks.invalidateReplica(nb.GetBlockId(), dn.uuid)
 			}

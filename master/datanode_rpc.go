@@ -46,11 +46,11 @@ func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeR
 		if old := m.mu.blocks.nodes[uuid]; old != nil {
 			m.mu.blocks.nodeDead(old) // forget its replicas; the block report that follows restores them
 		}
-		dn := &datanode{uuid: uuid, info: info, lastHeartbeat: m.cfg.Now(), blocks: map[uint64]struct{}{}}
+		dn := &datanode{uuid: uuid, info: info, lastHeartbeat: m.cfg.Now()}
 		if m.mu.decommission[uuid] || m.mu.decommission[xferAddr(id)] {
 			dn.admin = decommissioning
 		}
-		m.mu.blocks.nodes[uuid] = dn
+		m.mu.blocks.register(dn)
 		return nil
 	})
 	m.log.Info("datanode registered", "uuid", id.GetDatanodeUuid(), "addr", xferAddr(id), "rack", info.GetLocation())
@@ -98,10 +98,14 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 			m.reportedLocked(dn, b)
 		}
 		// Replicas the map expected on this node but the node does not have.
-		for id := range dn.blocks {
+		var gone []uint64
+		for _, id := range dn.blockIDs {
 			if !held[id] && !m.underConstructionLocked(id) {
-				m.mu.blocks.removeReplica(id, dn.uuid)
+				gone = append(gone, id)
 			}
+		}
+		for _, id := range gone {
+			m.mu.blocks.removeReplica(id, dn.uuid)
 		}
 		return nil
 	})
@@ -114,7 +118,7 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 // underConstructionLocked reports whether a block belongs to a file being
 // written (its replicas may not be finalized yet). m.mu must be held.
 func (m *Master) underConstructionLocked(id uint64) bool {
-	bi := m.mu.blocks.blocks[id]
+	bi := m.mu.blocks.get(id)
 	return bi != nil && m.mu.tree.UnderConstruction(bi.fileID) != nil
 }
 
@@ -149,7 +153,7 @@ func sortDatanodes(d []*pb.DatanodeInfoProto) {
 // with the file (left over from a failed pipeline). m.mu must be held.
 func (m *Master) reportedLocked(dn *datanode, b *pb.BlockProto) {
 	m.mu.blocks.reported(dn, b)
-	bi := m.mu.blocks.blocks[b.GetBlockId()]
+	bi := m.mu.blocks.get(b.GetBlockId())
 	if bi == nil {
 		return
 	}
@@ -158,10 +162,7 @@ func (m *Master) reportedLocked(dn *datanode, b *pb.BlockProto) {
 		return
 	}
 	if n.UnderConstruction() {
-		if bi.lens == nil {
-			bi.lens = map[string]uint64{}
-		}
-		bi.lens[dn.uuid] = b.GetNumBytes()
+		m.mu.blocks.reportedLen(b.GetBlockId(), dn.uuid, b.GetNumBytes())
 		return
 	}
 	for _, blk := range n.Blocks {

@@ -21,11 +21,12 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 	path := n.Path()
 	if k := len(n.Blocks); k > 0 && n.Blocks[k-1].Len == 0 {
 		last := n.Blocks[k-1]
-		bi := m.mu.blocks.blocks[last.ID]
+		bi := m.mu.blocks.get(last.ID)
+		lens := m.mu.blocks.lens[last.ID]
 		length, ok := uint64(0), false
 		if bi != nil {
 			for _, dn := range m.mu.blocks.holders(last.ID) {
-				if l, reported := bi.lens[dn.uuid]; reported && (!ok || l < length) {
+				if l, reported := lens[dn.uuid]; reported && (!ok || l < length) {
 					length, ok = l, true
 				}
 			}
@@ -45,13 +46,13 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 				return err
 			}
 			old := bi.genStamp
-			for _, dn := range append([]*datanode(nil), bi.replicas...) {
-				if l, reported := bi.lens[dn.uuid]; !reported || l < length || dn.dead {
+			for _, dn := range m.mu.blocks.replicas(last.ID) {
+				if l, reported := lens[dn.uuid]; !reported || l < length || dn.dead {
 					m.mu.blocks.invalidateReplica(last.ID, dn.uuid)
 				}
 			}
 			m.cutReplicasLocked(namespace.Block{ID: last.ID, GenStamp: newGS, Len: length}, old)
-			bi.lens = nil
+			delete(m.mu.blocks.lens, last.ID)
 		}
 	}
 	_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: n.ID, Client: n.Client(), Time: now})

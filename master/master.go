@@ -105,15 +105,13 @@ func New(cfg Config) (*Master, error) {
 	// reports fill those in. (A block missing here would make reports of
 	// it look like garbage to delete.)
 	withoutGC(func() {
-		// Sized for a block a file, rather than grown by doubling.
-		m.mu.blocks.blocks = make(map[uint64]*blockInfo, tree.NumFiles())
 		tree.Files(func(n *namespace.Inode) {
 			for _, b := range n.Blocks {
 				m.mu.blocks.add(n.ID, b, nil)
 			}
 		})
 	})
-	m.mu.safeMode = len(m.mu.blocks.blocks) > 0
+	m.mu.safeMode = m.mu.blocks.count > 0
 	m.mu.leases = map[string]time.Time{}
 	// Writers get a full lease period after a restart to come back.
 	now := cfg.Now()

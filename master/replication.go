@@ -75,7 +75,7 @@ func (m *Master) scanBlocksLocked(fn func(h *blockHealth)) {
 // healthLocked is the health of block id, or nil when the monitor has
 // nothing to do with it (gone, or its file is still being written).
 func (m *Master) healthLocked(id uint64) *blockHealth {
-	bi := m.mu.blocks.blocks[id]
+	bi := m.mu.blocks.get(id)
 	if bi == nil {
 		return nil
 	}
@@ -241,12 +241,8 @@ func (m *Master) decommissionProgressLocked() {
 			continue
 		}
 		done := true
-		for id := range dn.blocks {
-			bi := m.mu.blocks.blocks[id]
-			if bi == nil {
-				continue
-			}
-			n := m.fileLocked(bi.fileID)
+		for _, id := range dn.blockIDs {
+			n := m.fileLocked(m.mu.blocks.get(id).fileID)
 			if n == nil || n.UnderConstruction() {
 				done = false
 				break
@@ -307,14 +303,14 @@ func (m *Master) planMoveLocked(src, dst *datanode, nodes []placement.Node, now 
 		n.Usable = n.Usable && n.ID == dst.uuid
 		targets = append(targets, n)
 	}
-	for id := range src.blocks {
+	for _, id := range src.blockIDs {
 		if m.mu.blocks.pending[id] != nil {
 			continue
 		}
-		if _, there := dst.blocks[id]; there {
+		bi := m.mu.blocks.get(id)
+		if m.mu.blocks.ref(id, bi, dst) != nil {
 			continue
 		}
-		bi := m.mu.blocks.blocks[id]
 		n := m.fileLocked(bi.fileID)
 		if n == nil || n.UnderConstruction() {
 			continue
@@ -351,13 +347,13 @@ func (m *Master) usageDeviationLocked() (float64, []*datanode, []*datanode) {
 	for _, dn := range m.mu.blocks.live() {
 		if dn.inService() && !m.stale(dn) {
 			nodes = append(nodes, dn)
-			for id := range dn.blocks {
-				used[dn.uuid] += float64(m.mu.blocks.blocks[id].numBytes)
+			for _, id := range dn.blockIDs {
+				used[dn.uuid] += float64(m.mu.blocks.get(id).numBytes)
 			}
 		}
 	}
 	for id, p := range m.movesLocked() {
-		size := float64(m.mu.blocks.blocks[id].numBytes)
+		size := float64(m.mu.blocks.get(id).numBytes)
 		used[p.moveFrom] -= size
 		for t := range p.targets {
 			used[t] += size

@@ -25,10 +25,10 @@ func testMaster(t *testing.T, n int) (*Master, []*datanode) {
 	var dns []*datanode
 	for i := 0; i < n; i++ {
 		uuid := fmt.Sprintf("dn%d", i)
-		dn := &datanode{uuid: uuid, blocks: map[uint64]struct{}{}, lastHeartbeat: cfg.Now(),
+		dn := &datanode{uuid: uuid, lastHeartbeat: cfg.Now(),
 			info: &pb.DatanodeInfoProto{Id: &pb.DatanodeIDProto{DatanodeUuid: proto.String(uuid), IpAddr: proto.String("127.0.0.1"),
 				XferPort: proto.Uint32(uint32(i + 1))}, Remaining: proto.Uint64(1 << 40)}}
-		m.mu.blocks.nodes[dn.uuid] = dn
+		m.mu.blocks.register(dn)
 		dns = append(dns, dn)
 	}
 	return m, dns
@@ -75,7 +75,7 @@ func TestMonitorFollowsEvents(t *testing.T) {
 			dn.transfers = nil
 		}
 	}
-	if got := len(dns[3].blocks); got != files {
+	if got := len(dns[3].blockIDs); got != files {
 		t.Fatalf("the spare node holds %d replicas, want all %d blocks the dead node held", got, files)
 	}
 	m.scanBlocksLocked(func(h *blockHealth) {
@@ -106,25 +106,25 @@ func TestSafeModeCountsReportedBlocks(t *testing.T) {
 	check := func(when string) {
 		t.Helper()
 		want := 0
-		for _, bi := range m.mu.blocks.blocks {
-			if len(bi.replicas) > 0 && m.mu.tree.UnderConstruction(bi.fileID) == nil {
+		m.mu.blocks.each(func(id uint64, bi *blockInfo) {
+			if len(m.mu.blocks.replicas(id)) > 0 && m.mu.tree.UnderConstruction(bi.fileID) == nil {
 				want++
 			}
-		}
+		})
 		if r, total := m.reportedFractionLocked(); r != want || total != 200 {
 			t.Fatalf("%s: %d of %d blocks reported, want %d of 200", when, r, total, want)
 		}
 	}
 	check("before any report")
 	ids := make([]uint64, 0, 200)
-	for id := range m.mu.blocks.blocks {
+	m.mu.blocks.each(func(id uint64, _ *blockInfo) {
 		if id != blk.ID {
 			ids = append(ids, id)
 		}
-	}
+	})
 	for i, id := range ids[:150] {
-		m.mu.blocks.reported(dns[i%2], blockProto(id, m.mu.blocks.blocks[id].genStamp, 1))
-		m.mu.blocks.reported(dns[2], blockProto(id, m.mu.blocks.blocks[id].genStamp, 1))
+		m.mu.blocks.reported(dns[i%2], blockProto(id, m.mu.blocks.get(id).genStamp, 1))
+		m.mu.blocks.reported(dns[2], blockProto(id, m.mu.blocks.get(id).genStamp, 1))
 	}
 	check("after reports")
 	m.mu.blocks.nodeDead(dns[2])

@@ -18,12 +18,12 @@ import (
 // crash, and lease recovery deals with it. m.mu must be held.
 func (m *Master) reportedFractionLocked() (reported, total int) {
 	bm := m.mu.blocks
-	reported, total = bm.withReplicas, len(bm.blocks)
+	reported, total = bm.withReplicas, bm.count
 	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
 		for _, b := range n.Blocks {
-			if bi := bm.blocks[b.ID]; bi != nil {
+			if bi := bm.get(b.ID); bi != nil {
 				total--
-				if len(bi.replicas) > 0 {
+				if bi.reps[0].node != 0 {
 					reported--
 				}
 			}

@@ -1,0 +1,115 @@
+package master
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/godfs/godfs/master/namespace"
+)
+
+// TestBlockMapAgreesWithModel drives the block map with random adds,
+// replica reports and removals, node deaths and frees, on more nodes than
+// a block holds inline, and checks after every step that it agrees with
+// a plain model: each block's replicas, each node's blocks (the reverse
+// lists and the positions linking the two) and the counts.
+func TestBlockMapAgreesWithModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	bm := newBlockMap()
+	bm.rescanAll = false
+	const nodes = 6
+	var uuids []string
+	for i := range nodes {
+		u := fmt.Sprintf("dn%d", i)
+		uuids = append(uuids, u)
+		bm.register(&datanode{uuid: u})
+	}
+	model := map[uint64]map[string]bool{} // block -> holders
+	var ids []uint64
+	nextID := uint64(namespace.FirstBlockID) + pageSize - 5 // blocks straddle a page boundary
+	for step := range 20000 {
+		switch op := rng.IntN(10); {
+		case op < 2 || len(ids) == 0: // a new block, on up to 2 pipeline targets
+			id := nextID
+			nextID += 1 + uint64(rng.IntN(3))
+			targets := uuids[:rng.IntN(3)]
+			bm.add(42, namespace.Block{ID: id, GenStamp: 1}, targets)
+			model[id] = map[string]bool{}
+			for _, u := range targets {
+				model[id][u] = true
+			}
+			ids = append(ids, id)
+		case op < 6: // a replica reported, possibly again
+			id, u := ids[rng.IntN(len(ids))], uuids[rng.IntN(nodes)]
+			bm.addReplica(id, bm.get(id), u)
+			model[id][u] = true
+		case op < 8: // a replica dropped, possibly one that is not there
+			id, u := ids[rng.IntN(len(ids))], uuids[rng.IntN(nodes)]
+			bm.removeReplica(id, u)
+			delete(model[id], u)
+		case op < 9: // blocks freed
+			i := rng.IntN(len(ids))
+			bm.free([]namespace.Block{{ID: ids[i]}})
+			delete(model, ids[i])
+			ids = slices.Delete(ids, i, i+1)
+		default: // a node dies and comes back empty
+			u := uuids[rng.IntN(nodes)]
+			bm.nodeDead(bm.nodes[u])
+			bm.register(&datanode{uuid: u})
+			for _, holders := range model {
+				delete(holders, u)
+			}
+		}
+		checkBlockMap(t, step, bm, model)
+	}
+}
+
+func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[string]bool) {
+	t.Helper()
+	if bm.count != len(model) {
+		t.Fatalf("step %d: %d blocks in the map, model has %d", step, bm.count, len(model))
+	}
+	withReplicas := 0
+	reverse := map[string]map[uint64]bool{}
+	for id, holders := range model {
+		bi := bm.get(id)
+		if bi == nil {
+			t.Fatalf("step %d: block %d missing", step, id)
+		}
+		var got []string
+		for _, dn := range bm.replicas(id) {
+			got = append(got, dn.uuid)
+		}
+		var want []string
+		for u := range holders {
+			want = append(want, u)
+			if reverse[u] == nil {
+				reverse[u] = map[uint64]bool{}
+			}
+			reverse[u][id] = true
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) || bm.numReplicas(id, bi) != len(want) {
+			t.Fatalf("step %d: block %d held by %v (%d), want %v", step, id, got, bm.numReplicas(id, bi), want)
+		}
+		if len(want) > 0 {
+			withReplicas++
+		}
+	}
+	if bm.withReplicas != withReplicas {
+		t.Fatalf("step %d: %d blocks with replicas counted, want %d", step, bm.withReplicas, withReplicas)
+	}
+	for u, dn := range bm.nodes {
+		if len(dn.blockIDs) != len(reverse[u]) {
+			t.Fatalf("step %d: %s lists %d blocks, holds %d", step, u, len(dn.blockIDs), len(reverse[u]))
+		}
+		for pos, id := range dn.blockIDs {
+			r := bm.ref(id, bm.get(id), dn)
+			if !reverse[u][id] || r == nil || r.pos != uint32(pos) {
+				t.Fatalf("step %d: %s lists block %d at %d, which it does not hold there", step, u, id, pos)
+			}
+		}
+	}
+}
