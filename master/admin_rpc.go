@@ -118,7 +118,7 @@ func (m *Master) clusterReport(ctx context.Context, req *pb.ClusterReportRequest
 		}
 		resp.SafeMode = proto.Bool(m.mu.safeMode)
 		resp.SafeModeStatus = proto.String(m.safeModeStatusLocked())
-		resp.Blocks = proto.Uint64(uint64(m.mu.blocks.count))
+		resp.Blocks = proto.Uint64(uint64(m.mu.blocks.blocks.Len()))
 		resp.UnderReplicated = proto.Uint64(under)
 		resp.PendingReplications = proto.Uint64(uint64(len(m.mu.blocks.pending)))
 		resp.PendingDeletions = proto.Uint64(deletions)

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/godfs/godfs/master/idtable"
 	"github.com/godfs/godfs/master/namespace"
 	"github.com/godfs/godfs/master/placement"
 	"github.com/godfs/godfs/protocol/pb"
@@ -85,14 +86,10 @@ type pendingCopy struct {
 // blockMap is the master's block -> replicas map, its datanode table and
 // the copies in flight. It is not safe for concurrent use; the master's
 // lock guards it.
-//
-// Blocks live in pages of pageSize indexed by block id: ids are handed
-// out in sequence, so pages fill densely, and a page goes when its last
-// block does. This costs no map entry per block, where a Go map costs
-// 20-40 bytes an entry and the garbage collector's time.
 type blockMap struct {
-	pages map[uint64]*blockPage // by id / pageSize
-	count int                   // blocks in the map
+	// blocks is indexed by block id: block ids are handed out in
+	// sequence, so its pages fill densely.
+	blocks idtable.Table[blockInfo]
 	// extra holds the replicas beyond a blockInfo's inline ones.
 	extra map[uint64][]replicaRef
 	// lens holds the lengths datanodes reported for the last block of a
@@ -116,41 +113,10 @@ type blockMap struct {
 	withReplicas int
 }
 
-const pageSize = 1024
-
-type blockPage struct {
-	live  int
-	infos [pageSize]blockInfo
-}
-
 func newBlockMap() *blockMap {
-	return &blockMap{pages: map[uint64]*blockPage{}, extra: map[uint64][]replicaRef{}, lens: map[uint64]map[string]uint64{},
+	return &blockMap{extra: map[uint64][]replicaRef{}, lens: map[uint64]map[string]uint64{},
 		nodes: map[string]*datanode{}, byIndex: []*datanode{nil}, pending: map[uint64]*pendingCopy{},
 		suspects: map[uint64]struct{}{}, rescanAll: true}
-}
-
-// get returns block id's entry, or nil. The pointer is good until the
-// block is freed.
-func (bm *blockMap) get(id uint64) *blockInfo {
-	p := bm.pages[id/pageSize]
-	if p == nil {
-		return nil
-	}
-	if bi := &p.infos[id%pageSize]; bi.fileID != 0 {
-		return bi
-	}
-	return nil
-}
-
-// each calls fn for every block in the map, in no order.
-func (bm *blockMap) each(fn func(id uint64, bi *blockInfo)) {
-	for pn, p := range bm.pages {
-		for i := range p.infos {
-			if bi := &p.infos[i]; bi.fileID != 0 {
-				fn(pn*pageSize+uint64(i), bi)
-			}
-		}
-	}
 }
 
 // register adds dn to the datanode table, in place of an earlier
@@ -176,20 +142,8 @@ func (bm *blockMap) recheck(id uint64) {
 // add records a new block of a file, with the pipeline targets as its
 // expected replicas until the datanodes report.
 func (bm *blockMap) add(fileID uint64, b namespace.Block, targets []string) {
-	bi := bm.get(b.ID)
-	if bi != nil {
-		bm.dropReplicas(b.ID)
-	} else {
-		p := bm.pages[b.ID/pageSize]
-		if p == nil {
-			p = &blockPage{}
-			bm.pages[b.ID/pageSize] = p
-		}
-		p.live++
-		bm.count++
-		bi = &p.infos[b.ID%pageSize]
-	}
-	*bi = blockInfo{fileID: fileID, genStamp: b.GenStamp}
+	bm.dropReplicas(b.ID)
+	bi := bm.blocks.Put(b.ID, blockInfo{fileID: fileID, genStamp: b.GenStamp})
 	for _, t := range targets {
 		bm.addReplica(b.ID, bi, t)
 	}
@@ -227,7 +181,7 @@ func (bm *blockMap) ref(id uint64, bi *blockInfo, dn *datanode) *replicaRef {
 
 // replicas returns the datanodes holding block id (none of them dead).
 func (bm *blockMap) replicas(id uint64) []*datanode {
-	bi := bm.get(id)
+	bi := bm.blocks.Ptr(id)
 	if bi == nil {
 		return nil
 	}
@@ -269,7 +223,7 @@ func (bm *blockMap) unlink(dn *datanode, pos uint32) {
 	last := len(dn.blockIDs) - 1
 	if moved := dn.blockIDs[last]; int(pos) != last {
 		dn.blockIDs[pos] = moved
-		bm.ref(moved, bm.get(moved), dn).pos = pos
+		bm.ref(moved, bm.blocks.Ptr(moved), dn).pos = pos
 	}
 	dn.blockIDs = dn.blockIDs[:last]
 	if cap(dn.blockIDs) > 1024 && len(dn.blockIDs) < cap(dn.blockIDs)/4 {
@@ -316,7 +270,7 @@ func (bm *blockMap) setExtra(id uint64, ex []replicaRef) {
 
 func (bm *blockMap) removeReplica(id uint64, uuid string) {
 	dn := bm.nodes[uuid]
-	if bi := bm.get(id); bi != nil && dn != nil {
+	if bi := bm.blocks.Ptr(id); bi != nil && dn != nil {
 		if r, ok := bm.detach(id, bi, dn); ok {
 			bm.unlink(dn, r.pos)
 		}
@@ -339,7 +293,7 @@ func (bm *blockMap) dropReplicas(id uint64) {
 // delete it.
 func (bm *blockMap) invalidateReplica(id uint64, uuid string) {
 	gs := uint64(0)
-	if bi := bm.get(id); bi != nil {
+	if bi := bm.blocks.Ptr(id); bi != nil {
 		gs = bi.genStamp
 	}
 	bm.removeReplica(id, uuid)
@@ -352,7 +306,7 @@ func (bm *blockMap) invalidateReplica(id uint64, uuid string) {
 // deletion on the datanodes that hold them.
 func (bm *blockMap) free(blocks []namespace.Block) {
 	for _, b := range blocks {
-		if bm.get(b.ID) == nil {
+		if bm.blocks.Ptr(b.ID) == nil {
 			continue
 		}
 		for _, dn := range bm.replicas(b.ID) {
@@ -360,12 +314,7 @@ func (bm *blockMap) free(blocks []namespace.Block) {
 		}
 		bm.finishPending(b.ID)
 		delete(bm.suspects, b.ID) // after finishPending, which rechecks
-		p := bm.pages[b.ID/pageSize]
-		p.infos[b.ID%pageSize] = blockInfo{}
-		if p.live--; p.live == 0 {
-			delete(bm.pages, b.ID/pageSize)
-		}
-		bm.count--
+		bm.blocks.Delete(b.ID)
 		delete(bm.lens, b.ID)
 	}
 }
@@ -385,7 +334,7 @@ func (bm *blockMap) reportedLen(id uint64, uuid string, n uint64) {
 // Replicas of unknown blocks or with a stale generation stamp are queued
 // for deletion.
 func (bm *blockMap) reported(dn *datanode, b *pb.BlockProto) {
-	bi := bm.get(b.GetBlockId())
+	bi := bm.blocks.Ptr(b.GetBlockId())
 	if bi == nil || b.GetGenStamp() < bi.genStamp {
 		dn.invalidate = append(dn.invalidate, b)
 		return
@@ -430,7 +379,7 @@ func (bm *blockMap) recheckNode(dn *datanode) {
 // nodeDead drops every replica of a dead datanode from the map.
 func (bm *blockMap) nodeDead(dn *datanode) {
 	for _, id := range dn.blockIDs {
-		if bi := bm.get(id); bi != nil {
+		if bi := bm.blocks.Ptr(id); bi != nil {
 			bm.detach(id, bi, dn)
 		}
 		bm.recheck(id)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/godfs/godfs/master/idtable"
 	"github.com/godfs/godfs/master/namespace"
 )
 
@@ -27,7 +28,7 @@ func TestBlockMapAgreesWithModel(t *testing.T) {
 	}
 	model := map[uint64]map[string]bool{} // block -> holders
 	var ids []uint64
-	nextID := uint64(namespace.FirstBlockID) + pageSize - 5 // blocks straddle a page boundary
+	nextID := uint64(namespace.FirstBlockID) + idtable.PageSize - 5 // blocks straddle a page boundary
 	for step := range 20000 {
 		switch op := rng.IntN(10); {
 		case op < 2 || len(ids) == 0: // a new block, on up to 2 pipeline targets
@@ -42,7 +43,7 @@ func TestBlockMapAgreesWithModel(t *testing.T) {
 			ids = append(ids, id)
 		case op < 6: // a replica reported, possibly again
 			id, u := ids[rng.IntN(len(ids))], uuids[rng.IntN(nodes)]
-			bm.addReplica(id, bm.get(id), u)
+			bm.addReplica(id, bm.blocks.Ptr(id), u)
 			model[id][u] = true
 		case op < 8: // a replica dropped, possibly one that is not there
 			id, u := ids[rng.IntN(len(ids))], uuids[rng.IntN(nodes)]
@@ -67,13 +68,13 @@ func TestBlockMapAgreesWithModel(t *testing.T) {
 
 func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[string]bool) {
 	t.Helper()
-	if bm.count != len(model) {
-		t.Fatalf("step %d: %d blocks in the map, model has %d", step, bm.count, len(model))
+	if bm.blocks.Len() != len(model) {
+		t.Fatalf("step %d: %d blocks in the map, model has %d", step, bm.blocks.Len(), len(model))
 	}
 	withReplicas := 0
 	reverse := map[string]map[uint64]bool{}
 	for id, holders := range model {
-		bi := bm.get(id)
+		bi := bm.blocks.Ptr(id)
 		if bi == nil {
 			t.Fatalf("step %d: block %d missing", step, id)
 		}
@@ -106,7 +107,7 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 			t.Fatalf("step %d: %s lists %d blocks, holds %d", step, u, len(dn.blockIDs), len(reverse[u]))
 		}
 		for pos, id := range dn.blockIDs {
-			r := bm.ref(id, bm.get(id), dn)
+			r := bm.ref(id, bm.blocks.Ptr(id), dn)
 			if !reverse[u][id] || r == nil || r.pos != uint32(pos) {
 				t.Fatalf("step %d: %s lists block %d at %d, which it does not hold there", step, u, id, pos)
 			}

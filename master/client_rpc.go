@@ -81,7 +81,7 @@ func (m *Master) fileStatus(n *namespace.Inode, name string) *pb.HdfsFileStatusP
 		st.FileType = pb.HdfsFileStatusProto_IS_FILE.Enum()
 		st.Length = proto.Uint64(n.Len())
 		st.BlockReplication = proto.Uint32(uint32(n.Replication))
-		st.Blocksize = proto.Uint64(n.BlockSize)
+		st.Blocksize = proto.Uint64(n.BlockSize())
 		st.ChildrenNum = proto.Int32(0)
 	}
 	return st
@@ -276,7 +276,7 @@ func (m *Master) addBlock(ctx context.Context, req *pb.AddBlockRequestProto) (*p
 			return &fs.PathError{Op: "addBlock", Path: req.GetSrc(), Err: protocol.ErrNoLease}
 		}
 		chosen := placement.Choose(m.placementNodesLocked(), placement.Request{N: int(n.Replication),
-			WriterHost: clientIP, Exclude: exclude, BlockSize: int64(n.BlockSize)}, m.cfg.Rand)
+			WriterHost: clientIP, Exclude: exclude, BlockSize: int64(n.BlockSize())}, m.cfg.Rand)
 		if len(chosen) == 0 {
 			return fmt.Errorf("%w: cannot place a block of %s (%d live, %d excluded)",
 				protocol.ErrNoDatanodes, req.GetSrc(), len(m.mu.blocks.live()), len(req.GetExcludeNodes()))
@@ -570,7 +570,7 @@ func (m *Master) truncate(ctx context.Context, req *pb.TruncateRequestProto) (*p
 // stamp) cut to match; replicas that miss it are stale and deleted when
 // they show up. m.mu must be held.
 func (m *Master) cutReplicasLocked(b namespace.Block, oldGS uint64) {
-	bi := m.mu.blocks.get(b.ID)
+	bi := m.mu.blocks.blocks.Ptr(b.ID)
 	if bi == nil {
 		return
 	}
@@ -622,7 +622,7 @@ func (m *Master) getFsStats(ctx context.Context, req *pb.GetFsStatusRequestProto
 			used += dn.info.GetDfsUsed()
 			remaining += dn.info.GetRemaining()
 		}
-		missing = uint64(m.mu.blocks.count - m.mu.blocks.withReplicas)
+		missing = uint64(m.mu.blocks.blocks.Len() - m.mu.blocks.withReplicas)
 		return nil
 	})
 	return &pb.GetFsStatsResponseProto{Capacity: proto.Uint64(capacity), Used: proto.Uint64(used),
@@ -710,7 +710,7 @@ func (m *Master) getPreferredBlockSize(ctx context.Context, req *pb.GetPreferred
 		if err != nil {
 			return err
 		}
-		bs = n.BlockSize
+		bs = n.BlockSize()
 		return nil
 	})
 	if err != nil {
@@ -742,7 +742,7 @@ func (m *Master) isFileClosed(ctx context.Context, req *pb.IsFileClosedRequestPr
 func (m *Master) updateBlockForPipeline(ctx context.Context, req *pb.UpdateBlockForPipelineRequestProto) (*pb.UpdateBlockForPipelineResponseProto, error) {
 	resp := &pb.UpdateBlockForPipelineResponseProto{}
 	err := m.update(func() error {
-		bi := m.mu.blocks.get(req.GetBlock().GetBlockId())
+		bi := m.mu.blocks.blocks.Ptr(req.GetBlock().GetBlockId())
 		if bi == nil {
 			return fmt.Errorf("%w: unknown block %d", protocol.ErrInvalidArgument, req.GetBlock().GetBlockId())
 		}
@@ -775,7 +775,7 @@ func (m *Master) updatePipeline(ctx context.Context, req *pb.UpdatePipelineReque
 		return nil, fmt.Errorf("%w: updatePipeline from block %d to block %d", protocol.ErrInvalidArgument, old.GetBlockId(), nb.GetBlockId())
 	}
 	err := m.update(func() error {
-		bi := m.mu.blocks.get(old.GetBlockId())
+		bi := m.mu.blocks.blocks.Ptr(old.GetBlockId())
 		if bi == nil {
 			return fmt.Errorf("%w: unknown block %d", protocol.ErrInvalidArgument, old.GetBlockId())
 		}

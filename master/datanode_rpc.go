@@ -118,7 +118,7 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 // underConstructionLocked reports whether a block belongs to a file being
 // written (its replicas may not be finalized yet). m.mu must be held.
 func (m *Master) underConstructionLocked(id uint64) bool {
-	bi := m.mu.blocks.get(id)
+	bi := m.mu.blocks.blocks.Ptr(id)
 	return bi != nil && m.mu.tree.UnderConstruction(bi.fileID) != nil
 }
 
@@ -153,7 +153,7 @@ func sortDatanodes(d []*pb.DatanodeInfoProto) {
 // with the file (left over from a failed pipeline). m.mu must be held.
 func (m *Master) reportedLocked(dn *datanode, b *pb.BlockProto) {
 	m.mu.blocks.reported(dn, b)
-	bi := m.mu.blocks.get(b.GetBlockId())
+	bi := m.mu.blocks.blocks.Ptr(b.GetBlockId())
 	if bi == nil {
 		return
 	}

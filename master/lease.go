@@ -21,7 +21,7 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 	path := n.Path()
 	if k := len(n.Blocks); k > 0 && n.Blocks[k-1].Len == 0 {
 		last := n.Blocks[k-1]
-		bi := m.mu.blocks.get(last.ID)
+		bi := m.mu.blocks.blocks.Ptr(last.ID)
 		lens := m.mu.blocks.lens[last.ID]
 		length, ok := uint64(0), false
 		if bi != nil {

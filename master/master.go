@@ -111,7 +111,7 @@ func New(cfg Config) (*Master, error) {
 			}
 		})
 	})
-	m.mu.safeMode = m.mu.blocks.count > 0
+	m.mu.safeMode = m.mu.blocks.blocks.Len() > 0
 	m.mu.leases = map[string]time.Time{}
 	// Writers get a full lease period after a restart to come back.
 	now := cfg.Now()

@@ -75,7 +75,7 @@ func (m *Master) scanBlocksLocked(fn func(h *blockHealth)) {
 // healthLocked is the health of block id, or nil when the monitor has
 // nothing to do with it (gone, or its file is still being written).
 func (m *Master) healthLocked(id uint64) *blockHealth {
-	bi := m.mu.blocks.get(id)
+	bi := m.mu.blocks.blocks.Ptr(id)
 	if bi == nil {
 		return nil
 	}
@@ -242,7 +242,7 @@ func (m *Master) decommissionProgressLocked() {
 		}
 		done := true
 		for _, id := range dn.blockIDs {
-			n := m.fileLocked(m.mu.blocks.get(id).fileID)
+			n := m.fileLocked(m.mu.blocks.blocks.Ptr(id).fileID)
 			if n == nil || n.UnderConstruction() {
 				done = false
 				break
@@ -307,7 +307,7 @@ func (m *Master) planMoveLocked(src, dst *datanode, nodes []placement.Node, now 
 		if m.mu.blocks.pending[id] != nil {
 			continue
 		}
-		bi := m.mu.blocks.get(id)
+		bi := m.mu.blocks.blocks.Ptr(id)
 		if m.mu.blocks.ref(id, bi, dst) != nil {
 			continue
 		}
@@ -348,12 +348,12 @@ func (m *Master) usageDeviationLocked() (float64, []*datanode, []*datanode) {
 		if dn.inService() && !m.stale(dn) {
 			nodes = append(nodes, dn)
 			for _, id := range dn.blockIDs {
-				used[dn.uuid] += float64(m.mu.blocks.get(id).numBytes)
+				used[dn.uuid] += float64(m.mu.blocks.blocks.Ptr(id).numBytes)
 			}
 		}
 	}
 	for id, p := range m.movesLocked() {
-		size := float64(m.mu.blocks.get(id).numBytes)
+		size := float64(m.mu.blocks.blocks.Ptr(id).numBytes)
 		used[p.moveFrom] -= size
 		for t := range p.targets {
 			used[t] += size

@@ -106,25 +106,25 @@ func TestSafeModeCountsReportedBlocks(t *testing.T) {
 	check := func(when string) {
 		t.Helper()
 		want := 0
-		m.mu.blocks.each(func(id uint64, bi *blockInfo) {
+		for id, bi := range m.mu.blocks.blocks.All() {
 			if len(m.mu.blocks.replicas(id)) > 0 && m.mu.tree.UnderConstruction(bi.fileID) == nil {
 				want++
 			}
-		})
+		}
 		if r, total := m.reportedFractionLocked(); r != want || total != 200 {
 			t.Fatalf("%s: %d of %d blocks reported, want %d of 200", when, r, total, want)
 		}
 	}
 	check("before any report")
 	ids := make([]uint64, 0, 200)
-	m.mu.blocks.each(func(id uint64, _ *blockInfo) {
+	for id := range m.mu.blocks.blocks.All() {
 		if id != blk.ID {
 			ids = append(ids, id)
 		}
-	})
+	}
 	for i, id := range ids[:150] {
-		m.mu.blocks.reported(dns[i%2], blockProto(id, m.mu.blocks.get(id).genStamp, 1))
-		m.mu.blocks.reported(dns[2], blockProto(id, m.mu.blocks.get(id).genStamp, 1))
+		m.mu.blocks.reported(dns[i%2], blockProto(id, m.mu.blocks.blocks.Ptr(id).genStamp, 1))
+		m.mu.blocks.reported(dns[2], blockProto(id, m.mu.blocks.blocks.Ptr(id).genStamp, 1))
 	}
 	check("after reports")
 	m.mu.blocks.nodeDead(dns[2])

@@ -18,10 +18,10 @@ import (
 // crash, and lease recovery deals with it. m.mu must be held.
 func (m *Master) reportedFractionLocked() (reported, total int) {
 	bm := m.mu.blocks
-	reported, total = bm.withReplicas, bm.count
+	reported, total = bm.withReplicas, bm.blocks.Len()
 	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
 		for _, b := range n.Blocks {
-			if bi := bm.get(b.ID); bi != nil {
+			if bi := bm.blocks.Ptr(b.ID); bi != nil {
 				total--
 				if bi.reps[0].node != 0 {
 					reported--

@@ -65,7 +65,7 @@ func (sw *snapshotWriter) inode(n *Inode) error {
 	if n.UCPath() != "" {
 		kind |= recUCPath
 	}
-	if n.w != nil && n.w.overwrite {
+	if n.a.w != nil && n.a.w.overwrite {
 		kind |= recUCOverwrite
 	}
 	sw.uvarint(kind)
@@ -83,7 +83,7 @@ func (sw *snapshotWriter) inode(n *Inode) error {
 	sw.varint(n.Atime)
 	if !n.IsDir {
 		sw.uvarint(uint64(n.Replication))
-		sw.uvarint(n.BlockSize)
+		sw.uvarint(n.BlockSize())
 		sw.uvarint(uint64(len(n.Blocks)))
 		for _, b := range n.Blocks {
 			sw.uvarint(b.ID)
@@ -104,7 +104,7 @@ func (sw *snapshotWriter) inode(n *Inode) error {
 func (t *Tree) WriteSnapshot(w io.Writer) error {
 	sw := &snapshotWriter{w: bufio.NewWriterSize(w, 1<<20), crc: crc32.New(snapshotCRC)}
 	sw.buf = append(sw.buf, snapshotMagic...)
-	for _, v := range []uint64{t.lastIndex, t.nextInodeID, t.nextBlockID, t.nextGenStamp, uint64(len(t.files))} {
+	for _, v := range []uint64{t.lastIndex, t.nextInodeID, t.nextBlockID, t.nextGenStamp, uint64(t.files.Len())} {
 		sw.uvarint(v)
 	}
 	if err := sw.flush(); err != nil {
@@ -245,7 +245,6 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 	if magic == snapshotMagic {
 		// Bounded, since the checksum that vouches for it comes last.
 		files = sr.uvarint()
-		t.files = make(map[uint64]*Inode, min(files, 1<<26))
 	}
 	dirs := map[uint64]*Inode{}
 	for sr.err == nil {
@@ -258,12 +257,13 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		parent := sr.uvarint()
 		n.Name = sr.str()
 		n.Perm = uint16(sr.uvarint())
-		user := sr.interned()
-		n.own = t.owned(user, sr.interned())
+		var a attrs
+		a.user = sr.interned()
+		a.group = sr.interned()
 		n.Mtime, n.Atime = sr.varint(), sr.varint()
 		if !n.IsDir {
 			n.Replication = uint16(sr.uvarint())
-			n.BlockSize = sr.uvarint()
+			a.blockSize = sr.uvarint()
 			count := sr.uvarint()
 			if count > 1<<24 {
 				return nil, fmt.Errorf("read snapshot: inode %d has %d blocks", n.ID, count)
@@ -274,18 +274,19 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 			}
 		}
 		if kind&recUC != 0 {
-			n.w = &writing{client: sr.interned(), overwrite: kind&recUCOverwrite != 0}
+			a.w = &writing{client: sr.interned(), overwrite: kind&recUCOverwrite != 0}
 			if kind&recUCPath != 0 {
-				n.w.path = sr.str()
+				a.w.path = sr.str()
 			}
 		}
+		t.setAttrs(n, a)
 		if sr.err != nil {
 			break
 		}
 		if n.IsDir {
 			dirs[n.ID] = n
 		} else {
-			t.files[n.ID] = n
+			t.files.Put(n.ID, n)
 		}
 		switch {
 		case t.root == nil:
@@ -310,8 +311,8 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 	if sr.err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", sr.err)
 	}
-	if magic == snapshotMagic && uint64(len(t.files)) != files {
-		return nil, fmt.Errorf("read snapshot: %d files, the header says %d (damaged checkpoint)", len(t.files), files)
+	if magic == snapshotMagic && uint64(t.files.Len()) != files {
+		return nil, fmt.Errorf("read snapshot: %d files, the header says %d (damaged checkpoint)", t.files.Len(), files)
 	}
 	want := sr.sum()
 	if got := sr.bytes(4); sr.err != nil || binary.BigEndian.Uint32(got) != want {

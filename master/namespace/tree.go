@@ -13,13 +13,15 @@ import (
 	"io/fs"
 	"sort"
 
+	"github.com/godfs/godfs/master/idtable"
 	"github.com/godfs/godfs/protocol"
 )
 
 // Inode is a file or a directory.
 //
-// Its fields are laid out to fit 128 bytes: owner and group are interned
-// as a pair, and what only files being written need hangs off a pointer.
+// Its fields are laid out to fit 112 bytes: owner, group and block size,
+// which most inodes share with many others, are interned, and what only
+// files being written need hangs off the same pointer.
 type Inode struct {
 	ID     uint64
 	Name   string
@@ -27,11 +29,10 @@ type Inode struct {
 	Mtime  int64 // ms since the epoch
 	Atime  int64
 
-	BlockSize   uint64 // files only
 	Perm        uint16 // permission bits, 0o777 range plus sticky
 	Replication uint16 // files only
 	IsDir       bool
-	own         *ownership
+	a           *attrs
 
 	// Children of a directory, sorted by name (as HDFS keeps them): 8
 	// bytes a child where a map entry costs about 40, a listing page is a
@@ -40,12 +41,16 @@ type Inode struct {
 	Children []*Inode
 
 	Blocks []Block // files only
-
-	w *writing // files under construction only
 }
 
-// ownership is an inode's owner and group; inodes share one per pair.
-type ownership struct{ user, group string }
+// attrs are an inode's owner, group and block size, shared by every inode
+// with the same three, and, for a file being written, what the tree knows
+// of the writing (then the attrs are the file's own).
+type attrs struct {
+	user, group string
+	blockSize   uint64 // files only
+	w           *writing
+}
 
 // writing is what the tree knows of a file under construction: the
 // client holding the lease and, for a new file, the path it will appear
@@ -58,25 +63,28 @@ type writing struct {
 }
 
 // Owner is the inode's owning user.
-func (n *Inode) Owner() string { return n.own.user }
+func (n *Inode) Owner() string { return n.a.user }
 
 // Group is the inode's group.
-func (n *Inode) Group() string { return n.own.group }
+func (n *Inode) Group() string { return n.a.group }
+
+// BlockSize is the file's block size.
+func (n *Inode) BlockSize() uint64 { return n.a.blockSize }
 
 // Client is the client writing the file, or "".
 func (n *Inode) Client() string {
-	if n.w == nil {
+	if n.a.w == nil {
 		return ""
 	}
-	return n.w.client
+	return n.a.w.client
 }
 
 // UCPath is the path a new file being written will appear at, or "".
 func (n *Inode) UCPath() string {
-	if n.w == nil {
+	if n.a.w == nil {
 		return ""
 	}
-	return n.w.path
+	return n.a.w.path
 }
 
 // Len is the file's length: the sum of its blocks.
@@ -89,7 +97,7 @@ func (n *Inode) Len() uint64 {
 }
 
 // UnderConstruction reports whether a client is writing the file.
-func (n *Inode) UnderConstruction() bool { return n.w != nil }
+func (n *Inode) UnderConstruction() bool { return n.a.w != nil }
 
 // Path returns the absolute path of an inode in the tree.
 func (n *Inode) Path() string {
@@ -169,9 +177,9 @@ type Tree struct {
 	// uc holds files under construction by id: new files (not yet in the
 	// tree) and appended ones (in the tree).
 	uc     map[uint64]*Inode
-	ucPath map[string]*Inode        // new files under construction by target path
-	files  map[uint64]*Inode        // every file by id, complete or not
-	owners map[ownership]*ownership // interned owner and group pairs
+	ucPath map[string]*Inode     // new files under construction by target path
+	files  idtable.Table[*Inode] // every file by id, complete or not
+	attrs  map[attrs]*attrs      // the shared attrs
 
 	lastIndex    uint64 // index of the last applied entry
 	nextInodeID  uint64
@@ -189,7 +197,8 @@ const (
 // New returns an empty tree with a root directory owned by owner.
 func New(owner, group string, now int64) *Tree {
 	t := newTree()
-	t.root = &Inode{ID: RootInodeID, IsDir: true, Perm: 0o755, own: t.owned(owner, group), Mtime: now, Atime: now}
+	t.root = &Inode{ID: RootInodeID, IsDir: true, Perm: 0o755, Mtime: now, Atime: now}
+	t.setAttrs(t.root, attrs{user: owner, group: group})
 	return t
 }
 
@@ -197,23 +206,34 @@ func newTree() *Tree {
 	return &Tree{
 		uc:           map[uint64]*Inode{},
 		ucPath:       map[string]*Inode{},
-		files:        map[uint64]*Inode{},
-		owners:       map[ownership]*ownership{},
+		attrs:        map[attrs]*attrs{},
 		nextInodeID:  RootInodeID + 1,
 		nextBlockID:  FirstBlockID,
 		nextGenStamp: FirstGenStamp,
 	}
 }
 
-// owned returns the shared ownership of user and group.
-func (t *Tree) owned(user, group string) *ownership {
-	o := ownership{user, group}
-	if p := t.owners[o]; p != nil {
-		return p
+// setAttrs gives n the attrs a: a shared copy, or for a file being
+// written (a.w set) its own.
+func (t *Tree) setAttrs(n *Inode, a attrs) {
+	if a.w != nil {
+		n.a = &a
+		return
 	}
-	p := &o
-	t.owners[o] = p
-	return p
+	if p := t.attrs[a]; p != nil {
+		n.a = p
+		return
+	}
+	p := &a
+	t.attrs[a] = p
+	n.a = p
+}
+
+// setWriting marks file n as being written (w) or not (nil).
+func (t *Tree) setWriting(n *Inode, w *writing) {
+	a := *n.a
+	a.w = w
+	t.setAttrs(n, a)
 }
 
 // sawGenStamp keeps the generation-stamp allocator past gs, a stamp an
@@ -353,10 +373,14 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 }
 
 func (t *Tree) newInode(e *Entry, name string, parent *Inode, dir bool) *Inode {
-	n := &Inode{ID: e.FileID, Name: name, Parent: parent, IsDir: dir, Perm: e.Perm,
-		own: t.owned(e.Owner, e.Group), Mtime: e.Time, Atime: e.Time}
+	n := &Inode{ID: e.FileID, Name: name, Parent: parent, IsDir: dir, Perm: e.Perm, Mtime: e.Time, Atime: e.Time}
+	a := attrs{user: e.Owner, group: e.Group}
 	if !dir {
-		t.files[n.ID] = n
+		a.blockSize = e.BlockSize
+	}
+	t.setAttrs(n, a)
+	if !dir {
+		t.files.Put(n.ID, n)
 	}
 	if n.ID >= t.nextInodeID {
 		t.nextInodeID = n.ID + 1
@@ -458,8 +482,7 @@ func (t *Tree) create(e *Entry) (Result, error) {
 	}
 	n := t.newInode(e, parts[len(parts)-1], nil, false)
 	n.Replication = e.Replication
-	n.BlockSize = e.BlockSize
-	n.w = &writing{client: e.Client, path: e.Path, overwrite: e.Overwrite}
+	t.setWriting(n, &writing{client: e.Client, path: e.Path, overwrite: e.Overwrite})
 	t.uc[n.ID] = n
 	t.ucPath[e.Path] = n
 	return Result{Inode: n}, nil
@@ -541,18 +564,18 @@ func (t *Tree) complete(e *Entry) (Result, error) {
 		}
 		name := parts[len(parts)-1]
 		if old, ok := dir.child(name); ok {
-			if old.IsDir || old.UnderConstruction() || !n.w.overwrite {
+			if old.IsDir || old.UnderConstruction() || !n.a.w.overwrite {
 				return Result{}, &fs.PathError{Op: "complete", Path: n.UCPath(), Err: fs.ErrExist}
 			}
 			res.Freed = old.Blocks
-			delete(t.files, old.ID)
+			t.files.Delete(old.ID)
 		}
 		n.Parent, n.Name = dir, name
 		dir.putChild(n)
 		dir.Mtime = e.Time
 		delete(t.ucPath, n.UCPath())
 	}
-	n.w = nil
+	t.setWriting(n, nil)
 	n.Mtime = e.Time
 	delete(t.uc, n.ID)
 	res.Inode = n
@@ -570,7 +593,7 @@ func (t *Tree) abandonFile(e *Entry) (Result, error) {
 	delete(t.uc, n.ID)
 	if n.UCPath() != "" {
 		delete(t.ucPath, n.UCPath())
-		delete(t.files, n.ID)
+		t.files.Delete(n.ID)
 		return Result{Freed: n.Blocks}, nil
 	}
 	var freed []Block
@@ -578,7 +601,7 @@ func (t *Tree) abandonFile(e *Entry) (Result, error) {
 		freed = append(freed, n.Blocks[len(n.Blocks)-1])
 		n.Blocks = n.Blocks[:len(n.Blocks)-1]
 	}
-	n.w = nil
+	t.setWriting(n, nil)
 	n.Mtime = e.Time
 	return Result{Inode: n, Freed: freed}, nil
 }
@@ -617,7 +640,7 @@ func (t *Tree) append(e *Entry) (Result, error) {
 		return Result{}, &fs.PathError{Op: "append", Path: e.Path,
 			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client())}
 	}
-	n.w = &writing{client: e.Client}
+	t.setWriting(n, &writing{client: e.Client})
 	t.uc[n.ID] = n
 	return Result{Inode: n}, nil
 }
@@ -632,7 +655,7 @@ func (t *Tree) collect(n *Inode, out []Block) []Block {
 		return out
 	}
 	delete(t.uc, n.ID)
-	delete(t.files, n.ID)
+	t.files.Delete(n.ID)
 	return append(out, n.Blocks...)
 }
 
@@ -732,7 +755,9 @@ func (t *Tree) setAttr(e *Entry) (Result, error) {
 		if e.Group != "" {
 			group = e.Group
 		}
-		n.own = t.owned(user, group)
+		a := *n.a
+		a.user, a.group = user, group
+		t.setAttrs(n, a)
 	case OpSetReplication:
 		if n.IsDir {
 			return Result{}, &fs.PathError{Op: "setReplication", Path: e.Path, Err: protocol.ErrIsDir}
@@ -813,10 +838,10 @@ func (t *Tree) Files(fn func(*Inode)) {
 }
 
 // File returns the file with id, complete or under construction, or nil.
-func (t *Tree) File(id uint64) *Inode { return t.files[id] }
+func (t *Tree) File(id uint64) *Inode { return t.files.Get(id) }
 
 // NumFiles is the number of files, complete or not.
-func (t *Tree) NumFiles() int { return len(t.files) }
+func (t *Tree) NumFiles() int { return t.files.Len() }
 
 // updatePipeline moves the last block of a file being written to a new
 // generation stamp, after the writer rebuilt its pipeline.
@@ -866,6 +891,6 @@ func (t *Tree) fsync(e *Entry) (Result, error) {
 	dir.putChild(n)
 	dir.Mtime = e.Time
 	delete(t.ucPath, n.UCPath())
-	n.w.path = ""
+	n.a.w.path = ""
 	return Result{Inode: n}, nil
 }

@@ -1,0 +1,107 @@
+// Package idtable maps ids that are handed out in sequence (inode ids,
+// block ids) to values, in pages of values indexed by id rather than in a
+// Go map: no per-entry hashing or overhead (a map entry costs 20-40
+// bytes), values stored inline, and pages of pointer-free values are
+// never scanned by the garbage collector. Ids that are freed leave holes;
+// a page goes when its last value does.
+package idtable
+
+import "iter"
+
+// PageSize is how many consecutive ids share a page.
+const PageSize = 1024
+
+// Table maps uint64 ids to values of T. The zero T means "no entry".
+// The zero Table is empty and ready to use; it is not safe for concurrent
+// use.
+type Table[T comparable] struct {
+	pages map[uint64]*page[T]
+	n     int
+}
+
+type page[T comparable] struct {
+	live   int
+	values [PageSize]T
+}
+
+// Len is the number of entries.
+func (t *Table[T]) Len() int { return t.n }
+
+// Ptr returns a pointer to id's value for reading and changing in place,
+// or nil when id has none. The pointer is good until id is deleted;
+// changing the value to the zero T is not allowed (use Delete).
+func (t *Table[T]) Ptr(id uint64) *T {
+	p := t.pages[id/PageSize]
+	if p == nil {
+		return nil
+	}
+	var zero T
+	if v := &p.values[id%PageSize]; *v != zero {
+		return v
+	}
+	return nil
+}
+
+// Get returns id's value, or the zero T.
+func (t *Table[T]) Get(id uint64) T {
+	if v := t.Ptr(id); v != nil {
+		return *v
+	}
+	var zero T
+	return zero
+}
+
+// Put sets id's value, which must not be the zero T, and returns a
+// pointer to it as Ptr does.
+func (t *Table[T]) Put(id uint64, v T) *T {
+	if t.pages == nil {
+		t.pages = map[uint64]*page[T]{}
+	}
+	p := t.pages[id/PageSize]
+	if p == nil {
+		p = &page[T]{}
+		t.pages[id/PageSize] = p
+	}
+	slot := &p.values[id%PageSize]
+	var zero T
+	if *slot == zero {
+		p.live++
+		t.n++
+	}
+	*slot = v
+	return slot
+}
+
+// Delete removes id's value, if any.
+func (t *Table[T]) Delete(id uint64) {
+	p := t.pages[id/PageSize]
+	if p == nil {
+		return
+	}
+	var zero T
+	slot := &p.values[id%PageSize]
+	if *slot == zero {
+		return
+	}
+	*slot = zero
+	t.n--
+	if p.live--; p.live == 0 {
+		delete(t.pages, id/PageSize)
+	}
+}
+
+// All yields every id and a pointer to its value, in no particular order.
+// The yielded function may change values in place but not add or delete
+// entries.
+func (t *Table[T]) All() iter.Seq2[uint64, *T] {
+	return func(yield func(uint64, *T) bool) {
+		var zero T
+		for pn, p := range t.pages {
+			for i := range p.values {
+				if v := &p.values[i]; *v != zero && !yield(pn*PageSize+uint64(i), v) {
+					return
+				}
+			}
+		}
+	}
+}
