@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -32,7 +33,7 @@ func BenchmarkLocalCopy(b *testing.B) {
 	}
 }
 
-func startCluster(b *testing.B) *client.Client {
+func startCluster(b *testing.B) (*client.Client, string) {
 	c, err := devcluster.Start(devcluster.Config{Dir: b.TempDir(), Listen: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -41,11 +42,11 @@ func startCluster(b *testing.B) *client.Client {
 	b.Cleanup(func() { c.Close() })
 	cl := client.New(c.Addr())
 	b.Cleanup(func() { cl.Close() })
-	return cl
+	return cl, c.Addr()
 }
 
 func benchPut(b *testing.B, repl int) {
-	cl := startCluster(b)
+	cl, _ := startCluster(b)
 	src := filepath.Join(b.TempDir(), "src")
 	if err := writeRandomFile(src, benchSize); err != nil {
 		b.Fatal(err)
@@ -73,7 +74,7 @@ func BenchmarkPutReplication1(b *testing.B) { benchPut(b, 1) }
 func BenchmarkPutReplication3(b *testing.B) { benchPut(b, 3) }
 
 func BenchmarkGet(b *testing.B) {
-	cl := startCluster(b)
+	cl, _ := startCluster(b)
 	ctx := context.Background()
 	w, err := cl.Create(ctx, "/f")
 	if err != nil {
@@ -137,4 +138,80 @@ func TestMedian(t *testing.T) {
 	if m.Runs != 5 || got.Value != 30 || got.P99ms != 3 || got.Ratio != 0.3 || m.Baselines[0].Value != 100 {
 		t.Fatalf("median of five runs: %+v, baseline %+v", got, m.Baselines[0])
 	}
+}
+
+// benchParallel runs op b.N times over 16 clients, each with its own
+// connection to an in-process cluster, and reports operations per second.
+func benchParallel(b *testing.B, master string, op func(c *client.Client, i int) error) {
+	b.ResetTimer()
+	res, err := parallel(16, b.N, master, op)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(res.Value, "ops/s")
+	b.ReportMetric(res.P99ms, "p99-ms")
+}
+
+// BenchmarkCreateComplete: durable creates of empty files (create and
+// complete, two RPCs each), 16 clients.
+func BenchmarkCreateComplete(b *testing.B) {
+	_, master := startCluster(b)
+	ctx := context.Background()
+	benchParallel(b, master, func(c *client.Client, i int) error {
+		w, err := c.Create(ctx, fmt.Sprintf("/f%d", i))
+		if err != nil {
+			return err
+		}
+		return w.Close()
+	})
+}
+
+// BenchmarkGetFileInfo: stats of existing files, 16 clients.
+func BenchmarkGetFileInfo(b *testing.B) {
+	cl, master := startCluster(b)
+	ctx := context.Background()
+	if err := writeSmallFiles(ctx, cl, 100, 0); err != nil {
+		b.Fatal(err)
+	}
+	benchParallel(b, master, func(c *client.Client, i int) error {
+		_, err := c.Stat(ctx, fmt.Sprintf("/f%d", i%100))
+		return err
+	})
+}
+
+// BenchmarkSmallRead: whole reads of 4 KiB files (open, one block from
+// one datanode), 16 clients.
+func BenchmarkSmallRead(b *testing.B) {
+	cl, master := startCluster(b)
+	ctx := context.Background()
+	if err := writeSmallFiles(ctx, cl, 100, 4096); err != nil {
+		b.Fatal(err)
+	}
+	benchParallel(b, master, func(c *client.Client, i int) error {
+		r, err := c.Open(ctx, fmt.Sprintf("/f%d", i%100))
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		if n, err := io.Copy(io.Discard, r); err != nil || n != 4096 {
+			return fmt.Errorf("read %d bytes: %v", n, err)
+		}
+		return nil
+	})
+}
+
+func writeSmallFiles(ctx context.Context, cl *client.Client, n, size int) error {
+	data := make([]byte, size)
+	for i := range n {
+		w, err := cl.Create(ctx, fmt.Sprintf("/f%d", i))
+		if err != nil {
+			return err
+		}
+		w.Write(data)
+		if err := w.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -111,36 +111,105 @@ func clearDir(dir string) error {
 	return nil
 }
 
-// scan indexes the finalized replicas of a volume.
+// scan indexes the finalized replicas of a volume. A datanode holding a
+// million replicas stats a million files at start: directories are read
+// by several workers (the disk may serve several requests at once, and
+// the kernel's work spreads over the cores), each file stated relative to
+// its open directory.
 func (s *store) scan(v *volume) error {
-	return filepath.WalkDir(filepath.Join(v.root, "finalized"), func(p string, d fs.DirEntry, err error) error {
+	dirs := []string{filepath.Join(v.root, "finalized")}
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	work := make(chan string)
+	pending := sync.WaitGroup{}
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for dir := range work {
+				found, subdirs, err := scanDir(dir)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				for _, f := range found {
+					if old, ok := s.mu.replicas[f.ID]; ok && old.genStamp >= f.GenStamp {
+						continue
+					} else if ok {
+						s.mu.used -= old.length
+					}
+					s.mu.replicas[f.ID] = &replica{genStamp: f.GenStamp, length: f.Len, dir: v}
+					s.mu.used += f.Len
+				}
+				mu.Unlock()
+				pending.Add(len(subdirs))
+				for _, d := range subdirs {
+					go func() { work <- d }()
+				}
+				pending.Done()
+			}
+		}()
+	}
+	pending.Add(len(dirs))
+	for _, d := range dirs {
+		work <- d
+	}
+	pending.Wait()
+	close(work)
+	wg.Wait()
+	return firstErr
+}
+
+// scanDir lists the finalized replicas in one directory (a block file
+// with a meta file beside it), and its subdirectories.
+func scanDir(dir string) (found []blockInfo, subdirs []string, err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("scan %s: %w", dir, err)
+	}
+	defer f.Close()
+	ents, err := f.ReadDir(-1) // unsorted, unlike os.ReadDir
+	if err != nil {
+		return nil, nil, fmt.Errorf("scan %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() {
+			subdirs = append(subdirs, filepath.Join(dir, name))
+			continue
+		}
+		id, gs, ok := parseMetaName(name)
+		if !ok {
+			continue
+		}
+		size, err := sizeAt(f, blockFileName(id))
 		if err != nil {
-			return err
+			continue // a meta file without data: not a replica
 		}
-		name := d.Name()
-		if d.IsDir() || !strings.HasSuffix(name, ".meta") {
-			return nil
-		}
-		parts := strings.Split(strings.TrimSuffix(strings.TrimPrefix(name, "blk_"), ".meta"), "_")
-		if len(parts) != 2 {
-			return nil
-		}
-		id, err1 := strconv.ParseUint(parts[0], 10, 64)
-		gs, err2 := strconv.ParseUint(parts[1], 10, 64)
-		if err1 != nil || err2 != nil {
-			return nil
-		}
-		fi, err := os.Stat(filepath.Join(filepath.Dir(p), blockFileName(id)))
-		if err != nil {
-			return nil // a meta file without data: not a replica
-		}
-		if old, ok := s.mu.replicas[id]; ok && old.genStamp >= gs {
-			return nil
-		}
-		s.mu.replicas[id] = &replica{genStamp: gs, length: fi.Size(), dir: v}
-		s.mu.used += fi.Size()
-		return nil
-	})
+		found = append(found, blockInfo{ID: id, GenStamp: gs, Len: size})
+	}
+	return found, subdirs, nil
+}
+
+// parseMetaName parses blk_<id>_<genstamp>.meta.
+func parseMetaName(name string) (id, gs uint64, ok bool) {
+	rest, ok := strings.CutPrefix(name, "blk_")
+	if !ok {
+		return 0, 0, false
+	}
+	if rest, ok = strings.CutSuffix(rest, ".meta"); !ok {
+		return 0, 0, false
+	}
+	ids, gss, ok := strings.Cut(rest, "_")
+	if !ok {
+		return 0, 0, false
+	}
+	id, err1 := strconv.ParseUint(ids, 10, 64)
+	gs, err2 := strconv.ParseUint(gss, 10, 64)
+	return id, gs, err1 == nil && err2 == nil
 }
 
 // get returns the finalized replica of id.

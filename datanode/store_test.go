@@ -136,3 +136,42 @@ func TestStoreOpenWhileMoving(t *testing.T) {
 		t.Fatalf("open while the replica moved: %v", err)
 	}
 }
+
+// TestStoreOpenIndexesWhatIsOnDisk checks the start-up scan: replicas in
+// nested directories are found, the newest generation stamp of a block
+// wins, and a meta file without its data or a stray file is no replica.
+func TestStoreOpenIndexesWhatIsOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	fin := filepath.Join(dir, "current", "finalized")
+	put := func(rel string, size int) {
+		t.Helper()
+		p := filepath.Join(fin, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("subdir1/blk_7", 100)
+	put("subdir1/blk_7_1001.meta", 15)
+	put("subdir1/blk_7_1003.meta", 15)
+	put("subdir2/subdir9/blk_8", 300)
+	put("subdir2/subdir9/blk_8_1002.meta", 15)
+	put("subdir3/blk_9_1001.meta", 15) // no data
+	put("subdir3/blk_x_1.meta", 15)
+	put("subdir3/notes.txt", 5)
+	s, err := openStore([]string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used, n := s.usage(); n != 2 || used != 400 {
+		t.Fatalf("indexed %d replicas of %d bytes, want 2 of 400", n, used)
+	}
+	if r, ok := s.get(7); !ok || r.genStamp != 1003 || r.length != 100 {
+		t.Fatalf("block 7: %+v %v, want stamp 1003, 100 bytes", r, ok)
+	}
+	if r, ok := s.get(8); !ok || r.genStamp != 1002 || r.length != 300 {
+		t.Fatalf("block 8: %+v %v, want stamp 1002, 300 bytes", r, ok)
+	}
+}

@@ -3,6 +3,8 @@ package datanode
 import (
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // startWriteback asks the kernel to start writing f's bytes [off, off+n)
@@ -12,4 +14,14 @@ import (
 func startWriteback(f *os.File, off, n int64) {
 	const syncFileRangeWrite = 2
 	syscall.Syscall6(syscall.SYS_SYNC_FILE_RANGE, f.Fd(), uintptr(off), uintptr(n), syncFileRangeWrite, 0, 0)
+}
+
+// sizeAt is the size of the file name in directory dir: fstatat on the
+// open directory, without resolving the directory's path again per file.
+func sizeAt(dir *os.File, name string) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(dir.Fd()), name, &st, 0); err != nil {
+		return 0, err
+	}
+	return st.Size, nil
 }

@@ -1,0 +1,21 @@
+//go:build !linux
+
+package datanode
+
+import (
+	"os"
+	"path/filepath"
+)
+
+// startWriteback is a no-op where sync_file_range does not exist: the
+// fsync that finalizes a replica writes it all.
+func startWriteback(f *os.File, off, n int64) {}
+
+// sizeAt is the size of the file name in directory dir.
+func sizeAt(dir *os.File, name string) (int64, error) {
+	fi, err := os.Stat(filepath.Join(dir.Name(), name))
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
