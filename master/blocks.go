@@ -20,7 +20,7 @@ import (
 // millions of blocks cost 48 bytes each and nothing for the garbage
 // collector to scan.
 type blockInfo struct {
-	fileID   uint64 // 0: a free slot (inode ids start at namespace.RootInodeID)
+	fileID   uint64
 	genStamp uint64
 	numBytes uint64 // as the datanodes report it
 	// reps are the first replicas, packed from the front; more, rarely

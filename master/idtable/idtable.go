@@ -3,7 +3,8 @@
 // Go map: no per-entry hashing or overhead (a map entry costs 20-40
 // bytes), values stored inline, and pages of pointer-free values are
 // never scanned by the garbage collector. Ids that are freed leave holes;
-// a page goes when its last value does.
+// a page goes when its last value does. A bitmap per page says which ids
+// have a value.
 package idtable
 
 import "iter"
@@ -11,33 +12,29 @@ import "iter"
 // PageSize is how many consecutive ids share a page.
 const PageSize = 1024
 
-// Table maps uint64 ids to values of T. The zero T means "no entry".
-// The zero Table is empty and ready to use; it is not safe for concurrent
-// use.
-type Table[T comparable] struct {
+// Table maps uint64 ids to values of T. The zero Table is empty and
+// ready to use; it is not safe for concurrent use.
+type Table[T any] struct {
 	pages map[uint64]*page[T]
 	n     int
 }
 
-type page[T comparable] struct {
+type page[T any] struct {
 	live   int
+	used   [PageSize / 64]uint64 // bit i%64 of used[i/64]: id i has a value
 	values [PageSize]T
 }
+
+func (p *page[T]) has(i uint64) bool { return p.used[i/64]&(1<<(i%64)) != 0 }
 
 // Len is the number of entries.
 func (t *Table[T]) Len() int { return t.n }
 
 // Ptr returns a pointer to id's value for reading and changing in place,
-// or nil when id has none. The pointer is good until id is deleted;
-// changing the value to the zero T is not allowed (use Delete).
+// or nil when id has none. The pointer is good until id is deleted.
 func (t *Table[T]) Ptr(id uint64) *T {
-	p := t.pages[id/PageSize]
-	if p == nil {
-		return nil
-	}
-	var zero T
-	if v := &p.values[id%PageSize]; *v != zero {
-		return v
+	if p := t.pages[id/PageSize]; p != nil && p.has(id%PageSize) {
+		return &p.values[id%PageSize]
 	}
 	return nil
 }
@@ -51,8 +48,7 @@ func (t *Table[T]) Get(id uint64) T {
 	return zero
 }
 
-// Put sets id's value, which must not be the zero T, and returns a
-// pointer to it as Ptr does.
+// Put sets id's value and returns a pointer to it as Ptr does.
 func (t *Table[T]) Put(id uint64, v T) *T {
 	if t.pages == nil {
 		t.pages = map[uint64]*page[T]{}
@@ -62,28 +58,26 @@ func (t *Table[T]) Put(id uint64, v T) *T {
 		p = &page[T]{}
 		t.pages[id/PageSize] = p
 	}
-	slot := &p.values[id%PageSize]
-	var zero T
-	if *slot == zero {
+	i := id % PageSize
+	if !p.has(i) {
+		p.used[i/64] |= 1 << (i % 64)
 		p.live++
 		t.n++
 	}
-	*slot = v
-	return slot
+	p.values[i] = v
+	return &p.values[i]
 }
 
 // Delete removes id's value, if any.
 func (t *Table[T]) Delete(id uint64) {
 	p := t.pages[id/PageSize]
-	if p == nil {
+	i := id % PageSize
+	if p == nil || !p.has(i) {
 		return
 	}
 	var zero T
-	slot := &p.values[id%PageSize]
-	if *slot == zero {
-		return
-	}
-	*slot = zero
+	p.values[i] = zero // drop what it points to
+	p.used[i/64] &^= 1 << (i % 64)
 	t.n--
 	if p.live--; p.live == 0 {
 		delete(t.pages, id/PageSize)
@@ -95,10 +89,9 @@ func (t *Table[T]) Delete(id uint64) {
 // entries.
 func (t *Table[T]) All() iter.Seq2[uint64, *T] {
 	return func(yield func(uint64, *T) bool) {
-		var zero T
 		for pn, p := range t.pages {
-			for i := range p.values {
-				if v := &p.values[i]; *v != zero && !yield(pn*PageSize+uint64(i), v) {
+			for i := range uint64(PageSize) {
+				if p.has(i) && !yield(pn*PageSize+i, &p.values[i]) {
 					return
 				}
 			}

@@ -15,7 +15,7 @@ func TestAgreesWithMap(t *testing.T) {
 		id := uint64(1<<30) + uint64(rng.IntN(5*PageSize))
 		switch rng.IntN(4) {
 		case 0, 1:
-			v := rng.Uint64() | 1
+			v := rng.Uint64()
 			tab.Put(id, v)
 			model[id] = v
 		case 2:
@@ -44,6 +44,10 @@ func TestAgreesWithMap(t *testing.T) {
 	for id := range model {
 		tab.Delete(id)
 	}
+	if tab.Put(7, 0); tab.Ptr(7) == nil || tab.Len() != 1 {
+		t.Fatal("a zero value is not an entry")
+	}
+	tab.Delete(7)
 	if tab.Len() != 0 || len(tab.pages) != 0 {
 		t.Fatalf("after deleting everything: %d entries on %d pages", tab.Len(), len(tab.pages))
 	}
