@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"sort"
+	"unsafe"
 )
 
 // The snapshot is a compact binary stream: a magic string, a header of
@@ -151,6 +152,11 @@ type snapshotReader struct {
 	crc      hash.Hash32
 	err      error
 	strings  map[string]string // owners, groups and clients repeat: keep one copy
+	// Names and block lists of loaded inodes are carved out of shared
+	// slabs rather than allocated one by one. A slab stays while any of
+	// its pieces does.
+	nameSlab  []byte
+	blockSlab []Block
 }
 
 // fill reads until n bytes are buffered or the stream ends.
@@ -221,6 +227,34 @@ func (sr *snapshotReader) bytes(n uint64) []byte {
 
 func (sr *snapshotReader) str() string { return string(sr.bytes(sr.uvarint())) }
 
+// name reads an inode's name into space shared with other names: one
+// allocation per slabSize bytes of names instead of one per inode.
+func (sr *snapshotReader) name() string {
+	b := sr.bytes(sr.uvarint())
+	if len(b) == 0 {
+		return ""
+	}
+	if len(b) > len(sr.nameSlab) {
+		sr.nameSlab = make([]byte, max(len(b), slabSize))
+	}
+	n := copy(sr.nameSlab, b)
+	s := unsafe.String(&sr.nameSlab[0], n)
+	sr.nameSlab = sr.nameSlab[n:]
+	return s
+}
+
+// blocks returns space for a file's count blocks, carved out of space
+// shared with other files (its capacity is its own: an append
+// reallocates).
+func (sr *snapshotReader) blocks(count int) []Block {
+	if count > len(sr.blockSlab) {
+		sr.blockSlab = make([]Block, max(count, slabSize/24))
+	}
+	b := sr.blockSlab[:count:count]
+	sr.blockSlab = sr.blockSlab[count:]
+	return b
+}
+
 // interned reads a string that many inodes share.
 func (sr *snapshotReader) interned() string {
 	b := sr.bytes(sr.uvarint())
@@ -231,6 +265,8 @@ func (sr *snapshotReader) interned() string {
 	sr.strings[s] = s
 	return s
 }
+
+const slabSize = 64 << 10
 
 // ReadSnapshot builds a tree from a snapshot written by WriteSnapshot.
 func ReadSnapshot(r io.Reader) (*Tree, error) {
@@ -255,7 +291,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		n := &Inode{IsDir: kind&recDir != 0}
 		n.ID = sr.uvarint()
 		parent := sr.uvarint()
-		n.Name = sr.str()
+		n.Name = sr.name()
 		n.Perm = uint16(sr.uvarint())
 		var a attrs
 		a.user = sr.interned()
@@ -268,7 +304,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 			if count > 1<<24 {
 				return nil, fmt.Errorf("read snapshot: inode %d has %d blocks", n.ID, count)
 			}
-			n.Blocks = make([]Block, count)
+			n.Blocks = sr.blocks(int(count))
 			for i := range n.Blocks {
 				n.Blocks[i] = Block{ID: sr.uvarint(), GenStamp: sr.uvarint(), Len: sr.uvarint()}
 			}

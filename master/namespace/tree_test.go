@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io/fs"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -189,6 +190,40 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 	if t2.UnderConstruction(a.tree.ucPath["/a/pending"].ID) == nil {
 		t.Fatal("file under construction lost in the snapshot")
+	}
+}
+
+// TestLoadedFilesStayApart changes files of a tree loaded from a snapshot
+// (whose names and block lists share space) and checks their neighbours
+// do not change with them.
+func TestLoadedFilesStayApart(t *testing.T) {
+	a := newApplier(t)
+	a.writeFile("/x1", 1)
+	a.writeFile("/x2", 2)
+	a.writeFile("/x3", 3)
+	var buf bytes.Buffer
+	if err := a.tree.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	t2, err := ReadSnapshot(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.tree = t2
+	x1, _ := t2.Lookup("/x1")
+	x2, _ := t2.Lookup("/x2")
+	x3, _ := t2.Lookup("/x3")
+	want1, want3 := slices.Clone(x1.Blocks), slices.Clone(x3.Blocks)
+	a.must(Entry{Type: OpAppend, Path: "/x2", Client: "c2"})
+	blk := Block{ID: t2.NextBlockID(), GenStamp: t2.NextGenStamp()}
+	a.must(Entry{Type: OpAddBlock, FileID: x2.ID, Client: "c2", Block: &blk})
+	a.must(Entry{Type: OpComplete, FileID: x2.ID, Client: "c2", Previous: &Block{ID: blk.ID, GenStamp: blk.GenStamp, Len: 9}, Time: 6})
+	a.must(Entry{Type: OpRename, Path: "/x1", Dst: "/y1"})
+	if len(x2.Blocks) != 2 || x2.Blocks[1].ID != blk.ID {
+		t.Fatalf("appended file has blocks %v", x2.Blocks)
+	}
+	if !slices.Equal(x1.Blocks, want1) || !slices.Equal(x3.Blocks, want3) || x1.Name != "y1" || x3.Name != "x3" || x2.Name != "x2" {
+		t.Fatalf("neighbours changed: %s %v, %s %v", x1.Name, x1.Blocks, x3.Name, x3.Blocks)
 	}
 }
 
