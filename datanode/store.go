@@ -119,19 +119,18 @@ func clearDir(dir string) error {
 func (s *store) scan(v *volume) error {
 	dirs := []string{filepath.Join(v.root, "finalized")}
 	var (
-		mu       sync.Mutex
 		firstErr error
-		wg       sync.WaitGroup
+		workers  sync.WaitGroup
+		pending  sync.WaitGroup // directories found and not yet scanned
 	)
 	work := make(chan string)
-	pending := sync.WaitGroup{}
 	for range 4 {
-		wg.Add(1)
+		workers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer workers.Done()
 			for dir := range work {
 				found, subdirs, err := scanDir(dir)
-				mu.Lock()
+				s.mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
 				}
@@ -144,7 +143,7 @@ func (s *store) scan(v *volume) error {
 					s.mu.replicas[f.ID] = &replica{genStamp: f.GenStamp, length: f.Len, dir: v}
 					s.mu.used += f.Len
 				}
-				mu.Unlock()
+				s.mu.Unlock()
 				pending.Add(len(subdirs))
 				for _, d := range subdirs {
 					go func() { work <- d }()
@@ -159,7 +158,7 @@ func (s *store) scan(v *volume) error {
 	}
 	pending.Wait()
 	close(work)
-	wg.Wait()
+	workers.Wait()
 	return firstErr
 }
 
