@@ -169,11 +169,8 @@ func BenchmarkCreateComplete(b *testing.B) {
 
 // BenchmarkGetFileInfo: stats of existing files, 16 clients.
 func BenchmarkGetFileInfo(b *testing.B) {
-	cl, master := startCluster(b)
+	master := clusterWithFiles(b, 100, 0)
 	ctx := context.Background()
-	if err := writeSmallFiles(ctx, cl, 100, 0); err != nil {
-		b.Fatal(err)
-	}
 	benchParallel(b, master, func(c *client.Client, i int) error {
 		_, err := c.Stat(ctx, fmt.Sprintf("/f%d", i%100))
 		return err
@@ -183,11 +180,8 @@ func BenchmarkGetFileInfo(b *testing.B) {
 // BenchmarkSmallRead: whole reads of 4 KiB files (open, one block from
 // one datanode), 16 clients.
 func BenchmarkSmallRead(b *testing.B) {
-	cl, master := startCluster(b)
+	master := clusterWithFiles(b, 100, 4096)
 	ctx := context.Background()
-	if err := writeSmallFiles(ctx, cl, 100, 4096); err != nil {
-		b.Fatal(err)
-	}
 	benchParallel(b, master, func(c *client.Client, i int) error {
 		r, err := c.Open(ctx, fmt.Sprintf("/f%d", i%100))
 		if err != nil {
@@ -201,17 +195,20 @@ func BenchmarkSmallRead(b *testing.B) {
 	})
 }
 
-func writeSmallFiles(ctx context.Context, cl *client.Client, n, size int) error {
+// clusterWithFiles starts a cluster holding files /f0 ... /f<n-1> of size
+// bytes each and returns its master's address.
+func clusterWithFiles(b *testing.B, n, size int) string {
+	cl, master := startCluster(b)
 	data := make([]byte, size)
 	for i := range n {
-		w, err := cl.Create(ctx, fmt.Sprintf("/f%d", i))
+		w, err := cl.Create(context.Background(), fmt.Sprintf("/f%d", i))
 		if err != nil {
-			return err
+			b.Fatal(err)
 		}
 		w.Write(data)
 		if err := w.Close(); err != nil {
-			return err
+			b.Fatal(err)
 		}
 	}
-	return nil
+	return master
 }

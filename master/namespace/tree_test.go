@@ -172,19 +172,32 @@ func TestTruncate(t *testing.T) {
 	}
 }
 
+// snapshot returns tree's snapshot.
+func snapshot(t *testing.T, tree *Tree) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := tree.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// reload returns the tree tree's snapshot loads as.
+func reload(t *testing.T, tree *Tree) *Tree {
+	t.Helper()
+	t2, err := ReadSnapshot(bytes.NewReader(snapshot(t, tree)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return t2
+}
+
 func TestSnapshotRoundTrip(t *testing.T) {
 	a := newApplier(t)
 	a.must(Entry{Type: OpMkdir, Path: "/a/b", Parents: true, Perm: 0o700, Owner: "u"})
 	a.writeFile("/a/b/f", 1, 2, 3)
 	a.must(Entry{Type: OpCreate, Path: "/a/pending", Client: "w"})
-	var buf bytes.Buffer
-	if err := a.tree.WriteSnapshot(&buf); err != nil {
-		t.Fatal(err)
-	}
-	t2, err := ReadSnapshot(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	t2 := reload(t, a.tree)
 	if dump(t2) != dump(a.tree) || t2.LastIndex() != a.tree.LastIndex() || t2.NextBlockID() != a.tree.NextBlockID() {
 		t.Fatalf("snapshot round trip differs:\n%s\nvs\n%s", dump(t2), dump(a.tree))
 	}
@@ -201,14 +214,7 @@ func TestLoadedFilesStayApart(t *testing.T) {
 	a.writeFile("/x1", 1)
 	a.writeFile("/x2", 2)
 	a.writeFile("/x3", 3)
-	var buf bytes.Buffer
-	if err := a.tree.WriteSnapshot(&buf); err != nil {
-		t.Fatal(err)
-	}
-	t2, err := ReadSnapshot(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	t2 := reload(t, a.tree)
 	a.tree = t2
 	x1, _ := t2.Lookup("/x1")
 	x2, _ := t2.Lookup("/x2")
@@ -386,11 +392,7 @@ func TestRandomOpsMatchModel(t *testing.T) {
 func TestSnapshotDetectsDamage(t *testing.T) {
 	a := newApplier(t)
 	a.writeFile("/f", 1, 2)
-	var buf bytes.Buffer
-	if err := a.tree.WriteSnapshot(&buf); err != nil {
-		t.Fatal(err)
-	}
-	b := buf.Bytes()
+	b := snapshot(t, a.tree)
 	for _, i := range []int{len(snapshotMagic) + 3, len(b) / 2, len(b) - 2} {
 		bad := append([]byte(nil), b...)
 		bad[i] ^= 0x40
@@ -411,11 +413,7 @@ func TestLargeSnapshot(t *testing.T) {
 	for i := 0; i < 60000; i++ {
 		a.writeFile(fmt.Sprintf("/d/file-with-a-longish-name-%06d", i), uint64(i))
 	}
-	var buf bytes.Buffer
-	if err := a.tree.WriteSnapshot(&buf); err != nil {
-		t.Fatal(err)
-	}
-	b := buf.Bytes()
+	b := snapshot(t, a.tree)
 	if len(b) < 3<<20 {
 		t.Fatalf("snapshot of %d bytes: too small to cross buffer refills", len(b))
 	}
@@ -441,11 +439,7 @@ func TestVersion2SnapshotLoads(t *testing.T) {
 	a := newApplier(t)
 	a.writeFile("/f", 1, 2)
 	a.must(Entry{Type: OpCreate, Path: "/pending", Client: "w"})
-	var buf bytes.Buffer
-	if err := a.tree.WriteSnapshot(&buf); err != nil {
-		t.Fatal(err)
-	}
-	b := buf.Bytes()
+	b := snapshot(t, a.tree)
 	// Drop the fifth header number (the file count) and re-checksum.
 	rest := b[len(snapshotMagic):]
 	var header []byte
