@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -43,6 +44,10 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// BlockReportInterval is the time between full block reports. Default 1h.
 	BlockReportInterval time.Duration
+	// BlockReportPart bounds the replicas in one call of a full block
+	// report (about 20 bytes each on the wire; a call is at most 64 MiB);
+	// a bigger report goes in parts. Default 500,000.
+	BlockReportPart int
 	// ScanPeriod is how often every replica's checksums are re-verified.
 	// Default 24h.
 	ScanPeriod time.Duration
@@ -75,6 +80,9 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.BlockReportInterval == 0 {
 		o.BlockReportInterval = time.Hour
+	}
+	if o.BlockReportPart <= 0 {
+		o.BlockReportPart = 500_000
 	}
 	if o.ScanPeriod == 0 {
 		o.ScanPeriod = 24 * time.Hour
@@ -378,15 +386,23 @@ func (d *DataNode) register(ctx context.Context) error {
 }
 
 func (d *DataNode) blockReport(ctx context.Context) error {
-	req := &pb.BlockReportRequestProto{DatanodeUuid: proto.String(d.uuid)}
-	for _, b := range d.store.list() {
-		req.Blocks = append(req.Blocks, &pb.BlockProto{BlockId: proto.Uint64(b.ID),
-			GenStamp: proto.Uint64(b.GenStamp), NumBytes: proto.Uint64(uint64(b.Len))})
+	all := d.store.list()
+	id := mrand.Uint64()
+	for part := uint32(0); ; part++ {
+		n := min(len(all), d.opts.BlockReportPart)
+		req := &pb.BlockReportRequestProto{DatanodeUuid: proto.String(d.uuid), ReportId: proto.Uint64(id),
+			Part: proto.Uint32(part), More: proto.Bool(n < len(all))}
+		for _, b := range all[:n] {
+			req.Blocks = append(req.Blocks, &pb.BlockProto{BlockId: proto.Uint64(b.ID),
+				GenStamp: proto.Uint64(b.GenStamp), NumBytes: proto.Uint64(uint64(b.Len))})
+		}
+		if err := d.master.Call(ctx, "blockReport", req, &pb.BlockReportResponseProto{}); err != nil {
+			return fmt.Errorf("block report (part %d): %w", part, err)
+		}
+		if all = all[n:]; len(all) == 0 {
+			return nil
+		}
 	}
-	if err := d.master.Call(ctx, "blockReport", req, &pb.BlockReportResponseProto{}); err != nil {
-		return fmt.Errorf("block report: %w", err)
-	}
-	return nil
 }
 
 func (d *DataNode) heartbeat(ctx context.Context) (reregister bool, err error) {

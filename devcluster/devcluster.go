@@ -21,7 +21,10 @@ type Config struct {
 	DataNodes   int    // default 3
 	BlockSize   uint64 // default 64 MiB
 	Replication uint16 // default 3
-	Logger      *slog.Logger
+	// BlockReportPart bounds the replicas per block-report call; default
+	// the datanode's.
+	BlockReportPart int
+	Logger          *slog.Logger
 }
 
 // Cluster is a running dev cluster.
@@ -67,6 +70,7 @@ func Start(cfg Config) (*Cluster, error) {
 			Listen:            "127.0.0.1:0",
 			Master:            m.Addr(),
 			HeartbeatInterval: time.Second,
+			BlockReportPart:   cfg.BlockReportPart,
 			Logger:            cfg.Logger.With("node", fmt.Sprintf("datanode%d", i+1)),
 		})
 		if err == nil {

@@ -68,6 +68,14 @@ type datanode struct {
 	transfers     []*pb.BlockTransferCommandProto // copies it must make, sent with heartbeat replies
 	recover       []*pb.BlockRecoveryCommandProto // replicas to cut at lease recovery, sent with heartbeat replies
 	sending       int                             // copies in flight with this node as the source
+	report        *fullReport                     // a full block report whose last part has not come yet
+}
+
+// fullReport is a full block report arriving in parts.
+type fullReport struct {
+	id   uint64
+	next uint32          // the part expected next
+	held map[uint64]bool // the replicas its parts so far reported
 }
 
 // inService reports whether the node counts for replication and may get

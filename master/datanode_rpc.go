@@ -92,15 +92,27 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 		if dn == nil {
 			return fmt.Errorf("%w: datanode %s is not registered", protocol.ErrInvalidArgument, req.GetDatanodeUuid())
 		}
-		held := make(map[uint64]bool, len(req.GetBlocks()))
+		part := req.GetPart()
+		if part == 0 {
+			dn.report = &fullReport{id: req.GetReportId(), held: make(map[uint64]bool, len(req.GetBlocks()))}
+		} else if r := dn.report; r == nil || r.id != req.GetReportId() || r.next != part {
+			dn.report = nil
+			return fmt.Errorf("%w: block report %d: part %d out of order", protocol.ErrInvalidArgument, req.GetReportId(), part)
+		}
+		r := dn.report
+		r.next++
 		for _, b := range req.GetBlocks() {
-			held[b.GetBlockId()] = true
+			r.held[b.GetBlockId()] = true
 			m.reportedLocked(dn, b)
 		}
+		if req.GetMore() {
+			return nil
+		}
+		dn.report = nil
 		// Replicas the map expected on this node but the node does not have.
 		var gone []uint64
 		for _, id := range dn.blockIDs {
-			if !held[id] && !m.underConstructionLocked(id) {
+			if !r.held[id] && !m.underConstructionLocked(id) {
 				gone = append(gone, id)
 			}
 		}

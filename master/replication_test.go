@@ -1,6 +1,7 @@
 package master
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -131,4 +132,38 @@ func TestSafeModeCountsReportedBlocks(t *testing.T) {
 	check("after a node died")
 	m.mu.blocks.nodeDead(dns[0])
 	check("after another died")
+}
+
+// TestBlockReportPartsInOrder checks that the parts of a full block report
+// are taken only in order and from one report: a part out of place is
+// refused and the report must start again, since the master drops the
+// replicas the parts did not list after the last one.
+func TestBlockReportPartsInOrder(t *testing.T) {
+	m, _ := testMaster(t, 1)
+	m.mu.Lock()
+	makeFiles(t, m, 4, []string{"dn0"})
+	m.mu.Unlock()
+	ctx := context.Background()
+	part := func(id uint64, n uint32, more bool) error {
+		_, err := m.blockReport(ctx, &pb.BlockReportRequestProto{DatanodeUuid: proto.String("dn0"),
+			ReportId: proto.Uint64(id), Part: proto.Uint32(n), More: proto.Bool(more)})
+		return err
+	}
+	if err := part(9, 1, true); err == nil {
+		t.Fatal("a report's part 1 was taken before its part 0")
+	}
+	if err := part(9, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := part(8, 1, false); err == nil {
+		t.Fatal("a part of another report was taken")
+	}
+	if err := part(9, 1, false); err == nil {
+		t.Fatal("a report that had a part refused went on")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if got := len(m.mu.blocks.nodes["dn0"].blockIDs); got != 4 {
+		t.Fatalf("the datanode holds %d replicas after refused parts, want all 4", got)
+	}
 }

@@ -386,9 +386,15 @@ func (x *BlockTransferCommandProto) GetTargets() []*DatanodeInfoProto {
 }
 
 type BlockReportRequestProto struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DatanodeUuid  *string                `protobuf:"bytes,1,req,name=datanodeUuid" json:"datanodeUuid,omitempty"`
-	Blocks        []*BlockProto          `protobuf:"bytes,2,rep,name=blocks" json:"blocks,omitempty"` // every finalized replica
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	DatanodeUuid *string                `protobuf:"bytes,1,req,name=datanodeUuid" json:"datanodeUuid,omitempty"`
+	Blocks       []*BlockProto          `protobuf:"bytes,2,rep,name=blocks" json:"blocks,omitempty"` // every finalized replica (of this part)
+	// A report too big for one call (a frame is at most 64 MiB) comes in
+	// parts, numbered from 0 and sent in order, sharing an id; the master
+	// forgets the replicas the node no longer reports after the last part.
+	ReportId      *uint64 `protobuf:"varint,3,opt,name=reportId" json:"reportId,omitempty"`
+	Part          *uint32 `protobuf:"varint,4,opt,name=part" json:"part,omitempty"`
+	More          *bool   `protobuf:"varint,5,opt,name=more" json:"more,omitempty"` // parts of this report follow
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -435,6 +441,27 @@ func (x *BlockReportRequestProto) GetBlocks() []*BlockProto {
 		return x.Blocks
 	}
 	return nil
+}
+
+func (x *BlockReportRequestProto) GetReportId() uint64 {
+	if x != nil && x.ReportId != nil {
+		return *x.ReportId
+	}
+	return 0
+}
+
+func (x *BlockReportRequestProto) GetPart() uint32 {
+	if x != nil && x.Part != nil {
+		return *x.Part
+	}
+	return 0
+}
+
+func (x *BlockReportRequestProto) GetMore() bool {
+	if x != nil && x.More != nil {
+		return *x.More
+	}
+	return false
 }
 
 type BlockReportResponseProto struct {
@@ -608,10 +635,13 @@ const file_hdfs_datanode_proto_rawDesc = "" +
 	"\vnewGenStamp\x18\x02 \x02(\x04R\vnewGenStamp\"\x90\x01\n" +
 	"\x19BlockTransferCommandProto\x123\n" +
 	"\x05block\x18\x01 \x02(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\x05block\x12>\n" +
-	"\atargets\x18\x02 \x03(\v2$.godfs.hadoop.hdfs.DatanodeInfoProtoR\atargets\"t\n" +
+	"\atargets\x18\x02 \x03(\v2$.godfs.hadoop.hdfs.DatanodeInfoProtoR\atargets\"\xb8\x01\n" +
 	"\x17BlockReportRequestProto\x12\"\n" +
 	"\fdatanodeUuid\x18\x01 \x02(\tR\fdatanodeUuid\x125\n" +
-	"\x06blocks\x18\x02 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\x06blocks\"\x1a\n" +
+	"\x06blocks\x18\x02 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\x06blocks\x12\x1a\n" +
+	"\breportId\x18\x03 \x01(\x04R\breportId\x12\x12\n" +
+	"\x04part\x18\x04 \x01(\rR\x04part\x12\x12\n" +
+	"\x04more\x18\x05 \x01(\bR\x04more\"\x1a\n" +
 	"\x18BlockReportResponseProto\"\xf6\x01\n" +
 	"#BlockReceivedAndDeletedRequestProto\x12\"\n" +
 	"\fdatanodeUuid\x18\x01 \x02(\tR\fdatanodeUuid\x129\n" +
