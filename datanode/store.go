@@ -297,11 +297,11 @@ func (s *store) create(id, gs uint64, cs pb.ChecksumTypeProto) (*replicaWriter, 
 	s.mu.Unlock()
 
 	var err error
-	if w.data, err = os.OpenFile(filepath.Join(v.rbwDir(), blockFileName(id)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+	if w.data, err = openFile(filepath.Join(v.rbwDir(), blockFileName(id)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
 		w.abort()
 		return nil, fmt.Errorf("create replica of block %d: %w", id, err)
 	}
-	if w.meta, err = os.OpenFile(filepath.Join(v.rbwDir(), metaFileName(id, gs)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+	if w.meta, err = openFile(filepath.Join(v.rbwDir(), metaFileName(id, gs)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
 		w.abort()
 		return nil, fmt.Errorf("create replica of block %d: %w", id, err)
 	}
@@ -488,11 +488,11 @@ func (s *store) open(id uint64) (*replicaReader, error) {
 
 // openFiles opens the data and meta files of replica r of id in dir.
 func (s *store) openFiles(id uint64, r replica, dir string) (*replicaReader, error) {
-	data, err := os.Open(filepath.Join(dir, blockFileName(id)))
+	data, err := openFile(filepath.Join(dir, blockFileName(id)), os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open block %d: %w", id, err)
 	}
-	meta, err := os.Open(filepath.Join(dir, metaFileName(id, r.genStamp)))
+	meta, err := openFile(filepath.Join(dir, metaFileName(id, r.genStamp)), os.O_RDONLY, 0)
 	if err != nil {
 		data.Close()
 		return nil, fmt.Errorf("open block %d checksums: %w", id, err)
@@ -664,10 +664,10 @@ func (s *store) reopen(id, oldGS, newGS uint64, length int64) (*replicaWriter, e
 		return fail(err)
 	}
 	var err error
-	if w.data, err = os.OpenFile(dataPath, os.O_RDWR, 0); err != nil {
+	if w.data, err = openFile(dataPath, os.O_RDWR, 0); err != nil {
 		return fail(err)
 	}
-	if w.meta, err = os.OpenFile(metaPath, os.O_RDWR, 0); err != nil {
+	if w.meta, err = openFile(metaPath, os.O_RDWR, 0); err != nil {
 		return fail(err)
 	}
 	metaLen := metaHeaderSize + xfer.NumChunks(length)*protocol.ChecksumSize

@@ -1,6 +1,7 @@
 package datanode
 
 import (
+	"io/fs"
 	"os"
 	"syscall"
 
@@ -24,4 +25,16 @@ func sizeAt(dir *os.File, name string) (int64, error) {
 		return 0, err
 	}
 	return st.Size, nil
+}
+
+// openFile opens a replica's file as os.OpenFile does, in two system calls
+// instead of six: os.OpenFile tries to add every file to the network
+// poller, which a regular file refuses, and sets and clears O_NONBLOCK
+// around the attempt. A 4 KiB read opens two files.
+func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
+	fd, err := unix.Open(name, flag|unix.O_CLOEXEC, uint32(perm))
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }

@@ -19,3 +19,8 @@ func sizeAt(dir *os.File, name string) (int64, error) {
 	}
 	return fi.Size(), nil
 }
+
+// openFile is os.OpenFile.
+func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
+	return os.OpenFile(name, flag, perm)
+}
