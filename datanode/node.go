@@ -81,7 +81,7 @@ func (o *Options) EnsureDefaults() {
 	if o.BlockReportInterval == 0 {
 		o.BlockReportInterval = time.Hour
 	}
-	if o.BlockReportPart <= 0 {
+	if o.BlockReportPart == 0 {
 		o.BlockReportPart = 500_000
 	}
 	if o.ScanPeriod == 0 {
@@ -105,6 +105,9 @@ func (o *Options) EnsureDefaults() {
 func (o *Options) Validate() error {
 	if len(o.DataDirs) == 0 {
 		return errors.New("datanode: at least one data directory is required")
+	}
+	if o.BlockReportPart < 0 {
+		return fmt.Errorf("datanode: block report part of %d replicas; want a positive number", o.BlockReportPart)
 	}
 	return nil
 }
