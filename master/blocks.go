@@ -64,6 +64,7 @@ type datanode struct {
 	admin         adminState
 	index         uint32                          // in blockMap.byIndex, kept across re-registration
 	blockIDs      []uint64                        // the blocks it holds, in no order (reverse of blockInfo.reps)
+	bytes         int64                           // the sum of their lengths, for the balancer
 	invalidate    []*pb.BlockProto                // replicas it must delete, sent with heartbeat replies
 	transfers     []*pb.BlockTransferCommandProto // copies it must make, sent with heartbeat replies
 	recover       []*pb.BlockRecoveryCommandProto // replicas to cut at lease recovery, sent with heartbeat replies
@@ -213,6 +214,7 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
 	}
 	r := replicaRef{node: dn.index, pos: uint32(len(dn.blockIDs))}
 	dn.blockIDs = append(dn.blockIDs, id)
+	dn.bytes += int64(bi.numBytes)
 	switch n := bm.numReplicas(id, bi); {
 	case n == 0:
 		bm.withReplicas++
@@ -241,6 +243,14 @@ func (bm *blockMap) unlink(dn *datanode, pos uint32) {
 
 // detach drops dn's replica from block id's entry, not from dn's list.
 func (bm *blockMap) detach(id uint64, bi *blockInfo, dn *datanode) (replicaRef, bool) {
+	r, ok := bm.detachRef(id, bi, dn)
+	if ok {
+		dn.bytes -= int64(bi.numBytes)
+	}
+	return r, ok
+}
+
+func (bm *blockMap) detachRef(id uint64, bi *blockInfo, dn *datanode) (replicaRef, bool) {
 	ex := bm.extra[id]
 	for i := range bi.reps {
 		if bi.reps[i].node != dn.index || dn.index == 0 {
@@ -350,7 +360,12 @@ func (bm *blockMap) reported(dn *datanode, b *pb.BlockProto) {
 	if b.GetGenStamp() > bi.genStamp {
 		bi.genStamp = b.GetGenStamp()
 	}
-	bi.numBytes = b.GetNumBytes()
+	if n := b.GetNumBytes(); n != bi.numBytes {
+		for _, holder := range bm.replicas(b.GetBlockId()) {
+			holder.bytes += int64(n) - int64(bi.numBytes)
+		}
+		bi.numBytes = n
+	}
 	bm.addReplica(b.GetBlockId(), bi, dn.uuid)
 	if p := bm.pending[b.GetBlockId()]; p != nil && p.targets[dn.uuid] {
 		delete(p.targets, dn.uuid)
@@ -396,6 +411,7 @@ func (bm *blockMap) nodeDead(dn *datanode) {
 		}
 	}
 	dn.blockIDs = nil
+	dn.bytes = 0
 	dn.dead = true
 	dn.invalidate = nil
 	dn.transfers = nil

@@ -14,7 +14,8 @@ import (
 // replica reports and removals, node deaths and frees, on more nodes than
 // a block holds inline, and checks after every step that it agrees with
 // a plain model: each block's replicas, each node's blocks (the reverse
-// lists and the positions linking the two) and the counts.
+// lists and the positions linking the two), the counts and each node's
+// bytes.
 func TestBlockMapAgreesWithModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	bm := newBlockMap()
@@ -41,9 +42,9 @@ func TestBlockMapAgreesWithModel(t *testing.T) {
 				model[id][u] = true
 			}
 			ids = append(ids, id)
-		case op < 6: // a replica reported, possibly again
+		case op < 6: // a replica reported, possibly again, with a length that may differ
 			id, u := ids[rng.IntN(len(ids))], uuids[rng.IntN(nodes)]
-			bm.addReplica(id, bm.blocks.Ptr(id), u)
+			bm.reported(bm.nodes[u], blockProto(id, 1, uint64(rng.IntN(4))<<20))
 			model[id][u] = true
 		case op < 8: // a replica dropped, possibly one that is not there
 			id, u := ids[rng.IntN(len(ids))], uuids[rng.IntN(nodes)]
@@ -106,11 +107,16 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 		if len(dn.blockIDs) != len(reverse[u]) {
 			t.Fatalf("step %d: %s lists %d blocks, holds %d", step, u, len(dn.blockIDs), len(reverse[u]))
 		}
+		var bytes int64
 		for pos, id := range dn.blockIDs {
 			r := bm.ref(id, bm.blocks.Ptr(id), dn)
 			if !reverse[u][id] || r == nil || r.pos != uint32(pos) {
 				t.Fatalf("step %d: %s lists block %d at %d, which it does not hold there", step, u, id, pos)
 			}
+			bytes += int64(bm.blocks.Ptr(id).numBytes)
+		}
+		if dn.bytes != bytes {
+			t.Fatalf("step %d: %s counts %d bytes, holds %d", step, u, dn.bytes, bytes)
 		}
 	}
 }

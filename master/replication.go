@@ -347,9 +347,7 @@ func (m *Master) usageDeviationLocked() (float64, []*datanode, []*datanode) {
 	for _, dn := range m.mu.blocks.live() {
 		if dn.inService() && !m.stale(dn) {
 			nodes = append(nodes, dn)
-			for _, id := range dn.blockIDs {
-				used[dn.uuid] += float64(m.mu.blocks.blocks.Ptr(id).numBytes)
-			}
+			used[dn.uuid] = float64(dn.bytes)
 		}
 	}
 	for id, p := range m.movesLocked() {
