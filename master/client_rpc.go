@@ -76,7 +76,7 @@ func (m *Master) fileStatus(n *namespace.Inode, name string) *pb.HdfsFileStatusP
 	if n.IsDir {
 		st.FileType = pb.HdfsFileStatusProto_IS_DIR.Enum()
 		st.Length = proto.Uint64(0)
-		st.ChildrenNum = proto.Int32(int32(len(n.Children)))
+		st.ChildrenNum = proto.Int32(int32(len(n.Children())))
 	} else {
 		st.FileType = pb.HdfsFileStatusProto_IS_FILE.Enum()
 		st.Length = proto.Uint64(n.Len())
@@ -592,7 +592,7 @@ func (m *Master) getContentSummary(ctx context.Context, req *pb.GetContentSummar
 		walk = func(n *namespace.Inode) {
 			if n.IsDir {
 				dirs++
-				for _, c := range n.Children {
+				for _, c := range n.Children() {
 					walk(c)
 				}
 				return

@@ -116,7 +116,7 @@ func (t *Tree) WriteSnapshot(w io.Writer) error {
 		if err := sw.inode(n); err != nil {
 			return err
 		}
-		for _, c := range n.Children {
+		for _, c := range n.Children() {
 			if err := walk(c); err != nil {
 				return err
 			}
@@ -338,7 +338,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 				return nil, fmt.Errorf("read snapshot: inode %d has unknown parent %d", n.ID, parent)
 			}
 			n.Parent = p
-			p.Children = append(p.Children, n) // written in order (sorted below if not)
+			p.appendChild(n) // written in order (sorted below if not)
 		}
 		if n.Client() != "" {
 			t.uc[n.ID] = n
@@ -360,9 +360,10 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 	// Checkpoints written before children were kept sorted list them in
 	// any order.
 	for _, d := range dirs {
-		byName := func(i, j int) bool { return d.Children[i].Name < d.Children[j].Name }
-		if !sort.SliceIsSorted(d.Children, byName) {
-			sort.Slice(d.Children, byName)
+		kids := d.Children()
+		byName := func(i, j int) bool { return kids[i].Name < kids[j].Name }
+		if !sort.SliceIsSorted(kids, byName) {
+			sort.Slice(kids, byName)
 		}
 	}
 	return t, nil

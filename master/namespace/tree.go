@@ -19,9 +19,10 @@ import (
 
 // Inode is a file or a directory.
 //
-// Its fields are laid out to fit 112 bytes: owner, group and block size,
-// which most inodes share with many others, are interned, and what only
-// files being written need hangs off the same pointer.
+// Its fields are laid out to fit 96 bytes: owner, group and block size,
+// which most inodes share with many others, are interned, what only
+// files being written need hangs off the same pointer, and a directory's
+// children off another.
 type Inode struct {
 	ID     uint64
 	Name   string
@@ -34,11 +35,12 @@ type Inode struct {
 	IsDir       bool
 	a           *attrs
 
-	// Children of a directory, sorted by name (as HDFS keeps them): 8
-	// bytes a child where a map entry costs about 40, a listing page is a
-	// binary search, and a checkpoint loads them in order. Read-only
-	// outside this package.
-	Children []*Inode
+	// kids are a directory's children, sorted by name (as HDFS keeps
+	// them): 8 bytes a child where a map entry costs about 40, a listing
+	// page is a binary search, and a checkpoint loads them in order.
+	// Behind a pointer, so that files, most inodes, do not carry a slice
+	// header they never use.
+	kids *[]*Inode
 
 	Blocks []Block // files only
 }
@@ -121,20 +123,22 @@ func (n *Inode) Path() string {
 // after name (all of them for ""), in order. The slice is the
 // directory's own: read it, do not keep it past the master's lock.
 func (n *Inode) ChildrenAfter(name string) []*Inode {
-	i := sort.Search(len(n.Children), func(i int) bool { return n.Children[i].Name > name })
-	return n.Children[i:]
+	kids := n.Children()
+	i := sort.Search(len(kids), func(i int) bool { return kids[i].Name > name })
+	return kids[i:]
 }
 
 // search finds where a child called name is or would go.
 func (n *Inode) search(name string) (int, bool) {
-	i := sort.Search(len(n.Children), func(i int) bool { return n.Children[i].Name >= name })
-	return i, i < len(n.Children) && n.Children[i].Name == name
+	kids := n.Children()
+	i := sort.Search(len(kids), func(i int) bool { return kids[i].Name >= name })
+	return i, i < len(kids) && kids[i].Name == name
 }
 
 // child returns the child called name.
 func (n *Inode) child(name string) (*Inode, bool) {
 	if i, ok := n.search(name); ok {
-		return n.Children[i], true
+		return n.Children()[i], true
 	}
 	return nil, false
 }
@@ -144,21 +148,40 @@ func (n *Inode) child(name string) (*Inode, bool) {
 func (n *Inode) putChild(c *Inode) {
 	i, ok := n.search(c.Name)
 	if ok {
-		n.Children[i] = c
+		(*n.kids)[i] = c
 		return
 	}
-	n.Children = append(n.Children, nil)
-	copy(n.Children[i+1:], n.Children[i:])
-	n.Children[i] = c
+	n.appendChild(nil)
+	kids := *n.kids
+	copy(kids[i+1:], kids[i:])
+	kids[i] = c
+}
+
+// appendChild adds c after the children directory n has.
+func (n *Inode) appendChild(c *Inode) {
+	if n.kids == nil {
+		n.kids = new([]*Inode)
+	}
+	*n.kids = append(*n.kids, c)
 }
 
 // removeChild drops the child called name.
 func (n *Inode) removeChild(name string) {
 	if i, ok := n.search(name); ok {
-		copy(n.Children[i:], n.Children[i+1:])
-		n.Children[len(n.Children)-1] = nil
-		n.Children = n.Children[:len(n.Children)-1]
+		kids := *n.kids
+		copy(kids[i:], kids[i+1:])
+		kids[len(kids)-1] = nil
+		*n.kids = kids[:len(kids)-1]
 	}
+}
+
+// Children are a directory's children, sorted by name. The slice is the
+// directory's own: read it, do not keep it past the master's lock.
+func (n *Inode) Children() []*Inode {
+	if n.kids == nil {
+		return nil
+	}
+	return *n.kids
 }
 
 // Result is what Apply reports besides success.
@@ -649,7 +672,7 @@ func (t *Tree) append(e *Entry) (Result, error) {
 // construction.
 func (t *Tree) collect(n *Inode, out []Block) []Block {
 	if n.IsDir {
-		for _, c := range n.Children {
+		for _, c := range n.Children() {
 			out = t.collect(c, out)
 		}
 		return out
@@ -671,7 +694,7 @@ func (t *Tree) delete(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if n.IsDir && len(n.Children) > 0 && !e.Recursive {
+	if n.IsDir && len(n.Children()) > 0 && !e.Recursive {
 		return Result{}, &fs.PathError{Op: "delete", Path: e.Path, Err: protocol.ErrNotEmpty}
 	}
 	n.Parent.removeChild(n.Name)
@@ -721,7 +744,7 @@ func (t *Tree) rename(e *Entry) (Result, error) {
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: fs.ErrExist}
 		case old.IsDir != n.IsDir:
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: fs.ErrExist}
-		case old.IsDir && len(old.Children) > 0:
+		case old.IsDir && len(old.Children()) > 0:
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: protocol.ErrNotEmpty}
 		case old.UnderConstruction():
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst,
@@ -823,7 +846,7 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 func (t *Tree) Files(fn func(*Inode)) {
 	var walk func(d *Inode)
 	walk = func(d *Inode) {
-		for _, c := range d.Children {
+		for _, c := range d.Children() {
 			if c.IsDir {
 				walk(c)
 			} else {
