@@ -281,3 +281,26 @@ func TestSafeModeIgnoresBlocksBeingWritten(t *testing.T) {
 		return strings.Contains(cl.Run(nil, "report").Stdout, "Safe mode: off")
 	})
 }
+
+// TestBlockReportsInPartsAfterMasterRestart kills the master of a cluster
+// whose datanodes report their replicas two per call: after its restart
+// the master must learn every replica from the parts (fsck healthy again)
+// and delete none of them.
+func TestBlockReportsInPartsAfterMasterRestart(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{BlockReportPart: 2})
+	c := cl.Client()
+	for i := range 5 {
+		put(t, c, fmt.Sprintf("/f%d", i), randomBytes(t, blockSize+1000*i)) // two blocks each
+	}
+	if !healthy(cl) {
+		t.Fatalf("fsck after the writes: %+v", cl.Run(nil, "fsck", "/"))
+	}
+	before := replicaCount(t, cl, 0, 1, 2) // 30: five parts per datanode
+	cl.KillMaster()
+	cl.RestartMaster()
+	waitFor(t, 30*time.Second, "fsck healthy after the master's restart", func() bool { return healthy(cl) })
+	time.Sleep(3 * time.Second) // heartbeats that would carry deletions
+	if after := replicaCount(t, cl, 0, 1, 2); after != before {
+		t.Fatalf("%d replicas on the datanodes after the restart, %d before", after, before)
+	}
+}

@@ -76,6 +76,9 @@ type Config struct {
 	// ScanPeriod is how often datanodes re-verify every replica. Default:
 	// the datanode's own (a day).
 	ScanPeriod time.Duration
+	// BlockReportPart bounds the replicas per block-report call. Default:
+	// the datanode's own.
+	BlockReportPart int
 }
 
 // Proc is one running godfs server process.
@@ -189,6 +192,9 @@ func (c *Cluster) startDataNode(dir string) *Proc {
 	args := []string{"datanode", "--master", c.Master.Addr, "--data", dir, "--listen", "127.0.0.1:0", "--heartbeat", "1s"}
 	if c.cfg.ScanPeriod > 0 {
 		args = append(args, "--scan-period", c.cfg.ScanPeriod.String(), "--scan-rate", "1GiB")
+	}
+	if c.cfg.BlockReportPart > 0 {
+		args = append(args, "--block-report-part", fmt.Sprint(c.cfg.BlockReportPart))
 	}
 	return c.start(dir, args...)
 }
