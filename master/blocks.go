@@ -113,10 +113,12 @@ type blockMap struct {
 	// holder's state puts it here, and the replication monitor looks at
 	// these only, not at every block every pass.
 	suspects map[uint64]struct{}
-	// rescanAll says the monitor's next pass looks at every block (at
-	// start, when block reports rebuild the map); suspects are not
-	// recorded meanwhile.
-	rescanAll bool
+	// rescanFrom, when not 0, is the block id the replication monitor's
+	// scan of every block (at start, while block reports rebuild the map)
+	// goes on from, checksPerPass blocks a pass so that it never holds the
+	// lock for the whole map. Blocks from there on are not recorded as
+	// suspects meanwhile: the scan comes to them.
+	rescanFrom uint64
 	// withReplicas counts the blocks with at least one replica, for safe
 	// mode, which would otherwise count them all every second.
 	withReplicas int
@@ -125,7 +127,7 @@ type blockMap struct {
 func newBlockMap() *blockMap {
 	return &blockMap{extra: map[uint64][]replicaRef{}, lens: map[uint64]map[string]uint64{},
 		nodes: map[string]*datanode{}, byIndex: []*datanode{nil}, pending: map[uint64]*pendingCopy{},
-		suspects: map[uint64]struct{}{}, rescanAll: true}
+		suspects: map[uint64]struct{}{}, rescanFrom: 1}
 }
 
 // register adds dn to the datanode table, in place of an earlier
@@ -143,7 +145,7 @@ func (bm *blockMap) register(dn *datanode) {
 
 // recheck has the replication monitor look at block id again.
 func (bm *blockMap) recheck(id uint64) {
-	if !bm.rescanAll {
+	if bm.rescanFrom == 0 || id < bm.rescanFrom {
 		bm.suspects[id] = struct{}{}
 	}
 }

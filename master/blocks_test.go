@@ -19,7 +19,7 @@ import (
 func TestBlockMapAgreesWithModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	bm := newBlockMap()
-	bm.rescanAll = false
+	bm.rescanFrom = 0
 	const nodes = 6
 	var uuids []string
 	for i := range nodes {

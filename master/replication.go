@@ -96,7 +96,7 @@ func (m *Master) healthLocked(id uint64) *blockHealth {
 const checksPerPass = 20000
 
 // replicateLocked is the replication monitor's pass over the suspect
-// blocks (every block, the first time): it queues copies of
+// blocks (and a stretch of every block, after a start): it queues copies of
 // under-replicated blocks (fewest live replicas first), deletes extra
 // replicas of over-replicated ones, tracks decommissioning and runs the
 // balancer. Blocks it cannot copy yet stay suspect. m.mu must be held.
@@ -135,20 +135,28 @@ func (m *Master) replicateLocked() {
 			}
 		}
 	}
-	if bm.rescanAll {
-		bm.rescanAll = false
-		m.scanBlocksLocked(visit)
-	} else {
-		checked := 0
-		for id := range bm.suspects {
-			if checked == checksPerPass {
-				break
-			}
-			checked++
-			delete(bm.suspects, id)
+	if bm.rescanFrom != 0 {
+		id, ok := bm.blocks.Next(bm.rescanFrom)
+		for checked := 0; ok && checked < checksPerPass; checked++ {
 			if h := m.healthLocked(id); h != nil {
 				visit(h)
 			}
+			id, ok = bm.blocks.Next(id + 1)
+		}
+		bm.rescanFrom = id
+		if !ok {
+			bm.rescanFrom = 0
+		}
+	}
+	checked := 0
+	for id := range bm.suspects {
+		if checked == checksPerPass {
+			break
+		}
+		checked++
+		delete(bm.suspects, id)
+		if h := m.healthLocked(id); h != nil {
+			visit(h)
 		}
 	}
 	sort.SliceStable(under, func(i, j int) bool { return under[i].counted < under[j].counted })
@@ -162,7 +170,7 @@ func (m *Master) replicateLocked() {
 		}
 	}
 	m.decommissionProgressLocked()
-	if m.mu.balanceThreshold > 0 && len(under) == 0 && len(bm.suspects) == 0 {
+	if m.mu.balanceThreshold > 0 && len(under) == 0 && len(bm.suspects) == 0 && bm.rescanFrom == 0 {
 		m.balanceLocked(nodes, now)
 	}
 }

@@ -167,3 +167,40 @@ func TestBlockReportPartsInOrder(t *testing.T) {
 		t.Fatalf("the datanode holds %d replicas after refused parts, want all 4", got)
 	}
 }
+
+// TestStartScanInStretches checks the monitor's scan of every block after
+// a start: a bounded stretch per pass, every block looked at once it is
+// over (each under-replicated one is being copied or waits as a suspect),
+// and a change behind the scan's position is not lost.
+func TestStartScanInStretches(t *testing.T) {
+	m, _ := testMaster(t, 4)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	const files = 2*checksPerPass + 100
+	makeFiles(t, m, files, []string{"dn0", "dn1"}) // every block one replica short
+	bm := m.mu.blocks
+	if len(bm.suspects) != 0 {
+		t.Fatalf("%d suspects recorded ahead of the scan", len(bm.suspects))
+	}
+	m.replicateLocked()
+	if bm.rescanFrom == 0 {
+		t.Fatal("the scan of every block ended in one pass")
+	}
+	first, _ := bm.blocks.Next(0)
+	bm.removeReplica(first, "dn1") // behind the scan
+	if _, ok := bm.suspects[first]; !ok {
+		t.Fatal("a change behind the scan was not recorded")
+	}
+	for pass := 1; bm.rescanFrom != 0; pass++ {
+		if pass > files/checksPerPass {
+			t.Fatalf("scan not over after %d passes", pass)
+		}
+		m.replicateLocked()
+	}
+	for id := range bm.blocks.All() {
+		_, suspect := bm.suspects[id]
+		if bm.pending[id] == nil && !suspect {
+			t.Fatalf("block %d: under-replicated, neither being copied nor suspect after the scan", id)
+		}
+	}
+}

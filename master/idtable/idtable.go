@@ -7,7 +7,10 @@
 // have a value.
 package idtable
 
-import "iter"
+import (
+	"iter"
+	"math/bits"
+)
 
 // PageSize is how many consecutive ids share a page.
 const PageSize = 1024
@@ -96,5 +99,36 @@ func (t *Table[T]) All() iter.Seq2[uint64, *T] {
 				}
 			}
 		}
+	}
+}
+
+// Next returns the smallest id at or after from that has a value. Within
+// a page it is a bitmap search; finding the next page looks at every
+// page's number (a walk in id order costs pages² map visits in all,
+// none per id).
+func (t *Table[T]) Next(from uint64) (uint64, bool) {
+	pn, i := from/PageSize, from%PageSize
+	for {
+		if p := t.pages[pn]; p != nil {
+			for w := i / 64; w < PageSize/64; w++ {
+				word := p.used[w]
+				if w == i/64 {
+					word &^= 1<<(i%64) - 1 // the ids before from
+				}
+				if word != 0 {
+					return pn*PageSize + w*64 + uint64(bits.TrailingZeros64(word)), true
+				}
+			}
+		}
+		next, found := uint64(0), false
+		for k := range t.pages {
+			if k > pn && (!found || k < next) {
+				next, found = k, true
+			}
+		}
+		if !found {
+			return 0, false
+		}
+		pn, i = next, 0
 	}
 }

@@ -2,6 +2,7 @@ package idtable
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -30,6 +31,19 @@ func TestAgreesWithMap(t *testing.T) {
 		if tab.Len() != len(model) || tab.Get(id) != model[id] {
 			t.Fatalf("step %d: len %d, id %d = %d; want len %d, %d", step, tab.Len(), id, tab.Get(id), len(model), model[id])
 		}
+	}
+	// Next walks the ids in order.
+	var sorted []uint64
+	for id := range model {
+		sorted = append(sorted, id)
+	}
+	slices.Sort(sorted)
+	var walked []uint64
+	for id, ok := tab.Next(0); ok; id, ok = tab.Next(id + 1) {
+		walked = append(walked, id)
+	}
+	if !slices.Equal(walked, sorted) {
+		t.Fatalf("Next walks %d ids, want the %d in the table in order", len(walked), len(sorted))
 	}
 	seen := 0
 	for id, v := range tab.All() {
