@@ -186,8 +186,7 @@ func dirBytes(dir, prefix string) int64 {
 
 // BenchmarkMonitorPass measures the replication monitor on a healthy
 // namespace of b.N one-block files: its scan of every block after a start
-// (in passes of checksPerPass blocks: the whole scan and its longest
-// pass), and a later pass, which looks only at blocks something happened
+// (in passes of scanPerPass: the whole scan and its longest pass), and a later pass, which looks only at blocks something happened
 // to (none here).
 // Run: go test -run '^$' -bench MonitorPass -benchtime 1000000x ./master
 func BenchmarkMonitorPass(b *testing.B) {

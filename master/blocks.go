@@ -115,8 +115,8 @@ type blockMap struct {
 	suspects map[uint64]struct{}
 	// rescanFrom, when not 0, is the block id the replication monitor's
 	// scan of every block (at start, while block reports rebuild the map)
-	// goes on from, checksPerPass blocks a pass so that it never holds the
-	// lock for the whole map. Blocks from there on are not recorded as
+	// goes on from, scanPerPass of the lock a pass so that it never holds
+	// the lock for the whole map. Blocks from there on are not recorded as
 	// suspects meanwhile: the scan comes to them.
 	rescanFrom uint64
 	// withReplicas counts the blocks with at least one replica, for safe

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -176,7 +177,9 @@ func TestStartScanInStretches(t *testing.T) {
 	m, _ := testMaster(t, 4)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	const files = 2*checksPerPass + 100
+	defer func(d time.Duration) { scanPerPass = d }(scanPerPass)
+	scanPerPass = time.Millisecond
+	const files = 20000
 	makeFiles(t, m, files, []string{"dn0", "dn1"}) // every block one replica short
 	bm := m.mu.blocks
 	if len(bm.suspects) != 0 {
@@ -192,7 +195,7 @@ func TestStartScanInStretches(t *testing.T) {
 		t.Fatal("a change behind the scan was not recorded")
 	}
 	for pass := 1; bm.rescanFrom != 0; pass++ {
-		if pass > files/checksPerPass {
+		if pass > 10000 {
 			t.Fatalf("scan not over after %d passes", pass)
 		}
 		m.replicateLocked()
