@@ -117,7 +117,6 @@ func clearDir(dir string) error {
 // the kernel's work spreads over the cores), each file stated relative to
 // its open directory.
 func (s *store) scan(v *volume) error {
-	dirs := []string{filepath.Join(v.root, "finalized")}
 	var (
 		firstErr error
 		workers  sync.WaitGroup
@@ -152,10 +151,8 @@ func (s *store) scan(v *volume) error {
 			}
 		}()
 	}
-	pending.Add(len(dirs))
-	for _, d := range dirs {
-		work <- d
-	}
+	pending.Add(1)
+	work <- filepath.Join(v.root, "finalized")
 	pending.Wait()
 	close(work)
 	workers.Wait()

@@ -3,7 +3,6 @@ package datanode
 import (
 	"io/fs"
 	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,8 +12,7 @@ import (
 // that the fsync that finalizes a replica finds little left to write
 // instead of a whole block. HDFS calls this sync-behind-writes.
 func startWriteback(f *os.File, off, n int64) {
-	const syncFileRangeWrite = 2
-	syscall.Syscall6(syscall.SYS_SYNC_FILE_RANGE, f.Fd(), uintptr(off), uintptr(n), syncFileRangeWrite, 0, 0)
+	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
 
 // sizeAt is the size of the file name in directory dir: fstatat on the

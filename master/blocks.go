@@ -245,17 +245,20 @@ func (bm *blockMap) unlink(dn *datanode, pos uint32) {
 
 // detach drops dn's replica from block id's entry, not from dn's list.
 func (bm *blockMap) detach(id uint64, bi *blockInfo, dn *datanode) (replicaRef, bool) {
-	r, ok := bm.detachRef(id, bi, dn)
+	r, ok := bm.takeRef(id, bi, dn.index)
 	if ok {
 		dn.bytes -= int64(bi.numBytes)
 	}
 	return r, ok
 }
 
-func (bm *blockMap) detachRef(id uint64, bi *blockInfo, dn *datanode) (replicaRef, bool) {
+// takeRef removes the replica on datanode index node (never 0: register
+// hands out indexes from 1) from block id's replicas, keeping the inline
+// ones packed.
+func (bm *blockMap) takeRef(id uint64, bi *blockInfo, node uint32) (replicaRef, bool) {
 	ex := bm.extra[id]
 	for i := range bi.reps {
-		if bi.reps[i].node != dn.index || dn.index == 0 {
+		if bi.reps[i].node != node {
 			continue
 		}
 		r := bi.reps[i]
@@ -271,7 +274,7 @@ func (bm *blockMap) detachRef(id uint64, bi *blockInfo, dn *datanode) (replicaRe
 		return r, true
 	}
 	for i := range ex {
-		if ex[i].node == dn.index {
+		if ex[i].node == node {
 			r := ex[i]
 			bm.setExtra(id, append(ex[:i:i], ex[i+1:]...))
 			return r, true

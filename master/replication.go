@@ -256,18 +256,8 @@ func (m *Master) decommissionProgressLocked() {
 		}
 		done := true
 		for _, id := range dn.blockIDs {
-			n := m.fileLocked(m.mu.blocks.blocks.Ptr(id).fileID)
-			if n == nil || n.UnderConstruction() {
-				done = false
-				break
-			}
-			counted := 0
-			for _, h := range m.mu.blocks.holders(id) {
-				if h.inService() {
-					counted++
-				}
-			}
-			if counted < int(n.Replication) {
+			// A block of a file being written is not done either.
+			if h := m.healthLocked(id); h == nil || h.counted < h.want {
 				done = false
 				break
 			}
@@ -321,22 +311,12 @@ func (m *Master) planMoveLocked(src, dst *datanode, nodes []placement.Node, now 
 		if m.mu.blocks.pending[id] != nil {
 			continue
 		}
-		bi := m.mu.blocks.blocks.Ptr(id)
-		if m.mu.blocks.ref(id, bi, dst) != nil {
+		if m.mu.blocks.ref(id, m.mu.blocks.blocks.Ptr(id), dst) != nil {
 			continue
 		}
-		n := m.fileLocked(bi.fileID)
-		if n == nil || n.UnderConstruction() {
-			continue
+		if h := m.healthLocked(id); h != nil {
+			return m.scheduleCopyLocked(h, targets, src.uuid, now)
 		}
-		var b namespace.Block
-		for _, x := range n.Blocks {
-			if x.ID == id {
-				b = x
-			}
-		}
-		h := &blockHealth{file: n, block: b, holders: m.mu.blocks.holders(id), want: int(n.Replication)}
-		return m.scheduleCopyLocked(h, targets, src.uuid, now)
 	}
 	return false
 }

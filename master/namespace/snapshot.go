@@ -16,8 +16,8 @@ import (
 // uvarints, one record per inode (parents before children, then new files
 // under construction), an end marker and a CRC32C of everything before
 // it, so a damaged checkpoint is detected rather than loaded. Version 3
-// adds the number of files to the header (to size the file table once);
-// version 2 snapshots still load.
+// adds the number of files to the header (checked against the files
+// read); version 2 snapshots still load.
 const (
 	snapshotMagic   = "GODFSNS3"
 	snapshotMagicV2 = "GODFSNS2"
@@ -248,7 +248,7 @@ func (sr *snapshotReader) name() string {
 // reallocates).
 func (sr *snapshotReader) blocks(count int) []Block {
 	if count > len(sr.blockSlab) {
-		sr.blockSlab = make([]Block, max(count, slabSize/24))
+		sr.blockSlab = make([]Block, max(count, slabSize/int(unsafe.Sizeof(Block{}))))
 	}
 	b := sr.blockSlab[:count:count]
 	sr.blockSlab = sr.blockSlab[count:]
