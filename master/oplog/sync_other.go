@@ -1,0 +1,8 @@
+//go:build !linux
+
+package oplog
+
+import "os"
+
+// syncData is fsync where fdatasync is not to be had.
+func syncData(f *os.File) error { return f.Sync() }
