@@ -102,7 +102,7 @@ func (m *Master) clusterReport(ctx context.Context, req *pb.ClusterReportRequest
 		for _, dn := range m.mu.blocks.nodes {
 			info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
 			info.LastUpdate = proto.Uint64(uint64(dn.lastHeartbeat.UnixMilli()))
-			info.NumBlocks = proto.Uint32(uint32(len(dn.blockIDs)))
+			info.NumBlocks = proto.Uint32(uint32(dn.blocks.Len()))
 			info.AdminState = dn.admin.proto().Enum()
 			resp.Datanodes = append(resp.Datanodes, &pb.DatanodeStatusProto{Info: info,
 				State: proto.String(m.nodeState(dn)), Transfers: proto.Uint32(uint32(dn.sending))})

@@ -129,7 +129,7 @@ func BenchmarkBlockReport(b *testing.B) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	if got := len(m.mu.blocks.nodes[uuids[2]].blockIDs); got != b.N {
+	if got := m.mu.blocks.nodes[uuids[2]].blocks.Len(); got != b.N {
 		b.Fatalf("datanode holds %d replicas after its report, want %d", got, b.N)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "replicas/s")

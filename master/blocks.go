@@ -63,7 +63,7 @@ type datanode struct {
 	dead          bool
 	admin         adminState
 	index         uint32                          // in blockMap.byIndex, kept across re-registration
-	blockIDs      []uint64                        // the blocks it holds, in no order (reverse of blockInfo.reps)
+	blocks        blockList                       // the blocks it holds
 	bytes         int64                           // the sum of their lengths, for the balancer
 	invalidate    []*pb.BlockProto                // replicas it must delete, sent with heartbeat replies
 	transfers     []*pb.BlockTransferCommandProto // copies it must make, sent with heartbeat replies
@@ -214,8 +214,7 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
 	if dn == nil || bm.ref(id, bi, dn) != nil {
 		return
 	}
-	r := replicaRef{node: dn.index, pos: uint32(len(dn.blockIDs))}
-	dn.blockIDs = append(dn.blockIDs, id)
+	r := replicaRef{node: dn.index, pos: dn.blocks.add(id)}
 	dn.bytes += int64(bi.numBytes)
 	switch n := bm.numReplicas(id, bi); {
 	case n == 0:
@@ -229,17 +228,11 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
 	bm.recheck(id)
 }
 
-// unlink drops block id from dn's list, moving the list's last block into
-// its place.
-func (bm *blockMap) unlink(dn *datanode, pos uint32) {
-	last := len(dn.blockIDs) - 1
-	if moved := dn.blockIDs[last]; int(pos) != last {
-		dn.blockIDs[pos] = moved
+// unlink drops block id, at pos, from dn's list, and points the block
+// moved into its place there.
+func (bm *blockMap) unlink(dn *datanode, id uint64, pos uint32) {
+	if moved, ok := dn.blocks.remove(id, pos); ok {
 		bm.ref(moved, bm.blocks.Ptr(moved), dn).pos = pos
-	}
-	dn.blockIDs = dn.blockIDs[:last]
-	if cap(dn.blockIDs) > 1024 && len(dn.blockIDs) < cap(dn.blockIDs)/4 {
-		dn.blockIDs = append([]uint64(nil), dn.blockIDs...) // give back what a mass delete freed
 	}
 }
 
@@ -295,7 +288,7 @@ func (bm *blockMap) removeReplica(id uint64, uuid string) {
 	dn := bm.nodes[uuid]
 	if bi := bm.blocks.Ptr(id); bi != nil && dn != nil {
 		if r, ok := bm.detach(id, bi, dn); ok {
-			bm.unlink(dn, r.pos)
+			bm.unlink(dn, id, r.pos)
 		}
 	}
 	bm.recheck(id)
@@ -399,14 +392,14 @@ func (bm *blockMap) finishPending(id uint64) {
 // recheckNode has the monitor look again at every block dn holds (its
 // replicas stopped or started counting).
 func (bm *blockMap) recheckNode(dn *datanode) {
-	for _, id := range dn.blockIDs {
+	for id := range dn.blocks.All() {
 		bm.recheck(id)
 	}
 }
 
 // nodeDead drops every replica of a dead datanode from the map.
 func (bm *blockMap) nodeDead(dn *datanode) {
-	for _, id := range dn.blockIDs {
+	for id := range dn.blocks.All() {
 		if bi := bm.blocks.Ptr(id); bi != nil {
 			bm.detach(id, bi, dn)
 		}
@@ -415,7 +408,7 @@ func (bm *blockMap) nodeDead(dn *datanode) {
 			bm.finishPending(id)
 		}
 	}
-	dn.blockIDs = nil
+	dn.blocks = blockList{}
 	dn.bytes = 0
 	dn.dead = true
 	dn.invalidate = nil

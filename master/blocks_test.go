@@ -15,8 +15,16 @@ import (
 // a block holds inline, and checks after every step that it agrees with
 // a plain model: each block's replicas, each node's blocks (the reverse
 // lists and the positions linking the two), the counts and each node's
-// bytes.
+// bytes. It runs twice: with block ids straddling a page of the block
+// table, and straddling a change in their high 32 bits (a second group in
+// each node's list).
 func TestBlockMapAgreesWithModel(t *testing.T) {
+	for _, first := range []uint64{namespace.FirstBlockID + idtable.PageSize - 5, 1<<32 - 3000} {
+		t.Run(fmt.Sprintf("from-%d", first), func(t *testing.T) { blockMapAgreesWithModel(t, first) })
+	}
+}
+
+func blockMapAgreesWithModel(t *testing.T, nextID uint64) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	bm := newBlockMap()
 	bm.rescanFrom = 0
@@ -29,7 +37,6 @@ func TestBlockMapAgreesWithModel(t *testing.T) {
 	}
 	model := map[uint64]map[string]bool{} // block -> holders
 	var ids []uint64
-	nextID := uint64(namespace.FirstBlockID) + idtable.PageSize - 5 // blocks straddle a page boundary
 	for step := range 20000 {
 		switch op := rng.IntN(10); {
 		case op < 2 || len(ids) == 0: // a new block, on up to 2 pipeline targets
@@ -104,16 +111,24 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 		t.Fatalf("step %d: %d blocks with replicas counted, want %d", step, bm.withReplicas, withReplicas)
 	}
 	for u, dn := range bm.nodes {
-		if len(dn.blockIDs) != len(reverse[u]) {
-			t.Fatalf("step %d: %s lists %d blocks, holds %d", step, u, len(dn.blockIDs), len(reverse[u]))
+		if dn.blocks.Len() != len(reverse[u]) {
+			t.Fatalf("step %d: %s lists %d blocks, holds %d", step, u, dn.blocks.Len(), len(reverse[u]))
 		}
 		var bytes int64
-		for pos, id := range dn.blockIDs {
-			r := bm.ref(id, bm.blocks.Ptr(id), dn)
-			if !reverse[u][id] || r == nil || r.pos != uint32(pos) {
-				t.Fatalf("step %d: %s lists block %d at %d, which it does not hold there", step, u, id, pos)
+		listed := 0
+		for _, g := range dn.blocks.groups {
+			for pos, low := range g.lows {
+				id := uint64(g.high)<<32 | uint64(low)
+				r := bm.ref(id, bm.blocks.Ptr(id), dn)
+				if !reverse[u][id] || r == nil || r.pos != uint32(pos) {
+					t.Fatalf("step %d: %s lists block %d at %d, which it does not hold there", step, u, id, pos)
+				}
+				bytes += int64(bm.blocks.Ptr(id).numBytes)
+				listed++
 			}
-			bytes += int64(bm.blocks.Ptr(id).numBytes)
+		}
+		if all := slices.Collect(dn.blocks.All()); listed != len(reverse[u]) || len(all) != listed {
+			t.Fatalf("step %d: %s has %d blocks in its groups and yields %d, holds %d", step, u, listed, len(all), len(reverse[u]))
 		}
 		if dn.bytes != bytes {
 			t.Fatalf("step %d: %s counts %d bytes, holds %d", step, u, dn.bytes, bytes)

@@ -665,7 +665,7 @@ func (m *Master) getDatanodeReport(ctx context.Context, req *pb.GetDatanodeRepor
 			}
 			info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
 			info.LastUpdate = proto.Uint64(uint64(dn.lastHeartbeat.UnixMilli()))
-			info.NumBlocks = proto.Uint32(uint32(len(dn.blockIDs)))
+			info.NumBlocks = proto.Uint32(uint32(dn.blocks.Len()))
 			info.AdminState = dn.admin.proto().Enum()
 			resp.Di = append(resp.Di, info)
 		}

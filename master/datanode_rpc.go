@@ -111,7 +111,7 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 		dn.report = nil
 		// Replicas the map expected on this node but the node does not have.
 		var gone []uint64
-		for _, id := range dn.blockIDs {
+		for id := range dn.blocks.All() {
 			if !r.held[id] && !m.underConstructionLocked(id) {
 				gone = append(gone, id)
 			}

@@ -255,7 +255,7 @@ func (m *Master) decommissionProgressLocked() {
 			continue
 		}
 		done := true
-		for _, id := range dn.blockIDs {
+		for id := range dn.blocks.All() {
 			// A block of a file being written is not done either.
 			if h := m.healthLocked(id); h == nil || h.counted < h.want {
 				done = false
@@ -307,7 +307,7 @@ func (m *Master) planMoveLocked(src, dst *datanode, nodes []placement.Node, now 
 		n.Usable = n.Usable && n.ID == dst.uuid
 		targets = append(targets, n)
 	}
-	for _, id := range src.blockIDs {
+	for id := range src.blocks.All() {
 		if m.mu.blocks.pending[id] != nil {
 			continue
 		}

@@ -77,7 +77,7 @@ func TestMonitorFollowsEvents(t *testing.T) {
 			dn.transfers = nil
 		}
 	}
-	if got := len(dns[3].blockIDs); got != files {
+	if got := dns[3].blocks.Len(); got != files {
 		t.Fatalf("the spare node holds %d replicas, want all %d blocks the dead node held", got, files)
 	}
 	m.scanBlocksLocked(func(h *blockHealth) {
@@ -164,7 +164,7 @@ func TestBlockReportPartsInOrder(t *testing.T) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if got := len(m.mu.blocks.nodes["dn0"].blockIDs); got != 4 {
+	if got := m.mu.blocks.nodes["dn0"].blocks.Len(); got != 4 {
 		t.Fatalf("the datanode holds %d replicas after refused parts, want all 4", got)
 	}
 }

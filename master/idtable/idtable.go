@@ -23,9 +23,12 @@ type Table[T any] struct {
 }
 
 type page[T any] struct {
-	live   int
-	used   [PageSize / 64]uint64 // bit i%64 of used[i/64]: id i has a value
-	values [PageSize]T
+	live int
+	used [PageSize / 64]uint64 // bit i%64 of used[i/64]: id i has a value
+	// values is allocated on its own: PageSize values of a power-of-two
+	// size (or 48 bytes) fill whole pages of the Go heap, where with the
+	// 136 bytes above they would take one more (16% more for a block).
+	values *[PageSize]T
 }
 
 func (p *page[T]) has(i uint64) bool { return p.used[i/64]&(1<<(i%64)) != 0 }
@@ -58,7 +61,7 @@ func (t *Table[T]) Put(id uint64, v T) *T {
 	}
 	p := t.pages[id/PageSize]
 	if p == nil {
-		p = &page[T]{}
+		p = &page[T]{values: new([PageSize]T)}
 		t.pages[id/PageSize] = p
 	}
 	i := id % PageSize
