@@ -40,6 +40,13 @@ func newBenchMaster(b testing.TB, dir string) (*Master, []string) {
 // state machine, as a metadata-only generator, with their blocks in the
 // block map on the given datanodes. m.mu must be held.
 func makeFiles(b testing.TB, m *Master, n int, uuids []string) {
+	makeBigFiles(b, m, n, 1, uuids)
+}
+
+// makeBigFiles is makeFiles for blocks blocks spread over files of
+// perFile blocks each.
+func makeBigFiles(b testing.TB, m *Master, blocks, perFile int, uuids []string) {
+	n := (blocks + perFile - 1) / perFile
 	for d := 0; d <= n/1000; d++ {
 		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpMkdir, Path: fmt.Sprintf("/d%d", d), FileID: m.mu.tree.NextInodeID()}); err != nil {
 			b.Fatal(err)
@@ -52,15 +59,19 @@ func makeFiles(b testing.TB, m *Master, n int, uuids []string) {
 			b.Fatal(err)
 		}
 		id := res.Inode.ID
-		blk := namespace.Block{ID: m.mu.tree.NextBlockID(), GenStamp: m.mu.tree.NextGenStamp()}
-		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAddBlock, FileID: id, Client: "c", Block: &blk}); err != nil {
-			b.Fatal(err)
+		var prev *namespace.Block
+		for k := 0; k < perFile && blocks > 0; k, blocks = k+1, blocks-1 {
+			blk := namespace.Block{ID: m.mu.tree.NextBlockID(), GenStamp: m.mu.tree.NextGenStamp()}
+			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAddBlock, FileID: id, Client: "c", Previous: prev, Block: &blk}); err != nil {
+				b.Fatal(err)
+			}
+			if uuids != nil {
+				m.mu.blocks.add(id, blk, uuids)
+			}
+			blk.Len = 64 << 20
+			prev = &blk
 		}
-		if uuids != nil {
-			m.mu.blocks.add(id, blk, uuids)
-		}
-		blk.Len = 64 << 20
-		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: id, Client: "c", Previous: &blk}); err != nil {
+		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: id, Client: "c", Previous: prev}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -108,31 +119,36 @@ func BenchmarkRestart(b *testing.B) {
 }
 
 // BenchmarkBlockReport measures full block-report ingestion on the master:
-// b.N replicas reported by one datanode.
+// b.N replicas reported by one datanode, of one-block files and of files
+// of 10,000 blocks.
 // Run: go test -run '^$' -bench BlockReport -benchtime 1000000x ./master
 func BenchmarkBlockReport(b *testing.B) {
-	m, uuids := newBenchMaster(b, b.TempDir())
-	defer m.Close()
-	m.mu.Lock()
-	makeFiles(b, m, b.N, uuids[:2]) // the third node's replicas come from its report
-	m.mu.Unlock()
-	req := &pb.BlockReportRequestProto{DatanodeUuid: proto.String(uuids[2])}
-	m.mu.tree.Files(func(n *namespace.Inode) {
-		for _, blk := range n.Blocks {
-			req.Blocks = append(req.Blocks, blockProto(blk.ID, blk.GenStamp, blk.Len))
-		}
-	})
-	b.ResetTimer()
-	start := time.Now()
-	if _, err := m.blockReport(context.Background(), req); err != nil {
-		b.Fatal(err)
+	for _, perFile := range []int{1, 10000} {
+		b.Run(fmt.Sprintf("blocks-per-file-%d", perFile), func(b *testing.B) {
+			m, uuids := newBenchMaster(b, b.TempDir())
+			defer m.Close()
+			m.mu.Lock()
+			makeBigFiles(b, m, b.N, perFile, uuids[:2]) // the third node's replicas come from its report
+			m.mu.Unlock()
+			req := &pb.BlockReportRequestProto{DatanodeUuid: proto.String(uuids[2])}
+			m.mu.tree.Files(func(n *namespace.Inode) {
+				for _, blk := range n.Blocks {
+					req.Blocks = append(req.Blocks, blockProto(blk.ID, blk.GenStamp, blk.Len))
+				}
+			})
+			b.ResetTimer()
+			start := time.Now()
+			if _, err := m.blockReport(context.Background(), req); err != nil {
+				b.Fatal(err)
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if got := m.mu.blocks.nodes[uuids[2]].blocks.Len(); got != b.N {
+				b.Fatalf("datanode holds %d replicas after its report, want %d", got, b.N)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "replicas/s")
+		})
 	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if got := m.mu.blocks.nodes[uuids[2]].blocks.Len(); got != b.N {
-		b.Fatalf("datanode holds %d replicas after its report, want %d", got, b.N)
-	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "replicas/s")
 }
 
 // BenchmarkMemoryPerBlock measures the master's heap per one-block file

@@ -177,11 +177,9 @@ func (m *Master) reportedLocked(dn *datanode, b *pb.BlockProto) {
 		m.mu.blocks.reportedLen(b.GetBlockId(), dn.uuid, b.GetNumBytes())
 		return
 	}
-	for _, blk := range n.Blocks {
-		if blk.ID == b.GetBlockId() && blk.Len != b.GetNumBytes() {
-			m.log.Warn("replica length disagrees with the file; deleting it", "block", blk.ID,
-				"datanode", xferAddr(dn.info.GetId()), "has", b.GetNumBytes(), "file", blk.Len)
-			m.mu.blocks.invalidateReplica(blk.ID, dn.uuid)
-		}
+	if i := n.BlockIndex(b.GetBlockId()); i >= 0 && n.Blocks[i].Len != b.GetNumBytes() {
+		m.log.Warn("replica length disagrees with the file; deleting it", "block", b.GetBlockId(),
+			"datanode", xferAddr(dn.info.GetId()), "has", b.GetNumBytes(), "file", n.Blocks[i].Len)
+		m.mu.blocks.invalidateReplica(b.GetBlockId(), dn.uuid)
 	}
 }

@@ -83,9 +83,7 @@ func (m *Master) healthLocked(id uint64) *blockHealth {
 	if n == nil || n.UnderConstruction() {
 		return nil
 	}
-	// Block ids only grow, so a file's blocks are in id order: a file of
-	// thousands of blocks costs a binary search, not a scan, per suspect.
-	if i := sort.Search(len(n.Blocks), func(i int) bool { return n.Blocks[i].ID >= id }); i < len(n.Blocks) && n.Blocks[i].ID == id {
+	if i := n.BlockIndex(id); i >= 0 {
 		return m.newHealth(n, n.Blocks[i])
 	}
 	return nil

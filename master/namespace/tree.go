@@ -89,6 +89,17 @@ func (n *Inode) UCPath() string {
 	return n.a.w.path
 }
 
+// BlockIndex is the position of block id among the file's blocks, or -1.
+// Block ids only grow, so a file's blocks are in id order: a file of
+// thousands of blocks costs a binary search, not a scan.
+func (n *Inode) BlockIndex(id uint64) int {
+	i := sort.Search(len(n.Blocks), func(i int) bool { return n.Blocks[i].ID >= id })
+	if i < len(n.Blocks) && n.Blocks[i].ID == id {
+		return i
+	}
+	return -1
+}
+
 // Len is the file's length: the sum of its blocks.
 func (n *Inode) Len() uint64 {
 	var l uint64
@@ -636,12 +647,10 @@ func (t *Tree) reportBlock(e *Entry) (Result, error) {
 	if !ok {
 		return Result{}, nil
 	}
-	for i := range n.Blocks {
-		if n.Blocks[i].ID == e.Block.ID {
-			n.Blocks[i].Len = e.Block.Len
-			if e.Block.GenStamp > n.Blocks[i].GenStamp {
-				n.Blocks[i].GenStamp = e.Block.GenStamp
-			}
+	if i := n.BlockIndex(e.Block.ID); i >= 0 {
+		n.Blocks[i].Len = e.Block.Len
+		if e.Block.GenStamp > n.Blocks[i].GenStamp {
+			n.Blocks[i].GenStamp = e.Block.GenStamp
 		}
 	}
 	t.sawGenStamp(e.Block.GenStamp)

@@ -460,3 +460,20 @@ func TestVersion2SnapshotLoads(t *testing.T) {
 		t.Fatalf("version 2 snapshot loads differently:\n%s\nvs\n%s", dump(t2), dump(a.tree))
 	}
 }
+
+func TestBlockIndex(t *testing.T) {
+	n := &Inode{}
+	for id := uint64(10); id < 1000; id += 7 {
+		n.Blocks = append(n.Blocks, Block{ID: id})
+	}
+	for i, b := range n.Blocks {
+		if got := n.BlockIndex(b.ID); got != i {
+			t.Fatalf("BlockIndex(%d) = %d, want %d", b.ID, got, i)
+		}
+	}
+	for _, id := range []uint64{0, 9, 11, 1000, 1 << 40} {
+		if got := n.BlockIndex(id); got != -1 {
+			t.Fatalf("BlockIndex(%d) of a block the file does not have = %d", id, got)
+		}
+	}
+}
