@@ -119,8 +119,9 @@ func BenchmarkRestart(b *testing.B) {
 }
 
 // BenchmarkBlockReport measures full block-report ingestion on the master:
-// b.N replicas reported by one datanode, of one-block files and of files
-// of 10,000 blocks.
+// b.N replicas reported by one datanode in one part, of one-block files
+// and of files of 10,000 blocks, and the longest a client waited for the
+// master's lock meanwhile.
 // Run: go test -run '^$' -bench BlockReport -benchtime 1000000x ./master
 func BenchmarkBlockReport(b *testing.B) {
 	for _, perFile := range []int{1, 10000} {
@@ -136,6 +137,24 @@ func BenchmarkBlockReport(b *testing.B) {
 					req.Blocks = append(req.Blocks, blockProto(blk.ID, blk.GenStamp, blk.Len))
 				}
 			})
+			// What a client would wait for the master's lock meanwhile.
+			done, waited := make(chan struct{}), make(chan time.Duration)
+			go func() {
+				var longest time.Duration
+				for {
+					select {
+					case <-done:
+						waited <- longest
+						return
+					default:
+					}
+					t := time.Now()
+					m.mu.Lock()
+					longest = max(longest, time.Since(t))
+					m.mu.Unlock()
+					time.Sleep(100 * time.Microsecond)
+				}
+			}()
 			b.ResetTimer()
 			start := time.Now()
 			if _, err := m.blockReport(context.Background(), req); err != nil {
@@ -143,6 +162,8 @@ func BenchmarkBlockReport(b *testing.B) {
 			}
 			elapsed := time.Since(start)
 			b.StopTimer()
+			close(done)
+			b.ReportMetric(float64((<-waited).Microseconds())/1000, "longest-lock-wait-ms")
 			if got := m.mu.blocks.nodes[uuids[2]].blocks.Len(); got != b.N {
 				b.Fatalf("datanode holds %d replicas after its report, want %d", got, b.N)
 			}

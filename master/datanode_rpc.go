@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	"google.golang.org/protobuf/proto"
@@ -86,11 +87,22 @@ func (m *Master) sendHeartbeat(ctx context.Context, req *pb.HeartbeatRequestProt
 	return resp, nil
 }
 
+// reportBatch bounds the replicas of a full block report taken per hold of
+// the master's lock: a part of 500,000 replicas taken at once held it
+// ~0.3 s, and every client waited that long.
+var reportBatch = 10000
+
+// testHookReportBatch, when set, runs between two batches of a report.
+var testHookReportBatch func()
+
 func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProto) (*pb.BlockReportResponseProto, error) {
+	uuid := req.GetDatanodeUuid()
+	var dn *datanode
+	var r *fullReport
 	err := m.locked(func() error {
-		dn := m.mu.blocks.nodes[req.GetDatanodeUuid()]
-		if dn == nil {
-			return fmt.Errorf("%w: datanode %s is not registered", protocol.ErrInvalidArgument, req.GetDatanodeUuid())
+		dn = m.mu.blocks.nodes[uuid]
+		if dn == nil || dn.dead {
+			return fmt.Errorf("%w: datanode %s is not registered", protocol.ErrInvalidArgument, uuid)
 		}
 		part := req.GetPart()
 		if part == 0 {
@@ -99,30 +111,80 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 			dn.report = nil
 			return fmt.Errorf("%w: block report %d: part %d out of order", protocol.ErrInvalidArgument, req.GetReportId(), part)
 		}
-		r := dn.report
+		r = dn.report
 		r.next++
-		for _, b := range req.GetBlocks() {
-			r.held[b.GetBlockId()] = true
-			m.reportedLocked(dn, b)
-		}
-		if req.GetMore() {
-			return nil
-		}
-		dn.report = nil
-		// Replicas the map expected on this node but the node does not have.
-		var gone []uint64
-		for id := range dn.blocks.All() {
-			if !r.held[id] && !m.underConstructionLocked(id) {
-				gone = append(gone, id)
-			}
-		}
-		for _, id := range gone {
-			m.mu.blocks.removeReplica(id, dn.uuid)
-		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	// The lock is let go between batches: the node may re-register, die
+	// or start another report meanwhile, and then this one is dropped.
+	current := func() error {
+		if m.mu.blocks.nodes[uuid] != dn || dn.dead || dn.report != r {
+			return fmt.Errorf("%w: block report %d of datanode %s: the datanode re-registered, died or reported again meanwhile",
+				protocol.ErrInvalidArgument, r.id, uuid)
+		}
+		return nil
+	}
+	blocks := req.GetBlocks()
+	for len(blocks) > 0 {
+		batch := blocks[:min(len(blocks), reportBatch)]
+		blocks = blocks[len(batch):]
+		if err := m.locked(func() error {
+			if err := current(); err != nil {
+				return err
+			}
+			for _, b := range batch {
+				r.held[b.GetBlockId()] = true
+				m.reportedLocked(dn, b)
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		if testHookReportBatch != nil {
+			testHookReportBatch()
+		}
+	}
+	if req.GetMore() {
+		return &pb.BlockReportResponseProto{}, nil
+	}
+	// The last part: the map forgets the replicas it expected on this node
+	// that the node did not report, looked for outside the lock (only
+	// this call touches r.held) and dropped in batches.
+	var listed []uint64
+	err = m.locked(func() error {
+		if err := current(); err != nil {
+			return err
+		}
+		dn.report = nil
+		listed = slices.AppendSeq(make([]uint64, 0, dn.blocks.Len()), dn.blocks.All())
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var gone []uint64
+	for _, id := range listed {
+		if !r.held[id] {
+			gone = append(gone, id)
+		}
+	}
+	for len(gone) > 0 {
+		batch := gone[:min(len(gone), reportBatch)]
+		gone = gone[len(batch):]
+		m.locked(func() error {
+			if m.mu.blocks.nodes[uuid] != dn || dn.dead {
+				return nil // re-registered or died: its replicas went with it
+			}
+			for _, id := range batch {
+				if !m.underConstructionLocked(id) {
+					m.mu.blocks.removeReplica(id, uuid)
+				}
+			}
+			return nil
+		})
 	}
 	return &pb.BlockReportResponseProto{}, nil
 }

@@ -1,10 +1,12 @@
 package master
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -205,5 +207,58 @@ func TestStartScanInStretches(t *testing.T) {
 		if bm.pending[id] == nil && !suspect {
 			t.Fatalf("block %d: under-replicated, neither being copied nor suspect after the scan", id)
 		}
+	}
+}
+
+// TestBlockReportInBatches checks a full report taken a few replicas per
+// hold of the lock: every reported replica recorded, every unreported one
+// forgotten, and a report whose datanode re-registers half-way dropped
+// without touching the new registration.
+func TestBlockReportInBatches(t *testing.T) {
+	defer func(n int) { reportBatch = n }(reportBatch)
+	reportBatch = 2
+	m, _ := testMaster(t, 2)
+	m.mu.Lock()
+	makeFiles(t, m, 7, []string{"dn0", "dn1"})
+	var blocks []namespace.Block
+	m.mu.tree.Files(func(n *namespace.Inode) { blocks = append(blocks, n.Blocks[0]) })
+	m.mu.Unlock()
+	slices.SortFunc(blocks, func(a, b namespace.Block) int { return cmp.Compare(a.ID, b.ID) })
+	var ids []uint64
+	for _, b := range blocks {
+		ids = append(ids, b.ID)
+	}
+	report := func(ids []uint64) *pb.BlockReportRequestProto {
+		req := &pb.BlockReportRequestProto{DatanodeUuid: proto.String("dn0")}
+		for _, b := range blocks[:len(ids)] {
+			req.Blocks = append(req.Blocks, blockProto(b.ID, b.GenStamp, b.Len))
+		}
+		return req
+	}
+	if _, err := m.blockReport(context.Background(), report(ids[:5])); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	got := slices.Sorted(m.mu.blocks.nodes["dn0"].blocks.All())
+	m.mu.Unlock()
+	if !slices.Equal(got, ids[:5]) {
+		t.Fatalf("dn0 holds %v after reporting %v", got, ids[:5])
+	}
+
+	// The datanode re-registers after the report's first batch.
+	batches := 0
+	testHookReportBatch = func() {
+		if batches++; batches == 1 {
+			m.registerDatanode(context.Background(), &pb.RegisterDatanodeRequestProto{Info: m.mu.blocks.nodes["dn0"].info})
+		}
+	}
+	defer func() { testHookReportBatch = nil }()
+	if _, err := m.blockReport(context.Background(), report(ids)); err == nil {
+		t.Fatal("a report whose datanode re-registered half-way went on")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n := m.mu.blocks.nodes["dn0"].blocks.Len(); n != 0 {
+		t.Fatalf("the new registration of dn0 holds %d replicas from the old one's report", n)
 	}
 }
