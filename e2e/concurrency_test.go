@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"path"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -120,6 +121,23 @@ func TestConcurrentNamespaceChanges(t *testing.T) {
 // write acknowledged before the kill is there after the restart.
 func TestMasterKill9MidWrites(t *testing.T) {
 	cl := godfstest.NewCluster(t, godfstest.Config{})
+	killMidWrites(t, cl, 700*time.Millisecond)
+}
+
+// TestMasterKill9DuringCheckpoints is the same with a checkpoint every 30
+// log entries, written in the background from the log while the clients
+// write, so that the kill may land in the middle of one.
+func TestMasterKill9DuringCheckpoints(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{CheckpointEvery: 30})
+	if log := killMidWrites(t, cl, 3500*time.Millisecond); !strings.Contains(log, "checkpoint written") {
+		t.Fatal("no checkpoint was written while the clients wrote: the test exercised nothing")
+	}
+}
+
+// killMidWrites has 4 clients write files for d, kills the master -9,
+// restarts it and checks that every acknowledged write is there. It
+// returns the killed master's log.
+func killMidWrites(t *testing.T, cl *godfstest.Cluster, d time.Duration) string {
 	var mu sync.Mutex
 	acked := map[string][]byte{}
 	var wg sync.WaitGroup
@@ -153,7 +171,7 @@ func TestMasterKill9MidWrites(t *testing.T) {
 			}
 		}(i)
 	}
-	time.Sleep(700 * time.Millisecond)
+	time.Sleep(d)
 	cl.KillMaster()
 	close(stop)
 	wg.Wait()
@@ -162,6 +180,7 @@ func TestMasterKill9MidWrites(t *testing.T) {
 	if len(acked) == 0 {
 		t.Fatal("no write was acknowledged before the kill")
 	}
+	killed := cl.Master.Log()
 	cl.RestartMaster()
 	cl.WaitLive(3)
 	c := cl.Client()
@@ -171,4 +190,5 @@ func TestMasterKill9MidWrites(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged writes survived the master's kill -9", len(acked))
+	return killed
 }

@@ -79,6 +79,8 @@ type Config struct {
 	// BlockReportPart bounds the replicas per block-report call. Default:
 	// the datanode's own.
 	BlockReportPart int
+	// CheckpointEvery is the master's --checkpoint-every. Default: its own.
+	CheckpointEvery uint64
 }
 
 // Proc is one running godfs server process.
@@ -183,9 +185,13 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 func (c *Cluster) StartMaster(addr string) {
 	c.t.Helper()
 	dir := filepath.Join(c.dir, "master")
-	c.Master = c.start(dir, "master", "--dir", dir, "--listen", addr, "--block-size", c.cfg.BlockSize,
+	args := []string{"master", "--dir", dir, "--listen", addr, "--block-size", c.cfg.BlockSize,
 		"--replication", fmt.Sprint(c.cfg.Replication), "--dead-after", c.cfg.DeadAfter.String(),
-		"--lease-limit", c.cfg.LeaseLimit.String())
+		"--lease-limit", c.cfg.LeaseLimit.String()}
+	if c.cfg.CheckpointEvery > 0 {
+		args = append(args, "--checkpoint-every", fmt.Sprint(c.cfg.CheckpointEvery))
+	}
+	c.Master = c.start(dir, args...)
 }
 
 func (c *Cluster) startDataNode(dir string) *Proc {

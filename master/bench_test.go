@@ -137,24 +137,7 @@ func BenchmarkBlockReport(b *testing.B) {
 					req.Blocks = append(req.Blocks, blockProto(blk.ID, blk.GenStamp, blk.Len))
 				}
 			})
-			// What a client would wait for the master's lock meanwhile.
-			done, waited := make(chan struct{}), make(chan time.Duration)
-			go func() {
-				var longest time.Duration
-				for {
-					select {
-					case <-done:
-						waited <- longest
-						return
-					default:
-					}
-					t := time.Now()
-					m.mu.Lock()
-					longest = max(longest, time.Since(t))
-					m.mu.Unlock()
-					time.Sleep(100 * time.Microsecond)
-				}
-			}()
+			waited := lockWaits(m)
 			b.ResetTimer()
 			start := time.Now()
 			if _, err := m.blockReport(context.Background(), req); err != nil {
@@ -162,8 +145,7 @@ func BenchmarkBlockReport(b *testing.B) {
 			}
 			elapsed := time.Since(start)
 			b.StopTimer()
-			close(done)
-			b.ReportMetric(float64((<-waited).Microseconds())/1000, "longest-lock-wait-ms")
+			b.ReportMetric(float64(waited().Microseconds())/1000, "longest-lock-wait-ms")
 			if got := m.mu.blocks.nodes[uuids[2]].blocks.Len(); got != b.N {
 				b.Fatalf("datanode holds %d replicas after its report, want %d", got, b.N)
 			}
@@ -247,4 +229,89 @@ func BenchmarkMonitorPass(b *testing.B) {
 	b.ReportMetric(float64(full.Microseconds())/1000, "full-scan-ms")
 	b.ReportMetric(float64(longest.Microseconds())/1000, "longest-pass-ms")
 	b.ReportMetric(float64(later.Microseconds())/1000, "later-pass-ms")
+}
+
+// lockWaits takes and lets go of m's lock every 100 µs, as clients would,
+// until the returned function is called; that returns the longest wait
+// (which includes waiting for a core on a busy machine).
+func lockWaits(m *Master) func() time.Duration {
+	done, waited := make(chan struct{}), make(chan time.Duration)
+	go func() {
+		var longest time.Duration
+		for {
+			select {
+			case <-done:
+				waited <- longest
+				return
+			default:
+			}
+			t := time.Now()
+			m.mu.Lock()
+			longest = max(longest, time.Since(t))
+			m.mu.Unlock()
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	return func() time.Duration {
+		close(done)
+		return <-waited
+	}
+}
+
+// BenchmarkCheckpoint measures a checkpoint of b.N one-block files, and
+// the longest a client waits for the master's lock meanwhile: written from
+// the live tree under the lock (at a clean shutdown), and in the
+// background from a checkpoint of those files and the log of the
+// CheckpointEvery entries after it (while serving).
+// Run: go test -run '^$' -bench Checkpoint -benchtime 1000000x ./master
+func BenchmarkCheckpoint(b *testing.B) {
+	for _, background := range []bool{false, true} {
+		name := "live-tree-under-lock"
+		if background {
+			name = "from-log-in-background"
+		}
+		b.Run(name, func(b *testing.B) {
+			m, uuids := newBenchMaster(b, b.TempDir())
+			defer m.Close()
+			m.mu.Lock()
+			makeFiles(b, m, b.N, uuids)
+			if background {
+				// From a checkpoint of those files and the log of a
+				// checkpoint interval of changes after it, as when serving.
+				if err := m.checkpointLocked(); err != nil {
+					b.Fatal(err)
+				}
+				for i := range m.cfg.CheckpointEvery {
+					if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpMkdir, Path: fmt.Sprintf("/more/%d", i),
+						FileID: m.mu.tree.NextInodeID(), Parents: true}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			m.mu.Unlock()
+			waited := lockWaits(m)
+			b.ResetTimer()
+			start := time.Now()
+			if background {
+				m.mu.Lock()
+				m.startCheckpointLocked(m.cfg.Now())
+				m.mu.Unlock()
+				m.ckpt.Wait()
+			} else {
+				m.mu.Lock()
+				err := m.checkpointLocked()
+				m.mu.Unlock()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(waited().Microseconds())/1000, "longest-lock-wait-ms")
+			if m.mu.checkpoint != m.mu.tree.LastIndex() {
+				b.Fatalf("checkpoint at %d, want %d", m.mu.checkpoint, m.mu.tree.LastIndex())
+			}
+			b.ReportMetric(float64(elapsed.Milliseconds()), "ms")
+		})
+	}
 }

@@ -39,7 +39,11 @@ type Master struct {
 		blocks     *blockMap
 		leases     map[string]time.Time // client name -> last renewal
 		checkpoint uint64               // index of the last checkpoint
-		failed     error                // set when the op log fails: no more changes
+		// checkpointing is set while a checkpoint is written in the
+		// background; the next one may start at nextCheckpoint.
+		checkpointing  bool
+		nextCheckpoint time.Time
+		failed         error // set when the op log fails: no more changes
 		// safeMode: after a restart, until enough blocks have reported
 		// replicas, the master serves reads only and deletes nothing.
 		safeMode         bool
@@ -50,6 +54,7 @@ type Master struct {
 
 	stop chan struct{}
 	done sync.WaitGroup
+	ckpt sync.WaitGroup // a background checkpoint
 }
 
 // identity is the cluster identity persisted in the master's directory.
@@ -79,6 +84,7 @@ func New(cfg Config) (*Master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("master: %w", err)
 	}
+	hadCheckpoint := tree != nil
 	if tree == nil {
 		tree = namespace.New(currentUser(), cfg.SuperGroup, cfg.Now().UnixMilli())
 	}
@@ -97,6 +103,15 @@ func New(cfg Config) (*Master, error) {
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	m.mu.tree = tree
+	if !hadCheckpoint {
+		// A master starts with a checkpoint (of its empty tree, when new):
+		// later ones are built from the last one and the log, and the
+		// root's owner and times must come from here.
+		if err := oplog.SaveCheckpoint(cfg.Dir, tree); err != nil {
+			return nil, fmt.Errorf("master: %w", err)
+		}
+		m.mu.checkpoint = tree.LastIndex()
+	}
 	m.mu.blocks = newBlockMap()
 	if m.mu.decommission, err = loadDecommission(cfg.Dir); err != nil {
 		return nil, err
@@ -228,6 +243,7 @@ func (m *Master) Close() error {
 	close(m.stop)
 	m.rpc.Close()
 	m.done.Wait()
+	m.ckpt.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	err := m.checkpointLocked()
@@ -289,33 +305,7 @@ func (m *Master) tick() {
 	}
 	m.replicateLocked()
 	last = m.mu.tree.LastIndex()
-	if last-m.mu.checkpoint >= m.cfg.CheckpointEvery {
-		if err := m.checkpointLocked(); err != nil {
-			m.log.Error("checkpoint failed", "err", err)
-		}
-	}
-}
-
-// checkpointLocked writes a checkpoint of the tree and drops the log
-// segments it covers. m.mu must be held.
-func (m *Master) checkpointLocked() error {
-	idx := m.mu.tree.LastIndex()
-	if idx == m.mu.checkpoint {
-		return nil
-	}
-	start := time.Now()
-	if err := m.oplog.Roll(idx + 1); err != nil {
-		return err
-	}
-	if err := oplog.SaveCheckpoint(m.cfg.Dir, m.mu.tree); err != nil {
-		return err
-	}
-	m.mu.checkpoint = idx
-	if err := m.oplog.Compact(idx); err != nil {
-		return err
-	}
-	m.log.Info("checkpoint written", "index", idx, "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	m.startCheckpointLocked(now)
 }
 
 // update runs fn with m.mu held, then waits until every entry fn applied

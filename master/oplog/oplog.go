@@ -122,6 +122,35 @@ func (l *Log) Replay(after uint64, fn func(*namespace.Entry) error) error {
 	return l.openForAppend(filepath.Join(l.dir, segmentName(after+1)), 0, after)
 }
 
+// ReplayClosed calls fn for every logged entry with after < index <= upto,
+// reading only the segments a Roll to upto+1 closed; it leaves the
+// segment being appended to, and the log's state, alone. A background
+// checkpoint rebuilds the tree from them while the log goes on.
+func (l *Log) ReplayClosed(after, upto uint64, fn func(*namespace.Entry) error) error {
+	segs, err := l.segments()
+	if err != nil {
+		return fmt.Errorf("replay op log: %w", err)
+	}
+	for i, first := range segs {
+		if first > upto {
+			break
+		}
+		if i+1 < len(segs) && segs[i+1] <= after+1 {
+			continue // all at or below after
+		}
+		_, _, err := l.replaySegment(first, after, false, func(e *namespace.Entry) error {
+			if e.Index > upto {
+				return nil
+			}
+			return fn(e)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // replaySegment returns the offset after the last good record and the last
 // index seen.
 func (l *Log) replaySegment(first, after uint64, isLast bool, fn func(*namespace.Entry) error) (int64, uint64, error) {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -229,4 +230,32 @@ func BenchmarkAppendSync(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "syncs/s")
+}
+
+func TestReplayClosedLeavesTheLiveLog(t *testing.T) {
+	dir := t.TempDir()
+	_, l, _ := replayAll(t, dir, 0)
+	appendN(t, l, 1, 5)
+	if err := l.Roll(6); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 6, 8)
+	if err := l.Roll(9); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 9, 10)
+	var got []uint64
+	err := l.ReplayClosed(2, 8, func(e *namespace.Entry) error { got = append(got, e.Index); return nil })
+	if err != nil || !slices.Equal(got, []uint64{3, 4, 5, 6, 7, 8}) {
+		t.Fatalf("replay of the closed segments after 2 up to 8: %v %v", got, err)
+	}
+	got = nil
+	if err := l.ReplayClosed(5, 8, func(e *namespace.Entry) error { got = append(got, e.Index); return nil }); err != nil || !slices.Equal(got, []uint64{6, 7, 8}) {
+		t.Fatalf("replay of the closed segments after 5 up to 8: %v %v", got, err)
+	}
+	appendN(t, l, 11, 11) // the live log goes on
+	l.Close()
+	if got, _, err := replayAll(t, dir, 0); err != nil || len(got) != 11 {
+		t.Fatalf("replay of the whole log: %v %v", got, err)
+	}
 }
