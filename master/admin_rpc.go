@@ -31,65 +31,53 @@ func (m *Master) fsck(ctx context.Context, req *pb.FsckRequestProto) (*pb.FsckRe
 		Bytes: proto.Uint64(0), Missing: proto.Uint64(0), UnderReplicated: proto.Uint64(0), OverReplicated: proto.Uint64(0),
 		FilesUnderConstruction: proto.Uint64(0)}
 	max := int(req.GetMaxProblems())
-	err := m.locked(func() error {
-		root, err := m.mu.tree.Lookup(req.GetPath())
-		if err != nil {
-			return err
+	var files, dirs, blocks, bytes, missing, under, over, uc uint64
+	problem := func(n *namespace.Inode, id uint64, live, want int, kind string) {
+		if len(resp.Problems) >= max {
+			resp.Truncated = proto.Bool(true)
+			return
 		}
-		var files, dirs, blocks, bytes, missing, under, over, uc uint64
-		var walk func(n *namespace.Inode)
-		problem := func(n *namespace.Inode, id uint64, live, want int, kind string) {
-			if len(resp.Problems) >= max {
-				resp.Truncated = proto.Bool(true)
-				return
-			}
-			resp.Problems = append(resp.Problems, &pb.FsckProblemProto{Path: proto.String(n.Path()), BlockId: proto.Uint64(id),
-				Live: proto.Uint32(uint32(live)), Expected: proto.Uint32(uint32(want)), Kind: proto.String(kind)})
+		resp.Problems = append(resp.Problems, &pb.FsckProblemProto{Path: proto.String(n.Path()), BlockId: proto.Uint64(id),
+			Live: proto.Uint32(uint32(live)), Expected: proto.Uint32(uint32(want)), Kind: proto.String(kind)})
+	}
+	err := m.walkTree(req.GetPath(), func(n *namespace.Inode) {
+		if n.IsDir {
+			dirs++
+			return
 		}
-		walk = func(n *namespace.Inode) {
-			if n.IsDir {
-				dirs++
-				for _, c := range n.ChildrenAfter("") {
-					walk(c)
-				}
-				return
+		files++
+		bytes += n.Len()
+		if n.UnderConstruction() {
+			uc++
+		}
+		for i, b := range n.Blocks {
+			blocks++
+			if n.UnderConstruction() && i == len(n.Blocks)-1 {
+				continue // still being written
 			}
-			files++
-			bytes += n.Len()
-			if n.UnderConstruction() {
-				uc++
+			live := 0
+			for _, dn := range m.mu.blocks.holders(b.ID) {
+				if dn.inService() {
+					live++
+				}
 			}
-			for i, b := range n.Blocks {
-				blocks++
-				if n.UnderConstruction() && i == len(n.Blocks)-1 {
-					continue // still being written
-				}
-				live := 0
-				for _, dn := range m.mu.blocks.holders(b.ID) {
-					if dn.inService() {
-						live++
-					}
-				}
-				all := len(m.mu.blocks.holders(b.ID))
-				want := int(n.Replication)
-				switch {
-				case all == 0:
-					missing++
-					problem(n, b.ID, 0, want, "MISSING")
-				case live < want:
-					under++
-					problem(n, b.ID, live, want, "UNDER_REPLICATED")
-				case live > want:
-					over++
-					problem(n, b.ID, live, want, "OVER_REPLICATED")
-				}
+			all := len(m.mu.blocks.holders(b.ID))
+			want := int(n.Replication)
+			switch {
+			case all == 0:
+				missing++
+				problem(n, b.ID, 0, want, "MISSING")
+			case live < want:
+				under++
+				problem(n, b.ID, live, want, "UNDER_REPLICATED")
+			case live > want:
+				over++
+				problem(n, b.ID, live, want, "OVER_REPLICATED")
 			}
 		}
-		walk(root)
-		resp.Files, resp.Directories, resp.Blocks, resp.Bytes = &files, &dirs, &blocks, &bytes
-		resp.Missing, resp.UnderReplicated, resp.OverReplicated, resp.FilesUnderConstruction = &missing, &under, &over, &uc
-		return nil
 	})
+	resp.Files, resp.Directories, resp.Blocks, resp.Bytes = &files, &dirs, &blocks, &bytes
+	resp.Missing, resp.UnderReplicated, resp.OverReplicated, resp.FilesUnderConstruction = &missing, &under, &over, &uc
 	if err != nil {
 		return nil, err
 	}

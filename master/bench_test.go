@@ -315,3 +315,23 @@ func BenchmarkCheckpoint(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkContentSummary measures a content summary of b.N one-block
+// files (du /) and the longest a client waits for the master's lock
+// meanwhile.
+// Run: go test -run '^$' -bench ContentSummary -benchtime 2000000x ./master
+func BenchmarkContentSummary(b *testing.B) {
+	m, uuids := newBenchMaster(b, b.TempDir())
+	defer m.Close()
+	m.mu.Lock()
+	makeFiles(b, m, b.N, uuids)
+	m.mu.Unlock()
+	waited := lockWaits(m)
+	b.ResetTimer()
+	resp, err := m.getContentSummary(context.Background(), &pb.GetContentSummaryRequestProto{Path: proto.String("/")})
+	b.StopTimer()
+	if err != nil || resp.GetSummary().GetFileCount() != uint64(b.N) {
+		b.Fatalf("summary: %v %v, want %d files", resp, err, b.N)
+	}
+	b.ReportMetric(float64(waited().Microseconds())/1000, "longest-lock-wait-ms")
+}

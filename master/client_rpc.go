@@ -583,26 +583,14 @@ func (m *Master) cutReplicasLocked(b namespace.Block, oldGS uint64) {
 
 func (m *Master) getContentSummary(ctx context.Context, req *pb.GetContentSummaryRequestProto) (*pb.GetContentSummaryResponseProto, error) {
 	var length, files, dirs, space uint64
-	err := m.locked(func() error {
-		n, err := m.mu.tree.Lookup(req.GetPath())
-		if err != nil {
-			return err
+	err := m.walkTree(req.GetPath(), func(n *namespace.Inode) {
+		if n.IsDir {
+			dirs++
+			return
 		}
-		var walk func(*namespace.Inode)
-		walk = func(n *namespace.Inode) {
-			if n.IsDir {
-				dirs++
-				for _, c := range n.Children() {
-					walk(c)
-				}
-				return
-			}
-			files++
-			length += n.Len()
-			space += n.Len() * uint64(n.Replication)
-		}
-		walk(n)
-		return nil
+		files++
+		length += n.Len()
+		space += n.Len() * uint64(n.Replication)
 	})
 	if err != nil {
 		return nil, err
