@@ -3,7 +3,6 @@ package master
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/godfs/godfs/master/namespace"
@@ -41,20 +40,15 @@ func TestWalkTreeWhileChanging(t *testing.T) {
 	m.mu.Lock()
 	makeFiles(t, m, 3000, nil) // /d0, /d1, /d2: 1000 files each
 	m.mu.Unlock()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
+		defer close(done)
+		for i := range 1000 {
+			// Names sorting before the files there, so that the walk of
+			// the directory is not made longer and longer by them.
 			m.mu.Lock()
-			e := &namespace.Entry{Type: namespace.OpMkdir, Path: fmt.Sprintf("/d1/new%d", i), FileID: m.mu.tree.NextInodeID()}
-			if i%2 == 1 && i < 1000 {
+			e := &namespace.Entry{Type: namespace.OpMkdir, Path: fmt.Sprintf("/d1/a%d", i), FileID: m.mu.tree.NextInodeID()}
+			if i%2 == 1 {
 				e = &namespace.Entry{Type: namespace.OpDelete, Path: fmt.Sprintf("/d1/f%d", 1000+i), Recursive: true}
 			}
 			if _, err := m.applyLocked(e); err != nil {
@@ -64,7 +58,12 @@ func TestWalkTreeWhileChanging(t *testing.T) {
 		}
 	}()
 	seen := map[string]int{}
-	for range 3 {
+	for walks, changing := 0, true; changing || walks < 2; walks++ {
+		select {
+		case <-done:
+			changing = false
+		default:
+		}
 		clear(seen)
 		err := m.walkTree("/", func(n *namespace.Inode) {
 			if p := n.Path(); !n.IsDir && !strings.HasPrefix(p, "/d1/") {
@@ -75,8 +74,6 @@ func TestWalkTreeWhileChanging(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	close(stop)
-	wg.Wait()
 	if len(seen) != 2000 {
 		t.Fatalf("the walk saw %d files outside the changing directory, want 2000", len(seen))
 	}
