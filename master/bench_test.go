@@ -335,3 +335,25 @@ func BenchmarkContentSummary(b *testing.B) {
 	}
 	b.ReportMetric(float64(waited().Microseconds())/1000, "longest-lock-wait-ms")
 }
+
+// BenchmarkDatanodeDeath measures how long the master's lock is held when
+// a datanode holding b.N replicas is declared dead (or re-registers): all
+// its replicas dropped, all its blocks made suspects.
+// Run: go test -run '^$' -bench DatanodeDeath -benchtime 1000000x ./master
+func BenchmarkDatanodeDeath(b *testing.B) {
+	m, uuids := newBenchMaster(b, b.TempDir())
+	defer m.Close()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	makeFiles(b, m, b.N, uuids)
+	m.mu.blocks.rescanFrom = 0 // the scan after a start is over
+	b.ResetTimer()
+	start := time.Now()
+	m.mu.blocks.nodeDead(m.mu.blocks.nodes[uuids[0]])
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if got := m.mu.blocks.suspects.Len(); got != b.N {
+		b.Fatalf("%d suspects after the death of a node holding %d replicas", got, b.N)
+	}
+	b.ReportMetric(float64(elapsed.Microseconds())/1000, "ms-of-lock")
+}

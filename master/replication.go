@@ -152,16 +152,22 @@ func (m *Master) replicateLocked() {
 			bm.rescanFrom = 0
 		}
 	}
-	checked := 0
-	for id := range bm.suspects {
-		if checked == checksPerPass {
+	id, ok := bm.suspects.Next(bm.suspectFrom)
+	wrapped := false
+	for checked := 0; checked < checksPerPass; checked++ {
+		if !ok && !wrapped { // on from the lowest id
+			wrapped = true
+			id, ok = bm.suspects.Next(0)
+		}
+		if !ok {
 			break
 		}
-		checked++
-		delete(bm.suspects, id)
+		bm.suspects.Delete(id)
 		if h := m.healthLocked(id); h != nil {
 			visit(h)
 		}
+		bm.suspectFrom = id + 1
+		id, ok = bm.suspects.Next(id + 1)
 	}
 	sort.SliceStable(under, func(i, j int) bool { return under[i].counted < under[j].counted })
 	nodes := m.placementNodesLocked()
@@ -174,7 +180,7 @@ func (m *Master) replicateLocked() {
 		}
 	}
 	m.decommissionProgressLocked()
-	if m.mu.balanceThreshold > 0 && len(under) == 0 && len(bm.suspects) == 0 && bm.rescanFrom == 0 {
+	if m.mu.balanceThreshold > 0 && len(under) == 0 && bm.suspects.Len() == 0 && bm.rescanFrom == 0 {
 		m.balanceLocked(nodes, now)
 	}
 }

@@ -49,12 +49,12 @@ func TestMonitorFollowsEvents(t *testing.T) {
 	const files = 500
 	makeFiles(t, m, files, []string{"dn0", "dn1", "dn2"})
 	m.replicateLocked() // the first pass looks at everything
-	if len(m.mu.blocks.suspects) != 0 || len(m.mu.blocks.pending) != 0 {
-		t.Fatalf("healthy cluster: %d suspects, %d copies after the first pass", len(m.mu.blocks.suspects), len(m.mu.blocks.pending))
+	if m.mu.blocks.suspects.Len() != 0 || len(m.mu.blocks.pending) != 0 {
+		t.Fatalf("healthy cluster: %d suspects, %d copies after the first pass", m.mu.blocks.suspects.Len(), len(m.mu.blocks.pending))
 	}
 
 	m.mu.blocks.nodeDead(dns[0])
-	if got := len(m.mu.blocks.suspects); got != files {
+	if got := m.mu.blocks.suspects.Len(); got != files {
 		t.Fatalf("%d suspect blocks after a node holding %d died", got, files)
 	}
 	budget := m.cfg.MaxTransfersPerNode * 3
@@ -66,7 +66,7 @@ func TestMonitorFollowsEvents(t *testing.T) {
 		if n := len(m.mu.blocks.pending); n > budget {
 			t.Fatalf("pass %d queued %d copies, more than the budget of %d", pass, n, budget)
 		}
-		if len(m.mu.blocks.pending) == 0 && len(m.mu.blocks.suspects) == 0 {
+		if len(m.mu.blocks.pending) == 0 && m.mu.blocks.suspects.Len() == 0 {
 			break
 		}
 		// The datanodes make the copies they were told to and report them.
@@ -184,8 +184,8 @@ func TestStartScanInStretches(t *testing.T) {
 	const files = 20000
 	makeFiles(t, m, files, []string{"dn0", "dn1"}) // every block one replica short
 	bm := m.mu.blocks
-	if len(bm.suspects) != 0 {
-		t.Fatalf("%d suspects recorded ahead of the scan", len(bm.suspects))
+	if bm.suspects.Len() != 0 {
+		t.Fatalf("%d suspects recorded ahead of the scan", bm.suspects.Len())
 	}
 	m.replicateLocked()
 	if bm.rescanFrom == 0 {
@@ -193,7 +193,7 @@ func TestStartScanInStretches(t *testing.T) {
 	}
 	first, _ := bm.blocks.Next(0)
 	bm.removeReplica(first, "dn1") // behind the scan
-	if _, ok := bm.suspects[first]; !ok {
+	if bm.suspects.Ptr(first) == nil {
 		t.Fatal("a change behind the scan was not recorded")
 	}
 	for pass := 1; bm.rescanFrom != 0; pass++ {
@@ -203,7 +203,7 @@ func TestStartScanInStretches(t *testing.T) {
 		m.replicateLocked()
 	}
 	for id := range bm.blocks.All() {
-		_, suspect := bm.suspects[id]
+		suspect := bm.suspects.Ptr(id) != nil
 		if bm.pending[id] == nil && !suspect {
 			t.Fatalf("block %d: under-replicated, neither being copied nor suspect after the scan", id)
 		}
