@@ -75,8 +75,7 @@ type datanode struct {
 // fullReport is a full block report arriving in parts.
 type fullReport struct {
 	id   uint64
-	next uint32          // the part expected next
-	held map[uint64]bool // the replicas its parts so far reported
+	next uint32 // the part expected next
 }
 
 // inService reports whether the node counts for replication and may get

@@ -35,7 +35,7 @@ func blockMapAgreesWithModel(t *testing.T, nextID uint64) {
 		uuids = append(uuids, u)
 		bm.register(&datanode{uuid: u})
 	}
-	model := map[uint64]map[string]bool{} // block -> holders
+	model := map[uint64]map[string]bool{} // block -> holders -> marked by a full report
 	var ids []uint64
 	for step := range 20000 {
 		switch op := rng.IntN(10); {
@@ -46,13 +46,19 @@ func blockMapAgreesWithModel(t *testing.T, nextID uint64) {
 			bm.add(42, namespace.Block{ID: id, GenStamp: 1}, targets)
 			model[id] = map[string]bool{}
 			for _, u := range targets {
-				model[id][u] = true
+				model[id][u] = false
 			}
 			ids = append(ids, id)
 		case op < 6: // a replica reported, possibly again, with a length that may differ
 			id, u := ids[rng.IntN(len(ids))], uuids[rng.IntN(nodes)]
 			bm.reported(bm.nodes[u], blockProto(id, 1, uint64(rng.IntN(4))<<20))
-			model[id][u] = true
+			if _, ok := model[id][u]; !ok {
+				model[id][u] = false
+			}
+			if rng.IntN(2) == 0 { // as a full report does
+				bm.nodes[u].blocks.mark(id, bm.ref(id, bm.blocks.Ptr(id), bm.nodes[u]).pos)
+				model[id][u] = true
+			}
 		case op < 8: // a replica dropped, possibly one that is not there
 			id, u := ids[rng.IntN(len(ids))], uuids[rng.IntN(nodes)]
 			bm.removeReplica(id, u)
@@ -62,6 +68,14 @@ func blockMapAgreesWithModel(t *testing.T, nextID uint64) {
 			bm.free([]namespace.Block{{ID: ids[i]}})
 			delete(model, ids[i])
 			ids = slices.Delete(ids, i, i+1)
+		case rng.IntN(2) == 0: // a full report starts: no replica of a node marked
+			u := uuids[rng.IntN(nodes)]
+			bm.nodes[u].blocks.clearMarks()
+			for _, holders := range model {
+				if _, ok := holders[u]; ok {
+					holders[u] = false
+				}
+			}
 		default: // a node dies and comes back empty
 			u := uuids[rng.IntN(nodes)]
 			bm.nodeDead(bm.nodes[u])
@@ -80,7 +94,8 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 		t.Fatalf("step %d: %d blocks in the map, model has %d", step, bm.blocks.Len(), len(model))
 	}
 	withReplicas := 0
-	reverse := map[string]map[uint64]bool{}
+	reverse := map[string]map[uint64]bool{} // holder -> blocks
+	unmarked := map[string][]uint64{}       // holder -> blocks not marked
 	for id, holders := range model {
 		bi := bm.blocks.Ptr(id)
 		if bi == nil {
@@ -91,8 +106,11 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 			got = append(got, dn.uuid)
 		}
 		var want []string
-		for u := range holders {
+		for u, marked := range holders {
 			want = append(want, u)
+			if !marked {
+				unmarked[u] = append(unmarked[u], id)
+			}
 			if reverse[u] == nil {
 				reverse[u] = map[uint64]bool{}
 			}
@@ -117,6 +135,9 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 		var bytes int64
 		listed := 0
 		for _, g := range dn.blocks.groups {
+			if len(g.marked) != (len(g.lows)+63)/64 || len(g.lows)%64 != 0 && g.marked[len(g.marked)-1]>>(len(g.lows)%64) != 0 {
+				t.Fatalf("step %d: %s has %d mark words for %d blocks, or marks past the last", step, u, len(g.marked), len(g.lows))
+			}
 			for pos, low := range g.lows {
 				id := uint64(g.high)<<32 | uint64(low)
 				r := bm.ref(id, bm.blocks.Ptr(id), dn)
@@ -129,6 +150,11 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 		}
 		if all := slices.Collect(dn.blocks.All()); listed != len(reverse[u]) || len(all) != listed {
 			t.Fatalf("step %d: %s has %d blocks in its groups and yields %d, holds %d", step, u, listed, len(all), len(reverse[u]))
+		}
+		got := slices.Sorted(dn.blocks.Unmarked())
+		slices.Sort(unmarked[u])
+		if !slices.Equal(got, unmarked[u]) {
+			t.Fatalf("step %d: %s has %v unmarked, want %v", step, u, got, unmarked[u])
 		}
 		if dn.bytes != bytes {
 			t.Fatalf("step %d: %s counts %d bytes, holds %d", step, u, dn.bytes, bytes)

@@ -106,7 +106,8 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 		}
 		part := req.GetPart()
 		if part == 0 {
-			dn.report = &fullReport{id: req.GetReportId(), held: make(map[uint64]bool, len(req.GetBlocks()))}
+			dn.report = &fullReport{id: req.GetReportId()}
+			dn.blocks.clearMarks()
 		} else if r := dn.report; r == nil || r.id != req.GetReportId() || r.next != part {
 			dn.report = nil
 			return fmt.Errorf("%w: block report %d: part %d out of order", protocol.ErrInvalidArgument, req.GetReportId(), part)
@@ -136,8 +137,13 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 				return err
 			}
 			for _, b := range batch {
-				r.held[b.GetBlockId()] = true
 				m.reportedLocked(dn, b)
+				id := b.GetBlockId()
+				if bi := m.mu.blocks.blocks.Ptr(id); bi != nil {
+					if ref := m.mu.blocks.ref(id, bi, dn); ref != nil {
+						dn.blocks.mark(id, ref.pos)
+					}
+				}
 			}
 			return nil
 		}); err != nil {
@@ -151,25 +157,18 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 		return &pb.BlockReportResponseProto{}, nil
 	}
 	// The last part: the map forgets the replicas it expected on this node
-	// that the node did not report, looked for outside the lock (only
-	// this call touches r.held) and dropped in batches.
-	var listed []uint64
+	// that the node did not report (left unmarked), in batches.
+	var gone []uint64
 	err = m.locked(func() error {
 		if err := current(); err != nil {
 			return err
 		}
 		dn.report = nil
-		listed = slices.AppendSeq(make([]uint64, 0, dn.blocks.Len()), dn.blocks.All())
+		gone = slices.Collect(dn.blocks.Unmarked())
 		return nil
 	})
 	if err != nil {
 		return nil, err
-	}
-	var gone []uint64
-	for _, id := range listed {
-		if !r.held[id] {
-			gone = append(gone, id)
-		}
 	}
 	for len(gone) > 0 {
 		batch := gone[:min(len(gone), reportBatch)]
