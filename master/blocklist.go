@@ -3,7 +3,7 @@ package master
 import "iter"
 
 // blockList is the set of blocks one datanode holds, in no order, at 4
-// bytes a block: the reverse of blockInfo.reps. Block ids are handed out
+// bytes and a bit a block: the reverse of blockInfo.reps. Block ids are handed out
 // in sequence, so nearly all of a node's ids share their high 32 bits;
 // the list keeps one group of low halves per high half it has seen (one,
 // or two across a boundary). A replica's position (replicaRef.pos) is its
