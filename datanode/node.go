@@ -395,9 +395,9 @@ func (d *DataNode) blockReport(ctx context.Context) error {
 		n := min(len(all), d.opts.BlockReportPart)
 		req := &pb.BlockReportRequestProto{DatanodeUuid: proto.String(d.uuid), ReportId: proto.Uint64(id),
 			Part: proto.Uint32(part), More: proto.Bool(n < len(all))}
+		req.Replicas = make([]uint64, 0, 3*n)
 		for _, b := range all[:n] {
-			req.Blocks = append(req.Blocks, &pb.BlockProto{BlockId: proto.Uint64(b.ID),
-				GenStamp: proto.Uint64(b.GenStamp), NumBytes: proto.Uint64(uint64(b.Len))})
+			req.Replicas = append(req.Replicas, b.ID, b.GenStamp, uint64(b.Len))
 		}
 		if err := d.master.Call(ctx, "blockReport", req, &pb.BlockReportResponseProto{}); err != nil {
 			return fmt.Errorf("block report (part %d): %w", part, err)

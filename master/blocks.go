@@ -349,32 +349,32 @@ func (bm *blockMap) reportedLen(id uint64, uuid string, n uint64) {
 	l[uuid] = n
 }
 
-// reported handles a datanode's report that it holds a finalized replica.
-// Replicas of unknown blocks or with a stale generation stamp are queued
-// for deletion.
-func (bm *blockMap) reported(dn *datanode, b *pb.BlockProto) {
-	bi := bm.blocks.Ptr(b.GetBlockId())
-	if bi == nil || b.GetGenStamp() < bi.genStamp {
-		dn.invalidate = append(dn.invalidate, b)
+// reported handles a datanode's report that it holds a finalized replica
+// of block id, under generation stamp gs, n bytes long. Replicas of
+// unknown blocks or with a stale generation stamp are queued for deletion.
+func (bm *blockMap) reported(dn *datanode, id, gs, n uint64) {
+	bi := bm.blocks.Ptr(id)
+	if bi == nil || gs < bi.genStamp {
+		dn.invalidate = append(dn.invalidate, blockProto(id, gs, n))
 		return
 	}
-	if b.GetGenStamp() > bi.genStamp {
-		bi.genStamp = b.GetGenStamp()
+	if gs > bi.genStamp {
+		bi.genStamp = gs
 	}
-	if n := b.GetNumBytes(); n != bi.numBytes {
-		for _, holder := range bm.replicas(b.GetBlockId()) {
+	if n != bi.numBytes {
+		for _, holder := range bm.replicas(id) {
 			holder.bytes += int64(n) - int64(bi.numBytes)
 		}
 		bi.numBytes = n
 	}
-	bm.addReplica(b.GetBlockId(), bi, dn.uuid)
-	if p := bm.pending[b.GetBlockId()]; p != nil && p.targets[dn.uuid] {
+	bm.addReplica(id, bi, dn.uuid)
+	if p := bm.pending[id]; p != nil && p.targets[dn.uuid] {
 		delete(p.targets, dn.uuid)
 		if len(p.targets) == 0 {
 			if p.moveFrom != "" {
-				bm.invalidateReplica(b.GetBlockId(), p.moveFrom)
+				bm.invalidateReplica(id, p.moveFrom)
 			}
-			bm.finishPending(b.GetBlockId())
+			bm.finishPending(id)
 		}
 	}
 }

@@ -51,7 +51,7 @@ func blockMapAgreesWithModel(t *testing.T, nextID uint64) {
 			ids = append(ids, id)
 		case op < 6: // a replica reported, possibly again, with a length that may differ
 			id, u := ids[rng.IntN(len(ids))], uuids[rng.IntN(nodes)]
-			bm.reported(bm.nodes[u], blockProto(id, 1, uint64(rng.IntN(4))<<20))
+			bm.reported(bm.nodes[u], id, 1, uint64(rng.IntN(4))<<20)
 			if _, ok := model[id][u]; !ok {
 				model[id][u] = false
 			}

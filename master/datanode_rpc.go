@@ -97,6 +97,9 @@ var testHookReportBatch func()
 
 func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProto) (*pb.BlockReportResponseProto, error) {
 	uuid := req.GetDatanodeUuid()
+	if len(req.GetReplicas())%3 != 0 {
+		return nil, fmt.Errorf("%w: block report of %d numbers, not (id, stamp, length) triples", protocol.ErrInvalidArgument, len(req.GetReplicas()))
+	}
 	var dn *datanode
 	var r *fullReport
 	err := m.locked(func() error {
@@ -128,17 +131,26 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 		}
 		return nil
 	}
-	blocks := req.GetBlocks()
-	for len(blocks) > 0 {
-		batch := blocks[:min(len(blocks), reportBatch)]
-		blocks = blocks[len(batch):]
+	// Replica i of the report: from blocks (older datanodes), then from
+	// the packed triples.
+	blocks, packed := req.GetBlocks(), req.GetReplicas()
+	replica := func(i int) (id, gs, n uint64) {
+		if i < len(blocks) {
+			b := blocks[i]
+			return b.GetBlockId(), b.GetGenStamp(), b.GetNumBytes()
+		}
+		t := packed[3*(i-len(blocks)):]
+		return t[0], t[1], t[2]
+	}
+	total := len(blocks) + len(packed)/3
+	for start := 0; start < total; start += reportBatch {
 		if err := m.locked(func() error {
 			if err := current(); err != nil {
 				return err
 			}
-			for _, b := range batch {
-				m.reportedLocked(dn, b)
-				id := b.GetBlockId()
+			for i := start; i < min(total, start+reportBatch); i++ {
+				id, gs, n := replica(i)
+				m.reportedLocked(dn, id, gs, n)
 				if bi := m.mu.blocks.blocks.Ptr(id); bi != nil {
 					if ref := m.mu.blocks.ref(id, bi, dn); ref != nil {
 						dn.blocks.mark(id, ref.pos)
@@ -202,7 +214,7 @@ func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockRecei
 			return nil
 		}
 		for _, b := range req.GetReceived() {
-			m.reportedLocked(dn, b)
+			m.reportedLocked(dn, b.GetBlockId(), b.GetGenStamp(), b.GetNumBytes())
 		}
 		for _, b := range req.GetDeleted() {
 			m.mu.blocks.removeReplica(b.GetBlockId(), dn.uuid)
@@ -220,27 +232,28 @@ func sortDatanodes(d []*pb.DatanodeInfoProto) {
 	sort.Slice(d, func(i, j int) bool { return xferAddr(d[i].GetId()) < xferAddr(d[j].GetId()) })
 }
 
-// reportedLocked records a replica a datanode reports. Beyond the block
-// map's checks, it remembers lengths of blocks being written (for lease
-// recovery) and deletes replicas of complete files whose length disagrees
-// with the file (left over from a failed pipeline). m.mu must be held.
-func (m *Master) reportedLocked(dn *datanode, b *pb.BlockProto) {
-	m.mu.blocks.reported(dn, b)
-	bi := m.mu.blocks.blocks.Ptr(b.GetBlockId())
+// reportedLocked records a replica a datanode reports (of block id, under
+// stamp gs, n bytes long). Beyond the block map's checks, it remembers
+// lengths of blocks being written (for lease recovery) and deletes replicas
+// of complete files whose length disagrees with the file (left over from a
+// failed pipeline). m.mu must be held.
+func (m *Master) reportedLocked(dn *datanode, id, gs, n uint64) {
+	m.mu.blocks.reported(dn, id, gs, n)
+	bi := m.mu.blocks.blocks.Ptr(id)
 	if bi == nil {
 		return
 	}
-	n := m.mu.tree.File(bi.fileID)
-	if n == nil {
+	f := m.mu.tree.File(bi.fileID)
+	if f == nil {
 		return
 	}
-	if n.UnderConstruction() {
-		m.mu.blocks.reportedLen(b.GetBlockId(), dn.uuid, b.GetNumBytes())
+	if f.UnderConstruction() {
+		m.mu.blocks.reportedLen(id, dn.uuid, n)
 		return
 	}
-	if i := n.BlockIndex(b.GetBlockId()); i >= 0 && n.Blocks[i].Len != b.GetNumBytes() {
-		m.log.Warn("replica length disagrees with the file; deleting it", "block", b.GetBlockId(),
-			"datanode", xferAddr(dn.info.GetId()), "has", b.GetNumBytes(), "file", n.Blocks[i].Len)
-		m.mu.blocks.invalidateReplica(b.GetBlockId(), dn.uuid)
+	if i := f.BlockIndex(id); i >= 0 && f.Blocks[i].Len != n {
+		m.log.Warn("replica length disagrees with the file; deleting it", "block", id,
+			"datanode", xferAddr(dn.info.GetId()), "has", n, "file", f.Blocks[i].Len)
+		m.mu.blocks.invalidateReplica(id, dn.uuid)
 	}
 }

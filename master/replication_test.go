@@ -73,7 +73,7 @@ func TestMonitorFollowsEvents(t *testing.T) {
 		for _, dn := range dns[1:] {
 			for _, cmd := range dn.transfers {
 				for _, target := range cmd.Targets {
-					m.mu.blocks.reported(m.mu.blocks.nodes[target.GetId().GetDatanodeUuid()], cmd.Block)
+					m.mu.blocks.reported(m.mu.blocks.nodes[target.GetId().GetDatanodeUuid()], cmd.Block.GetBlockId(), cmd.Block.GetGenStamp(), cmd.Block.GetNumBytes())
 				}
 			}
 			dn.transfers = nil
@@ -127,8 +127,8 @@ func TestSafeModeCountsReportedBlocks(t *testing.T) {
 		}
 	}
 	for i, id := range ids[:150] {
-		m.mu.blocks.reported(dns[i%2], blockProto(id, m.mu.blocks.blocks.Ptr(id).genStamp, 1))
-		m.mu.blocks.reported(dns[2], blockProto(id, m.mu.blocks.blocks.Ptr(id).genStamp, 1))
+		m.mu.blocks.reported(dns[i%2], id, m.mu.blocks.blocks.Ptr(id).genStamp, 1)
+		m.mu.blocks.reported(dns[2], id, m.mu.blocks.blocks.Ptr(id).genStamp, 1)
 	}
 	check("after reports")
 	m.mu.blocks.nodeDead(dns[2])
@@ -235,7 +235,17 @@ func TestBlockReportInBatches(t *testing.T) {
 		}
 		return req
 	}
-	if _, err := m.blockReport(context.Background(), report(ids[:5])); err != nil {
+	// As godfs datanodes send it: packed (id, stamp, length) triples. A
+	// list that is not triples is refused before anything is taken.
+	packed := &pb.BlockReportRequestProto{DatanodeUuid: proto.String("dn0")}
+	for _, b := range blocks[:5] {
+		packed.Replicas = append(packed.Replicas, b.ID, b.GenStamp, b.Len)
+	}
+	torn := &pb.BlockReportRequestProto{DatanodeUuid: proto.String("dn0"), Replicas: packed.Replicas[:14]}
+	if _, err := m.blockReport(context.Background(), torn); err == nil {
+		t.Fatal("a report of 14 numbers was taken")
+	}
+	if _, err := m.blockReport(context.Background(), packed); err != nil {
 		t.Fatal(err)
 	}
 	m.mu.Lock()
