@@ -212,10 +212,16 @@ func (bm *blockMap) replicas(id uint64) []*datanode {
 	return out
 }
 
-func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
+// addReplica records that datanode uuid holds a replica of block id (if
+// it is not recorded already) and returns where block id is in that
+// node's list; ok is false for an unknown node.
+func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) (pos uint32, ok bool) {
 	dn := bm.nodes[uuid]
-	if dn == nil || bm.ref(id, bi, dn) != nil {
-		return
+	if dn == nil {
+		return 0, false
+	}
+	if r := bm.ref(id, bi, dn); r != nil {
+		return r.pos, true
 	}
 	r := replicaRef{node: dn.index, pos: dn.blocks.add(id)}
 	dn.bytes += int64(bi.numBytes)
@@ -229,6 +235,7 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) {
 		bm.extra[id] = append(bm.extra[id], r)
 	}
 	bm.recheck(id)
+	return r.pos, true
 }
 
 // unlink drops block id, at pos, from dn's list, and points the block
@@ -350,13 +357,15 @@ func (bm *blockMap) reportedLen(id uint64, uuid string, n uint64) {
 }
 
 // reported handles a datanode's report that it holds a finalized replica
-// of block id, under generation stamp gs, n bytes long. Replicas of
-// unknown blocks or with a stale generation stamp are queued for deletion.
-func (bm *blockMap) reported(dn *datanode, id, gs, n uint64) {
+// of block id, under generation stamp gs, n bytes long, and returns where
+// the block is in the node's list once recorded. Replicas of unknown
+// blocks or with a stale generation stamp are queued for deletion (ok is
+// false).
+func (bm *blockMap) reported(dn *datanode, id, gs, n uint64) (pos uint32, ok bool) {
 	bi := bm.blocks.Ptr(id)
 	if bi == nil || gs < bi.genStamp {
 		dn.invalidate = append(dn.invalidate, blockProto(id, gs, n))
-		return
+		return 0, false
 	}
 	if gs > bi.genStamp {
 		bi.genStamp = gs
@@ -367,16 +376,17 @@ func (bm *blockMap) reported(dn *datanode, id, gs, n uint64) {
 		}
 		bi.numBytes = n
 	}
-	bm.addReplica(id, bi, dn.uuid)
+	pos, ok = bm.addReplica(id, bi, dn.uuid)
 	if p := bm.pending[id]; p != nil && p.targets[dn.uuid] {
 		delete(p.targets, dn.uuid)
 		if len(p.targets) == 0 {
 			if p.moveFrom != "" {
-				bm.invalidateReplica(id, p.moveFrom)
+				bm.invalidateReplica(id, p.moveFrom) // another node: pos stands
 			}
 			bm.finishPending(id)
 		}
 	}
+	return pos, ok
 }
 
 // finishPending forgets a copy in flight.

@@ -55,10 +55,7 @@ func (m *Master) checkpointFromLog(idx uint64) {
 		if tree.LastIndex() != idx {
 			return fmt.Errorf("op log replayed to entry %d, want %d", tree.LastIndex(), idx)
 		}
-		if err := oplog.SaveCheckpoint(m.cfg.Dir, tree); err != nil {
-			return err
-		}
-		return m.oplog.Compact(idx)
+		return m.writeCheckpoint(tree)
 	}()
 	took := time.Since(start)
 	m.mu.Lock()
@@ -84,13 +81,19 @@ func (m *Master) checkpointLocked() error {
 	if err := m.oplog.Roll(idx + 1); err != nil {
 		return err
 	}
-	if err := oplog.SaveCheckpoint(m.cfg.Dir, m.mu.tree); err != nil {
+	if err := m.writeCheckpoint(m.mu.tree); err != nil {
 		return err
 	}
 	m.mu.checkpoint = idx
-	if err := m.oplog.Compact(idx); err != nil {
-		return err
-	}
 	m.log.Info("checkpoint written", "index", idx, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// writeCheckpoint saves tree as the checkpoint and drops the log segments
+// it covers (a Roll to just after it must have closed them).
+func (m *Master) writeCheckpoint(tree *namespace.Tree) error {
+	if err := oplog.SaveCheckpoint(m.cfg.Dir, tree); err != nil {
+		return err
+	}
+	return m.oplog.Compact(tree.LastIndex())
 }

@@ -124,8 +124,9 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 	}
 	// The lock is let go between batches: the node may re-register, die
 	// or start another report meanwhile, and then this one is dropped.
+	registered := func() bool { return m.mu.blocks.nodes[uuid] == dn && !dn.dead }
 	current := func() error {
-		if m.mu.blocks.nodes[uuid] != dn || dn.dead || dn.report != r {
+		if !registered() || dn.report != r {
 			return fmt.Errorf("%w: block report %d of datanode %s: the datanode re-registered, died or reported again meanwhile",
 				protocol.ErrInvalidArgument, r.id, uuid)
 		}
@@ -150,11 +151,8 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 			}
 			for i := start; i < min(total, start+reportBatch); i++ {
 				id, gs, n := replica(i)
-				m.reportedLocked(dn, id, gs, n)
-				if bi := m.mu.blocks.blocks.Ptr(id); bi != nil {
-					if ref := m.mu.blocks.ref(id, bi, dn); ref != nil {
-						dn.blocks.mark(id, ref.pos)
-					}
+				if pos, kept := m.reportedLocked(dn, id, gs, n); kept {
+					dn.blocks.mark(id, pos)
 				}
 			}
 			return nil
@@ -186,7 +184,7 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 		batch := gone[:min(len(gone), reportBatch)]
 		gone = gone[len(batch):]
 		m.locked(func() error {
-			if m.mu.blocks.nodes[uuid] != dn || dn.dead {
+			if !registered() {
 				return nil // re-registered or died: its replicas went with it
 			}
 			for _, id := range batch {
@@ -233,27 +231,30 @@ func sortDatanodes(d []*pb.DatanodeInfoProto) {
 }
 
 // reportedLocked records a replica a datanode reports (of block id, under
-// stamp gs, n bytes long). Beyond the block map's checks, it remembers
+// stamp gs, n bytes long) and returns where the block is in the node's
+// list if the replica is kept. Beyond the block map's checks, it remembers
 // lengths of blocks being written (for lease recovery) and deletes replicas
 // of complete files whose length disagrees with the file (left over from a
 // failed pipeline). m.mu must be held.
-func (m *Master) reportedLocked(dn *datanode, id, gs, n uint64) {
-	m.mu.blocks.reported(dn, id, gs, n)
+func (m *Master) reportedLocked(dn *datanode, id, gs, n uint64) (pos uint32, kept bool) {
+	pos, kept = m.mu.blocks.reported(dn, id, gs, n)
 	bi := m.mu.blocks.blocks.Ptr(id)
 	if bi == nil {
-		return
+		return pos, kept
 	}
 	f := m.mu.tree.File(bi.fileID)
 	if f == nil {
-		return
+		return pos, kept
 	}
 	if f.UnderConstruction() {
 		m.mu.blocks.reportedLen(id, dn.uuid, n)
-		return
+		return pos, kept
 	}
 	if i := f.BlockIndex(id); i >= 0 && f.Blocks[i].Len != n {
 		m.log.Warn("replica length disagrees with the file; deleting it", "block", id,
 			"datanode", xferAddr(dn.info.GetId()), "has", n, "file", f.Blocks[i].Len)
 		m.mu.blocks.invalidateReplica(id, dn.uuid)
+		return 0, false
 	}
+	return pos, kept
 }
