@@ -50,9 +50,9 @@ func (m *Master) fsck(ctx context.Context, req *pb.FsckRequestProto) (*pb.FsckRe
 		if n.UnderConstruction() {
 			uc++
 		}
-		for i, b := range n.Blocks {
+		for i, b := range n.Blocks() {
 			blocks++
-			if n.UnderConstruction() && i == len(n.Blocks)-1 {
+			if n.UnderConstruction() && i == len(n.Blocks())-1 {
 				continue // still being written
 			}
 			live := 0

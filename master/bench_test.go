@@ -134,7 +134,7 @@ func BenchmarkBlockReport(b *testing.B) {
 			m.mu.Unlock()
 			req := &pb.BlockReportRequestProto{DatanodeUuid: proto.String(uuids[2])}
 			m.mu.tree.Files(func(n *namespace.Inode) {
-				for _, blk := range n.Blocks {
+				for _, blk := range n.Blocks() {
 					req.Replicas = append(req.Replicas, blk.ID, blk.GenStamp, blk.Len)
 				}
 			})

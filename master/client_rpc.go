@@ -330,7 +330,7 @@ func (m *Master) complete(ctx context.Context, req *pb.CompleteRequestProto) (*p
 		res, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: id, Path: req.GetSrc(),
 			Client: req.GetClientName(), Previous: blockFrom(req.GetLast()), Time: m.nowMillis()})
 		if err == nil {
-			for _, b := range res.Inode.Blocks {
+			for _, b := range res.Inode.Blocks() {
 				delete(m.mu.blocks.lens, b.ID) // only needed while the file is being written
 			}
 		}
@@ -352,9 +352,8 @@ func (m *Master) fsync(ctx context.Context, req *pb.FsyncRequestProto) (*pb.Fsyn
 			return &fs.PathError{Op: "fsync", Path: req.GetSrc(), Err: protocol.ErrNoLease}
 		}
 		e := &namespace.Entry{Type: namespace.OpFsync, FileID: id, Client: req.GetClient(), Time: m.nowMillis()}
-		if l := req.GetLastBlockLength(); l >= 0 && len(n.Blocks) > 0 {
-			last := n.Blocks[len(n.Blocks)-1]
-			e.Block = &namespace.Block{ID: last.ID, GenStamp: last.GenStamp, Len: uint64(l)}
+		if last, ok := n.LastBlock(); ok && req.GetLastBlockLength() >= 0 {
+			e.Block = &namespace.Block{ID: last.ID, GenStamp: last.GenStamp, Len: uint64(req.GetLastBlockLength())}
 		}
 		if _, err := m.applyLocked(e); err != nil {
 			return err
@@ -404,15 +403,15 @@ func (m *Master) locatedBlocksLocked(ctx context.Context, n *namespace.Inode, of
 		end = math.MaxUint64
 	}
 	var pos uint64
-	for _, b := range n.Blocks {
+	for _, b := range n.Blocks() {
 		bEnd := pos + b.Len
 		if bEnd > off && pos < end || b.Len == 0 && pos >= off && pos < end {
 			lbs.Blocks = append(lbs.Blocks, m.locatedBlock(b, pos, m.mu.blocks.locations(b.ID, ip, m.stale, m.cfg.Rand)))
 		}
 		pos = bEnd
 	}
-	if k := len(lbs.Blocks); k > 0 && len(n.Blocks) > 0 && lbs.Blocks[k-1].GetB().GetBlockId() == n.Blocks[len(n.Blocks)-1].ID {
-		lbs.LastBlock = lbs.Blocks[k-1]
+	if last, ok := n.LastBlock(); ok && len(lbs.Blocks) > 0 && lbs.Blocks[len(lbs.Blocks)-1].GetB().GetBlockId() == last.ID {
+		lbs.LastBlock = lbs.Blocks[len(lbs.Blocks)-1]
 	}
 	return lbs
 }
@@ -543,7 +542,7 @@ func (m *Master) truncate(ctx context.Context, req *pb.TruncateRequestProto) (*p
 			Block: &namespace.Block{GenStamp: m.mu.tree.NextGenStamp()}}
 		before := map[uint64]namespace.Block{}
 		if n, err := m.mu.tree.Lookup(req.GetSrc()); err == nil {
-			for _, b := range n.Blocks {
+			for _, b := range n.Blocks() {
 				before[b.ID] = b
 			}
 		}
@@ -551,8 +550,7 @@ func (m *Master) truncate(ctx context.Context, req *pb.TruncateRequestProto) (*p
 		if err != nil {
 			return err
 		}
-		if k := len(res.Inode.Blocks); k > 0 {
-			last := res.Inode.Blocks[k-1]
+		if last, ok := res.Inode.LastBlock(); ok {
 			if old := before[last.ID]; old.GenStamp != last.GenStamp {
 				done = false
 				m.cutReplicasLocked(last, old.GenStamp)

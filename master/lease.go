@@ -19,8 +19,7 @@ import (
 func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 	now := m.nowMillis()
 	path := n.Path()
-	if k := len(n.Blocks); k > 0 && n.Blocks[k-1].Len == 0 {
-		last := n.Blocks[k-1]
+	if last, ok := n.LastBlock(); ok && last.Len == 0 {
 		bi := m.mu.blocks.blocks.Ptr(last.ID)
 		lens := m.mu.blocks.lens[last.ID]
 		length, ok := uint64(0), false

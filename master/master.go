@@ -121,7 +121,7 @@ func New(cfg Config) (*Master, error) {
 	// it look like garbage to delete.)
 	withoutGC(func() {
 		tree.Files(func(n *namespace.Inode) {
-			for _, b := range n.Blocks {
+			for _, b := range n.Blocks() {
 				m.mu.blocks.add(n.ID, b, nil)
 			}
 		})
@@ -373,7 +373,7 @@ func (m *Master) applyLocked(e *namespace.Entry) (namespace.Result, error) {
 	case namespace.OpComplete, namespace.OpSetReplication, namespace.OpTruncate, namespace.OpReportBlock:
 		// The file's blocks start being monitored, or want another count.
 		if res.Inode != nil && !res.Inode.UnderConstruction() {
-			for _, b := range res.Inode.Blocks {
+			for _, b := range res.Inode.Blocks() {
 				m.mu.blocks.recheck(b.ID)
 			}
 		}

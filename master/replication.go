@@ -66,7 +66,7 @@ func (m *Master) scanBlocksLocked(fn func(h *blockHealth)) {
 		if n.UnderConstruction() {
 			return
 		}
-		for _, b := range n.Blocks {
+		for _, b := range n.Blocks() {
 			fn(m.newHealth(n, b))
 		}
 	})
@@ -84,7 +84,7 @@ func (m *Master) healthLocked(id uint64) *blockHealth {
 		return nil
 	}
 	if i := n.BlockIndex(id); i >= 0 {
-		return m.newHealth(n, n.Blocks[i])
+		return m.newHealth(n, n.Blocks()[i])
 	}
 	return nil
 }

@@ -221,7 +221,7 @@ func TestBlockReportInBatches(t *testing.T) {
 	m.mu.Lock()
 	makeFiles(t, m, 7, []string{"dn0", "dn1"})
 	var blocks []namespace.Block
-	m.mu.tree.Files(func(n *namespace.Inode) { blocks = append(blocks, n.Blocks[0]) })
+	m.mu.tree.Files(func(n *namespace.Inode) { blocks = append(blocks, n.Blocks()[0]) })
 	m.mu.Unlock()
 	slices.SortFunc(blocks, func(a, b namespace.Block) int { return cmp.Compare(a.ID, b.ID) })
 	var ids []uint64

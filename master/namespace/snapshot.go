@@ -85,8 +85,9 @@ func (sw *snapshotWriter) inode(n *Inode) error {
 	if !n.IsDir {
 		sw.uvarint(uint64(n.Replication))
 		sw.uvarint(n.BlockSize())
-		sw.uvarint(uint64(len(n.Blocks)))
-		for _, b := range n.Blocks {
+		bs := n.Blocks()
+		sw.uvarint(uint64(len(bs)))
+		for _, b := range bs {
 			sw.uvarint(b.ID)
 			sw.uvarint(b.GenStamp)
 			sw.uvarint(b.Len)
@@ -243,7 +244,7 @@ func (sr *snapshotReader) name() string {
 	return s
 }
 
-// blocks returns space for a file's count blocks, carved out of space
+// blocks returns space for the blocks of a file of more than one, carved out of space
 // shared with other files (its capacity is its own: an append
 // reallocates).
 func (sr *snapshotReader) blocks(count int) []Block {
@@ -297,17 +298,24 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		a.user = sr.interned()
 		a.group = sr.interned()
 		n.Mtime, n.Atime = sr.varint(), sr.varint()
-		if !n.IsDir {
+		if n.IsDir {
+			a.kids = new([]*Inode)
+		} else {
 			n.Replication = uint16(sr.uvarint())
 			a.blockSize = sr.uvarint()
 			count := sr.uvarint()
 			if count > 1<<24 {
 				return nil, fmt.Errorf("read snapshot: inode %d has %d blocks", n.ID, count)
 			}
-			n.Blocks = sr.blocks(int(count))
-			for i := range n.Blocks {
-				n.Blocks[i] = Block{ID: sr.uvarint(), GenStamp: sr.uvarint(), Len: sr.uvarint()}
+			bs := n.one[:]
+			if count > 1 {
+				bs = sr.blocks(int(count))
+				a.blocks = &bs
 			}
+			for i := range count {
+				bs[i] = Block{ID: sr.uvarint(), GenStamp: sr.uvarint(), Len: sr.uvarint()}
+			}
+			n.hasOne = count == 1
 		}
 		if kind&recUC != 0 {
 			a.w = &writing{client: sr.interned(), overwrite: kind&recUCOverwrite != 0}

@@ -11,6 +11,7 @@ package namespace
 import (
 	"fmt"
 	"io/fs"
+	"slices"
 	"sort"
 
 	"github.com/godfs/godfs/master/idtable"
@@ -19,10 +20,11 @@ import (
 
 // Inode is a file or a directory.
 //
-// Its fields are laid out to fit 96 bytes: owner, group and block size,
-// which most inodes share with many others, are interned, what only
-// files being written need hangs off the same pointer, and a directory's
-// children off another.
+// Its fields are laid out to fit 88 bytes (a 96-byte allocation) with a
+// one-block file's block inside: owner, group and block size, which most
+// inodes share with many others, are interned, and what most inodes do not
+// have (a directory's children, the blocks of a file of more than one, the
+// writing of a file under construction) hangs off the same pointer.
 type Inode struct {
 	ID     uint64
 	Name   string
@@ -33,26 +35,31 @@ type Inode struct {
 	Perm        uint16 // permission bits, 0o777 range plus sticky
 	Replication uint16 // files only
 	IsDir       bool
+	hasOne      bool // one holds the file's only block
 	a           *attrs
 
-	// kids are a directory's children, sorted by name (as HDFS keeps
-	// them): 8 bytes a child where a map entry costs about 40, a listing
-	// page is a binary search, and a checkpoint loads them in order.
-	// Behind a pointer, so that files, most inodes, do not carry a slice
-	// header they never use.
-	kids *[]*Inode
-
-	Blocks []Block // files only
+	one [1]Block
 }
 
-// attrs are an inode's owner, group and block size, shared by every inode
-// with the same three, and, for a file being written, what the tree knows
-// of the writing (then the attrs are the file's own).
+// attrs are the parts of an inode most inodes share with many others
+// (owner, group, block size), shared by every inode with the same three,
+// and the parts most inodes do not have; an inode with any of those has
+// attrs of its own.
 type attrs struct {
 	user, group string
 	blockSize   uint64 // files only
 	w           *writing
+	// blocks are a file's blocks when it has more than one.
+	blocks *[]Block
+	// kids are a directory's children, sorted by name (as HDFS keeps
+	// them): 8 bytes a child where a map entry costs about 40, a listing
+	// page is a binary search, and a checkpoint loads them in order. Every
+	// directory has them, if empty.
+	kids *[]*Inode
 }
+
+// own reports whether attrs a belong to one inode rather than being shared.
+func (a *attrs) own() bool { return a.w != nil || a.blocks != nil || a.kids != nil }
 
 // writing is what the tree knows of a file under construction: the
 // client holding the lease and, for a new file, the path it will appear
@@ -93,17 +100,46 @@ func (n *Inode) UCPath() string {
 // Block ids only grow, so a file's blocks are in id order: a file of
 // thousands of blocks costs a binary search, not a scan.
 func (n *Inode) BlockIndex(id uint64) int {
-	i := sort.Search(len(n.Blocks), func(i int) bool { return n.Blocks[i].ID >= id })
-	if i < len(n.Blocks) && n.Blocks[i].ID == id {
+	bs := n.Blocks()
+	i := sort.Search(len(bs), func(i int) bool { return bs[i].ID >= id })
+	if i < len(bs) && bs[i].ID == id {
 		return i
 	}
 	return -1
 }
 
+// Blocks are a file's blocks in order. The slice is the file's own: read
+// it, do not keep it past the master's lock.
+func (n *Inode) Blocks() []Block {
+	switch {
+	case n.a.blocks != nil:
+		return *n.a.blocks
+	case n.hasOne:
+		return n.one[:]
+	}
+	return nil
+}
+
+// LastBlock is the file's last block, if it has blocks.
+func (n *Inode) LastBlock() (Block, bool) {
+	if last := n.lastBlock(); last != nil {
+		return *last, true
+	}
+	return Block{}, false
+}
+
+// lastBlock is the file's last block, to change in place, or nil.
+func (n *Inode) lastBlock() *Block {
+	if bs := n.Blocks(); len(bs) > 0 {
+		return &bs[len(bs)-1]
+	}
+	return nil
+}
+
 // Len is the file's length: the sum of its blocks.
 func (n *Inode) Len() uint64 {
 	var l uint64
-	for _, b := range n.Blocks {
+	for _, b := range n.Blocks() {
 		l += b.Len
 	}
 	return l
@@ -159,40 +195,37 @@ func (n *Inode) child(name string) (*Inode, bool) {
 func (n *Inode) putChild(c *Inode) {
 	i, ok := n.search(c.Name)
 	if ok {
-		(*n.kids)[i] = c
+		(*n.a.kids)[i] = c
 		return
 	}
 	n.appendChild(nil)
-	kids := *n.kids
+	kids := *n.a.kids
 	copy(kids[i+1:], kids[i:])
 	kids[i] = c
 }
 
 // appendChild adds c after the children directory n has.
 func (n *Inode) appendChild(c *Inode) {
-	if n.kids == nil {
-		n.kids = new([]*Inode)
-	}
-	*n.kids = append(*n.kids, c)
+	*n.a.kids = append(*n.a.kids, c)
 }
 
 // removeChild drops the child called name.
 func (n *Inode) removeChild(name string) {
 	if i, ok := n.search(name); ok {
-		kids := *n.kids
+		kids := *n.a.kids
 		copy(kids[i:], kids[i+1:])
 		kids[len(kids)-1] = nil
-		*n.kids = kids[:len(kids)-1]
+		*n.a.kids = kids[:len(kids)-1]
 	}
 }
 
 // Children are a directory's children, sorted by name. The slice is the
 // directory's own: read it, do not keep it past the master's lock.
 func (n *Inode) Children() []*Inode {
-	if n.kids == nil {
+	if n.a.kids == nil {
 		return nil
 	}
-	return *n.kids
+	return *n.a.kids
 }
 
 // Result is what Apply reports besides success.
@@ -232,7 +265,7 @@ const (
 func New(owner, group string, now int64) *Tree {
 	t := newTree()
 	t.root = &Inode{ID: RootInodeID, IsDir: true, Perm: 0o755, Mtime: now, Atime: now}
-	t.setAttrs(t.root, attrs{user: owner, group: group})
+	t.setAttrs(t.root, attrs{user: owner, group: group, kids: new([]*Inode)})
 	return t
 }
 
@@ -247,10 +280,9 @@ func newTree() *Tree {
 	}
 }
 
-// setAttrs gives n the attrs a: a shared copy, or for a file being
-// written (a.w set) its own.
+// setAttrs gives n the attrs a: a shared copy, or its own (see attrs).
 func (t *Tree) setAttrs(n *Inode, a attrs) {
-	if a.w != nil {
+	if a.own() {
 		n.a = &a
 		return
 	}
@@ -261,6 +293,32 @@ func (t *Tree) setAttrs(n *Inode, a attrs) {
 	p := &a
 	t.attrs[a] = p
 	n.a = p
+}
+
+// setBlocks makes bs file n's blocks: one is kept in the inode, more in
+// attrs of its own.
+func (t *Tree) setBlocks(n *Inode, bs []Block) {
+	if len(bs) > 1 {
+		n.hasOne = false
+		if n.a.blocks != nil {
+			*n.a.blocks = bs
+			return
+		}
+		a := *n.a
+		a.blocks = &bs
+		t.setAttrs(n, a)
+		return
+	}
+	var one Block // bs may be n.one[:] itself
+	if len(bs) == 1 {
+		one = bs[0]
+	}
+	n.one[0], n.hasOne = one, len(bs) == 1
+	if n.a.blocks != nil {
+		a := *n.a
+		a.blocks = nil
+		t.setAttrs(n, a)
+	}
 }
 
 // setWriting marks file n as being written (w) or not (nil).
@@ -409,7 +467,9 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 func (t *Tree) newInode(e *Entry, name string, parent *Inode, dir bool) *Inode {
 	n := &Inode{ID: e.FileID, Name: name, Parent: parent, IsDir: dir, Perm: e.Perm, Mtime: e.Time, Atime: e.Time}
 	a := attrs{user: e.Owner, group: e.Group}
-	if !dir {
+	if dir {
+		a.kids = new([]*Inode)
+	} else {
 		a.blockSize = e.BlockSize
 	}
 	t.setAttrs(n, a)
@@ -540,11 +600,11 @@ func commitLast(op string, n *Inode, b *Block) error {
 	if b == nil {
 		return nil
 	}
-	if len(n.Blocks) == 0 || n.Blocks[len(n.Blocks)-1].ID != b.ID {
+	last := n.lastBlock()
+	if last == nil || last.ID != b.ID {
 		return &fs.PathError{Op: op, Path: n.Path(),
 			Err: fmt.Errorf("%w: block %d is not the file's last block", protocol.ErrInvalidArgument, b.ID)}
 	}
-	last := &n.Blocks[len(n.Blocks)-1]
 	last.Len = b.Len
 	if b.GenStamp > last.GenStamp {
 		last.GenStamp = b.GenStamp
@@ -560,7 +620,7 @@ func (t *Tree) addBlock(e *Entry) (Result, error) {
 	if err := commitLast("addBlock", n, e.Previous); err != nil {
 		return Result{}, err
 	}
-	n.Blocks = append(n.Blocks, *e.Block)
+	t.setBlocks(n, append(n.Blocks(), *e.Block))
 	if e.Block.ID >= t.nextBlockID {
 		t.nextBlockID = e.Block.ID + 1
 	}
@@ -573,11 +633,12 @@ func (t *Tree) abandonBlock(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if len(n.Blocks) == 0 || n.Blocks[len(n.Blocks)-1].ID != e.Block.ID {
+	bs := n.Blocks()
+	if len(bs) == 0 || bs[len(bs)-1].ID != e.Block.ID {
 		return Result{Inode: n}, nil // already gone: abandoning is idempotent
 	}
-	b := n.Blocks[len(n.Blocks)-1]
-	n.Blocks = n.Blocks[:len(n.Blocks)-1]
+	b := bs[len(bs)-1]
+	t.setBlocks(n, bs[:len(bs)-1])
 	return Result{Inode: n, Freed: []Block{b}}, nil
 }
 
@@ -601,7 +662,7 @@ func (t *Tree) complete(e *Entry) (Result, error) {
 			if old.IsDir || old.UnderConstruction() || !n.a.w.overwrite {
 				return Result{}, &fs.PathError{Op: "complete", Path: n.UCPath(), Err: fs.ErrExist}
 			}
-			res.Freed = old.Blocks
+			res.Freed = old.Blocks()
 			t.files.Delete(old.ID)
 		}
 		n.Parent, n.Name = dir, name
@@ -628,13 +689,16 @@ func (t *Tree) abandonFile(e *Entry) (Result, error) {
 	if n.UCPath() != "" {
 		delete(t.ucPath, n.UCPath())
 		t.files.Delete(n.ID)
-		return Result{Freed: n.Blocks}, nil
+		return Result{Freed: n.Blocks()}, nil
 	}
-	var freed []Block
-	for len(n.Blocks) > 0 && n.Blocks[len(n.Blocks)-1].Len == 0 {
-		freed = append(freed, n.Blocks[len(n.Blocks)-1])
-		n.Blocks = n.Blocks[:len(n.Blocks)-1]
+	bs := n.Blocks()
+	keep := len(bs)
+	for keep > 0 && bs[keep-1].Len == 0 {
+		keep--
 	}
+	freed := slices.Clone(bs[keep:])
+	slices.Reverse(freed) // last first, as they were dropped
+	t.setBlocks(n, bs[:keep])
 	t.setWriting(n, nil)
 	n.Mtime = e.Time
 	return Result{Inode: n, Freed: freed}, nil
@@ -648,9 +712,10 @@ func (t *Tree) reportBlock(e *Entry) (Result, error) {
 		return Result{}, nil
 	}
 	if i := n.BlockIndex(e.Block.ID); i >= 0 {
-		n.Blocks[i].Len = e.Block.Len
-		if e.Block.GenStamp > n.Blocks[i].GenStamp {
-			n.Blocks[i].GenStamp = e.Block.GenStamp
+		b := &n.Blocks()[i]
+		b.Len = e.Block.Len
+		if e.Block.GenStamp > b.GenStamp {
+			b.GenStamp = e.Block.GenStamp
 		}
 	}
 	t.sawGenStamp(e.Block.GenStamp)
@@ -688,7 +753,7 @@ func (t *Tree) collect(n *Inode, out []Block) []Block {
 	}
 	delete(t.uc, n.ID)
 	t.files.Delete(n.ID)
-	return append(out, n.Blocks...)
+	return append(out, n.Blocks()...)
 }
 
 func (t *Tree) delete(e *Entry) (Result, error) {
@@ -824,26 +889,27 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 		return Result{}, &fs.PathError{Op: "truncate", Path: e.Path,
 			Err: fmt.Errorf("%w: cannot truncate to %d, file is %d bytes", protocol.ErrInvalidArgument, e.Length, n.Len())}
 	}
+	bs := n.Blocks()
 	var off uint64
 	keep := 0
-	for keep < len(n.Blocks) && off < e.Length {
-		off += n.Blocks[keep].Len
+	for keep < len(bs) && off < e.Length {
+		off += bs[keep].Len
 		keep++
 	}
 	if off != e.Length {
 		// Inside a block: it keeps its first bytes under a new generation
 		// stamp (the datanodes cut their replicas to match).
-		if e.Block == nil || e.Block.GenStamp <= n.Blocks[keep-1].GenStamp {
+		if e.Block == nil || e.Block.GenStamp <= bs[keep-1].GenStamp {
 			return Result{}, &fs.PathError{Op: "truncate", Path: e.Path,
 				Err: fmt.Errorf("%w: truncating inside a block needs a new generation stamp", protocol.ErrInvalidArgument)}
 		}
-		cut := &n.Blocks[keep-1]
+		cut := &bs[keep-1]
 		cut.Len -= off - e.Length
 		cut.GenStamp = e.Block.GenStamp
 		t.sawGenStamp(cut.GenStamp)
 	}
-	freed := append([]Block(nil), n.Blocks[keep:]...)
-	n.Blocks = n.Blocks[:keep]
+	freed := slices.Clone(bs[keep:])
+	t.setBlocks(n, bs[:keep])
 	n.Mtime = e.Time
 	return Result{Inode: n, Freed: freed}, nil
 }
@@ -882,11 +948,11 @@ func (t *Tree) updatePipeline(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if len(n.Blocks) == 0 || n.Blocks[len(n.Blocks)-1].ID != e.Block.ID {
+	last := n.lastBlock()
+	if last == nil || last.ID != e.Block.ID {
 		return Result{}, &fs.PathError{Op: "updatePipeline", Path: n.Path(),
 			Err: fmt.Errorf("%w: block %d is not the file's last block", protocol.ErrInvalidArgument, e.Block.ID)}
 	}
-	last := &n.Blocks[len(n.Blocks)-1]
 	if e.Block.GenStamp <= last.GenStamp {
 		return Result{}, &fs.PathError{Op: "updatePipeline", Path: n.Path(),
 			Err: fmt.Errorf("%w: generation stamp %d is not newer than %d", protocol.ErrInvalidArgument, e.Block.GenStamp, last.GenStamp)}
@@ -904,8 +970,8 @@ func (t *Tree) fsync(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if e.Block != nil && len(n.Blocks) > 0 && n.Blocks[len(n.Blocks)-1].ID == e.Block.ID {
-		n.Blocks[len(n.Blocks)-1].Len = e.Block.Len
+	if last := n.lastBlock(); e.Block != nil && last != nil && last.ID == e.Block.ID {
+		last.Len = e.Block.Len
 	}
 	if n.UCPath() == "" {
 		return Result{Inode: n}, nil

@@ -167,8 +167,56 @@ func TestTruncate(t *testing.T) {
 	gs := a.tree.NextGenStamp()
 	r = a.must(Entry{Type: OpTruncate, Path: "/f", Length: 130, Block: &Block{GenStamp: gs}})
 	n, _ := a.tree.Lookup("/f")
-	if n.Len() != 130 || len(n.Blocks) != 2 || n.Blocks[1].Len != 30 || n.Blocks[1].GenStamp != gs || len(r.Freed) != 0 {
-		t.Fatalf("truncate inside a block: %+v freed %v", n.Blocks, r.Freed)
+	if n.Len() != 130 || len(n.Blocks()) != 2 || n.Blocks()[1].Len != 30 || n.Blocks()[1].GenStamp != gs || len(r.Freed) != 0 {
+		t.Fatalf("truncate inside a block: %+v freed %v", n.Blocks(), r.Freed)
+	}
+}
+
+// TestBlocksInlineAndOwn follows a file's blocks from none to several and
+// back: one is kept in the inode, more in attrs of the file's own, and a
+// file of one block again shares its attrs with its likes.
+func TestBlocksInlineAndOwn(t *testing.T) {
+	a := newApplier(t)
+	one := a.writeFile("/one", 7)
+	n := a.must(Entry{Type: OpCreate, Path: "/f", Client: "c", Replication: 3, BlockSize: 1 << 20}).Inode
+	var prev *Block
+	var want []Block
+	for i, l := range []uint64{100, 100, 50} {
+		b := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
+		a.must(Entry{Type: OpAddBlock, FileID: n.ID, Client: "c", Block: &b, Previous: prev})
+		if prev != nil {
+			want[i-1].Len = prev.Len
+		}
+		want = append(want, b)
+		if !slices.Equal(n.Blocks(), want) || n.hasOne != (i == 0) || (n.a.blocks != nil) != (i > 0) {
+			t.Fatalf("after %d blocks: %v (inline %v), want %v", i+1, n.Blocks(), n.hasOne, want)
+		}
+		prev = &Block{ID: b.ID, GenStamp: b.GenStamp, Len: l}
+	}
+	a.must(Entry{Type: OpComplete, FileID: n.ID, Client: "c", Previous: prev, Time: 5})
+	if n.Len() != 250 || n.a == one.a {
+		t.Fatalf("complete file of 3 blocks: len %d, shares attrs %v", n.Len(), n.a == one.a)
+	}
+	gs := a.tree.NextGenStamp()
+	r := a.must(Entry{Type: OpTruncate, Path: "/f", Length: 60, Block: &Block{GenStamp: gs}})
+	if got := n.Blocks(); len(got) != 1 || got[0].ID != want[0].ID || got[0].Len != 60 || got[0].GenStamp != gs ||
+		!n.hasOne || n.a != one.a || len(r.Freed) != 2 {
+		t.Fatalf("truncated to one block: %v (inline %v, shared attrs %v), freed %v", got, n.hasOne, n.a == one.a, r.Freed)
+	}
+	if t2 := reload(t, a.tree); dump(t2) != dump(a.tree) {
+		t.Fatalf("snapshot round trip differs:\n%s\nvs\n%s", dump(t2), dump(a.tree))
+	}
+	gs = a.tree.NextGenStamp()
+	a.must(Entry{Type: OpTruncate, Path: "/f", Length: 20, Block: &Block{GenStamp: gs}})
+	if got := n.Blocks(); len(got) != 1 || got[0].ID != want[0].ID || got[0].Len != 20 || got[0].GenStamp != gs {
+		t.Fatalf("the one block truncated inside: %v", got)
+	}
+	r = a.must(Entry{Type: OpTruncate, Path: "/f", Length: 0})
+	if len(n.Blocks()) != 0 || n.hasOne || len(r.Freed) != 1 || r.Freed[0].ID != want[0].ID {
+		t.Fatalf("truncated to nothing: %v, freed %v", n.Blocks(), r.Freed)
+	}
+	if b := one.Blocks(); len(b) != 1 || b[0].Len != 7 {
+		t.Fatalf("the other file's block changed: %v", b)
 	}
 }
 
@@ -219,25 +267,26 @@ func TestLoadedFilesStayApart(t *testing.T) {
 	x1, _ := t2.Lookup("/x1")
 	x2, _ := t2.Lookup("/x2")
 	x3, _ := t2.Lookup("/x3")
-	want1, want3 := slices.Clone(x1.Blocks), slices.Clone(x3.Blocks)
+	want1, want3 := slices.Clone(x1.Blocks()), slices.Clone(x3.Blocks())
 	a.must(Entry{Type: OpAppend, Path: "/x2", Client: "c2"})
 	blk := Block{ID: t2.NextBlockID(), GenStamp: t2.NextGenStamp()}
 	a.must(Entry{Type: OpAddBlock, FileID: x2.ID, Client: "c2", Block: &blk})
 	a.must(Entry{Type: OpComplete, FileID: x2.ID, Client: "c2", Previous: &Block{ID: blk.ID, GenStamp: blk.GenStamp, Len: 9}, Time: 6})
 	a.must(Entry{Type: OpRename, Path: "/x1", Dst: "/y1"})
-	if len(x2.Blocks) != 2 || x2.Blocks[1].ID != blk.ID {
-		t.Fatalf("appended file has blocks %v", x2.Blocks)
+	if len(x2.Blocks()) != 2 || x2.Blocks()[1].ID != blk.ID {
+		t.Fatalf("appended file has blocks %v", x2.Blocks())
 	}
-	if !slices.Equal(x1.Blocks, want1) || !slices.Equal(x3.Blocks, want3) || x1.Name != "y1" || x3.Name != "x3" || x2.Name != "x2" {
-		t.Fatalf("neighbours changed: %s %v, %s %v", x1.Name, x1.Blocks, x3.Name, x3.Blocks)
+	if !slices.Equal(x1.Blocks(), want1) || !slices.Equal(x3.Blocks(), want3) || x1.Name != "y1" || x3.Name != "x3" || x2.Name != "x2" {
+		t.Fatalf("neighbours changed: %s %v, %s %v", x1.Name, x1.Blocks(), x3.Name, x3.Blocks())
 	}
 }
 
-// TestInodeSize keeps the inode in its 96-byte allocation class: a
-// field more costs 16 bytes per file (1.6 GB at 100 million files).
+// TestInodeSize keeps the inode, a one-block file's block included, in
+// its 96-byte allocation class: a field more costs 16 bytes per file (1.6
+// GB at 100 million files).
 func TestInodeSize(t *testing.T) {
-	if got := unsafe.Sizeof(Inode{}); got != 96 {
-		t.Fatalf("Inode is %d bytes, want 96", got)
+	if got := unsafe.Sizeof(Inode{}); got != 88 {
+		t.Fatalf("Inode is %d bytes, want 88", got)
 	}
 }
 
@@ -245,7 +294,7 @@ func TestInodeSize(t *testing.T) {
 func dump(t *Tree) string {
 	var lines []string
 	t.Files(func(n *Inode) {
-		lines = append(lines, fmt.Sprintf("%s %o %s:%s %d %v %s r%d bs%d", n.Path(), n.Perm, n.Owner(), n.Group(), n.Len(), n.Blocks,
+		lines = append(lines, fmt.Sprintf("%s %o %s:%s %d %v %s r%d bs%d", n.Path(), n.Perm, n.Owner(), n.Group(), n.Len(), n.Blocks(),
 			n.Client(), n.Replication, n.BlockSize()))
 	})
 	var walk func(*Inode)
@@ -462,11 +511,12 @@ func TestVersion2SnapshotLoads(t *testing.T) {
 }
 
 func TestBlockIndex(t *testing.T) {
-	n := &Inode{}
+	tr := New("u", "g", 0)
+	n := &Inode{a: tr.root.a}
 	for id := uint64(10); id < 1000; id += 7 {
-		n.Blocks = append(n.Blocks, Block{ID: id})
+		tr.setBlocks(n, append(n.Blocks(), Block{ID: id}))
 	}
-	for i, b := range n.Blocks {
+	for i, b := range n.Blocks() {
 		if got := n.BlockIndex(b.ID); got != i {
 			t.Fatalf("BlockIndex(%d) = %d, want %d", b.ID, got, i)
 		}
