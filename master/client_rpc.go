@@ -127,7 +127,7 @@ func (m *Master) getListing(ctx context.Context, req *pb.GetListingRequestProto)
 		children := n.ChildrenAfter(string(req.GetStartAfter()))
 		end := min(len(children), listingLimit)
 		for _, c := range children[:end] {
-			st := m.fileStatus(c, c.Name)
+			st := m.fileStatus(c, c.Name())
 			if req.GetNeedLocation() && !c.IsDir {
 				st.Locations = m.locatedBlocksLocked(ctx, c, 0, math.MaxUint64)
 			}

@@ -50,7 +50,7 @@ func (m *Master) walkTree(path string, fn func(n *namespace.Inode)) error {
 			continue
 		}
 		c := f.kids[0]
-		f.kids, f.last = f.kids[1:], c.Name
+		f.kids, f.last = f.kids[1:], c.Name()
 		fn(c)
 		if c.IsDir {
 			stack = append(stack, &frame{dir: c, kids: c.Children()})

@@ -76,7 +76,7 @@ func (sw *snapshotWriter) inode(n *Inode) error {
 		parent = n.Parent.ID
 	}
 	sw.uvarint(parent)
-	sw.str(n.Name)
+	sw.str(n.Name())
 	sw.uvarint(uint64(n.Perm))
 	sw.str(n.Owner())
 	sw.str(n.Group())
@@ -231,7 +231,14 @@ func (sr *snapshotReader) str() string { return string(sr.bytes(sr.uvarint())) }
 // name reads an inode's name into space shared with other names: one
 // allocation per slabSize bytes of names instead of one per inode.
 func (sr *snapshotReader) name() string {
-	b := sr.bytes(sr.uvarint())
+	size := sr.uvarint()
+	if size > MaxNameLen {
+		if sr.err == nil {
+			sr.err = fmt.Errorf("name of %d bytes", size)
+		}
+		return ""
+	}
+	b := sr.bytes(size)
 	if len(b) == 0 {
 		return ""
 	}
@@ -292,7 +299,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		n := &Inode{IsDir: kind&recDir != 0}
 		n.ID = sr.uvarint()
 		parent := sr.uvarint()
-		n.Name = sr.name()
+		n.setName(sr.name())
 		n.Perm = uint16(sr.uvarint())
 		var a attrs
 		a.user = sr.interned()
@@ -369,7 +376,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 	// any order.
 	for _, d := range dirs {
 		kids := d.Children()
-		byName := func(i, j int) bool { return kids[i].Name < kids[j].Name }
+		byName := func(i, j int) bool { return kids[i].Name() < kids[j].Name() }
 		if !sort.SliceIsSorted(kids, byName) {
 			sort.Slice(kids, byName)
 		}

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"slices"
 	"sort"
+	"unsafe"
 
 	"github.com/godfs/godfs/master/idtable"
 	"github.com/godfs/godfs/protocol"
@@ -20,14 +21,16 @@ import (
 
 // Inode is a file or a directory.
 //
-// Its fields are laid out to fit 88 bytes (a 96-byte allocation) with a
-// one-block file's block inside: owner, group and block size, which most
-// inodes share with many others, are interned, and what most inodes do not
-// have (a directory's children, the blocks of a file of more than one, the
-// writing of a file under construction) hangs off the same pointer.
+// Its fields are laid out to fit 80 bytes, an allocation class of Go's,
+// with a one-block file's block inside: the name is a pointer and a
+// length byte (names are at most MaxNameLen bytes) instead of a 16-byte
+// string; owner, group and block size, which most inodes share with many
+// others, are interned; and what most inodes do not have (a directory's
+// children, the blocks of a file of more than one, the writing of a file
+// under construction) hangs off the same pointer.
 type Inode struct {
 	ID     uint64
-	Name   string
+	name   *byte
 	Parent *Inode
 	Mtime  int64 // ms since the epoch
 	Atime  int64
@@ -35,7 +38,8 @@ type Inode struct {
 	Perm        uint16 // permission bits, 0o777 range plus sticky
 	Replication uint16 // files only
 	IsDir       bool
-	hasOne      bool // one holds the file's only block
+	hasOne      bool  // one holds the file's only block
+	nameLen     uint8 // bytes at name
 	a           *attrs
 
 	one [1]Block
@@ -69,6 +73,15 @@ type writing struct {
 	client    string
 	path      string
 	overwrite bool
+}
+
+// Name is the inode's name in its directory ("" for the root).
+func (n *Inode) Name() string { return unsafe.String(n.name, n.nameLen) }
+
+// setName names the inode; s is at most MaxNameLen bytes (SplitPath and
+// the snapshot reader see to it).
+func (n *Inode) setName(s string) {
+	n.name, n.nameLen = unsafe.StringData(s), uint8(len(s))
 }
 
 // Owner is the inode's owning user.
@@ -158,7 +171,7 @@ func (n *Inode) Path() string {
 	}
 	var parts []string
 	for c := n; c.Parent != nil; c = c.Parent {
-		parts = append(parts, c.Name)
+		parts = append(parts, c.Name())
 	}
 	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
 		parts[i], parts[j] = parts[j], parts[i]
@@ -171,15 +184,15 @@ func (n *Inode) Path() string {
 // directory's own: read it, do not keep it past the master's lock.
 func (n *Inode) ChildrenAfter(name string) []*Inode {
 	kids := n.Children()
-	i := sort.Search(len(kids), func(i int) bool { return kids[i].Name > name })
+	i := sort.Search(len(kids), func(i int) bool { return kids[i].Name() > name })
 	return kids[i:]
 }
 
 // search finds where a child called name is or would go.
 func (n *Inode) search(name string) (int, bool) {
 	kids := n.Children()
-	i := sort.Search(len(kids), func(i int) bool { return kids[i].Name >= name })
-	return i, i < len(kids) && kids[i].Name == name
+	i := sort.Search(len(kids), func(i int) bool { return kids[i].Name() >= name })
+	return i, i < len(kids) && kids[i].Name() == name
 }
 
 // child returns the child called name.
@@ -190,10 +203,10 @@ func (n *Inode) child(name string) (*Inode, bool) {
 	return nil, false
 }
 
-// putChild adds c to directory n under c.Name, replacing a child of
+// putChild adds c to directory n under c.Name(), replacing a child of
 // that name.
 func (n *Inode) putChild(c *Inode) {
-	i, ok := n.search(c.Name)
+	i, ok := n.search(c.Name())
 	if ok {
 		(*n.a.kids)[i] = c
 		return
@@ -465,7 +478,8 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 }
 
 func (t *Tree) newInode(e *Entry, name string, parent *Inode, dir bool) *Inode {
-	n := &Inode{ID: e.FileID, Name: name, Parent: parent, IsDir: dir, Perm: e.Perm, Mtime: e.Time, Atime: e.Time}
+	n := &Inode{ID: e.FileID, Parent: parent, IsDir: dir, Perm: e.Perm, Mtime: e.Time, Atime: e.Time}
+	n.setName(name)
 	a := attrs{user: e.Owner, group: e.Group}
 	if dir {
 		a.kids = new([]*Inode)
@@ -665,7 +679,8 @@ func (t *Tree) complete(e *Entry) (Result, error) {
 			res.Freed = old.Blocks()
 			t.files.Delete(old.ID)
 		}
-		n.Parent, n.Name = dir, name
+		n.Parent = dir
+		n.setName(name)
 		dir.putChild(n)
 		dir.Mtime = e.Time
 		delete(t.ucPath, n.UCPath())
@@ -771,7 +786,7 @@ func (t *Tree) delete(e *Entry) (Result, error) {
 	if n.IsDir && len(n.Children()) > 0 && !e.Recursive {
 		return Result{}, &fs.PathError{Op: "delete", Path: e.Path, Err: protocol.ErrNotEmpty}
 	}
-	n.Parent.removeChild(n.Name)
+	n.Parent.removeChild(n.Name())
 	n.Parent.Mtime = e.Time
 	return Result{Inode: n, Freed: t.collect(n, nil)}, nil
 }
@@ -826,9 +841,9 @@ func (t *Tree) rename(e *Entry) (Result, error) {
 		}
 		res.Freed = t.collect(old, nil)
 	}
-	n.Parent.removeChild(n.Name)
+	n.Parent.removeChild(n.Name())
 	n.Parent.Mtime = e.Time
-	n.Name = name
+	n.setName(name)
 	n.Parent = dir
 	dir.putChild(n)
 	dir.Mtime = e.Time
@@ -985,7 +1000,8 @@ func (t *Tree) fsync(e *Entry) (Result, error) {
 	if _, taken := dir.child(name); taken {
 		return Result{Inode: n}, nil // an overwrite: the old file stays until complete
 	}
-	n.Parent, n.Name = dir, name
+	n.Parent = dir
+	n.setName(name)
 	dir.putChild(n)
 	dir.Mtime = e.Time
 	delete(t.ucPath, n.UCPath())
