@@ -299,7 +299,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		n := &Inode{IsDir: kind&recDir != 0}
 		n.ID = sr.uvarint()
 		parent := sr.uvarint()
-		n.setName(sr.name())
+		n.keepName(sr.name())
 		n.Perm = uint16(sr.uvarint())
 		var a attrs
 		a.user = sr.interned()

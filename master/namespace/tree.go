@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"slices"
 	"sort"
+	"strings"
 	"unsafe"
 
 	"github.com/godfs/godfs/master/idtable"
@@ -78,9 +79,13 @@ type writing struct {
 // Name is the inode's name in its directory ("" for the root).
 func (n *Inode) Name() string { return unsafe.String(n.name, n.nameLen) }
 
-// setName names the inode; s is at most MaxNameLen bytes (SplitPath and
-// the snapshot reader see to it).
-func (n *Inode) setName(s string) {
+// setName names the inode with a copy of s: s is usually a piece of a
+// path, all of which it would keep in memory.
+func (n *Inode) setName(s string) { n.keepName(strings.Clone(s)) }
+
+// keepName names the inode with s itself, at most MaxNameLen bytes
+// (SplitPath and the snapshot reader see to it).
+func (n *Inode) keepName(s string) {
 	n.name, n.nameLen = unsafe.StringData(s), uint8(len(s))
 }
 
