@@ -305,7 +305,7 @@ func (d *DataNode) datanodeID() *pb.DatanodeIDProto {
 func (d *DataNode) masterLoop() {
 	defer d.wg.Done()
 	registered := false
-	var lastReport time.Time
+	var nextReport time.Time
 	hb := time.NewTicker(d.opts.HeartbeatInterval)
 	defer hb.Stop()
 	for {
@@ -315,7 +315,8 @@ func (d *DataNode) masterLoop() {
 		case !registered:
 			if err = d.register(ctx); err == nil {
 				if err = d.blockReport(ctx); err == nil {
-					registered, lastReport = true, time.Now()
+					registered = true
+					nextReport = time.Now().Add(firstPeriodicReport(d.opts.BlockReportInterval))
 				}
 			}
 		default:
@@ -324,9 +325,9 @@ func (d *DataNode) masterLoop() {
 				again, err = d.heartbeat(ctx)
 				if again {
 					registered = false
-				} else if err == nil && time.Since(lastReport) > d.opts.BlockReportInterval {
+				} else if err == nil && time.Now().After(nextReport) {
 					if err = d.blockReport(ctx); err == nil {
-						lastReport = time.Now()
+						nextReport = time.Now().Add(d.opts.BlockReportInterval)
 					}
 				}
 			}
@@ -351,6 +352,15 @@ func (d *DataNode) masterLoop() {
 		case <-d.ibrKick:
 		}
 	}
+}
+
+// firstPeriodicReport is how long after registering a datanode sends its
+// first periodic full report: a random point of the interval (then one
+// every interval). Datanodes that register together (a cluster brought
+// up, a master restarted) would otherwise all report in the same second
+// every interval after; HDFS's datanodes spread theirs the same way.
+func firstPeriodicReport(interval time.Duration) time.Duration {
+	return time.Duration(1 + mrand.Int64N(int64(interval)))
 }
 
 func (d *DataNode) register(ctx context.Context) error {
