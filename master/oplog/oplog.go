@@ -58,10 +58,11 @@ type Log struct {
 		sync.Mutex
 		f        *os.File
 		w        *bufio.Writer
-		end      int64  // offset after the last appended record
-		zeroed   int64  // the segment holds zeros from end up to here
-		appended uint64 // index of the last appended entry
-		err      error  // sticky: after a failed write or sync nothing is durable
+		end      int64   // offset after the last appended record
+		zeroed   int64   // the segment holds zeros from end up to here
+		appended uint64  // index of the last appended entry
+		err      error   // sticky: after a failed write or sync nothing is durable
+		hdr      [8]byte // the record header being written: one allocation less a record
 	}
 	synced uint64 // index of the last durable entry; guarded by syncMu
 }
@@ -329,15 +330,15 @@ func (l *Log) Append(e *namespace.Entry) error {
 	if err != nil {
 		return fmt.Errorf("encode entry %d: %w", e.Index, err)
 	}
-	var hdr [8]byte
-	binary.BigEndian.PutUint32(hdr[:4], uint32(len(payload)))
-	binary.BigEndian.PutUint32(hdr[4:], crc32.Checksum(payload, castagnoli))
+	sum := crc32.Checksum(payload, castagnoli)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.err != nil {
 		return l.mu.err
 	}
-	if _, err := l.mu.w.Write(hdr[:]); err != nil {
+	binary.BigEndian.PutUint32(l.mu.hdr[:4], uint32(len(payload)))
+	binary.BigEndian.PutUint32(l.mu.hdr[4:], sum)
+	if _, err := l.mu.w.Write(l.mu.hdr[:]); err != nil {
 		l.mu.err = fmt.Errorf("append to op log: %w", err)
 		return l.mu.err
 	}
