@@ -218,6 +218,17 @@ func TestBlocksInlineAndOwn(t *testing.T) {
 	if b := one.Blocks(); len(b) != 1 || b[0].Len != 7 {
 		t.Fatalf("the other file's block changed: %v", b)
 	}
+	// A file's inode is cleared when it goes; the blocks it frees are its.
+	gone := a.writeFile("/gone", 9).Blocks()[0]
+	if r := a.must(Entry{Type: OpDelete, Path: "/gone"}); len(r.Freed) != 1 || r.Freed[0] != gone {
+		t.Fatalf("delete freed %v, want %v", r.Freed, gone)
+	}
+	w := a.must(Entry{Type: OpCreate, Path: "/w", Client: "c"}).Inode
+	blk := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
+	a.must(Entry{Type: OpAddBlock, FileID: w.ID, Client: "c", Block: &blk})
+	if r := a.must(Entry{Type: OpAbandonFile, FileID: w.ID}); len(r.Freed) != 1 || r.Freed[0] != blk {
+		t.Fatalf("abandon freed %v, want %v", r.Freed, blk)
+	}
 }
 
 // snapshot returns tree's snapshot.
