@@ -119,6 +119,7 @@ func (e *env) masterCmd() *cobra.Command {
 	f.DurationVar(&cfg.LeaseLimit, "lease-limit", cfg.LeaseLimit, "recover (close) files whose writer has not renewed its lease for this long")
 	f.DurationVar(&cfg.LeaseSoftLimit, "lease-soft-limit", time.Minute, "let another writer take over a file whose writer has been silent this long")
 	f.Uint64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "log entries between checkpoints")
+	f.IntVar(&cfg.MaxReportLeases, "max-report-leases", cfg.MaxReportLeases, "datanodes that may send a full block report at once")
 	return cmd
 }
 

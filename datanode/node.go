@@ -299,35 +299,45 @@ func (d *DataNode) datanodeID() *pb.DatanodeIDProto {
 		InfoPort: proto.Uint32(0), IpcPort: proto.Uint32(0)}
 }
 
-// masterLoop registers with the master, sends the full block report, then
-// heartbeats, incremental reports and periodic full reports. Any failure
-// leads back to registering.
+// masterLoop registers with the master, then sends heartbeats,
+// incremental reports and full reports: the first right after
+// registering, then periodic ones, each under a lease a heartbeat asked
+// for (the master admits a few at a time). Any failure leads back to
+// registering.
 func (d *DataNode) masterLoop() {
 	defer d.wg.Done()
 	registered := false
-	var nextReport time.Time
+	var (
+		reported   bool      // a full report went since registering
+		nextReport time.Time // when one is due after that
+	)
 	hb := time.NewTicker(d.opts.HeartbeatInterval)
 	defer hb.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		var err error
+		now := false // go round again without waiting for the next heartbeat
 		switch {
 		case !registered:
 			if err = d.register(ctx); err == nil {
-				if err = d.blockReport(ctx); err == nil {
-					registered = true
-					nextReport = time.Now().Add(firstPeriodicReport(d.opts.BlockReportInterval))
-				}
+				registered, reported, now = true, false, true
 			}
 		default:
 			if err = d.sendIBR(ctx); err == nil {
+				due := !reported || time.Now().After(nextReport)
 				var again bool
-				again, err = d.heartbeat(ctx)
-				if again {
-					registered = false
-				} else if err == nil && time.Now().After(nextReport) {
-					if err = d.blockReport(ctx); err == nil {
-						nextReport = time.Now().Add(d.opts.BlockReportInterval)
+				var lease uint64
+				again, lease, err = d.heartbeat(ctx, due)
+				switch {
+				case again:
+					registered, now = false, true // re-register at once when asked to
+				case err == nil && due && lease != 0:
+					if err = d.blockReport(ctx, lease); err == nil {
+						interval := d.opts.BlockReportInterval
+						if !reported {
+							interval = firstPeriodicReport(interval)
+						}
+						reported, nextReport = true, time.Now().Add(interval)
 					}
 				}
 			}
@@ -342,8 +352,8 @@ func (d *DataNode) masterLoop() {
 			d.log.Warn("master unreachable", "master", d.opts.Master, "err", err)
 			registered = false
 		}
-		if !registered && err == nil {
-			continue // re-register at once when asked to
+		if now && err == nil {
+			continue
 		}
 		select {
 		case <-d.stop:
@@ -398,13 +408,14 @@ func (d *DataNode) register(ctx context.Context) error {
 	return nil
 }
 
-func (d *DataNode) blockReport(ctx context.Context) error {
+// blockReport sends a full block report under lease.
+func (d *DataNode) blockReport(ctx context.Context, lease uint64) error {
 	all := d.store.list()
 	id := mrand.Uint64()
 	for part := uint32(0); ; part++ {
 		n := min(len(all), d.opts.BlockReportPart)
 		req := &pb.BlockReportRequestProto{DatanodeUuid: proto.String(d.uuid), ReportId: proto.Uint64(id),
-			Part: proto.Uint32(part), More: proto.Bool(n < len(all))}
+			Part: proto.Uint32(part), More: proto.Bool(n < len(all)), Lease: proto.Uint64(lease)}
 		req.Replicas = make([]uint64, 0, 3*n)
 		for _, b := range all[:n] {
 			req.Replicas = append(req.Replicas, b.ID, b.GenStamp, uint64(b.Len))
@@ -418,15 +429,18 @@ func (d *DataNode) blockReport(ctx context.Context) error {
 	}
 }
 
-func (d *DataNode) heartbeat(ctx context.Context) (reregister bool, err error) {
+// heartbeat tells the master the node is alive, asks for a full-report
+// lease when wantLease, and carries out what the answer asks for. It
+// returns the lease granted (0 for none).
+func (d *DataNode) heartbeat(ctx context.Context, wantLease bool) (reregister bool, lease uint64, err error) {
 	total, free := d.store.capacity()
 	used, n := d.store.usage()
 	req := &pb.HeartbeatRequestProto{DatanodeUuid: proto.String(d.uuid), Capacity: proto.Uint64(total),
 		DfsUsed: proto.Uint64(uint64(used)), Remaining: proto.Uint64(free), NumBlocks: proto.Uint32(uint32(n)),
-		XceiverCount: proto.Uint32(uint32(d.xceivers.Load()))}
+		XceiverCount: proto.Uint32(uint32(d.xceivers.Load())), WantReportLease: proto.Bool(wantLease)}
 	resp := &pb.HeartbeatResponseProto{}
 	if err := d.master.Call(ctx, "sendHeartbeat", req, resp); err != nil {
-		return false, fmt.Errorf("heartbeat: %w", err)
+		return false, 0, fmt.Errorf("heartbeat: %w", err)
 	}
 	for _, b := range resp.GetInvalidate() {
 		removed, err := d.store.remove(b.GetBlockId(), b.GetGenStamp())
@@ -439,7 +453,7 @@ func (d *DataNode) heartbeat(ctx context.Context) (reregister bool, err error) {
 	}
 	d.runTransfers(resp.GetTransfers())
 	d.runRecoveries(resp.GetRecover())
-	return resp.GetReregister(), nil
+	return resp.GetReregister(), resp.GetReportLease(), nil
 }
 
 func (d *DataNode) poolID() string {

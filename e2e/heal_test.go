@@ -287,11 +287,12 @@ func TestSafeModeIgnoresBlocksBeingWritten(t *testing.T) {
 }
 
 // TestBlockReportsInPartsAfterMasterRestart kills the master of a cluster
-// whose datanodes report their replicas two per call: after its restart
-// the master must learn every replica from the parts (fsck healthy again)
-// and delete none of them.
+// whose datanodes report their replicas two per call, one datanode at a
+// time (a single report lease): after its restart the master must learn
+// every replica from the parts (fsck healthy again) and delete none of
+// them.
 func TestBlockReportsInPartsAfterMasterRestart(t *testing.T) {
-	cl := godfstest.NewCluster(t, godfstest.Config{BlockReportPart: 2})
+	cl := godfstest.NewCluster(t, godfstest.Config{BlockReportPart: 2, MaxReportLeases: 1})
 	c := cl.Client()
 	for i := range 5 {
 		put(t, c, fmt.Sprintf("/f%d", i), randomBytes(t, blockSize+1000*i)) // two blocks each

@@ -81,6 +81,8 @@ type Config struct {
 	BlockReportPart int
 	// CheckpointEvery is the master's --checkpoint-every. Default: its own.
 	CheckpointEvery uint64
+	// MaxReportLeases is the master's --max-report-leases. Default: its own.
+	MaxReportLeases int
 }
 
 // Proc is one running godfs server process.
@@ -190,6 +192,9 @@ func (c *Cluster) StartMaster(addr string) {
 		"--lease-limit", c.cfg.LeaseLimit.String()}
 	if c.cfg.CheckpointEvery > 0 {
 		args = append(args, "--checkpoint-every", fmt.Sprint(c.cfg.CheckpointEvery))
+	}
+	if c.cfg.MaxReportLeases > 0 {
+		args = append(args, "--max-report-leases", fmt.Sprint(c.cfg.MaxReportLeases))
 	}
 	c.Master = c.start(dir, args...)
 }

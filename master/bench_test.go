@@ -141,7 +141,7 @@ func BenchmarkBlockReport(b *testing.B) {
 			waited := lockWaits(m)
 			b.ResetTimer()
 			start := time.Now()
-			if _, err := m.blockReport(context.Background(), req); err != nil {
+			if _, err := m.blockReport(context.Background(), underLease(b, m, req)); err != nil {
 				b.Fatal(err)
 			}
 			elapsed := time.Since(start)

@@ -49,6 +49,13 @@ type Config struct {
 	// renewing its lease before the master recovers its files on its own.
 	// Default 10m.
 	LeaseLimit time.Duration
+	// MaxReportLeases is how many datanodes may be sending a full block
+	// report at once (HDFS's dfs.namenode.max.full.block.report.leases).
+	// Default 6.
+	MaxReportLeases int
+	// ReportLeaseTimeout is how long a full-report lease lasts unused (it
+	// is renewed by every part of the report). Default 5m.
+	ReportLeaseTimeout time.Duration
 	// CheckpointEvery is the number of logged entries between checkpoints.
 	// Default 50000.
 	CheckpointEvery uint64
@@ -107,6 +114,12 @@ func (c *Config) EnsureDefaults() {
 	if c.LeaseSoftLimit == 0 {
 		c.LeaseSoftLimit = min(time.Minute, c.LeaseLimit)
 	}
+	if c.MaxReportLeases == 0 {
+		c.MaxReportLeases = 6
+	}
+	if c.ReportLeaseTimeout == 0 {
+		c.ReportLeaseTimeout = 5 * time.Minute
+	}
 	if c.CheckpointEvery == 0 {
 		c.CheckpointEvery = 50000
 	}
@@ -138,6 +151,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("master: safe mode threshold %v must be between 0 and 1", c.SafeModeThreshold)
 	case c.StaleAfter > c.DeadAfter:
 		return fmt.Errorf("master: stale-after %v must not exceed dead-after %v", c.StaleAfter, c.DeadAfter)
+	case c.MaxReportLeases < 0:
+		return fmt.Errorf("master: max report leases %d must be positive", c.MaxReportLeases)
 	case c.Replication > MaxReplication:
 		return fmt.Errorf("master: replication %d is above the maximum %d", c.Replication, MaxReplication)
 	}

@@ -46,6 +46,7 @@ func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeR
 		uuid := id.GetDatanodeUuid()
 		if old := m.mu.blocks.nodes[uuid]; old != nil {
 			m.mu.blocks.nodeDead(old) // forget its replicas; the block report that follows restores them
+			m.mu.reportLeases.release(uuid)
 		}
 		dn := &datanode{uuid: uuid, info: info, lastHeartbeat: m.cfg.Now()}
 		if m.mu.decommission[uuid] || m.mu.decommission[xferAddr(id)] {
@@ -82,6 +83,9 @@ func (m *Master) sendHeartbeat(ctx context.Context, req *pb.HeartbeatRequestProt
 		}
 		resp.Transfers, dn.transfers = dn.transfers, nil
 		resp.Recover, dn.recover = dn.recover, nil
+		if req.GetWantReportLease() {
+			resp.ReportLease = proto.Uint64(m.mu.reportLeases.grant(dn.uuid, m.cfg.Now()))
+		}
 		return nil
 	})
 	return resp, nil
@@ -107,12 +111,17 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 		if dn == nil || dn.dead {
 			return fmt.Errorf("%w: datanode %s is not registered", protocol.ErrInvalidArgument, uuid)
 		}
+		if !m.mu.reportLeases.use(uuid, req.GetLease(), m.cfg.Now()) {
+			return fmt.Errorf("%w: block report %d of datanode %s is not under a lease it holds (ask for one in a heartbeat)",
+				protocol.ErrInvalidArgument, req.GetReportId(), uuid)
+		}
 		part := req.GetPart()
 		if part == 0 {
 			dn.report = &fullReport{id: req.GetReportId()}
 			dn.blocks.clearMarks()
 		} else if r := dn.report; r == nil || r.id != req.GetReportId() || r.next != part {
 			dn.report = nil
+			m.mu.reportLeases.release(uuid)
 			return fmt.Errorf("%w: block report %d: part %d out of order", protocol.ErrInvalidArgument, req.GetReportId(), part)
 		}
 		r = dn.report
@@ -174,6 +183,7 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 			return err
 		}
 		dn.report = nil
+		m.mu.reportLeases.release(uuid) // the next report may start
 		gone = slices.Collect(dn.blocks.Unmarked())
 		return nil
 	})

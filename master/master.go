@@ -50,6 +50,7 @@ type Master struct {
 		safeModeManual   bool            // entered by an operator: left only by one
 		decommission     map[string]bool // datanode uuids or addresses being decommissioned (persisted)
 		balanceThreshold float64         // > 0 while the balancer runs
+		reportLeases     *reportLeases   // full block reports admitted now
 	}
 
 	stop chan struct{}
@@ -128,6 +129,7 @@ func New(cfg Config) (*Master, error) {
 	})
 	m.mu.safeMode = m.mu.blocks.blocks.Len() > 0
 	m.mu.leases = map[string]time.Time{}
+	m.mu.reportLeases = newReportLeases(cfg.MaxReportLeases, cfg.ReportLeaseTimeout)
 	// Writers get a full lease period after a restart to come back.
 	now := cfg.Now()
 	tree.FilesUnderConstruction(func(n *namespace.Inode) { m.mu.leases[n.Client()] = now })
@@ -284,6 +286,7 @@ func (m *Master) tick() {
 			m.log.Warn("datanode dead", "uuid", dn.uuid, "addr", xferAddr(dn.info.GetId()),
 				"silentFor", now.Sub(dn.lastHeartbeat).Round(time.Second))
 			m.mu.blocks.nodeDead(dn)
+			m.mu.reportLeases.release(dn.uuid)
 		}
 	}
 	last = m.mu.tree.LastIndex()

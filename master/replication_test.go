@@ -148,8 +148,8 @@ func TestBlockReportPartsInOrder(t *testing.T) {
 	m.mu.Unlock()
 	ctx := context.Background()
 	part := func(id uint64, n uint32, more bool) error {
-		_, err := m.blockReport(ctx, &pb.BlockReportRequestProto{DatanodeUuid: proto.String("dn0"),
-			ReportId: proto.Uint64(id), Part: proto.Uint32(n), More: proto.Bool(more)})
+		_, err := m.blockReport(ctx, underLease(t, m, &pb.BlockReportRequestProto{DatanodeUuid: proto.String("dn0"),
+			ReportId: proto.Uint64(id), Part: proto.Uint32(n), More: proto.Bool(more)}))
 		return err
 	}
 	if err := part(9, 1, true); err == nil {
@@ -242,10 +242,10 @@ func TestBlockReportInBatches(t *testing.T) {
 		packed.Replicas = append(packed.Replicas, b.ID, b.GenStamp, b.Len)
 	}
 	torn := &pb.BlockReportRequestProto{DatanodeUuid: proto.String("dn0"), Replicas: packed.Replicas[:14]}
-	if _, err := m.blockReport(context.Background(), torn); err == nil {
+	if _, err := m.blockReport(context.Background(), underLease(t, m, torn)); err == nil {
 		t.Fatal("a report of 14 numbers was taken")
 	}
-	if _, err := m.blockReport(context.Background(), packed); err != nil {
+	if _, err := m.blockReport(context.Background(), underLease(t, m, packed)); err != nil {
 		t.Fatal(err)
 	}
 	m.mu.Lock()
@@ -263,7 +263,7 @@ func TestBlockReportInBatches(t *testing.T) {
 		}
 	}
 	defer func() { testHookReportBatch = nil }()
-	if _, err := m.blockReport(context.Background(), report(ids)); err == nil {
+	if _, err := m.blockReport(context.Background(), underLease(t, m, report(ids))); err == nil {
 		t.Fatal("a report whose datanode re-registered half-way went on")
 	}
 	m.mu.Lock()

@@ -117,16 +117,24 @@ func (x *RegisterDatanodeResponseProto) GetBlockPoolId() string {
 }
 
 type HeartbeatRequestProto struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DatanodeUuid  *string                `protobuf:"bytes,1,req,name=datanodeUuid" json:"datanodeUuid,omitempty"`
-	Capacity      *uint64                `protobuf:"varint,2,req,name=capacity" json:"capacity,omitempty"`
-	DfsUsed       *uint64                `protobuf:"varint,3,req,name=dfsUsed" json:"dfsUsed,omitempty"`
-	Remaining     *uint64                `protobuf:"varint,4,req,name=remaining" json:"remaining,omitempty"`
-	NumBlocks     *uint32                `protobuf:"varint,5,req,name=numBlocks" json:"numBlocks,omitempty"`
-	XceiverCount  *uint32                `protobuf:"varint,6,req,name=xceiverCount" json:"xceiverCount,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	DatanodeUuid *string                `protobuf:"bytes,1,req,name=datanodeUuid" json:"datanodeUuid,omitempty"`
+	Capacity     *uint64                `protobuf:"varint,2,req,name=capacity" json:"capacity,omitempty"`
+	DfsUsed      *uint64                `protobuf:"varint,3,req,name=dfsUsed" json:"dfsUsed,omitempty"`
+	Remaining    *uint64                `protobuf:"varint,4,req,name=remaining" json:"remaining,omitempty"`
+	NumBlocks    *uint32                `protobuf:"varint,5,req,name=numBlocks" json:"numBlocks,omitempty"`
+	XceiverCount *uint32                `protobuf:"varint,6,req,name=xceiverCount" json:"xceiverCount,omitempty"`
+	// The datanode has a full block report to send and asks for a lease
+	// to send it under: the master admits a few full reports at a time.
+	WantReportLease *bool `protobuf:"varint,7,opt,name=wantReportLease,def=0" json:"wantReportLease,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
+
+// Default values for HeartbeatRequestProto fields.
+const (
+	Default_HeartbeatRequestProto_WantReportLease = bool(false)
+)
 
 func (x *HeartbeatRequestProto) Reset() {
 	*x = HeartbeatRequestProto{}
@@ -200,6 +208,13 @@ func (x *HeartbeatRequestProto) GetXceiverCount() uint32 {
 	return 0
 }
 
+func (x *HeartbeatRequestProto) GetWantReportLease() bool {
+	if x != nil && x.WantReportLease != nil {
+		return *x.WantReportLease
+	}
+	return Default_HeartbeatRequestProto_WantReportLease
+}
+
 type HeartbeatResponseProto struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The master does not know this datanode (it restarted, or declared the
@@ -211,14 +226,18 @@ type HeartbeatResponseProto struct {
 	Transfers []*BlockTransferCommandProto `protobuf:"bytes,3,rep,name=transfers" json:"transfers,omitempty"`
 	// Replicas to cut to an agreed length under a new generation stamp
 	// (lease recovery of a file whose writer died).
-	Recover       []*BlockRecoveryCommandProto `protobuf:"bytes,4,rep,name=recover" json:"recover,omitempty"`
+	Recover []*BlockRecoveryCommandProto `protobuf:"bytes,4,rep,name=recover" json:"recover,omitempty"`
+	// The lease a full block report may be sent under, when the datanode
+	// asked for one and one was free (0: none, ask again).
+	ReportLease   *uint64 `protobuf:"varint,5,opt,name=reportLease,def=0" json:"reportLease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 // Default values for HeartbeatResponseProto fields.
 const (
-	Default_HeartbeatResponseProto_Reregister = bool(false)
+	Default_HeartbeatResponseProto_Reregister  = bool(false)
+	Default_HeartbeatResponseProto_ReportLease = uint64(0)
 )
 
 func (x *HeartbeatResponseProto) Reset() {
@@ -277,6 +296,13 @@ func (x *HeartbeatResponseProto) GetRecover() []*BlockRecoveryCommandProto {
 		return x.Recover
 	}
 	return nil
+}
+
+func (x *HeartbeatResponseProto) GetReportLease() uint64 {
+	if x != nil && x.ReportLease != nil {
+		return *x.ReportLease
+	}
+	return Default_HeartbeatResponseProto_ReportLease
 }
 
 type BlockRecoveryCommandProto struct {
@@ -399,7 +425,9 @@ type BlockReportRequestProto struct {
 	// generation stamp, length), packed: 24 bytes a replica decoded where a
 	// BlockProto takes ~100. godfs datanodes send these; blocks is still
 	// taken from older ones.
-	Replicas      []uint64 `protobuf:"varint,6,rep,packed,name=replicas" json:"replicas,omitempty"`
+	Replicas []uint64 `protobuf:"varint,6,rep,packed,name=replicas" json:"replicas,omitempty"`
+	// The lease the heartbeat granted; every part carries it.
+	Lease         *uint64 `protobuf:"varint,7,opt,name=lease" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -474,6 +502,13 @@ func (x *BlockReportRequestProto) GetReplicas() []uint64 {
 		return x.Replicas
 	}
 	return nil
+}
+
+func (x *BlockReportRequestProto) GetLease() uint64 {
+	if x != nil && x.Lease != nil {
+		return *x.Lease
+	}
+	return 0
 }
 
 type BlockReportResponseProto struct {
@@ -625,14 +660,15 @@ const file_hdfs_datanode_proto_rawDesc = "" +
 	"\x1cRegisterDatanodeRequestProto\x128\n" +
 	"\x04info\x18\x01 \x02(\v2$.godfs.hadoop.hdfs.DatanodeInfoProtoR\x04info\"A\n" +
 	"\x1dRegisterDatanodeResponseProto\x12 \n" +
-	"\vblockPoolId\x18\x01 \x02(\tR\vblockPoolId\"\xd1\x01\n" +
+	"\vblockPoolId\x18\x01 \x02(\tR\vblockPoolId\"\x82\x02\n" +
 	"\x15HeartbeatRequestProto\x12\"\n" +
 	"\fdatanodeUuid\x18\x01 \x02(\tR\fdatanodeUuid\x12\x1a\n" +
 	"\bcapacity\x18\x02 \x02(\x04R\bcapacity\x12\x18\n" +
 	"\adfsUsed\x18\x03 \x02(\x04R\adfsUsed\x12\x1c\n" +
 	"\tremaining\x18\x04 \x02(\x04R\tremaining\x12\x1c\n" +
 	"\tnumBlocks\x18\x05 \x02(\rR\tnumBlocks\x12\"\n" +
-	"\fxceiverCount\x18\x06 \x02(\rR\fxceiverCount\"\x92\x02\n" +
+	"\fxceiverCount\x18\x06 \x02(\rR\fxceiverCount\x12/\n" +
+	"\x0fwantReportLease\x18\a \x01(\b:\x05falseR\x0fwantReportLease\"\xb7\x02\n" +
 	"\x16HeartbeatResponseProto\x12%\n" +
 	"\n" +
 	"reregister\x18\x01 \x01(\b:\x05falseR\n" +
@@ -641,20 +677,22 @@ const file_hdfs_datanode_proto_rawDesc = "" +
 	"invalidate\x18\x02 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\n" +
 	"invalidate\x12J\n" +
 	"\ttransfers\x18\x03 \x03(\v2,.godfs.hadoop.hdfs.BlockTransferCommandProtoR\ttransfers\x12F\n" +
-	"\arecover\x18\x04 \x03(\v2,.godfs.hadoop.hdfs.BlockRecoveryCommandProtoR\arecover\"r\n" +
+	"\arecover\x18\x04 \x03(\v2,.godfs.hadoop.hdfs.BlockRecoveryCommandProtoR\arecover\x12#\n" +
+	"\vreportLease\x18\x05 \x01(\x04:\x010R\vreportLease\"r\n" +
 	"\x19BlockRecoveryCommandProto\x123\n" +
 	"\x05block\x18\x01 \x02(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\x05block\x12 \n" +
 	"\vnewGenStamp\x18\x02 \x02(\x04R\vnewGenStamp\"\x90\x01\n" +
 	"\x19BlockTransferCommandProto\x123\n" +
 	"\x05block\x18\x01 \x02(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\x05block\x12>\n" +
-	"\atargets\x18\x02 \x03(\v2$.godfs.hadoop.hdfs.DatanodeInfoProtoR\atargets\"\xd8\x01\n" +
+	"\atargets\x18\x02 \x03(\v2$.godfs.hadoop.hdfs.DatanodeInfoProtoR\atargets\"\xee\x01\n" +
 	"\x17BlockReportRequestProto\x12\"\n" +
 	"\fdatanodeUuid\x18\x01 \x02(\tR\fdatanodeUuid\x125\n" +
 	"\x06blocks\x18\x02 \x03(\v2\x1d.godfs.hadoop.hdfs.BlockProtoR\x06blocks\x12\x1a\n" +
 	"\breportId\x18\x03 \x01(\x04R\breportId\x12\x12\n" +
 	"\x04part\x18\x04 \x01(\rR\x04part\x12\x12\n" +
 	"\x04more\x18\x05 \x01(\bR\x04more\x12\x1e\n" +
-	"\breplicas\x18\x06 \x03(\x04B\x02\x10\x01R\breplicas\"\x1a\n" +
+	"\breplicas\x18\x06 \x03(\x04B\x02\x10\x01R\breplicas\x12\x14\n" +
+	"\x05lease\x18\a \x01(\x04R\x05lease\"\x1a\n" +
 	"\x18BlockReportResponseProto\"\xf6\x01\n" +
 	"#BlockReceivedAndDeletedRequestProto\x12\"\n" +
 	"\fdatanodeUuid\x18\x01 \x02(\tR\fdatanodeUuid\x129\n" +
