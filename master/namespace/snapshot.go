@@ -263,11 +263,6 @@ func (sr *snapshotReader) blocks(count int) []Block {
 	return b
 }
 
-// block reads a block's id, stamp and length.
-func (sr *snapshotReader) block() Block {
-	return Block{ID: sr.uvarint(), GenStamp: sr.uvarint(), Len: sr.uvarint()}
-}
-
 // interned reads a string that many inodes share.
 func (sr *snapshotReader) interned() string {
 	b := sr.bytes(sr.uvarint())
@@ -301,37 +296,33 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		if kind == recEnd {
 			break
 		}
-		// The inode is read here, then placed: a file in the file table,
-		// a directory on the heap.
-		var v Inode
-		v.IsDir = kind&recDir != 0
-		v.ID = sr.uvarint()
+		n := &Inode{IsDir: kind&recDir != 0}
+		n.ID = sr.uvarint()
 		parent := sr.uvarint()
-		v.keepName(sr.name())
-		v.Perm = uint16(sr.uvarint())
+		n.keepName(sr.name())
+		n.Perm = uint16(sr.uvarint())
 		var a attrs
 		a.user = sr.interned()
 		a.group = sr.interned()
-		v.Mtime, v.Atime = sr.varint(), sr.varint()
-		if v.IsDir {
+		n.Mtime, n.Atime = sr.varint(), sr.varint()
+		if n.IsDir {
 			a.kids = new([]*Inode)
 		} else {
-			v.Replication = uint16(sr.uvarint())
+			n.Replication = uint16(sr.uvarint())
 			a.blockSize = sr.uvarint()
 			count := sr.uvarint()
 			if count > 1<<24 {
-				return nil, fmt.Errorf("read snapshot: inode %d has %d blocks", v.ID, count)
+				return nil, fmt.Errorf("read snapshot: inode %d has %d blocks", n.ID, count)
 			}
-			if count == 1 {
-				v.one[0] = sr.block()
-				v.hasOne = true
-			} else if count > 1 {
-				more := sr.blocks(int(count))
-				for i := range more {
-					more[i] = sr.block()
-				}
-				a.blocks = &more
+			bs := n.one[:]
+			if count > 1 {
+				bs = sr.blocks(int(count))
+				a.blocks = &bs
 			}
+			for i := range count {
+				bs[i] = Block{ID: sr.uvarint(), GenStamp: sr.uvarint(), Len: sr.uvarint()}
+			}
+			n.hasOne = count == 1
 		}
 		if kind&recUC != 0 {
 			a.w = &writing{client: sr.interned(), overwrite: kind&recUCOverwrite != 0}
@@ -339,18 +330,15 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 				a.w.path = sr.str()
 			}
 		}
+		t.setAttrs(n, a)
 		if sr.err != nil {
 			break
 		}
-		var n *Inode
-		if v.IsDir {
-			n = new(Inode)
-			*n = v
+		if n.IsDir {
 			dirs[n.ID] = n
 		} else {
-			n = t.files.Put(v.ID, v)
+			t.files.Put(n.ID, n)
 		}
-		t.setAttrs(n, a)
 		switch {
 		case t.root == nil:
 			if !n.IsDir || parent != 0 {

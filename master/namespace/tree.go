@@ -248,8 +248,7 @@ func (n *Inode) Children() []*Inode {
 
 // Result is what Apply reports besides success.
 type Result struct {
-	// Inode is the inode the entry created or changed, when there is one
-	// (not for a delete: the inode is gone).
+	// Inode is the inode the entry created or changed, when there is one.
 	Inode *Inode
 	// Freed lists blocks no file refers to any more; the master deletes
 	// their replicas.
@@ -263,12 +262,9 @@ type Tree struct {
 	// uc holds files under construction by id: new files (not yet in the
 	// tree) and appended ones (in the tree).
 	uc     map[uint64]*Inode
-	ucPath map[string]*Inode // new files under construction by target path
-	// files holds every file, complete or not, by id: the inodes
-	// themselves, in pages, not pointers to them (8 bytes a file less).
-	// Directories, few, are allocated one by one.
-	files idtable.Table[Inode]
-	attrs map[attrs]*attrs // the shared attrs
+	ucPath map[string]*Inode     // new files under construction by target path
+	files  idtable.Table[*Inode] // every file by id, complete or not
+	attrs  map[attrs]*attrs      // the shared attrs
 
 	lastIndex    uint64 // index of the last applied entry
 	nextInodeID  uint64
@@ -487,19 +483,18 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 }
 
 func (t *Tree) newInode(e *Entry, name string, parent *Inode, dir bool) *Inode {
-	v := Inode{ID: e.FileID, Parent: parent, IsDir: dir, Perm: e.Perm, Mtime: e.Time, Atime: e.Time}
+	n := &Inode{ID: e.FileID, Parent: parent, IsDir: dir, Perm: e.Perm, Mtime: e.Time, Atime: e.Time}
+	n.setName(name)
 	a := attrs{user: e.Owner, group: e.Group}
-	var n *Inode
 	if dir {
 		a.kids = new([]*Inode)
-		n = new(Inode)
-		*n = v
 	} else {
 		a.blockSize = e.BlockSize
-		n = t.files.Put(v.ID, v)
 	}
-	n.setName(name)
 	t.setAttrs(n, a)
+	if !dir {
+		t.files.Put(n.ID, n)
+	}
 	if n.ID >= t.nextInodeID {
 		t.nextInodeID = n.ID + 1
 	}
@@ -686,8 +681,8 @@ func (t *Tree) complete(e *Entry) (Result, error) {
 			if old.IsDir || old.UnderConstruction() || !n.a.w.overwrite {
 				return Result{}, &fs.PathError{Op: "complete", Path: n.UCPath(), Err: fs.ErrExist}
 			}
-			res.Freed = slices.Clone(old.Blocks())
-			t.files.Delete(old.ID) // clears old
+			res.Freed = old.Blocks()
+			t.files.Delete(old.ID)
 		}
 		n.Parent = dir
 		n.setName(name)
@@ -713,9 +708,8 @@ func (t *Tree) abandonFile(e *Entry) (Result, error) {
 	delete(t.uc, n.ID)
 	if n.UCPath() != "" {
 		delete(t.ucPath, n.UCPath())
-		freed := slices.Clone(n.Blocks())
-		t.files.Delete(n.ID) // clears n
-		return Result{Freed: freed}, nil
+		t.files.Delete(n.ID)
+		return Result{Freed: n.Blocks()}, nil
 	}
 	bs := n.Blocks()
 	keep := len(bs)
@@ -777,10 +771,9 @@ func (t *Tree) collect(n *Inode, out []Block) []Block {
 		}
 		return out
 	}
-	out = append(out, n.Blocks()...)
 	delete(t.uc, n.ID)
-	t.files.Delete(n.ID) // clears n
-	return out
+	t.files.Delete(n.ID)
+	return append(out, n.Blocks()...)
 }
 
 func (t *Tree) delete(e *Entry) (Result, error) {
@@ -800,7 +793,7 @@ func (t *Tree) delete(e *Entry) (Result, error) {
 	}
 	n.Parent.removeChild(n.Name())
 	n.Parent.Mtime = e.Time
-	return Result{Freed: t.collect(n, nil)}, nil
+	return Result{Inode: n, Freed: t.collect(n, nil)}, nil
 }
 
 // rename moves Path to Dst with rename2 semantics: Dst's parent must exist;
@@ -963,7 +956,7 @@ func (t *Tree) Files(fn func(*Inode)) {
 }
 
 // File returns the file with id, complete or under construction, or nil.
-func (t *Tree) File(id uint64) *Inode { return t.files.Ptr(id) }
+func (t *Tree) File(id uint64) *Inode { return t.files.Get(id) }
 
 // NumFiles is the number of files, complete or not.
 func (t *Tree) NumFiles() int { return t.files.Len() }

@@ -218,7 +218,7 @@ func TestBlocksInlineAndOwn(t *testing.T) {
 	if b := one.Blocks(); len(b) != 1 || b[0].Len != 7 {
 		t.Fatalf("the other file's block changed: %v", b)
 	}
-	// A file's inode is cleared when it goes; the blocks it frees are its.
+	// The blocks a file frees as it goes are its own.
 	gone := a.writeFile("/gone", 9).Blocks()[0]
 	if r := a.must(Entry{Type: OpDelete, Path: "/gone"}); len(r.Freed) != 1 || r.Freed[0] != gone {
 		t.Fatalf("delete freed %v, want %v", r.Freed, gone)
