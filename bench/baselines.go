@@ -33,6 +33,11 @@ func (r *Report) measureBaselines(cfg Config) error {
 		return fmt.Errorf("network baseline: %w", err)
 	}
 	r.Baselines = append(r.Baselines, Result{Name: "network: loopback TCP", Value: tcp, Unit: "MB/s"})
+	rt, err := roundTrips(cfg.Clients)
+	if err != nil {
+		return fmt.Errorf("round-trip baseline: %w", err)
+	}
+	r.Baselines = append(r.Baselines, Result{Name: roundTripBaseline, Value: rt, Unit: "ops/s"})
 	fs, err := fsyncRate(cfg.TempDir)
 	if err != nil {
 		return fmt.Errorf("fsync baseline: %w", err)
@@ -101,6 +106,79 @@ func loopbackTCP(n int64) (float64, error) {
 		return 0, err
 	}
 	return mbps(n, time.Since(start)), nil
+}
+
+// roundTripBaseline names the round-trip baseline.
+const roundTripBaseline = "loopback round trips"
+
+// roundTrips is how many exchanges of a 100-byte request for a 200-byte
+// answer `clients` loopback TCP connections make per second, one in
+// flight each, over about a second: what a call of one RPC could reach
+// on this machine if serving it cost nothing (a getFileInfo is about that
+// size).
+func roundTrips(clients int) (float64, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, resp := make([]byte, 100), make([]byte, 200)
+				for {
+					if _, err := io.ReadFull(c, req); err != nil {
+						return
+					}
+					if _, err := c.Write(resp); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	counts := make(chan int, clients)
+	errs := make(chan error, clients)
+	start := time.Now()
+	for range clients {
+		go func() {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			req, resp := make([]byte, 100), make([]byte, 200)
+			n := 0
+			for time.Since(start) < time.Second {
+				if _, err := c.Write(req); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := io.ReadFull(c, resp); err != nil {
+					errs <- err
+					return
+				}
+				n++
+			}
+			counts <- n
+		}()
+	}
+	total := 0
+	for range clients {
+		select {
+		case n := <-counts:
+			total += n
+		case err := <-errs:
+			return 0, err
+		}
+	}
+	return float64(total) / time.Since(start).Seconds(), nil
 }
 
 // fsyncRate is how many 4 KiB write+fsync rounds the directory takes per

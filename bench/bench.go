@@ -252,7 +252,7 @@ func (r *Report) small(ctx context.Context, c *client.Client, cfg Config) error 
 		return w.Close()
 	})
 	if err == nil {
-		err = r.measure("4 KiB files stat", "", cfg, cfg.SmallFiles, func(c *client.Client, i int) error {
+		err = r.measure("4 KiB files stat", roundTripBaseline, cfg, cfg.SmallFiles, func(c *client.Client, i int) error {
 			_, err := c.Stat(ctx, name(i))
 			return err
 		})
@@ -293,7 +293,7 @@ func (r *Report) meta(ctx context.Context, c *client.Client, cfg Config) error {
 		})
 	}
 	if err == nil {
-		err = r.measure("getFileInfo", "", cfg, cfg.MetaOps, func(c *client.Client, i int) error {
+		err = r.measure("getFileInfo", roundTripBaseline, cfg, cfg.MetaOps, func(c *client.Client, i int) error {
 			_, err := c.Stat(ctx, name(i))
 			return err
 		})

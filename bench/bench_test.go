@@ -114,8 +114,13 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if r.Runs != 2 || len(r.Baselines) != 5 || len(r.Results) != 4+3+5 {
+	if r.Runs != 2 || len(r.Baselines) != 6 || len(r.Results) != 4+3+5 {
 		t.Fatalf("%d baselines and %d results: %+v", len(r.Baselines), len(r.Results), r)
+	}
+	for _, x := range r.Results {
+		if x.Name == "getFileInfo" && (x.Baseline != roundTripBaseline || x.Ratio <= 0) {
+			t.Fatalf("getFileInfo is not compared with the round trips: %+v", x)
+		}
 	}
 	for _, x := range append(r.Baselines, r.Results...) {
 		if x.Value <= 0 {

@@ -23,10 +23,11 @@ func (e *env) benchCmd() *cobra.Command {
 	cfg := bench.Config{Clients: 16, SmallFiles: 2000, MetaOps: 20000}
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure godfs against disk, network, fsync and CRC32C baselines from the same run",
+		Short: "Measure godfs against disk, network, round-trip, fsync and CRC32C baselines from the same run",
 		Long: "Measures large-file put/get (stream), 4 KiB files (small) and metadata operations (meta)\n" +
 			"and prints each next to a baseline measured in the same run on the same machine: a local\n" +
-			"copy with fsync, a loopback TCP copy, the fsync rate and CRC32C speed. With --dev it starts\n" +
+			"copy with fsync, a loopback TCP copy, small-message round trips over loopback with as many\n" +
+			"connections as clients, the fsync rate and CRC32C speed. With --dev it starts\n" +
 			"its own in-process cluster (3 datanodes) in a temporary directory.",
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
