@@ -50,18 +50,20 @@ func (m *Master) fsck(ctx context.Context, req *pb.FsckRequestProto) (*pb.FsckRe
 		if n.UnderConstruction() {
 			uc++
 		}
-		for i, b := range n.Blocks() {
+		bs := n.Blocks()
+		for i, b := range bs {
 			blocks++
-			if n.UnderConstruction() && i == len(n.Blocks())-1 {
+			if n.UnderConstruction() && i == len(bs)-1 {
 				continue // still being written
 			}
+			holders := m.mu.blocks.holders(b.ID)
 			live := 0
-			for _, dn := range m.mu.blocks.holders(b.ID) {
+			for _, dn := range holders {
 				if dn.inService() {
 					live++
 				}
 			}
-			all := len(m.mu.blocks.holders(b.ID))
+			all := len(holders)
 			want := int(n.Replication)
 			switch {
 			case all == 0:

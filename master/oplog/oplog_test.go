@@ -39,6 +39,19 @@ func replayAll(t *testing.T, dir string, after uint64) ([]uint64, *Log, error) {
 	return got, l, err
 }
 
+// twoSegments opens a new log in dir with entries 1-5 in its first
+// segment and 6-8 in the second, the one being appended to.
+func twoSegments(t *testing.T, dir string) *Log {
+	t.Helper()
+	_, l, _ := replayAll(t, dir, 0)
+	appendN(t, l, 1, 5)
+	if err := l.Roll(6); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 6, 8)
+	return l
+}
+
 func TestAppendReplay(t *testing.T) {
 	dir := t.TempDir()
 	_, l, err := replayAll(t, dir, 0)
@@ -84,13 +97,7 @@ func TestTornTailIsCutOff(t *testing.T) {
 
 func TestCorruptionInOlderSegmentRefusesToStart(t *testing.T) {
 	dir := t.TempDir()
-	_, l, _ := replayAll(t, dir, 0)
-	appendN(t, l, 1, 5)
-	if err := l.Roll(6); err != nil {
-		t.Fatal(err)
-	}
-	appendN(t, l, 6, 8)
-	l.Close()
+	twoSegments(t, dir).Close()
 	seg := filepath.Join(dir, segmentName(1))
 	b, _ := os.ReadFile(seg)
 	b[20] ^= 0xff
@@ -234,12 +241,7 @@ func BenchmarkAppendSync(b *testing.B) {
 
 func TestReplayClosedLeavesTheLiveLog(t *testing.T) {
 	dir := t.TempDir()
-	_, l, _ := replayAll(t, dir, 0)
-	appendN(t, l, 1, 5)
-	if err := l.Roll(6); err != nil {
-		t.Fatal(err)
-	}
-	appendN(t, l, 6, 8)
+	l := twoSegments(t, dir)
 	if err := l.Roll(9); err != nil {
 		t.Fatal(err)
 	}
