@@ -64,25 +64,32 @@ func newMsg[T any]() *T { return new(T) }
 // fileStatus converts an inode to HDFS's file status; name is the local
 // name to report (empty for getFileInfo, as HDFS does).
 func (m *Master) fileStatus(n *namespace.Inode, name string) *pb.HdfsFileStatusProto {
-	st := &pb.HdfsFileStatusProto{
-		Path:             []byte(name),
-		Permission:       &pb.FsPermissionProto{Perm: proto.Uint32(uint32(n.Perm))},
-		Owner:            proto.String(n.Owner()),
-		Group:            proto.String(n.Group()),
-		ModificationTime: proto.Uint64(uint64(n.Mtime)),
-		AccessTime:       proto.Uint64(uint64(n.Atime)),
-		FileId:           proto.Uint64(n.ID),
+	// One allocation for the status and every field it points to (proto2
+	// fields are pointers): a listing makes one of these an entry.
+	v := &struct {
+		st                                  pb.HdfsFileStatusProto
+		perm                                pb.FsPermissionProto
+		permBits, repl                      uint32
+		owner, group                        string
+		mtime, atime, id, length, blockSize uint64
+		children                            int32
+		fileType                            pb.HdfsFileStatusProto_FileType
+	}{
+		permBits: uint32(n.Perm), owner: n.Owner(), group: n.Group(),
+		mtime: uint64(n.Mtime), atime: uint64(n.Atime), id: n.ID,
 	}
+	st := &v.st
+	v.perm.Perm = &v.permBits
+	st.Path, st.Permission, st.Owner, st.Group = []byte(name), &v.perm, &v.owner, &v.group
+	st.ModificationTime, st.AccessTime, st.FileId = &v.mtime, &v.atime, &v.id
+	st.FileType, st.Length, st.ChildrenNum = &v.fileType, &v.length, &v.children
 	if n.IsDir {
-		st.FileType = pb.HdfsFileStatusProto_IS_DIR.Enum()
-		st.Length = proto.Uint64(0)
-		st.ChildrenNum = proto.Int32(int32(len(n.Children())))
+		v.fileType = pb.HdfsFileStatusProto_IS_DIR
+		v.children = int32(len(n.Children()))
 	} else {
-		st.FileType = pb.HdfsFileStatusProto_IS_FILE.Enum()
-		st.Length = proto.Uint64(n.Len())
-		st.BlockReplication = proto.Uint32(uint32(n.Replication))
-		st.Blocksize = proto.Uint64(n.BlockSize())
-		st.ChildrenNum = proto.Int32(0)
+		v.fileType = pb.HdfsFileStatusProto_IS_FILE
+		v.length, v.repl, v.blockSize = n.Len(), uint32(n.Replication), n.BlockSize()
+		st.BlockReplication, st.Blocksize = &v.repl, &v.blockSize
 	}
 	return st
 }

@@ -180,6 +180,9 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 	return cc, nil
 }
 
+// resultChans are the channels calls wait on for their result, reused.
+var resultChans = sync.Pool{New: func() any { return make(chan result, 1) }}
+
 type result struct {
 	body []byte
 	err  error
@@ -191,7 +194,18 @@ type clientConn struct {
 	addr     string
 	c        net.Conn
 	clientID []byte
-	wmu      sync.Mutex // serializes request frames
+	wmu      sync.Mutex // serializes request frames and guards hdr
+	// hdr are the headers of the request being written, kept to be
+	// filled in again by the next call rather than allocated each time.
+	hdr struct {
+		rpc              pb.RpcRequestHeaderProto
+		req              pb.RequestHeaderProto
+		callID           int32
+		protocol, method string
+		kind             pb.RpcKindProto
+		op               pb.RpcRequestHeaderProto_OperationProto
+		version          uint64
+	}
 
 	mu struct {
 		sync.Mutex
@@ -208,7 +222,7 @@ func (cc *clientConn) broken() bool {
 }
 
 func (cc *clientConn) call(ctx context.Context, protoName, method string, req, resp proto.Message) error {
-	ch := make(chan result, 1)
+	ch := resultChans.Get().(chan result)
 	cc.mu.Lock()
 	if cc.mu.err != nil {
 		err := cc.mu.err
@@ -220,23 +234,13 @@ func (cc *clientConn) call(ctx context.Context, protoName, method string, req, r
 	cc.mu.pending[id] = ch
 	cc.mu.Unlock()
 
-	hdr := &pb.RpcRequestHeaderProto{
-		RpcKind:  pb.RpcKindProto_RPC_PROTOCOL_BUFFER.Enum(),
-		RpcOp:    pb.RpcRequestHeaderProto_RPC_FINAL_PACKET.Enum(),
-		CallId:   proto.Int32(id),
-		ClientId: cc.clientID,
-	}
-	reqHdr := &pb.RequestHeaderProto{
-		MethodName:                 proto.String(method),
-		DeclaringClassProtocolName: proto.String(protoName),
-		ClientProtocolVersion:      proto.Uint64(protocol.ClientProtocolVersion),
-	}
 	cc.wmu.Lock()
 	if dl, ok := ctx.Deadline(); ok {
 		cc.c.SetWriteDeadline(dl)
 	} else {
 		cc.c.SetWriteDeadline(time.Time{})
 	}
+	hdr, reqHdr := cc.headers(id, protoName, method)
 	err := writeFrame(cc.c, hdr, reqHdr, req)
 	cc.wmu.Unlock()
 	if err != nil {
@@ -244,6 +248,9 @@ func (cc *clientConn) call(ctx context.Context, protoName, method string, req, r
 	}
 	select {
 	case r := <-ch:
+		// Nothing sends on ch again: readLoop and shutdown take it out of
+		// pending before sending. After a cancel one still might.
+		resultChans.Put(ch)
 		if r.err != nil {
 			return fmt.Errorf("call %s: %w", method, r.err)
 		}
@@ -257,6 +264,17 @@ func (cc *clientConn) call(ctx context.Context, protoName, method string, req, r
 		cc.mu.Unlock()
 		return fmt.Errorf("call %s on %s: %w", method, cc.addr, ctx.Err())
 	}
+}
+
+// headers returns the request headers of call id, in cc.hdr; cc.wmu must
+// be held until they are written.
+func (cc *clientConn) headers(id int32, protoName, method string) (*pb.RpcRequestHeaderProto, *pb.RequestHeaderProto) {
+	h := &cc.hdr
+	h.callID, h.protocol, h.method = id, protoName, method
+	h.kind, h.op, h.version = pb.RpcKindProto_RPC_PROTOCOL_BUFFER, pb.RpcRequestHeaderProto_RPC_FINAL_PACKET, protocol.ClientProtocolVersion
+	h.rpc.RpcKind, h.rpc.RpcOp, h.rpc.CallId, h.rpc.ClientId = &h.kind, &h.op, &h.callID, cc.clientID
+	h.req.MethodName, h.req.DeclaringClassProtocolName, h.req.ClientProtocolVersion = &h.method, &h.protocol, &h.version
+	return &h.rpc, &h.req
 }
 
 func (cc *clientConn) readLoop() {

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -41,22 +42,37 @@ var preamble = []byte{'h', 'r', 'p', 'c'}
 var ErrFrameTooLarge = errors.New("hrpc: frame too large")
 
 // writeFrame writes msgs as one length-prefixed frame of varint-delimited
-// messages.
+// messages, marshalled straight into a pooled buffer: one write, no
+// allocation a message (calls are small and many).
 func writeFrame(w io.Writer, msgs ...proto.Message) error {
-	var body []byte
+	bp := framePool.Get().(*[]byte)
+	defer putFrameBuf(bp)
+	frame := append((*bp)[:0], 0, 0, 0, 0)
 	for _, m := range msgs {
-		b, err := proto.Marshal(m)
-		if err != nil {
+		frame = protowire.AppendVarint(frame, uint64(proto.Size(m)))
+		var err error
+		// Size just cached every message's size: marshalling reuses it.
+		if frame, err = cachedSize.MarshalAppend(frame, m); err != nil {
 			return fmt.Errorf("hrpc: marshal %T: %w", m, err)
 		}
-		body = protowire.AppendVarint(body, uint64(len(b)))
-		body = append(body, b...)
 	}
-	frame := make([]byte, 4, 4+len(body))
-	binary.BigEndian.PutUint32(frame, uint32(len(body)))
-	frame = append(frame, body...)
+	binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
+	*bp = frame
 	_, err := w.Write(frame)
 	return err
+}
+
+var (
+	cachedSize = proto.MarshalOptions{UseCachedSize: true}
+	framePool  = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+)
+
+// putFrameBuf returns a frame buffer to the pool unless a big frame (a
+// block report) grew it: those are rare and would pin their memory.
+func putFrameBuf(bp *[]byte) {
+	if cap(*bp) <= 64<<10 {
+		framePool.Put(bp)
+	}
 }
 
 // readFrame reads one length-prefixed frame.

@@ -23,7 +23,7 @@ const testProtocol = "test.Protocol"
 // startServer serves getFileInfo: "/slow" answers after a pause (so calls
 // overtake it), "/missing" fails with fs.ErrNotExist, anything else echoes
 // the path and the caller's user in the owner field.
-func startServer(t *testing.T) string {
+func startServer(t testing.TB) string {
 	t.Helper()
 	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.Register(testProtocol, map[string]Method{
@@ -131,6 +131,44 @@ func TestExceptionTableRoundTrips(t *testing.T) {
 		class := protocol.ExceptionClass(fmt.Errorf("wrapped: %w", err))
 		if !errors.Is(&RemoteError{Class: class}, err) {
 			t.Errorf("%v -> %s does not map back", err, class)
+		}
+	}
+}
+
+// A call given up on (its context ended) must not leave its answer, when
+// it comes, to a later call.
+func TestCancelledCallsLeaveNoAnswerBehind(t *testing.T) {
+	addr := startServer(t)
+	c := NewClient(addr, ClientOptions{Protocol: testProtocol})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	err := c.Call(ctx, "getFileInfo", &pb.GetFileInfoRequestProto{Src: proto.String("/slow")}, &pb.GetFileInfoResponseProto{})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow call: %v", err)
+	}
+	// The slow answer comes 200 ms after it was asked for.
+	for i, end := 0, time.Now().Add(400*time.Millisecond); time.Now().Before(end); i++ {
+		p := fmt.Sprintf("/after%d", i)
+		resp, err := stat(c, p)
+		if err != nil || string(resp.GetFs().GetPath()) != p {
+			t.Fatalf("stat %s after a cancelled call: %v %v", p, resp, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// BenchmarkCall measures one small call and its answer over loopback
+// through the real client and server (allocations included: -benchmem).
+func BenchmarkCall(b *testing.B) {
+	addr := startServer(b)
+	c := NewClient(addr, ClientOptions{Protocol: testProtocol})
+	defer c.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := stat(c, "/f"); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -148,10 +148,17 @@ func (s *Server) Close() error {
 // conn is one client connection. Calls run concurrently; writes of their
 // responses are serialized by wmu.
 type conn struct {
-	s        *Server
-	c        net.Conn
-	r        *bufio.Reader
-	wmu      sync.Mutex // serializes response frames
+	s   *Server
+	c   net.Conn
+	r   *bufio.Reader
+	wmu sync.Mutex // serializes response frames and guards ok
+	// ok is the header of the successful response being written, filled
+	// in again for each rather than allocated.
+	ok struct {
+		hdr             pb.RpcResponseHeaderProto
+		callID, version uint32
+		status          pb.RpcResponseHeaderProto_RpcStatusProto
+	}
 	caller   Caller
 	protocol string
 }
@@ -279,12 +286,12 @@ func (c *conn) serveCall(ctx context.Context, hdr *pb.RpcRequestHeaderProto, bod
 		c.fail(hdr, pb.RpcResponseHeaderProto_ERROR_APPLICATION, protocol.ExceptionClass(err), err.Error())
 		return
 	}
-	c.write(&pb.RpcResponseHeaderProto{
-		CallId:              proto.Uint32(uint32(callID)),
-		Status:              pb.RpcResponseHeaderProto_SUCCESS.Enum(),
-		ServerIpcVersionNum: proto.Uint32(Version),
-		ClientId:            hdr.GetClientId(),
-	}, resp)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	h := &c.ok
+	h.callID, h.status, h.version = uint32(callID), pb.RpcResponseHeaderProto_SUCCESS, Version
+	h.hdr.CallId, h.hdr.Status, h.hdr.ServerIpcVersionNum, h.hdr.ClientId = &h.callID, &h.status, &h.version, hdr.GetClientId()
+	c.writeLocked(&h.hdr, resp)
 }
 
 // callSafely turns a handler panic into an error so one bad call cannot take
@@ -325,6 +332,10 @@ func (c *conn) fatal(callID int32, code pb.RpcResponseHeaderProto_RpcErrorCodePr
 func (c *conn) write(msgs ...proto.Message) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.writeLocked(msgs...)
+}
+
+func (c *conn) writeLocked(msgs ...proto.Message) {
 	if err := writeFrame(c.c, msgs...); err != nil {
 		c.c.Close() // the reader loop notices and ends the connection
 	}
