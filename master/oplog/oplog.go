@@ -1,7 +1,8 @@
 // Package oplog is the master's durable log of namespace entries and its
 // checkpoints. The log is a sequence of segment files "log-<first index>";
 // each record is a 4-byte length, a 4-byte CRC32C of the payload and the
-// JSON-encoded entry. A checkpoint is a snapshot of the namespace at some
+// entry in its binary form (namespace.Entry.AppendBinary; logs written
+// before it hold JSON entries, which still replay). A checkpoint is a snapshot of the namespace at some
 // index; restart loads it and replays only the entries after it.
 //
 // Durability contract: Append only buffers. Sync(i) MUST NOT return until
@@ -63,6 +64,7 @@ type Log struct {
 		appended uint64  // index of the last appended entry
 		err      error   // sticky: after a failed write or sync nothing is durable
 		hdr      [8]byte // the record header being written: one allocation less a record
+		payload  []byte  // and its entry's encoding
 	}
 	synced uint64 // index of the last durable entry; guarded by syncMu
 }
@@ -185,7 +187,7 @@ func (l *Log) replaySegment(first, after uint64, isLast bool, fn func(*namespace
 				ErrCorrupt, name, off, err)
 		}
 		var e namespace.Entry
-		if err := json.Unmarshal(payload, &e); err != nil {
+		if err := decodeEntry(payload, &e); err != nil {
 			return 0, 0, fmt.Errorf("%w: %s at offset %d: %v", ErrCorrupt, name, off, err)
 		}
 		off += int64(8 + len(payload))
@@ -324,18 +326,28 @@ func writeZeros(f *os.File, off, n int64) error {
 	return nil
 }
 
+// decodeEntry sets e from a record's payload: its binary form, or JSON,
+// which logs written before the binary form hold.
+func decodeEntry(payload []byte, e *namespace.Entry) error {
+	if namespace.IsBinaryEntry(payload) {
+		return e.UnmarshalBinary(payload)
+	}
+	return json.Unmarshal(payload, e)
+}
+
 // Append buffers e; it is durable only after Sync(e.Index) returns.
 func (l *Log) Append(e *namespace.Entry) error {
-	payload, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode entry %d: %w", e.Index, err)
-	}
-	sum := crc32.Checksum(payload, castagnoli)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.err != nil {
 		return l.mu.err
 	}
+	payload, err := e.AppendBinary(l.mu.payload[:0])
+	if err != nil {
+		return fmt.Errorf("encode entry %d: %w", e.Index, err)
+	}
+	l.mu.payload = payload
+	sum := crc32.Checksum(payload, castagnoli)
 	binary.BigEndian.PutUint32(l.mu.hdr[:4], uint32(len(payload)))
 	binary.BigEndian.PutUint32(l.mu.hdr[4:], sum)
 	if _, err := l.mu.w.Write(l.mu.hdr[:]); err != nil {

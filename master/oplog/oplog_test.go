@@ -1,7 +1,10 @@
 package oplog
 
 import (
+	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -259,5 +262,52 @@ func TestReplayClosedLeavesTheLiveLog(t *testing.T) {
 	l.Close()
 	if got, _, err := replayAll(t, dir, 0); err != nil || len(got) != 11 {
 		t.Fatalf("replay of the whole log: %v %v", got, err)
+	}
+}
+
+// A log written before entries had a binary form holds JSON ones: they
+// replay, and the binary ones appended after them too.
+func TestJSONEntriesOfOlderLogsReplay(t *testing.T) {
+	dir := t.TempDir()
+	var seg []byte
+	for i := uint64(1); i <= 3; i++ {
+		payload, err := json.Marshal(&namespace.Entry{Index: i, Type: namespace.OpCreate, Path: "/f" + strconv.Itoa(int(i)),
+			FileID: 16384 + i, Block: &namespace.Block{ID: i, GenStamp: 1000}, Time: -1, Overwrite: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg = binary.BigEndian.AppendUint32(seg, uint32(len(payload)))
+		seg = binary.BigEndian.AppendUint32(seg, crc32.Checksum(payload, castagnoli))
+		seg = append(seg, payload...)
+	}
+	if err := os.WriteFile(filepath.Join(dir, segmentName(1)), seg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, l, err := replayAll(t, dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 4, 5)
+	l.Close()
+	l, err = Open(dir, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var got []namespace.Entry
+	if err := l.Replay(0, func(e *namespace.Entry) error { got = append(got, *e); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 5 {
+		t.Fatalf("replayed %d entries, want 5: %+v", len(got), got)
+	}
+	for i, e := range got[:3] {
+		if want := uint64(i + 1); e.Index != want || e.Path != "/f"+strconv.Itoa(i+1) || e.FileID != 16384+want ||
+			e.Block == nil || e.Block.ID != want || e.Time != -1 || !e.Overwrite {
+			t.Fatalf("JSON entry %d replayed as %+v", i+1, e)
+		}
+	}
+	if got[3].Index != 4 || got[3].Path != "/d" || got[4].Index != 5 {
+		t.Fatalf("binary entries after JSON ones: %+v %+v", got[3], got[4])
 	}
 }
