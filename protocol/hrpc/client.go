@@ -285,21 +285,20 @@ func (cc *clientConn) readLoop() {
 			cc.shutdown(fmt.Errorf("connection to %s lost: %w", cc.addr, err))
 			return
 		}
-		hdr := &pb.RpcResponseHeaderProto{}
-		rest, err := unmarshalDelimited(frame, hdr)
+		hdr, rest, err := parseAnswerHeader(frame)
 		if err != nil {
 			cc.shutdown(fmt.Errorf("bad response from %s: %w", cc.addr, err))
 			return
 		}
-		id := int32(hdr.GetCallId())
+		id := int32(hdr.callID)
 		var res result
-		switch hdr.GetStatus() {
+		switch hdr.status {
 		case pb.RpcResponseHeaderProto_SUCCESS:
 			res.body = rest
 		default:
-			res.err = &RemoteError{Class: hdr.GetExceptionClassName(), Message: hdr.GetErrorMsg()}
+			res.err = &RemoteError{Class: hdr.class, Message: hdr.msg}
 		}
-		if hdr.GetStatus() == pb.RpcResponseHeaderProto_FATAL {
+		if hdr.status == pb.RpcResponseHeaderProto_FATAL {
 			cc.shutdown(res.err)
 			return
 		}

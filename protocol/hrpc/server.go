@@ -186,16 +186,15 @@ func (s *Server) serveConn(nc net.Conn) {
 			}
 			return
 		}
-		hdr := &pb.RpcRequestHeaderProto{}
-		rest, err := unmarshalDelimited(frame, hdr)
+		hdr, rest, err := parseCallHeader(frame)
 		if err != nil {
 			c.fatal(0, pb.RpcResponseHeaderProto_FATAL_DESERIALIZING_REQUEST, err.Error())
 			return
 		}
-		if hdr.GetRpcOp() == pb.RpcRequestHeaderProto_RPC_CLOSE_CONNECTION {
+		if hdr.op == pb.RpcRequestHeaderProto_RPC_CLOSE_CONNECTION {
 			return
 		}
-		if hdr.GetCallId() < 0 { // pings and other control calls need no answer
+		if hdr.callID < 0 { // pings and other control calls need no answer
 			continue
 		}
 		sem <- struct{}{}
@@ -250,35 +249,32 @@ func (c *conn) handshake() error {
 	return nil
 }
 
-func (c *conn) serveCall(ctx context.Context, hdr *pb.RpcRequestHeaderProto, body []byte) {
-	callID := hdr.GetCallId()
-	reqHdr := &pb.RequestHeaderProto{}
-	body, err := unmarshalDelimited(body, reqHdr)
+func (c *conn) serveCall(ctx context.Context, hdr callHeader, body []byte) {
+	mh, body, err := parseMethodHeader(body)
 	if err != nil {
 		c.fail(hdr, pb.RpcResponseHeaderProto_ERROR_RPC_SERVER, protocol.IOExceptionClass, err.Error())
 		return
 	}
-	protoName := reqHdr.GetDeclaringClassProtocolName()
-	if protoName == "" {
-		protoName = c.protocol
+	methods, ok := c.s.methods[string(mh.protocol)]
+	if len(mh.protocol) == 0 {
+		methods, ok = c.s.methods[c.protocol]
 	}
-	methods, ok := c.s.methods[protoName]
 	if !ok {
 		c.fail(hdr, pb.RpcResponseHeaderProto_ERROR_NO_SUCH_PROTOCOL,
-			"org.apache.hadoop.ipc.RpcNoSuchProtocolException", "unknown protocol "+protoName)
+			"org.apache.hadoop.ipc.RpcNoSuchProtocolException", fmt.Sprintf("unknown protocol %s", mh.protocol))
 		return
 	}
-	m, ok := methods[reqHdr.GetMethodName()]
+	m, ok := methods[string(mh.method)]
 	if !ok {
 		c.fail(hdr, pb.RpcResponseHeaderProto_ERROR_NO_SUCH_METHOD,
 			"org.apache.hadoop.ipc.RpcNoSuchMethodException",
-			fmt.Sprintf("godfs does not implement %s.%s yet", protoName, reqHdr.GetMethodName()))
+			fmt.Sprintf("godfs does not implement %s.%s yet", mh.protocol, mh.method))
 		return
 	}
 	req := m.New()
 	if _, err := unmarshalDelimited(body, req); err != nil {
 		c.fail(hdr, pb.RpcResponseHeaderProto_ERROR_RPC_SERVER, protocol.IOExceptionClass,
-			fmt.Sprintf("bad %s request: %v", reqHdr.GetMethodName(), err))
+			fmt.Sprintf("bad %s request: %v", mh.method, err))
 		return
 	}
 	resp, err := c.callSafely(ctx, m, req)
@@ -289,8 +285,8 @@ func (c *conn) serveCall(ctx context.Context, hdr *pb.RpcRequestHeaderProto, bod
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	h := &c.ok
-	h.callID, h.status, h.version = uint32(callID), pb.RpcResponseHeaderProto_SUCCESS, Version
-	h.hdr.CallId, h.hdr.Status, h.hdr.ServerIpcVersionNum, h.hdr.ClientId = &h.callID, &h.status, &h.version, hdr.GetClientId()
+	h.callID, h.status, h.version = uint32(hdr.callID), pb.RpcResponseHeaderProto_SUCCESS, Version
+	h.hdr.CallId, h.hdr.Status, h.hdr.ServerIpcVersionNum, h.hdr.ClientId = &h.callID, &h.status, &h.version, hdr.clientID
 	c.writeLocked(&h.hdr, resp)
 }
 
@@ -306,15 +302,15 @@ func (c *conn) callSafely(ctx context.Context, m Method, req proto.Message) (res
 	return m.Call(ctx, req)
 }
 
-func (c *conn) fail(hdr *pb.RpcRequestHeaderProto, code pb.RpcResponseHeaderProto_RpcErrorCodeProto, class, msg string) {
+func (c *conn) fail(hdr callHeader, code pb.RpcResponseHeaderProto_RpcErrorCodeProto, class, msg string) {
 	c.write(&pb.RpcResponseHeaderProto{
-		CallId:              proto.Uint32(uint32(hdr.GetCallId())),
+		CallId:              proto.Uint32(uint32(hdr.callID)),
 		Status:              pb.RpcResponseHeaderProto_ERROR.Enum(),
 		ServerIpcVersionNum: proto.Uint32(Version),
 		ExceptionClassName:  proto.String(class),
 		ErrorMsg:            proto.String(msg),
 		ErrorDetail:         code.Enum(),
-		ClientId:            hdr.GetClientId(),
+		ClientId:            hdr.clientID,
 	})
 }
 
