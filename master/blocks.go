@@ -1,6 +1,7 @@
 package master
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sort"
 	"time"
@@ -17,12 +18,13 @@ import (
 // block reports.
 //
 // It holds no pointers and lives inline in the block map's pages, so
-// millions of blocks cost 48 bytes each and nothing for the garbage
-// collector to scan.
+// millions of blocks cost 40 bytes each and nothing for the garbage
+// collector to scan: the file id is kept in 48 bits (namespace.MaxInodeID)
+// and a replica in 6 bytes.
 type blockInfo struct {
-	fileID   uint64
 	genStamp uint64
-	numBytes uint64 // as the datanodes report it
+	numBytes uint64    // as the datanodes report it
+	file     [3]uint16 // the file's id, low 16 bits first
 	// reps are the first replicas, packed from the front; more, rarely
 	// (replication above 3, a balancer move), are in blockMap.extra. None
 	// is on a dead node: a node's death drops it from every block.
@@ -31,10 +33,38 @@ type blockInfo struct {
 
 const inlineReplicas = 3
 
-// replicaRef is one replica of a block: its datanode (an index into
-// blockMap.byIndex, 0 for none) and where the block is in that
-// datanode's list, so that dropping a replica is O(1) both ways.
-type replicaRef struct{ node, pos uint32 }
+func newBlockInfo(fileID, genStamp uint64) blockInfo {
+	return blockInfo{genStamp: genStamp, file: [3]uint16{uint16(fileID), uint16(fileID >> 16), uint16(fileID >> 32)}}
+}
+
+// fileID is the id of the file the block belongs to.
+func (bi *blockInfo) fileID() uint64 {
+	return uint64(bi.file[0]) | uint64(bi.file[1])<<16 | uint64(bi.file[2])<<32
+}
+
+// nodeIndex is a datanode's place in blockMap.byIndex, 0 for none. 16 bits
+// keep a replica at 6 bytes; the master refuses a datanode registering
+// when all 65,535 are taken (dead nodes keep theirs until it restarts).
+type nodeIndex uint16
+
+const maxNodes = 1<<16 - 1
+
+// replicaRef is one replica of a block: its datanode and where the block
+// is in that datanode's list, so that dropping a replica is O(1) both
+// ways. The position is kept in two halves so the whole is 6 bytes with no
+// padding.
+type replicaRef struct {
+	node         nodeIndex
+	posLo, posHi uint16
+}
+
+func newReplicaRef(node nodeIndex, pos uint32) replicaRef {
+	return replicaRef{node: node, posLo: uint16(pos), posHi: uint16(pos >> 16)}
+}
+
+func (r replicaRef) pos() uint32 { return uint32(r.posLo) | uint32(r.posHi)<<16 }
+
+func (r *replicaRef) setPos(pos uint32) { r.posLo, r.posHi = uint16(pos), uint16(pos>>16) }
 
 // adminState is a datanode's decommissioning state.
 type adminState uint8
@@ -62,7 +92,7 @@ type datanode struct {
 	lastHeartbeat time.Time
 	dead          bool
 	admin         adminState
-	index         uint32                          // in blockMap.byIndex, kept across re-registration
+	index         nodeIndex                       // in blockMap.byIndex, kept across re-registration
 	blocks        blockList                       // the blocks it holds
 	bytes         int64                           // the sum of their lengths, for the balancer
 	invalidate    []*pb.BlockProto                // replicas it must delete, sent with heartbeat replies
@@ -135,15 +165,19 @@ func newBlockMap() *blockMap {
 
 // register adds dn to the datanode table, in place of an earlier
 // registration of the same node, whose replicas must have been dropped.
-func (bm *blockMap) register(dn *datanode) {
+func (bm *blockMap) register(dn *datanode) error {
 	if old := bm.nodes[dn.uuid]; old != nil {
 		dn.index = old.index
 	} else {
-		dn.index = uint32(len(bm.byIndex))
+		if len(bm.byIndex) > maxNodes {
+			return fmt.Errorf("%d datanodes have registered since the master started, the most it tracks; restart it to forget the dead ones", maxNodes)
+		}
+		dn.index = nodeIndex(len(bm.byIndex))
 		bm.byIndex = append(bm.byIndex, nil)
 	}
 	bm.byIndex[dn.index] = dn
 	bm.nodes[dn.uuid] = dn
+	return nil
 }
 
 // recheck has the replication monitor look at block id again.
@@ -157,7 +191,7 @@ func (bm *blockMap) recheck(id uint64) {
 // expected replicas until the datanodes report.
 func (bm *blockMap) add(fileID uint64, b namespace.Block, targets []string) {
 	bm.dropReplicas(b.ID)
-	bi := bm.blocks.Put(b.ID, blockInfo{fileID: fileID, genStamp: b.GenStamp})
+	bi := bm.blocks.Put(b.ID, newBlockInfo(fileID, b.GenStamp))
 	for _, t := range targets {
 		bm.addReplica(b.ID, bi, t)
 	}
@@ -221,9 +255,9 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) (pos uint3
 		return 0, false
 	}
 	if r := bm.ref(id, bi, dn); r != nil {
-		return r.pos, true
+		return r.pos(), true
 	}
-	r := replicaRef{node: dn.index, pos: dn.blocks.add(id)}
+	r := newReplicaRef(dn.index, dn.blocks.add(id))
 	dn.bytes += int64(bi.numBytes)
 	switch n := bm.numReplicas(id, bi); {
 	case n == 0:
@@ -235,14 +269,14 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) (pos uint3
 		bm.extra[id] = append(bm.extra[id], r)
 	}
 	bm.recheck(id)
-	return r.pos, true
+	return r.pos(), true
 }
 
 // unlink drops block id, at pos, from dn's list, and points the block
 // moved into its place there.
 func (bm *blockMap) unlink(dn *datanode, id uint64, pos uint32) {
 	if moved, ok := dn.blocks.remove(id, pos); ok {
-		bm.ref(moved, bm.blocks.Ptr(moved), dn).pos = pos
+		bm.ref(moved, bm.blocks.Ptr(moved), dn).setPos(pos)
 	}
 }
 
@@ -258,7 +292,7 @@ func (bm *blockMap) detach(id uint64, bi *blockInfo, dn *datanode) (replicaRef, 
 // takeRef removes the replica on datanode index node (never 0: register
 // hands out indexes from 1) from block id's replicas, keeping the inline
 // ones packed.
-func (bm *blockMap) takeRef(id uint64, bi *blockInfo, node uint32) (replicaRef, bool) {
+func (bm *blockMap) takeRef(id uint64, bi *blockInfo, node nodeIndex) (replicaRef, bool) {
 	ex := bm.extra[id]
 	for i := range bi.reps {
 		if bi.reps[i].node != node {
@@ -298,7 +332,7 @@ func (bm *blockMap) removeReplica(id uint64, uuid string) {
 	dn := bm.nodes[uuid]
 	if bi := bm.blocks.Ptr(id); bi != nil && dn != nil {
 		if r, ok := bm.detach(id, bi, dn); ok {
-			bm.unlink(dn, id, r.pos)
+			bm.unlink(dn, id, r.pos())
 		}
 	}
 	bm.recheck(id)

@@ -2,9 +2,12 @@ package master
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/godfs/godfs/master/idtable"
 	"github.com/godfs/godfs/master/namespace"
@@ -56,7 +59,7 @@ func blockMapAgreesWithModel(t *testing.T, nextID uint64) {
 				model[id][u] = false
 			}
 			if rng.IntN(2) == 0 { // as a full report does
-				bm.nodes[u].blocks.mark(id, bm.ref(id, bm.blocks.Ptr(id), bm.nodes[u]).pos)
+				bm.nodes[u].blocks.mark(id, bm.ref(id, bm.blocks.Ptr(id), bm.nodes[u]).pos())
 				model[id][u] = true
 			}
 		case op < 8: // a replica dropped, possibly one that is not there
@@ -141,7 +144,7 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 			for pos, low := range g.lows {
 				id := uint64(g.high)<<32 | uint64(low)
 				r := bm.ref(id, bm.blocks.Ptr(id), dn)
-				if !reverse[u][id] || r == nil || r.pos != uint32(pos) {
+				if !reverse[u][id] || r == nil || r.pos() != uint32(pos) {
 					t.Fatalf("step %d: %s lists block %d at %d, which it does not hold there", step, u, id, pos)
 				}
 				bytes += int64(bm.blocks.Ptr(id).numBytes)
@@ -159,5 +162,45 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 		if dn.bytes != bytes {
 			t.Fatalf("step %d: %s counts %d bytes, holds %d", step, u, dn.bytes, bytes)
 		}
+	}
+}
+
+// A block's entry keeps its file id in 48 bits and a replica's position in
+// two halves: both come back whole, and the entry is 40 bytes.
+func TestBlockInfoPacking(t *testing.T) {
+	if size := unsafe.Sizeof(blockInfo{}); size != 40 {
+		t.Fatalf("blockInfo is %d bytes, want 40", size)
+	}
+	for _, id := range []uint64{0, 1, namespace.RootInodeID + 1, 0x0001_0002_0003, 0xfedc_ba98_7654, namespace.MaxInodeID} {
+		if bi := newBlockInfo(id, 7); bi.fileID() != id || bi.genStamp != 7 {
+			t.Fatalf("file id %#x kept as %#x", id, bi.fileID())
+		}
+	}
+	for _, pos := range []uint32{0, 1, 0xffff, 0x1_0000, 0x1234_5678, math.MaxUint32} {
+		r := newReplicaRef(maxNodes, pos)
+		if r.pos() != pos || r.node != maxNodes {
+			t.Fatalf("replica at %#x on node %d kept as %#x on %d", pos, maxNodes, r.pos(), r.node)
+		}
+		if r.setPos(^pos); r.pos() != ^pos {
+			t.Fatalf("position %#x set, %#x kept", ^pos, r.pos())
+		}
+	}
+}
+
+// Datanode indexes are 16 bits: the 65,536th node to register is refused,
+// and one registered before may register again.
+func TestRegisterRefusesNodesBeyondTheLastIndex(t *testing.T) {
+	bm := newBlockMap()
+	for i := range maxNodes {
+		if err := bm.register(&datanode{uuid: strconv.Itoa(i)}); err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	if err := bm.register(&datanode{uuid: "one more"}); err == nil {
+		t.Fatal("a node beyond the last index registered")
+	}
+	again := &datanode{uuid: "7"}
+	if err := bm.register(again); err != nil || again.index != 8 || bm.byIndex[8] != again {
+		t.Fatalf("node 7 registering again: %v, index %d", err, again.index)
 	}
 }

@@ -739,7 +739,7 @@ func (m *Master) updateBlockForPipeline(ctx context.Context, req *pb.UpdateBlock
 		if bi == nil {
 			return fmt.Errorf("%w: unknown block %d", protocol.ErrInvalidArgument, req.GetBlock().GetBlockId())
 		}
-		n := m.mu.tree.UnderConstruction(bi.fileID)
+		n := m.mu.tree.UnderConstruction(bi.fileID())
 		if n == nil || n.Client() != req.GetClientName() {
 			return fmt.Errorf("%w: block %d is not being written by %s", protocol.ErrNoLease, req.GetBlock().GetBlockId(), req.GetClientName())
 		}
@@ -772,7 +772,7 @@ func (m *Master) updatePipeline(ctx context.Context, req *pb.UpdatePipelineReque
 		if bi == nil {
 			return fmt.Errorf("%w: unknown block %d", protocol.ErrInvalidArgument, old.GetBlockId())
 		}
-		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpUpdatePipeline, FileID: bi.fileID, Client: req.GetClientName(),
+		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpUpdatePipeline, FileID: bi.fileID(), Client: req.GetClientName(),
 			Block: &namespace.Block{ID: nb.GetBlockId(), GenStamp: nb.GetGenerationStamp()}}); err != nil {
 			return err
 		}

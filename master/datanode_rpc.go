@@ -42,7 +42,7 @@ func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeR
 	if info.GetLocation() == "" {
 		info.Location = proto.String("/default-rack")
 	}
-	m.locked(func() error {
+	err := m.locked(func() error {
 		uuid := id.GetDatanodeUuid()
 		if old := m.mu.blocks.nodes[uuid]; old != nil {
 			m.mu.blocks.nodeDead(old) // forget its replicas; the block report that follows restores them
@@ -52,9 +52,12 @@ func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeR
 		if m.mu.decommission[uuid] || m.mu.decommission[xferAddr(id)] {
 			dn.admin = decommissioning
 		}
-		m.mu.blocks.register(dn)
-		return nil
+		return m.mu.blocks.register(dn)
 	})
+	if err != nil {
+		m.log.Error("datanode refused", "uuid", id.GetDatanodeUuid(), "addr", xferAddr(id), "err", err)
+		return nil, fmt.Errorf("register datanode %s: %w", id.GetDatanodeUuid(), err)
+	}
 	m.log.Info("datanode registered", "uuid", id.GetDatanodeUuid(), "addr", xferAddr(id), "rack", info.GetLocation())
 	return &pb.RegisterDatanodeResponseProto{BlockPoolId: proto.String(m.poolID)}, nil
 }
@@ -212,7 +215,7 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 // written (its replicas may not be finalized yet). m.mu must be held.
 func (m *Master) underConstructionLocked(id uint64) bool {
 	bi := m.mu.blocks.blocks.Ptr(id)
-	return bi != nil && m.mu.tree.UnderConstruction(bi.fileID) != nil
+	return bi != nil && m.mu.tree.UnderConstruction(bi.fileID()) != nil
 }
 
 func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockReceivedAndDeletedRequestProto) (*pb.BlockReceivedAndDeletedResponseProto, error) {
@@ -252,7 +255,7 @@ func (m *Master) reportedLocked(dn *datanode, id, gs, n uint64) (pos uint32, kep
 	if bi == nil {
 		return pos, kept
 	}
-	f := m.mu.tree.File(bi.fileID)
+	f := m.mu.tree.File(bi.fileID())
 	if f == nil {
 		return pos, kept
 	}

@@ -79,7 +79,7 @@ func (m *Master) healthLocked(id uint64) *blockHealth {
 	if bi == nil {
 		return nil
 	}
-	n := m.fileLocked(bi.fileID)
+	n := m.fileLocked(bi.fileID())
 	if n == nil || n.UnderConstruction() {
 		return nil
 	}

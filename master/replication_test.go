@@ -111,7 +111,7 @@ func TestSafeModeCountsReportedBlocks(t *testing.T) {
 		t.Helper()
 		want := 0
 		for id, bi := range m.mu.blocks.blocks.All() {
-			if len(m.mu.blocks.replicas(id)) > 0 && m.mu.tree.UnderConstruction(bi.fileID) == nil {
+			if len(m.mu.blocks.replicas(id)) > 0 && m.mu.tree.UnderConstruction(bi.fileID()) == nil {
 				want++
 			}
 		}

@@ -279,6 +279,11 @@ const (
 	FirstGenStamp = 1001
 )
 
+// MaxInodeID is the highest id a file can have: the master's block map
+// keeps a block's file id in 48 bits (2.8e14 ids, 9 years of a million
+// creates a second).
+const MaxInodeID = 1<<48 - 1
+
 // New returns an empty tree with a root directory owned by owner.
 func New(owner, group string, now int64) *Tree {
 	t := newTree()
@@ -559,6 +564,10 @@ func (t *Tree) create(e *Entry) (Result, error) {
 	}
 	if len(parts) == 0 {
 		return Result{}, &fs.PathError{Op: "create", Path: "/", Err: protocol.ErrIsDir}
+	}
+	if e.FileID > MaxInodeID {
+		return Result{}, &fs.PathError{Op: "create", Path: e.Path,
+			Err: fmt.Errorf("%w: file id %d is beyond the last the master can track (%d)", protocol.ErrInvalidArgument, e.FileID, uint64(MaxInodeID))}
 	}
 	if other, ok := t.ucPath[e.Path]; ok {
 		return Result{}, &fs.PathError{Op: "create", Path: e.Path,

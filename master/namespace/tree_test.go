@@ -542,3 +542,18 @@ func TestBlockIndex(t *testing.T) {
 		}
 	}
 }
+
+// File ids end at MaxInodeID (the block map keeps 48 bits of them): a
+// create beyond it is refused and changes nothing.
+func TestCreateBeyondTheLastFileIDIsRefused(t *testing.T) {
+	a := newApplier(t)
+	if n := a.must(Entry{Type: OpCreate, Path: "/last", FileID: MaxInodeID, Client: "c"}).Inode; n.ID != MaxInodeID {
+		t.Fatalf("file made with id %d", n.ID)
+	}
+	if _, err := a.apply(Entry{Type: OpCreate, Path: "/beyond", FileID: MaxInodeID + 1, Client: "c"}); !errors.Is(err, protocol.ErrInvalidArgument) {
+		t.Fatalf("create with id %d: %v", uint64(MaxInodeID+1), err)
+	}
+	if a.tree.UnderConstruction(MaxInodeID+1) != nil || a.tree.NextInodeID() != MaxInodeID+1 {
+		t.Fatal("the refused create left a file behind")
+	}
+}
