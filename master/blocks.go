@@ -88,6 +88,7 @@ func (a adminState) proto() pb.DatanodeInfoProto_AdminState {
 // datanode is one registered datanode.
 type datanode struct {
 	uuid          string
+	storageID     string                // "DS-" and uuid: its one storage, as located blocks name it
 	info          *pb.DatanodeInfoProto // id, address, rack, last reported usage; immutable once set (responses share it)
 	lastHeartbeat time.Time
 	dead          bool
@@ -175,6 +176,7 @@ func (bm *blockMap) register(dn *datanode) error {
 		dn.index = nodeIndex(len(bm.byIndex))
 		bm.byIndex = append(bm.byIndex, nil)
 	}
+	dn.storageID = "DS-" + dn.uuid
 	bm.byIndex[dn.index] = dn
 	bm.nodes[dn.uuid] = dn
 	return nil

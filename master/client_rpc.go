@@ -381,20 +381,20 @@ func (m *Master) locatedBlock(b namespace.Block, off uint64, locs []*datanode) *
 			GenerationStamp: proto.Uint64(b.GenStamp), NumBytes: proto.Uint64(b.Len)},
 		Offset:     proto.Uint64(off),
 		Corrupt:    proto.Bool(false),
-		BlockToken: emptyToken(),
+		BlockToken: emptyToken,
 	}
 	for _, dn := range locs {
 		lb.Locs = append(lb.Locs, dn.info)
 		lb.StorageTypes = append(lb.StorageTypes, pb.StorageTypeProto_DISK)
-		lb.StorageIDs = append(lb.StorageIDs, "DS-"+dn.uuid)
+		lb.StorageIDs = append(lb.StorageIDs, dn.storageID)
 		lb.IsCached = append(lb.IsCached, false)
 	}
 	return lb
 }
 
-func emptyToken() *pb.TokenProto {
-	return &pb.TokenProto{Identifier: []byte{}, Password: []byte{}, Kind: proto.String(""), Service: proto.String("")}
-}
+// emptyToken is the block token of every located block (godfs does not
+// sign them); read-only, shared by every response, as datanode.info is.
+var emptyToken = &pb.TokenProto{Identifier: []byte{}, Password: []byte{}, Kind: proto.String(""), Service: proto.String("")}
 
 // locatedBlocksLocked lists the blocks of n overlapping [off, off+length).
 // m.mu must be held.
