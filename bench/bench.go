@@ -277,16 +277,29 @@ func (r *Report) small(ctx context.Context, c *client.Client, cfg Config) error 
 // meta measures metadata operations only: no datanode is involved.
 func (r *Report) meta(ctx context.Context, c *client.Client, cfg Config) error {
 	name := func(i int) string { return fmt.Sprintf("/.bench/meta/f%d", i) }
-	if err := c.Mkdir(ctx, "/.bench/meta", 0o755, true); err != nil {
-		return err
-	}
-	err := r.measure("create+complete (empty files)", "fsync rate", cfg, cfg.MetaOps, func(c *client.Client, i int) error {
-		w, err := c.Create(ctx, name(i))
-		if err != nil {
+	for _, d := range []string{"/.bench/meta", "/.bench/paced"} {
+		if err := c.Mkdir(ctx, d, 0o755, true); err != nil {
 			return err
 		}
-		return w.Close()
-	})
+	}
+	createComplete := func(name func(int) string) func(c *client.Client, i int) error {
+		return func(c *client.Client, i int) error {
+			w, err := c.Create(ctx, name(i))
+			if err != nil {
+				return err
+			}
+			return w.Close()
+		}
+	}
+	err := r.measure("create+complete (empty files)", "fsync rate", cfg, cfg.MetaOps, createComplete(name))
+	if err == nil {
+		// Latency under a load the master keeps up with, as a service
+		// would run: at half the rate just measured, each op started at
+		// its time whether or not the one before has finished.
+		half := r.Results[len(r.Results)-1].Value / 2
+		err = r.measurePaced("create+complete at half that rate", cfg, cfg.MetaOps, half,
+			createComplete(func(i int) string { return fmt.Sprintf("/.bench/paced/f%d", i) }))
+	}
 	if err == nil {
 		err = r.measure("mkdirs", "fsync rate", cfg, cfg.MetaOps, func(c *client.Client, i int) error {
 			return c.Mkdir(ctx, fmt.Sprintf("/.bench/dirs/d%d", i), 0o755, true)
@@ -318,12 +331,25 @@ func (r *Report) meta(ctx context.Context, c *client.Client, cfg Config) error {
 		return err
 	}
 	c.Remove(ctx, "/.bench/dirs", true)
+	c.Remove(ctx, "/.bench/paced", true)
 	return c.Remove(ctx, "/.bench/meta", true)
 }
 
 // measure runs op n times over the clients and records it under name.
 func (r *Report) measure(name, baseline string, cfg Config, n int, op func(c *client.Client, i int) error) error {
-	res, err := parallel(cfg.Clients, n, cfg.Master, op)
+	res, err := parallel(cfg.Clients, n, 0, cfg.Master, op)
+	return r.record(name, baseline, res, err)
+}
+
+// measurePaced is measure at rate ops a second: an op's latency counts
+// from the time it was due, so one held up by the op before it on its
+// client counts that wait too (no coordinated omission).
+func (r *Report) measurePaced(name string, cfg Config, n int, rate float64, op func(c *client.Client, i int) error) error {
+	res, err := parallel(cfg.Clients, n, rate, cfg.Master, op)
+	return r.record(name, "", res, err)
+}
+
+func (r *Report) record(name, baseline string, res Result, err error) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
@@ -333,8 +359,10 @@ func (r *Report) measure(name, baseline string, cfg Config, n int, op func(c *cl
 }
 
 // parallel runs n operations over `clients` clients (each with its own
-// connection) and returns the throughput and latency percentiles.
-func parallel(clients, n int, master string, op func(c *client.Client, i int) error) (Result, error) {
+// connection) and returns the throughput and latency percentiles. With a
+// rate (ops a second; 0 for as fast as they go), op i is due at i/rate
+// seconds from the start and its latency counts from then.
+func parallel(clients, n int, rate float64, master string, op func(c *client.Client, i int) error) (Result, error) {
 	lat := make([][]time.Duration, clients)
 	errs := make(chan error, clients)
 	var wg sync.WaitGroup
@@ -347,6 +375,10 @@ func parallel(clients, n int, master string, op func(c *client.Client, i int) er
 			defer c.Close()
 			for i := k; i < n; i += clients {
 				t := time.Now()
+				if rate > 0 {
+					t = start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+					time.Sleep(time.Until(t))
+				}
 				if err := op(c, i); err != nil {
 					errs <- err
 					return

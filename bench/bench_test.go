@@ -114,12 +114,15 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if r.Runs != 2 || len(r.Baselines) != 6 || len(r.Results) != 4+3+5 {
+	if r.Runs != 2 || len(r.Baselines) != 6 || len(r.Results) != 4+3+6 {
 		t.Fatalf("%d baselines and %d results: %+v", len(r.Baselines), len(r.Results), r)
 	}
 	for _, x := range r.Results {
 		if x.Name == "getFileInfo" && (x.Baseline != roundTripBaseline || x.Ratio <= 0) {
 			t.Fatalf("getFileInfo is not compared with the round trips: %+v", x)
+		}
+		if x.Name == "create+complete at half that rate" && (x.Value >= resultValue(r, "create+complete (empty files)") || x.P99ms <= 0) {
+			t.Fatalf("the paced creates ran at %.0f/s, not below the full rate, or have no latency: %+v", x.Value, x)
 		}
 	}
 	for _, x := range append(r.Baselines, r.Results...) {
@@ -149,7 +152,7 @@ func TestMedian(t *testing.T) {
 // connection to an in-process cluster, and reports operations per second.
 func benchParallel(b *testing.B, master string, op func(c *client.Client, i int) error) {
 	b.ResetTimer()
-	res, err := parallel(16, b.N, master, op)
+	res, err := parallel(16, b.N, 0, master, op)
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
@@ -216,4 +219,14 @@ func clusterWithFiles(b *testing.B, n, size int) string {
 		}
 	}
 	return master
+}
+
+// resultValue is the value of the result called name.
+func resultValue(r *Report, name string) float64 {
+	for _, x := range r.Results {
+		if x.Name == name {
+			return x.Value
+		}
+	}
+	return 0
 }

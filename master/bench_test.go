@@ -329,6 +329,9 @@ func BenchmarkCheckpoint(b *testing.B) {
 				b.Fatalf("checkpoint at %d, want %d", m.mu.checkpoint, m.mu.tree.LastIndex())
 			}
 			b.ReportMetric(float64(elapsed.Milliseconds()), "ms")
+			if background {
+				b.ReportMetric(float64(m.mu.checkpointWork.Milliseconds()), "work-ms")
+			}
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/godfs/godfs/master/namespace"
 )
@@ -80,5 +81,40 @@ func TestCheckpointFromLog(t *testing.T) {
 	defer m2.Close()
 	if got := snapshot(m2); !bytes.Equal(got, live) {
 		t.Fatalf("restarted from the background checkpoint and the log: %d bytes of snapshot, live tree %d", len(got), len(live))
+	}
+}
+
+// The pacer sleeps three times the work it saw (a quarter of a core), in
+// pauses after each millisecond or more of work, never after less; once
+// its done channel is closed it does not wait.
+func TestPacerKeepsItsShare(t *testing.T) {
+	var clock time.Time
+	var slept []time.Duration
+	p := &pacer{share: 0.25, since: clock, now: func() time.Time { return clock },
+		sleep: func(d time.Duration, _ <-chan struct{}) { slept = append(slept, d); clock = clock.Add(d) }}
+	work := func(d time.Duration) { clock = clock.Add(d); p.step() }
+	for range 10 {
+		work(300 * time.Microsecond) // three short steps: no pause yet
+	}
+	for range 5 {
+		work(2 * time.Millisecond)
+	}
+	var total time.Duration
+	for _, d := range slept {
+		total += d
+		if d < 3*time.Millisecond {
+			t.Fatalf("a pause of %v: after less than a millisecond of work", d)
+		}
+	}
+	if p.worked != 13*time.Millisecond || total != 3*p.worked {
+		t.Fatalf("worked %v, slept %v in %d pauses; want 13ms and 3x that", p.worked, total, len(slept))
+	}
+
+	done := make(chan struct{})
+	close(done)
+	start := time.Now()
+	sleepUnless(time.Hour, done)
+	if time.Since(start) > time.Minute {
+		t.Fatal("sleepUnless waited with done closed")
 	}
 }

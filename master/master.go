@@ -40,9 +40,11 @@ type Master struct {
 		leases     map[string]time.Time // client name -> last renewal
 		checkpoint uint64               // index of the last checkpoint
 		// checkpointing is set while a checkpoint is written in the
-		// background; the next one may start at nextCheckpoint.
+		// background; the next one may start at nextCheckpoint. The last
+		// one worked checkpointWork (paced, it took 4x that).
 		checkpointing  bool
 		nextCheckpoint time.Time
+		checkpointWork time.Duration
 		failed         error // set when the op log fails: no more changes
 		// safeMode: after a restart, until enough blocks have reported
 		// replicas, the master serves reads only and deletes nothing.
@@ -81,7 +83,7 @@ func New(cfg Config) (*Master, error) {
 	}
 	m.poolID = id.BlockPoolID
 	var tree *namespace.Tree
-	withoutGC(func() { tree, err = oplog.LoadCheckpoint(cfg.Dir) })
+	withoutGC(func() { tree, err = oplog.LoadCheckpoint(cfg.Dir, nil) })
 	if err != nil {
 		return nil, fmt.Errorf("master: %w", err)
 	}
@@ -108,7 +110,7 @@ func New(cfg Config) (*Master, error) {
 		// A master starts with a checkpoint (of its empty tree, when new):
 		// later ones are built from the last one and the log, and the
 		// root's owner and times must come from here.
-		if err := oplog.SaveCheckpoint(cfg.Dir, tree); err != nil {
+		if err := oplog.SaveCheckpoint(cfg.Dir, tree, nil); err != nil {
 			return nil, fmt.Errorf("master: %w", err)
 		}
 		m.mu.checkpoint = tree.LastIndex()

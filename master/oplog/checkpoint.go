@@ -3,6 +3,7 @@ package oplog
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,8 +14,9 @@ import (
 const checkpointName = "checkpoint"
 
 // LoadCheckpoint reads the newest checkpoint in dir; with none it returns
-// nil and no error.
-func LoadCheckpoint(dir string) (*namespace.Tree, error) {
+// nil and no error. pace, if not nil, is called before every 64 KiB read
+// (a background job can sleep there to leave the cores to others).
+func LoadCheckpoint(dir string, pace func()) (*namespace.Tree, error) {
 	f, err := os.Open(filepath.Join(dir, checkpointName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -23,7 +25,11 @@ func LoadCheckpoint(dir string) (*namespace.Tree, error) {
 		return nil, fmt.Errorf("load checkpoint: %w", err)
 	}
 	defer f.Close()
-	t, err := namespace.ReadSnapshot(f)
+	var r io.Reader = f
+	if pace != nil {
+		r = pacedReader{f, pace}
+	}
+	t, err := namespace.ReadSnapshot(r)
 	if err != nil {
 		return nil, fmt.Errorf("%w: checkpoint %s: %v", ErrCorrupt, f.Name(), err)
 	}
@@ -32,14 +38,19 @@ func LoadCheckpoint(dir string) (*namespace.Tree, error) {
 
 // SaveCheckpoint writes t as the new checkpoint atomically: temp file,
 // fsync, rename, fsync of the directory. A crash leaves the old checkpoint
-// or the new one, never a mix.
-func SaveCheckpoint(dir string, t *namespace.Tree) error {
+// or the new one, never a mix. pace is as for LoadCheckpoint, per 64 KiB
+// written.
+func SaveCheckpoint(dir string, t *namespace.Tree, pace func()) error {
 	tmp := filepath.Join(dir, checkpointName+".tmp")
 	f, err := os.Create(tmp)
 	if err != nil {
 		return fmt.Errorf("save checkpoint: %w", err)
 	}
-	if err := t.WriteSnapshot(f); err != nil {
+	var w io.Writer = f
+	if pace != nil {
+		w = pacedWriter{f, pace}
+	}
+	if err := t.WriteSnapshot(w); err != nil {
 		f.Close()
 		return fmt.Errorf("save checkpoint: %w", err)
 	}
@@ -54,4 +65,37 @@ func SaveCheckpoint(dir string, t *namespace.Tree) error {
 		return fmt.Errorf("save checkpoint: %w", err)
 	}
 	return syncDir(dir)
+}
+
+// pacePiece is how much a paced reader or writer moves between calls to
+// pace: ~1 ms of decoding or encoding a snapshot here.
+const pacePiece = 64 << 10
+
+type pacedReader struct {
+	r    io.Reader
+	pace func()
+}
+
+func (p pacedReader) Read(b []byte) (int, error) {
+	p.pace()
+	return p.r.Read(b[:min(len(b), pacePiece)])
+}
+
+type pacedWriter struct {
+	w    io.Writer
+	pace func()
+}
+
+func (p pacedWriter) Write(b []byte) (int, error) {
+	var n int
+	for len(b) > 0 {
+		p.pace()
+		k, err := p.w.Write(b[:min(len(b), pacePiece)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		b = b[k:]
+	}
+	return n, nil
 }

@@ -67,7 +67,24 @@ type Log struct {
 		payload  []byte  // and its entry's encoding
 	}
 	synced uint64 // index of the last durable entry; guarded by syncMu
+	// spare is the next segment, made (zeroed and synced) in the
+	// background after each Roll, so that a Roll, which the master does
+	// under its lock, only renames it: making one there stalled every
+	// client ~50 ms. Guarded by syncMu.
+	spare *spareSegment
 }
+
+// spareSegment is a segment file being made ready under spareName.
+type spareSegment struct {
+	ready chan struct{} // closed when f or err is set
+	f     *os.File
+	err   error
+}
+
+// spareName is the spare segment's file: not "log-" and a number, so
+// Replay never takes it for part of the log. A leftover one holds only
+// zeros.
+const spareName = "spare-segment"
 
 // Open opens the log in dir, creating dir if needed. Call Replay before
 // Append.
@@ -259,7 +276,10 @@ func (l *Log) openForAppend(name string, size int64, last uint64) error {
 	l.setSegmentLocked(f, size)
 	l.mu.appended = last
 	l.mu.Unlock()
+	l.syncMu.Lock()
 	l.synced = last
+	l.makeSpare()
+	l.syncMu.Unlock()
 	return nil
 }
 
@@ -408,7 +428,7 @@ func (l *Log) Roll(next uint64) error {
 	}
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
-	f, err := l.openSegment(filepath.Join(l.dir, segmentName(next)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0)
+	f, err := l.takeSpare(segmentName(next))
 	if err != nil {
 		return fmt.Errorf("roll op log: %w", err)
 	}
@@ -416,7 +436,41 @@ func (l *Log) Roll(next uint64) error {
 	old := l.mu.f
 	l.setSegmentLocked(f, 0)
 	l.mu.Unlock()
+	l.makeSpare()
 	return old.Close()
+}
+
+// makeSpare starts making the next segment. syncMu must be held.
+func (l *Log) makeSpare() {
+	sp := &spareSegment{ready: make(chan struct{})}
+	l.spare = sp
+	go func() {
+		defer close(sp.ready)
+		sp.f, sp.err = l.openSegment(filepath.Join(l.dir, spareName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0)
+	}()
+}
+
+// takeSpare renames the spare segment (made now if none is being made)
+// to name and returns it open. syncMu must be held.
+func (l *Log) takeSpare(name string) (*os.File, error) {
+	if l.spare == nil {
+		l.makeSpare()
+	}
+	sp := l.spare
+	l.spare = nil
+	<-sp.ready
+	if sp.err != nil {
+		return nil, sp.err
+	}
+	if err := os.Rename(filepath.Join(l.dir, spareName), filepath.Join(l.dir, name)); err != nil {
+		sp.f.Close()
+		return nil, err
+	}
+	if err := syncDir(l.dir); err != nil {
+		sp.f.Close()
+		return nil, err
+	}
+	return sp.f, nil
 }
 
 // Compact removes the segments whose entries are all at or below index
@@ -442,6 +496,15 @@ func (l *Log) Close() error {
 	appended := l.mu.appended
 	l.mu.Unlock()
 	err := l.Sync(appended)
+	l.syncMu.Lock()
+	if sp := l.spare; sp != nil {
+		l.spare = nil
+		<-sp.ready
+		if sp.f != nil {
+			sp.f.Close()
+		}
+	}
+	l.syncMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.f != nil {

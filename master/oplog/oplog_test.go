@@ -37,6 +37,9 @@ func replayAll(t *testing.T, dir string, after uint64) ([]uint64, *Log, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Closed before the test's directory goes: it makes its spare segment
+	// in the background.
+	t.Cleanup(func() { l.Close() })
 	var got []uint64
 	err = l.Replay(after, func(e *namespace.Entry) error { got = append(got, e.Index); return nil })
 	return got, l, err
@@ -124,7 +127,7 @@ func TestCheckpointAndCompact(t *testing.T) {
 	if err := l.Roll(4); err != nil {
 		t.Fatal(err)
 	}
-	if err := SaveCheckpoint(dir, tree); err != nil {
+	if err := SaveCheckpoint(dir, tree, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Compact(3); err != nil {
@@ -134,7 +137,7 @@ func TestCheckpointAndCompact(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, segmentName(1))); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("segment covered by the checkpoint was not removed")
 	}
-	t2, err := LoadCheckpoint(dir)
+	t2, err := LoadCheckpoint(dir, nil)
 	if err != nil || t2 == nil || t2.LastIndex() != 3 {
 		t.Fatalf("load checkpoint: %v %v", t2, err)
 	}
@@ -309,5 +312,44 @@ func TestJSONEntriesOfOlderLogsReplay(t *testing.T) {
 	}
 	if got[3].Index != 4 || got[3].Path != "/d" || got[4].Index != 5 {
 		t.Fatalf("binary entries after JSON ones: %+v %+v", got[3], got[4])
+	}
+}
+
+// A Roll takes the segment made ready in the background and starts the
+// next; a spare left by a crash is never replayed as part of the log.
+func TestRollTakesTheSpareSegment(t *testing.T) {
+	dir := t.TempDir()
+	// A leftover spare with a record in it, as if the log had been
+	// appended to it: it must not be read as entries.
+	var rec []byte
+	payload, _ := (&namespace.Entry{Index: 99, Type: namespace.OpMkdir, Path: "/ghost"}).AppendBinary(nil)
+	rec = binary.BigEndian.AppendUint32(rec, uint32(len(payload)))
+	rec = binary.BigEndian.AppendUint32(rec, crc32.Checksum(payload, castagnoli))
+	if err := os.WriteFile(filepath.Join(dir, spareName), append(rec, payload...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, l, err := replayAll(t, dir, 0)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("replay with a leftover spare: %v %v", got, err)
+	}
+	for round := uint64(0); round < 3; round++ {
+		first := 1 + round*5
+		appendN(t, l, first, first+4)
+		if err := l.Roll(first + 5); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, segmentName(first+5))); err != nil || fi.Size() != preallocate {
+			t.Fatalf("rolled-to segment: %v %v, want %d zeroed bytes", fi, err, preallocate)
+		}
+	}
+	appendN(t, l, 16, 17)
+	l.Close()
+	got, l, err = replayAll(t, dir, 0)
+	if err != nil || len(got) != 17 || got[16] != 17 {
+		t.Fatalf("replay after rolls: %v %v", got, err)
+	}
+	l.Close()
+	if _, err := os.Stat(filepath.Join(dir, spareName)); err != nil {
+		t.Fatalf("no spare segment made ready after the last roll: %v", err)
 	}
 }
