@@ -340,7 +340,7 @@ func (w *FileWriter) recoverPipeline(cause error) error {
 			return fmt.Errorf("every datanode of the pipeline failed (last: %w)", cause)
 		}
 		excluded = append(excluded, locs[bad])
-		survivors = w.replaceFailed(survivors, excluded)
+		survivors = w.replaceFailed(survivors, excluded, acked)
 		ub := &pb.UpdateBlockForPipelineResponseProto{}
 		if err := w.c.call(w.ctx, "updateBlockForPipeline", &pb.UpdateBlockForPipelineRequestProto{
 			Block: w.block, ClientName: proto.String(w.c.name)}, ub); err != nil {
@@ -453,10 +453,11 @@ func (c *Client) Append(ctx context.Context, name string) (*FileWriter, error) {
 
 // replaceFailed brings a shrunken pipeline back to the file's replication,
 // as HDFS does: the master names new datanodes, and a survivor copies the
-// block so far to each (TRANSFER_BLOCK) before the pipeline resumes with
-// them at its end. A failure here only means fewer replicas until the
-// replication monitor catches up, so it is not an error.
-func (w *FileWriter) replaceFailed(survivors, excluded []*pb.DatanodeInfoProto) []*pb.DatanodeInfoProto {
+// block so far (the acked bytes; with none, there is nothing to copy) to
+// each (TRANSFER_BLOCK) before the pipeline resumes with them at its end.
+// A failure here only means fewer replicas until the replication monitor
+// catches up, so it is not an error.
+func (w *FileWriter) replaceFailed(survivors, excluded []*pb.DatanodeInfoProto, acked int64) []*pb.DatanodeInfoProto {
 	want := w.replication - len(survivors)
 	if want <= 0 {
 		return survivors
@@ -475,6 +476,14 @@ func (w *FileWriter) replaceFailed(survivors, excluded []*pb.DatanodeInfoProto) 
 	added := 0
 	for _, loc := range resp.GetBlock().GetLocs() {
 		if known[loc.GetId().GetDatanodeUuid()] {
+			continue
+		}
+		if acked == 0 {
+			// Nothing to copy (the survivors dropped their empty
+			// replicas): the recovered pipeline starts the block afresh
+			// on every node, the new one too.
+			survivors = append(survivors, loc)
+			added++
 			continue
 		}
 		// Any survivor can be the source: each holds every acked byte.

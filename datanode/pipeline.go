@@ -23,6 +23,10 @@ type toAck struct {
 	seqno  int64
 	last   bool
 	status pb.Status // this datanode's status for the packet
+	// downFailed: forwarding the packet to the next datanode failed, which
+	// the ack must say (this node SUCCESS, the next ERROR), or the writer
+	// would blame this node for the one after it.
+	downFailed bool
 }
 
 // writeBlock receives a replica in a pipeline: it connects to the next
@@ -177,6 +181,7 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 		if down != nil {
 			down.SetWriteDeadline(time.Now().Add(ioTimeout))
 			if _, err := down.Write(raw); err != nil {
+				acks <- toAck{seqno: p.Seqno, downFailed: true, last: true}
 				return fmt.Errorf("forward packet %d: %w", p.Seqno, err)
 			}
 		}
@@ -220,6 +225,10 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 // status followed by the statuses of the datanodes downstream.
 func respondAcks(up net.Conn, downR *bufio.Reader, down net.Conn, acks <-chan toAck) error {
 	for a := range acks {
+		if a.downFailed {
+			xfer.WriteAck(up, a.seqno, []pb.Status{pb.Status_SUCCESS, pb.Status_ERROR})
+			return errors.New("next datanode failed")
+		}
 		statuses := []pb.Status{a.status}
 		if downR != nil && a.status == pb.Status_SUCCESS {
 			down.SetReadDeadline(time.Now().Add(ioTimeout))
