@@ -19,8 +19,8 @@ import (
 const (
 	ioTimeout = xfer.IOTimeout
 	// maxInFlight bounds the packets sent but not yet acked by the whole
-	// pipeline, and so the memory a write holds (about 64 KiB each).
-	maxInFlight = 16
+	// pipeline, and so the memory a write holds (up to 1 MiB each).
+	maxInFlight = 8
 )
 
 func xferAddr(id *pb.DatanodeIDProto) string { return xfer.Addr(id) }

@@ -22,8 +22,9 @@ const (
 	idleTimeout = time.Minute
 	// ioTimeout bounds each read or write on a pipeline connection.
 	ioTimeout = 2 * time.Minute
-	// ackQueue is how many packets may be written but not yet acked: the
-	// bound on per-transfer memory (about 64 KiB each).
+	// ackQueue is how many packets may be written but not yet acked (a
+	// datanode keeps no packet's data once written and forwarded, only
+	// its number).
 	ackQueue = 32
 	// readPacketData is the data a read packet carries (128 chunks).
 	readPacketData = 128 * protocol.BytesPerChecksum

@@ -101,14 +101,17 @@ func TestPutSurvivesDatanodeKill(t *testing.T) {
 // SIGKILL mid-block: after the lease limit the master closes the file with
 // a prefix of what was written, and no replica that disagrees survives.
 func TestKilledWriterFileClosedWithPrefix(t *testing.T) {
-	cl := godfstest.NewCluster(t, godfstest.Config{LeaseLimit: 2 * time.Second})
+	// Blocks of 4 MiB: a writer sends 1 MiB packets, so the third block
+	// has some of them on the datanodes when the writer dies.
+	const blockSize = 4 << 20
+	cl := godfstest.NewCluster(t, godfstest.Config{LeaseLimit: 2 * time.Second, BlockSize: "4MiB"})
 	put := cl.Command("put", "-", "/dying")
 	stdin, _ := put.StdinPipe()
 	if err := put.Start(); err != nil {
 		t.Fatal(err)
 	}
 	// Two full blocks, then the writer dies in the middle of the third.
-	data := randomBytes(t, 2*blockSize+blockSize/2)
+	data := randomBytes(t, 2*blockSize+blockSize*5/8)
 	stdin.Write(data)
 	waitFor(t, 20*time.Second, "the write reaching the datanodes", func() bool {
 		return len(godfstest.BlockFiles(t, cl.DataNodes[0].Dir)) >= 2 && writingOn(cl) >= 0

