@@ -80,8 +80,8 @@ const checkpointShare = 0.25
 
 // pacer holds a background job to a share of one core. The job calls step
 // often; once it has worked a millisecond since its last pause, step
-// sleeps as long as keeps its share, so clients never lose a core to it
-// for longer than that. Once done is closed it no longer sleeps (a
+// sleeps long enough to hold it to its share, so clients never lose a
+// core to it for longer than that. Once done is closed it no longer sleeps (a
 // shutdown waits for the job).
 type pacer struct {
 	share  float64

@@ -2,8 +2,9 @@
 // checkpoints. The log is a sequence of segment files "log-<first index>";
 // each record is a 4-byte length, a 4-byte CRC32C of the payload and the
 // entry in its binary form (namespace.Entry.AppendBinary; logs written
-// before it hold JSON entries, which still replay). A checkpoint is a snapshot of the namespace at some
-// index; restart loads it and replays only the entries after it.
+// before it hold JSON entries, which still replay). A checkpoint is a
+// snapshot of the namespace at some index; restart loads it and replays
+// only the entries after it.
 //
 // Durability contract: Append only buffers. Sync(i) MUST NOT return until
 // every entry up to index i is on disk (fdatasynced); concurrent Syncs share
