@@ -114,7 +114,10 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 		if dn == nil || dn.dead {
 			return fmt.Errorf("%w: datanode %s is not registered", protocol.ErrInvalidArgument, uuid)
 		}
-		if !m.mu.reportLeases.use(uuid, req.GetLease(), m.cfg.Now()) {
+		// A report without the field comes from a datanode older than
+		// report leases (a rolling upgrade starts with the master): taken,
+		// as HDFS takes lease 0, or it could never report.
+		if req.Lease != nil && !m.mu.reportLeases.use(uuid, req.GetLease(), m.cfg.Now()) {
 			return fmt.Errorf("%w: block report %d of datanode %s is not under a lease it holds (ask for one in a heartbeat)",
 				protocol.ErrInvalidArgument, req.GetReportId(), uuid)
 		}

@@ -114,4 +114,15 @@ func TestReportLeases(t *testing.T) {
 	if askLease(t, m, "dn1") == 0 {
 		t.Fatal("no lease for dn1 once dn2 re-registered")
 	}
+
+	// A datanode older than report leases sends none at all (the field
+	// absent, not 0): its report is taken, as HDFS takes lease 0, while
+	// the leases of the others stay as they were.
+	if _, err := m.blockReport(context.Background(), &pb.BlockReportRequestProto{DatanodeUuid: proto.String("dn2"),
+		ReportId: proto.Uint64(8)}); err != nil {
+		t.Fatalf("a report without the lease field: %v", err)
+	}
+	if askLease(t, m, "dn2") != 0 {
+		t.Fatal("a third lease while dn0's and dn1's are out")
+	}
 }
