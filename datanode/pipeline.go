@@ -224,6 +224,13 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 // respondAcks sends one ack upstream per packet, in order: this datanode's
 // status followed by the statuses of the datanodes downstream.
 func respondAcks(up net.Conn, downR *bufio.Reader, down net.Conn, acks <-chan toAck) error {
+	// Having stopped early (a failed ack), it still takes what the
+	// receiver queues until the receiver stops too, so that the receiver
+	// never blocks on a full queue nobody reads.
+	defer func() {
+		for range acks {
+		}
+	}()
 	for a := range acks {
 		if a.downFailed {
 			xfer.WriteAck(up, a.seqno, []pb.Status{pb.Status_SUCCESS, pb.Status_ERROR})
