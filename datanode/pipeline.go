@@ -167,9 +167,19 @@ func connectDownstream(addr string, req *pb.OpWriteBlockProto) (net.Conn, *bufio
 }
 
 // receivePackets reads packets from upstream until the last one. Only this
-// goroutine touches rw.
+// goroutine touches rw. Once the next datanode fails, it goes on without
+// it, as HDFS's datanodes do: receiving and writing, each ack saying the
+// next datanode failed, until the writer, told so, recovers its pipeline
+// and closes this one. Closing the connection at once instead could reset
+// the writer's connection before it read that ack, and it would blame this
+// datanode.
 func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufio.Reader, up, down net.Conn, acks chan<- toAck) error {
 	var raw []byte // each packet reuses the space of the one before
+	downFailed := false
+	ack := func(a toAck) {
+		a.downFailed = downFailed
+		acks <- a
+	}
 	for {
 		up.SetReadDeadline(time.Now().Add(ioTimeout))
 		var p *xfer.Packet
@@ -181,12 +191,12 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 		if down != nil {
 			down.SetWriteDeadline(time.Now().Add(ioTimeout))
 			if _, err := down.Write(raw); err != nil {
-				acks <- toAck{seqno: p.Seqno, downFailed: true, last: true}
-				return fmt.Errorf("forward packet %d: %w", p.Seqno, err)
+				d.log.Warn("next datanode failed; going on without it", "block", rw.id, "packet", p.Seqno, "err", err)
+				down, downFailed = nil, true
 			}
 		}
 		if p.Seqno == heartbeatSeqno && !p.Last && len(p.Data) == 0 {
-			acks <- toAck{seqno: p.Seqno}
+			ack(toAck{seqno: p.Seqno})
 			continue
 		}
 		if p.Offset < rw.length && len(p.Data) > 0 {
@@ -199,25 +209,25 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 		}
 		if len(p.Data) > 0 {
 			if err := xfer.VerifyChunks(tab, p.Data, p.Sums, p.Offset/protocol.BytesPerChecksum); err != nil {
-				acks <- toAck{seqno: p.Seqno, status: pb.Status_ERROR_CHECKSUM, last: true}
+				ack(toAck{seqno: p.Seqno, status: pb.Status_ERROR_CHECKSUM, last: true})
 				return fmt.Errorf("packet %d: %w", p.Seqno, err)
 			}
 			if err := rw.write(p.Data, p.Sums); err != nil {
-				acks <- toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true}
+				ack(toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true})
 				return err
 			}
 		}
 		if p.Last {
 			if err := rw.finish(); err != nil {
-				acks <- toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true}
+				ack(toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true})
 				return err
 			}
 			d.queueIBR(&pb.BlockProto{BlockId: proto.Uint64(rw.id), GenStamp: proto.Uint64(rw.gs),
 				NumBytes: proto.Uint64(uint64(rw.length))}, nil)
-			acks <- toAck{seqno: p.Seqno, last: true}
+			ack(toAck{seqno: p.Seqno, last: true})
 			return nil
 		}
-		acks <- toAck{seqno: p.Seqno}
+		ack(toAck{seqno: p.Seqno})
 	}
 }
 
@@ -232,12 +242,10 @@ func respondAcks(up net.Conn, downR *bufio.Reader, down net.Conn, acks <-chan to
 		}
 	}()
 	for a := range acks {
-		if a.downFailed {
-			xfer.WriteAck(up, a.seqno, []pb.Status{pb.Status_SUCCESS, pb.Status_ERROR})
-			return errors.New("next datanode failed")
-		}
 		statuses := []pb.Status{a.status}
-		if downR != nil && a.status == pb.Status_SUCCESS {
+		if a.downFailed {
+			statuses = append(statuses, pb.Status_ERROR)
+		} else if downR != nil && a.status == pb.Status_SUCCESS {
 			down.SetReadDeadline(time.Now().Add(ioTimeout))
 			ack := &pb.PipelineAckProto{}
 			if err := xfer.ReadDelimited(downR, ack); err != nil {
