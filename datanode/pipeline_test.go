@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -58,12 +59,9 @@ func TestPipelineBlamesTheDeadDownstream(t *testing.T) {
 
 	node := func(addr string) *pb.DatanodeInfoProto {
 		host, port, _ := net.SplitHostPort(addr)
-		var p uint32
-		for _, ch := range port {
-			p = p*10 + uint32(ch-'0')
-		}
+		p, _ := strconv.ParseUint(port, 10, 16)
 		return &pb.DatanodeInfoProto{Id: &pb.DatanodeIDProto{IpAddr: proto.String(host), HostName: proto.String(host),
-			DatanodeUuid: proto.String(addr), XferPort: proto.Uint32(p), InfoPort: proto.Uint32(0), IpcPort: proto.Uint32(0)}}
+			DatanodeUuid: proto.String(addr), XferPort: proto.Uint32(uint32(p)), InfoPort: proto.Uint32(0), IpcPort: proto.Uint32(0)}}
 	}
 	b := &pb.ExtendedBlockProto{PoolId: proto.String("BP-test"), BlockId: proto.Uint64(1 << 30), GenerationStamp: proto.Uint64(1001), NumBytes: proto.Uint64(0)}
 	op := xfer.WriteBlockOp(b, &pb.TokenProto{Identifier: []byte{}, Password: []byte{}, Kind: proto.String(""), Service: proto.String("")},

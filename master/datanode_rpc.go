@@ -25,6 +25,14 @@ func (m *Master) datanodeMethods() map[string]hrpc.Method {
 	}
 }
 
+// forgetDatanodeLocked drops what the master holds for datanode dn, dead
+// or registering again: its replicas and its full-report lease. m.mu must
+// be held.
+func (m *Master) forgetDatanodeLocked(dn *datanode) {
+	m.mu.blocks.nodeDead(dn)
+	m.mu.reportLeases.release(dn.uuid)
+}
+
 func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeRequestProto) (*pb.RegisterDatanodeResponseProto, error) {
 	info := proto.Clone(req.GetInfo()).(*pb.DatanodeInfoProto)
 	id := info.GetId()
@@ -45,8 +53,7 @@ func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeR
 	err := m.locked(func() error {
 		uuid := id.GetDatanodeUuid()
 		if old := m.mu.blocks.nodes[uuid]; old != nil {
-			m.mu.blocks.nodeDead(old) // forget its replicas; the block report that follows restores them
-			m.mu.reportLeases.release(uuid)
+			m.forgetDatanodeLocked(old) // the block report that follows restores its replicas
 		}
 		dn := &datanode{uuid: uuid, info: info, lastHeartbeat: m.cfg.Now()}
 		if m.mu.decommission[uuid] || m.mu.decommission[xferAddr(id)] {

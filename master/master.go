@@ -287,8 +287,7 @@ func (m *Master) tick() {
 		if !dn.dead && now.Sub(dn.lastHeartbeat) > m.cfg.DeadAfter {
 			m.log.Warn("datanode dead", "uuid", dn.uuid, "addr", xferAddr(dn.info.GetId()),
 				"silentFor", now.Sub(dn.lastHeartbeat).Round(time.Second))
-			m.mu.blocks.nodeDead(dn)
-			m.mu.reportLeases.release(dn.uuid)
+			m.forgetDatanodeLocked(dn)
 		}
 	}
 	last = m.mu.tree.LastIndex()

@@ -251,9 +251,9 @@ func (sr *snapshotReader) name() string {
 	return s
 }
 
-// blocks returns space for the blocks of a file of more than one, carved out of space
-// shared with other files (its capacity is its own: an append
-// reallocates).
+// blocks returns space for the blocks of a file of more than one, carved
+// out of space shared with other files (its capacity is its own: an
+// append reallocates).
 func (sr *snapshotReader) blocks(count int) []Block {
 	if count > len(sr.blockSlab) {
 		sr.blockSlab = make([]Block, max(count, slabSize/int(unsafe.Sizeof(Block{}))))

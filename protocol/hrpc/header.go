@@ -72,6 +72,16 @@ func fields(b []byte, fn func(num protowire.Number, v uint64, bs []byte)) error 
 	return nil
 }
 
+// delimitedFields is fields over the message delimited at the start of
+// buf; it returns what follows the message.
+func delimitedFields(buf []byte, fn func(num protowire.Number, v uint64, bs []byte)) ([]byte, error) {
+	b, rest, err := nextDelimited(buf)
+	if err != nil {
+		return nil, err
+	}
+	return rest, fields(b, fn)
+}
+
 // Field numbers, as in common.proto.
 const (
 	reqRpcOp    = 2
@@ -90,12 +100,8 @@ const (
 // parseCallHeader reads the RpcRequestHeaderProto delimited at the start of
 // frame and returns the rest.
 func parseCallHeader(frame []byte) (h callHeader, rest []byte, err error) {
-	b, rest, err := nextDelimited(frame)
-	if err != nil {
-		return h, nil, err
-	}
 	var sawID, sawClient bool
-	err = fields(b, func(num protowire.Number, v uint64, bs []byte) {
+	rest, err = delimitedFields(frame, func(num protowire.Number, v uint64, bs []byte) {
 		switch num {
 		case reqRpcOp:
 			h.op = pb.RpcRequestHeaderProto_OperationProto(int32(v))
@@ -114,12 +120,8 @@ func parseCallHeader(frame []byte) (h callHeader, rest []byte, err error) {
 // parseMethodHeader reads the RequestHeaderProto delimited at the start of
 // body and returns the rest.
 func parseMethodHeader(body []byte) (h methodHeader, rest []byte, err error) {
-	b, rest, err := nextDelimited(body)
-	if err != nil {
-		return h, nil, err
-	}
 	var sawName bool
-	err = fields(b, func(num protowire.Number, v uint64, bs []byte) {
+	rest, err = delimitedFields(body, func(num protowire.Number, v uint64, bs []byte) {
 		switch num {
 		case methodName:
 			h.method, sawName = bs, true
@@ -136,12 +138,8 @@ func parseMethodHeader(body []byte) (h methodHeader, rest []byte, err error) {
 // parseAnswerHeader reads the RpcResponseHeaderProto delimited at the
 // start of frame and returns the rest.
 func parseAnswerHeader(frame []byte) (h answerHeader, rest []byte, err error) {
-	b, rest, err := nextDelimited(frame)
-	if err != nil {
-		return h, nil, err
-	}
 	var sawID, sawStatus bool
-	err = fields(b, func(num protowire.Number, v uint64, bs []byte) {
+	rest, err = delimitedFields(frame, func(num protowire.Number, v uint64, bs []byte) {
 		switch num {
 		case respCallID:
 			h.callID, sawID = uint32(v), true
