@@ -185,6 +185,25 @@ func BenchmarkGetFileInfo(b *testing.B) {
 	})
 }
 
+// BenchmarkSmallWrite: 4 KiB files written at replication 3 (create,
+// addBlock, a three-datanode pipeline, complete), 16 clients.
+func BenchmarkSmallWrite(b *testing.B) {
+	_, master := startCluster(b)
+	ctx := context.Background()
+	data := make([]byte, 4096)
+	benchParallel(b, master, func(c *client.Client, i int) error {
+		w, err := c.Create(ctx, fmt.Sprintf("/f%d", i), client.Replication(3))
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(data); err != nil {
+			w.Close()
+			return err
+		}
+		return w.Close()
+	})
+}
+
 // BenchmarkSmallRead: whole reads of 4 KiB files (open, one block from
 // one datanode), 16 clients.
 func BenchmarkSmallRead(b *testing.B) {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/pb"
-	"github.com/godfs/godfs/protocol/xfer"
 )
 
 // scanLoop re-verifies every replica's checksums, one pass per ScanPeriod,
@@ -70,13 +69,7 @@ func (d *DataNode) verifyReplica(id, gs uint64) (int64, error) {
 	}
 	// The files must be exactly as long as the replica: a data file that
 	// grew or a meta file that lost checksums is damage too.
-	if n, _ := rr.data.ReadAt(make([]byte, 1), rr.length); n != 0 {
-		return rr.length, fmt.Errorf("%w: data file longer than %d bytes", protocol.ErrCorruption, rr.length)
-	}
-	if fi, err := rr.meta.Stat(); err != nil || fi.Size() != metaHeaderSize+xfer.NumChunks(rr.length)*protocol.ChecksumSize {
-		return rr.length, fmt.Errorf("%w: checksum file does not match %d bytes of data", protocol.ErrCorruption, rr.length)
-	}
-	return rr.length, nil
+	return rr.length, rr.checkSize()
 }
 
 // quarantine moves a corrupt replica (with generation stamp gs) out of

@@ -2,7 +2,7 @@ package datanode
 
 import (
 	"bufio"
-	"encoding/binary"
+	"bytes"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -10,8 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,15 +19,7 @@ import (
 	"github.com/godfs/godfs/protocol/xfer"
 )
 
-// Replica files follow HDFS's layout: blk_<id> holds the bytes and
-// blk_<id>_<genstamp>.meta a 7-byte header (version 1, checksum type,
-// bytes per checksum) and then one big-endian CRC32C per 512-byte chunk.
-// Replicas being written live in rbw/ and move to finalized/ atomically
-// once complete and synced.
-const (
-	metaVersion    = 1
-	metaHeaderSize = 7
-)
+// The replicas' files are laid out as layout.go describes.
 
 // ErrReplicaNotFound: the datanode holds no finalized replica of a block.
 var ErrReplicaNotFound = errors.New("replica not found")
@@ -42,6 +32,16 @@ type replica struct {
 	genStamp uint64
 	length   int64
 	dir      *volume
+	inline   bool // one file (data and checksums), not HDFS's two
+}
+
+// files are the names of the replica's files in its finalized directory,
+// the one that marks it complete first.
+func (r *replica) files(id uint64) []string {
+	if r.inline {
+		return []string{inlineFileName(id, r.genStamp)}
+	}
+	return []string{metaFileName(id, r.genStamp), blockFileName(id)}
 }
 
 // volume is one data directory.
@@ -53,11 +53,6 @@ func (v *volume) finalizedDir(id uint64) string {
 	return filepath.Join(v.root, "finalized", fmt.Sprintf("subdir%d", (id>>8)&0x1f))
 }
 func (v *volume) rbwDir() string { return filepath.Join(v.root, "rbw") }
-
-func blockFileName(id uint64) string { return "blk_" + strconv.FormatUint(id, 10) }
-func metaFileName(id, gs uint64) string {
-	return fmt.Sprintf("blk_%d_%d.meta", id, gs)
-}
 
 // store keeps block replicas on local disks. It knows block ids, generation
 // stamps and lengths only, never file names.
@@ -139,7 +134,7 @@ func (s *store) scan(v *volume) error {
 					} else if ok {
 						s.mu.used -= old.length
 					}
-					s.mu.replicas[f.ID] = &replica{genStamp: f.GenStamp, length: f.Len, dir: v}
+					s.mu.replicas[f.ID] = &replica{genStamp: f.GenStamp, length: f.Len, dir: v, inline: f.inline}
 					s.mu.used += f.Len
 				}
 				s.mu.Unlock()
@@ -160,8 +155,9 @@ func (s *store) scan(v *volume) error {
 }
 
 // scanDir lists the finalized replicas in one directory (a block file
-// with a meta file beside it), and its subdirectories.
-func scanDir(dir string) (found []blockInfo, subdirs []string, err error) {
+// with a meta file beside it, or a one-file replica of a valid size), and
+// its subdirectories.
+func scanDir(dir string) (found []foundReplica, subdirs []string, err error) {
 	f, err := os.Open(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("scan %s: %w", dir, err)
@@ -177,35 +173,31 @@ func scanDir(dir string) (found []blockInfo, subdirs []string, err error) {
 			subdirs = append(subdirs, filepath.Join(dir, name))
 			continue
 		}
-		id, gs, ok := parseMetaName(name)
+		id, gs, inline, ok := parseReplicaName(name)
 		if !ok {
+			continue
+		}
+		if inline {
+			size, err := sizeAt(f, name)
+			length, ok := inlineLength(size)
+			if err != nil || !ok {
+				continue // damaged: the master has it copied from another replica
+			}
+			found = append(found, foundReplica{blockInfo{ID: id, GenStamp: gs, Len: length}, true})
 			continue
 		}
 		size, err := sizeAt(f, blockFileName(id))
 		if err != nil {
 			continue // a meta file without data: not a replica
 		}
-		found = append(found, blockInfo{ID: id, GenStamp: gs, Len: size})
+		found = append(found, foundReplica{blockInfo{ID: id, GenStamp: gs, Len: size}, false})
 	}
 	return found, subdirs, nil
 }
 
-// parseMetaName parses blk_<id>_<genstamp>.meta.
-func parseMetaName(name string) (id, gs uint64, ok bool) {
-	rest, ok := strings.CutPrefix(name, "blk_")
-	if !ok {
-		return 0, 0, false
-	}
-	if rest, ok = strings.CutSuffix(rest, ".meta"); !ok {
-		return 0, 0, false
-	}
-	ids, gss, ok := strings.Cut(rest, "_")
-	if !ok {
-		return 0, 0, false
-	}
-	id, err1 := strconv.ParseUint(ids, 10, 64)
-	gs, err2 := strconv.ParseUint(gss, 10, 64)
-	return id, gs, err1 == nil && err2 == nil
+type foundReplica struct {
+	blockInfo
+	inline bool
 }
 
 // get returns the finalized replica of id.
@@ -254,13 +246,20 @@ func (s *store) capacity() (total, free uint64) {
 }
 
 // replicaWriter receives one replica into rbw/ and publishes it on finish.
+// Only the goroutine receiving the replica calls its methods; readers of
+// the replica being written take moving, and sumsMu for the checksums.
 type replicaWriter struct {
 	s      *store
 	v      *volume
 	id, gs uint64
+	cs     pb.ChecksumTypeProto
 	data   *os.File
+	// meta is the separate checksum file, nil while the replica is small
+	// enough to be one file (its checksums then in sums). Set under moving.
 	meta   *os.File
 	metaW  *bufio.Writer
+	sumsMu sync.Mutex
+	sums   []byte // guarded by sumsMu
 	length int64
 	// wroteBack is how much of the data file the kernel was asked to
 	// start writing to disk (see startWriteback); flushing is set while a
@@ -268,8 +267,9 @@ type replicaWriter struct {
 	wroteBack int64
 	flushing  atomic.Bool
 	finished  atomic.Bool // finalized or aborted: the replica is no longer in rbw/
-	// moving is held while the replica's files change directory (finish,
-	// reopen), so that a reader opens them where the store says they are.
+	// moving is held while the replica's files change directory or layout
+	// (finish, reopen, the move to two files), so that a reader opens
+	// them where and as the store says they are.
 	moving sync.Mutex
 	// visible is how much of the replica readers may see while it is
 	// being written: everything written and flushed so far.
@@ -289,7 +289,7 @@ func (s *store) create(id, gs uint64, cs pb.ChecksumTypeProto) (*replicaWriter, 
 	}
 	v := s.vols[s.mu.next%len(s.vols)]
 	s.mu.next++
-	w := &replicaWriter{s: s, v: v, id: id, gs: gs}
+	w := &replicaWriter{s: s, v: v, id: id, gs: gs, cs: cs}
 	s.mu.writing[id] = w
 	s.mu.Unlock()
 
@@ -298,16 +298,6 @@ func (s *store) create(id, gs uint64, cs pb.ChecksumTypeProto) (*replicaWriter, 
 		w.abort()
 		return nil, fmt.Errorf("create replica of block %d: %w", id, err)
 	}
-	if w.meta, err = openFile(filepath.Join(v.rbwDir(), metaFileName(id, gs)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
-		w.abort()
-		return nil, fmt.Errorf("create replica of block %d: %w", id, err)
-	}
-	w.metaW = bufio.NewWriterSize(w.meta, 8<<10)
-	var hdr [metaHeaderSize]byte
-	binary.BigEndian.PutUint16(hdr[:2], metaVersion)
-	hdr[2] = byte(cs)
-	binary.BigEndian.PutUint32(hdr[3:], protocol.BytesPerChecksum)
-	w.metaW.Write(hdr[:])
 	return w, nil
 }
 
@@ -317,16 +307,27 @@ func (w *replicaWriter) write(data, sums []byte) error {
 	if w.length%protocol.BytesPerChecksum != 0 {
 		return fmt.Errorf("block %d: write at %d is not on a chunk boundary", w.id, w.length)
 	}
+	if w.meta == nil && w.length+int64(len(data)) > inlineMax {
+		if err := w.splitChecksums(); err != nil {
+			return err
+		}
+	}
 	if _, err := w.data.Write(data); err != nil {
 		return fmt.Errorf("write block %d: %w", w.id, err)
 	}
-	if _, err := w.metaW.Write(sums); err != nil {
-		return fmt.Errorf("write block %d checksums: %w", w.id, err)
-	}
-	// Flushed per packet so that readers of a replica being written (after
-	// hflush) find the checksums of what they read.
-	if err := w.metaW.Flush(); err != nil {
-		return fmt.Errorf("write block %d checksums: %w", w.id, err)
+	if w.meta == nil {
+		w.sumsMu.Lock()
+		w.sums = append(w.sums, sums...)
+		w.sumsMu.Unlock()
+	} else {
+		if _, err := w.metaW.Write(sums); err != nil {
+			return fmt.Errorf("write block %d checksums: %w", w.id, err)
+		}
+		// Flushed per packet so that readers of a replica being written
+		// (after hflush) find the checksums of what they read.
+		if err := w.metaW.Flush(); err != nil {
+			return fmt.Errorf("write block %d checksums: %w", w.id, err)
+		}
 	}
 	w.length += int64(len(data))
 	w.visible.Store(w.length)
@@ -348,6 +349,28 @@ func (w *replicaWriter) write(data, sums []byte) error {
 	return nil
 }
 
+// splitChecksums moves a replica that outgrows inlineMax to HDFS's layout:
+// its checksums so far go to a .meta file of their own.
+func (w *replicaWriter) splitChecksums() error {
+	w.moving.Lock()
+	defer w.moving.Unlock()
+	meta, err := openFile(filepath.Join(w.v.rbwDir(), metaFileName(w.id, w.gs)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("create block %d checksums: %w", w.id, err)
+	}
+	mw := bufio.NewWriterSize(meta, 8<<10)
+	mw.Write(metaHeader(w.cs))
+	w.sumsMu.Lock()
+	mw.Write(w.sums)
+	w.sums = nil
+	w.sumsMu.Unlock()
+	w.meta, w.metaW = meta, mw // from here on abort removes it
+	if err := mw.Flush(); err != nil {
+		return fmt.Errorf("write block %d checksums: %w", w.id, err)
+	}
+	return nil
+}
+
 // writebackChunk is how much written data a replica lets pile up in the
 // page cache before it starts writing it to disk.
 const writebackChunk = 8 << 20
@@ -361,49 +384,82 @@ func (w *replicaWriter) rewind(off int64) error {
 	}
 	w.visible.Store(off)
 	w.wroteBack = min(w.wroteBack, off)
-	if err := w.data.Truncate(off); err != nil {
+	if err := w.truncate(off); err != nil {
+		return fmt.Errorf("block %d: rewind to %d: %w", w.id, off, err)
+	}
+	return nil
+}
+
+// truncate cuts the replica being written to length bytes (and the
+// checksums of the chunks they start) and goes on writing there.
+func (w *replicaWriter) truncate(length int64) error {
+	if err := w.data.Truncate(length); err != nil {
 		return err
 	}
-	if _, err := w.data.Seek(off, io.SeekStart); err != nil {
+	if _, err := w.data.Seek(length, io.SeekStart); err != nil {
 		return err
 	}
-	metaLen := metaHeaderSize + off/protocol.BytesPerChecksum*protocol.ChecksumSize
-	if err := w.meta.Truncate(metaLen); err != nil {
-		return err
+	sumsLen := xfer.NumChunks(length) * protocol.ChecksumSize
+	if w.meta == nil {
+		w.sumsMu.Lock()
+		w.sums = w.sums[:sumsLen]
+		w.sumsMu.Unlock()
+	} else {
+		if err := w.meta.Truncate(metaHeaderSize + sumsLen); err != nil {
+			return err
+		}
+		if _, err := w.meta.Seek(metaHeaderSize+sumsLen, io.SeekStart); err != nil {
+			return err
+		}
 	}
-	if _, err := w.meta.Seek(metaLen, io.SeekStart); err != nil {
-		return err
-	}
-	w.length = off
+	w.length = length
 	return nil
 }
 
 // finish syncs the replica and moves it to finalized/ (data first, then the
-// meta file, whose presence marks the replica complete), then syncs the
-// directories so the rename survives a crash.
+// file that marks the replica complete), then syncs the directory so the
+// rename survives a crash. A one-file replica gets its checksums and
+// header appended first.
 func (w *replicaWriter) finish() error {
 	w.moving.Lock()
 	defer w.moving.Unlock()
-	if err := w.metaW.Flush(); err != nil {
+	inline := w.meta == nil
+	if inline {
+		w.sumsMu.Lock()
+		tail := append(w.sums, metaHeader(w.cs)...)
+		w.sumsMu.Unlock()
+		if _, err := w.data.Write(tail); err != nil {
+			return w.fail(err)
+		}
+	} else if err := w.metaW.Flush(); err != nil {
 		return w.fail(err)
 	}
 	if err := w.data.Sync(); err != nil {
 		return w.fail(err)
 	}
-	if err := w.meta.Sync(); err != nil {
-		return w.fail(err)
+	if !inline {
+		if err := w.meta.Sync(); err != nil {
+			return w.fail(err)
+		}
+		w.meta.Close()
 	}
 	w.data.Close()
-	w.meta.Close()
 	dir := w.v.finalizedDir(w.id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return w.fail(err)
 	}
-	if err := os.Rename(filepath.Join(w.v.rbwDir(), blockFileName(w.id)), filepath.Join(dir, blockFileName(w.id))); err != nil {
-		return w.fail(err)
-	}
-	if err := os.Rename(filepath.Join(w.v.rbwDir(), metaFileName(w.id, w.gs)), filepath.Join(dir, metaFileName(w.id, w.gs))); err != nil {
-		return w.fail(err)
+	r := &replica{genStamp: w.gs, length: w.length, dir: w.v, inline: inline}
+	if inline {
+		if err := os.Rename(filepath.Join(w.v.rbwDir(), blockFileName(w.id)), filepath.Join(dir, inlineFileName(w.id, w.gs))); err != nil {
+			return w.fail(err)
+		}
+	} else {
+		if err := os.Rename(filepath.Join(w.v.rbwDir(), blockFileName(w.id)), filepath.Join(dir, blockFileName(w.id))); err != nil {
+			return w.fail(err)
+		}
+		if err := os.Rename(filepath.Join(w.v.rbwDir(), metaFileName(w.id, w.gs)), filepath.Join(dir, metaFileName(w.id, w.gs))); err != nil {
+			return w.fail(err)
+		}
 	}
 	// Syncing the directory the replica moved into persists the rename; the
 	// old rbw entry needs no sync (a leftover one is cleared at start).
@@ -414,7 +470,7 @@ func (w *replicaWriter) finish() error {
 	s := w.s
 	s.mu.Lock()
 	delete(s.mu.writing, w.id)
-	s.mu.replicas[w.id] = &replica{genStamp: w.gs, length: w.length, dir: w.v}
+	s.mu.replicas[w.id] = r
 	s.mu.used += w.length
 	s.mu.Unlock()
 	return nil
@@ -437,19 +493,23 @@ func (w *replicaWriter) abort() {
 		w.meta.Close()
 	}
 	os.Remove(filepath.Join(w.v.rbwDir(), blockFileName(w.id)))
-	os.Remove(filepath.Join(w.v.rbwDir(), metaFileName(w.id, w.gs)))
+	os.Remove(filepath.Join(w.v.rbwDir(), metaFileName(w.id, w.gs))) // if it got one
 	w.s.mu.Lock()
 	delete(w.s.mu.writing, w.id)
 	w.s.mu.Unlock()
 }
 
-// replicaReader reads a finalized replica and its checksums.
+// replicaReader reads a replica and its checksums.
 type replicaReader struct {
 	id, gs uint64
 	length int64
 	tab    *crc32.Table // the checksum type the replica was written with
 	data   *os.File
-	meta   *os.File
+	// sums holds the checksums, the first at sumsOff: the .meta file, the
+	// one file itself, or a copy of what a writer holds in memory.
+	sums    io.ReaderAt
+	sumsOff int64
+	meta    *os.File // the .meta file, nil in the one-file layout
 }
 
 // open opens the replica of id, finalized or being written, for reading.
@@ -460,7 +520,7 @@ func (s *store) open(id uint64) (*replicaReader, error) {
 	for {
 		r, ok := s.get(id)
 		if ok {
-			rr, err := s.openFiles(id, r, r.dir.finalizedDir(id))
+			rr, err := openFinalized(id, r)
 			if now, ok := s.get(id); errors.Is(err, fs.ErrNotExist) && (!ok || now.genStamp != r.genStamp) {
 				continue
 			}
@@ -474,8 +534,7 @@ func (s *store) open(id uint64) (*replicaReader, error) {
 		}
 		w.moving.Lock()
 		if !w.finished.Load() {
-			// A replica being written is readable up to what was flushed.
-			rr, err := s.openFiles(id, replica{genStamp: w.gs, length: w.visible.Load(), dir: w.v}, w.v.rbwDir())
+			rr, err := w.openBeingWritten()
 			w.moving.Unlock()
 			return rr, err
 		}
@@ -483,30 +542,73 @@ func (s *store) open(id uint64) (*replicaReader, error) {
 	}
 }
 
-// openFiles opens the data and meta files of replica r of id in dir.
-func (s *store) openFiles(id uint64, r replica, dir string) (*replicaReader, error) {
+// openFinalized opens the files of finalized replica r of id.
+func openFinalized(id uint64, r replica) (*replicaReader, error) {
+	dir := r.dir.finalizedDir(id)
+	if !r.inline {
+		return openTwoFiles(id, r.genStamp, r.length, dir)
+	}
+	f, err := openFile(filepath.Join(dir, inlineFileName(id, r.genStamp)), os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open block %d: %w", id, err)
+	}
+	hdr := make([]byte, metaHeaderSize)
+	if _, err := f.ReadAt(hdr, inlineSize(r.length)-metaHeaderSize); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read block %d checksum header: %w", id, err)
+	}
+	tab, err := parseMetaHeader(id, hdr)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &replicaReader{id: id, gs: r.genStamp, length: r.length, tab: tab, data: f, sums: f, sumsOff: r.length}, nil
+}
+
+// openTwoFiles opens a replica in HDFS's layout in dir.
+func openTwoFiles(id, gs uint64, length int64, dir string) (*replicaReader, error) {
 	data, err := openFile(filepath.Join(dir, blockFileName(id)), os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open block %d: %w", id, err)
 	}
-	meta, err := openFile(filepath.Join(dir, metaFileName(id, r.genStamp)), os.O_RDONLY, 0)
+	meta, err := openFile(filepath.Join(dir, metaFileName(id, gs)), os.O_RDONLY, 0)
 	if err != nil {
 		data.Close()
 		return nil, fmt.Errorf("open block %d checksums: %w", id, err)
 	}
-	var hdr [metaHeaderSize]byte
-	if _, err := meta.ReadAt(hdr[:], 0); err != nil {
+	hdr := make([]byte, metaHeaderSize)
+	_, err = meta.ReadAt(hdr, 0)
+	var tab *crc32.Table
+	if err == nil {
+		tab, err = parseMetaHeader(id, hdr)
+	}
+	if err != nil {
 		data.Close()
 		meta.Close()
 		return nil, fmt.Errorf("read block %d checksum header: %w", id, err)
 	}
-	tab, err := xfer.ChecksumTable(pb.ChecksumTypeProto(hdr[2]))
-	if err != nil || binary.BigEndian.Uint32(hdr[3:]) != protocol.BytesPerChecksum {
-		data.Close()
-		meta.Close()
-		return nil, fmt.Errorf("block %d: bad checksum header %x: %w", id, hdr, protocol.ErrCorruption)
+	return &replicaReader{id: id, gs: gs, length: length, tab: tab, data: data, sums: meta, sumsOff: metaHeaderSize, meta: meta}, nil
+}
+
+// openBeingWritten opens the replica for reading up to what was flushed.
+// w.moving must be held.
+func (w *replicaWriter) openBeingWritten() (*replicaReader, error) {
+	length := w.visible.Load()
+	if w.meta != nil {
+		return openTwoFiles(w.id, w.gs, length, w.v.rbwDir())
 	}
-	return &replicaReader{id: id, gs: r.genStamp, length: r.length, tab: tab, data: data, meta: meta}, nil
+	tab, err := xfer.ChecksumTable(w.cs)
+	if err != nil {
+		return nil, fmt.Errorf("block %d: %w", w.id, err)
+	}
+	data, err := openFile(filepath.Join(w.v.rbwDir(), blockFileName(w.id)), os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open block %d: %w", w.id, err)
+	}
+	w.sumsMu.Lock()
+	sums := bytes.Clone(w.sums[:min(int64(len(w.sums)), xfer.NumChunks(length)*protocol.ChecksumSize)])
+	w.sumsMu.Unlock()
+	return &replicaReader{id: w.id, gs: w.gs, length: length, tab: tab, data: data, sums: bytes.NewReader(sums)}, nil
 }
 
 // readChunks reads data[off:off+n] and the checksums that cover it; off
@@ -516,7 +618,7 @@ func (rr *replicaReader) readChunks(off int64, data, sums []byte) error {
 		return fmt.Errorf("read block %d at %d: %w", rr.id, off, err)
 	}
 	chunk := off / protocol.BytesPerChecksum
-	if _, err := rr.meta.ReadAt(sums, metaHeaderSize+chunk*protocol.ChecksumSize); err != nil {
+	if _, err := rr.sums.ReadAt(sums, rr.sumsOff+chunk*protocol.ChecksumSize); err != nil {
 		return fmt.Errorf("read block %d checksums: %w", rr.id, err)
 	}
 	return nil
@@ -526,8 +628,8 @@ func (rr *replicaReader) readChunks(off int64, data, sums []byte) error {
 // against its stored checksums and hands it to fn. A checksum failure
 // wraps protocol.ErrCorruption; fn's slices are reused between calls.
 func (rr *replicaReader) eachPacket(fn func(off int64, data, sums []byte) error) error {
-	data := make([]byte, protocol.MaxPacketData)
-	sums := make([]byte, protocol.MaxPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize)
+	data := make([]byte, min(protocol.MaxPacketData, rr.length))
+	sums := make([]byte, xfer.NumChunks(int64(len(data)))*protocol.ChecksumSize)
 	for off := int64(0); off < rr.length; {
 		k := min(int64(len(data)), rr.length-off)
 		ns := xfer.NumChunks(k) * protocol.ChecksumSize
@@ -547,13 +649,34 @@ func (rr *replicaReader) eachPacket(fn func(off int64, data, sums []byte) error)
 
 // allSums returns a reader over the replica's checksums.
 func (rr *replicaReader) allSums() io.Reader {
-	n := (rr.length + protocol.BytesPerChecksum - 1) / protocol.BytesPerChecksum
-	return io.NewSectionReader(rr.meta, metaHeaderSize, n*protocol.ChecksumSize)
+	return io.NewSectionReader(rr.sums, rr.sumsOff, xfer.NumChunks(rr.length)*protocol.ChecksumSize)
+}
+
+// checkSize reports, wrapping protocol.ErrCorruption, files of a
+// finalized replica whose sizes do not match its length: data that grew,
+// or checksums lost.
+func (rr *replicaReader) checkSize() error {
+	if rr.meta == nil {
+		if fi, err := rr.data.Stat(); err != nil || fi.Size() != inlineSize(rr.length) {
+			return fmt.Errorf("%w: block file does not hold %d bytes and their checksums", protocol.ErrCorruption, rr.length)
+		}
+		return nil
+	}
+	if fi, err := rr.data.Stat(); err != nil || fi.Size() != rr.length {
+		return fmt.Errorf("%w: data file is not %d bytes long", protocol.ErrCorruption, rr.length)
+	}
+	if fi, err := rr.meta.Stat(); err != nil || fi.Size() != metaHeaderSize+xfer.NumChunks(rr.length)*protocol.ChecksumSize {
+		return fmt.Errorf("%w: checksum file does not match %d bytes of data", protocol.ErrCorruption, rr.length)
+	}
+	return nil
 }
 
 func (rr *replicaReader) Close() error {
-	rr.data.Close()
-	return rr.meta.Close()
+	err := rr.data.Close()
+	if rr.meta != nil {
+		err = errors.Join(err, rr.meta.Close())
+	}
+	return err
 }
 
 // remove deletes the replica of id if its generation stamp is at most gs
@@ -564,10 +687,13 @@ func (s *store) remove(id, gs uint64) (bool, error) {
 		return false, nil
 	}
 	dir := r.dir.finalizedDir(id)
-	// Meta first: a replica without its meta file is no replica on restart.
-	err1 := os.Remove(filepath.Join(dir, metaFileName(id, r.genStamp)))
-	err2 := os.Remove(filepath.Join(dir, blockFileName(id)))
-	if err := errors.Join(err1, err2); err != nil {
+	// The file that marks it complete first: a replica without it is no
+	// replica on restart.
+	var errs []error
+	for _, name := range r.files(id) {
+		errs = append(errs, os.Remove(filepath.Join(dir, name)))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return true, fmt.Errorf("delete block %d: %w", id, err)
 	}
 	return true, nil
@@ -610,9 +736,11 @@ func (s *store) quarantine(id, gs uint64) (bool, error) {
 	if err := os.MkdirAll(to, 0o755); err != nil {
 		return true, err
 	}
-	err1 := os.Rename(filepath.Join(from, metaFileName(id, r.genStamp)), filepath.Join(to, metaFileName(id, r.genStamp)))
-	err2 := os.Rename(filepath.Join(from, blockFileName(id)), filepath.Join(to, blockFileName(id)))
-	return true, errors.Join(err1, err2)
+	var errs []error
+	for _, name := range r.files(id) {
+		errs = append(errs, os.Rename(filepath.Join(from, name), filepath.Join(to, name)))
+	}
+	return true, errors.Join(errs...)
 }
 
 // reopen turns a finalized replica back into one being written, for
@@ -640,7 +768,7 @@ func (s *store) reopen(id, oldGS, newGS uint64, length int64) (*replicaWriter, e
 	delete(s.mu.replicas, id)
 	s.mu.used -= r.length
 	v := r.dir
-	w := &replicaWriter{s: s, v: v, id: id, gs: newGS, length: length}
+	w := &replicaWriter{s: s, v: v, id: id, gs: newGS, length: r.length}
 	w.visible.Store(length)
 	w.moving.Lock() // before readers can find w: its files are still in finalized/
 	defer w.moving.Unlock()
@@ -653,33 +781,48 @@ func (s *store) reopen(id, oldGS, newGS uint64, length int64) (*replicaWriter, e
 	}
 	fin := v.finalizedDir(id)
 	dataPath := filepath.Join(v.rbwDir(), blockFileName(id))
-	metaPath := filepath.Join(v.rbwDir(), metaFileName(id, newGS))
-	if err := os.Rename(filepath.Join(fin, blockFileName(id)), dataPath); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(filepath.Join(fin, metaFileName(id, r.genStamp)), metaPath); err != nil {
-		return fail(err)
-	}
 	var err error
-	if w.data, err = openFile(dataPath, os.O_RDWR, 0); err != nil {
+	if r.inline {
+		// Copied into a new data file, its checksums into memory: a reader
+		// that opened the finalized file reads on from it unchanged (its
+		// checksums sit where the data would now grow).
+		old, err := openFinalized(id, *r)
+		if err != nil {
+			return fail(err)
+		}
+		defer old.Close()
+		w.cs = xfer.ChecksumType(old.tab)
+		if w.data, err = openFile(dataPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+			return fail(err)
+		}
+		if _, err := io.Copy(w.data, io.NewSectionReader(old.data, 0, length)); err != nil {
+			return fail(err)
+		}
+		w.sums = make([]byte, xfer.NumChunks(length)*protocol.ChecksumSize)
+		if _, err := old.sums.ReadAt(w.sums, old.sumsOff); err != nil {
+			return fail(err)
+		}
+		if err := os.Remove(filepath.Join(fin, inlineFileName(id, r.genStamp))); err != nil {
+			return fail(err)
+		}
+	} else {
+		metaPath := filepath.Join(v.rbwDir(), metaFileName(id, newGS))
+		if err := os.Rename(filepath.Join(fin, blockFileName(id)), dataPath); err != nil {
+			return fail(err)
+		}
+		if err := os.Rename(filepath.Join(fin, metaFileName(id, r.genStamp)), metaPath); err != nil {
+			return fail(err)
+		}
+		if w.data, err = openFile(dataPath, os.O_RDWR, 0); err != nil {
+			return fail(err)
+		}
+		if w.meta, err = openFile(metaPath, os.O_RDWR, 0); err != nil {
+			return fail(err)
+		}
+		w.metaW = bufio.NewWriterSize(w.meta, 8<<10)
+	}
+	if err := w.truncate(length); err != nil {
 		return fail(err)
 	}
-	if w.meta, err = openFile(metaPath, os.O_RDWR, 0); err != nil {
-		return fail(err)
-	}
-	metaLen := metaHeaderSize + xfer.NumChunks(length)*protocol.ChecksumSize
-	if err := w.data.Truncate(length); err != nil {
-		return fail(err)
-	}
-	if err := w.meta.Truncate(metaLen); err != nil {
-		return fail(err)
-	}
-	if _, err := w.data.Seek(length, io.SeekStart); err != nil {
-		return fail(err)
-	}
-	if _, err := w.meta.Seek(metaLen, io.SeekStart); err != nil {
-		return fail(err)
-	}
-	w.metaW = bufio.NewWriterSize(w.meta, 8<<10)
 	return w, nil
 }

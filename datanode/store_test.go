@@ -138,8 +138,9 @@ func TestStoreOpenWhileMoving(t *testing.T) {
 }
 
 // TestStoreOpenIndexesWhatIsOnDisk checks the start-up scan: replicas in
-// nested directories are found, the newest generation stamp of a block
-// wins, and a meta file without its data or a stray file is no replica.
+// nested directories are found in both layouts, the newest generation
+// stamp of a block wins, and a meta file without its data, a one-file
+// replica of a size no replica has, or a stray file is no replica.
 func TestStoreOpenIndexesWhatIsOnDisk(t *testing.T) {
 	dir := t.TempDir()
 	fin := filepath.Join(dir, "current", "finalized")
@@ -161,12 +162,18 @@ func TestStoreOpenIndexesWhatIsOnDisk(t *testing.T) {
 	put("subdir3/blk_9_1001.meta", 15) // no data
 	put("subdir3/blk_x_1.meta", 15)
 	put("subdir3/notes.txt", 5)
+	put("subdir4/blk_10_1001.block", int(inlineSize(1000)))
+	// Two full chunks and their sums, then 2 bytes: less than a chunk and its sum.
+	put("subdir4/blk_11_1001.block", metaHeaderSize+2*(protocol.BytesPerChecksum+protocol.ChecksumSize)+2)
 	s, err := openStore([]string{dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if used, n := s.usage(); n != 2 || used != 400 {
-		t.Fatalf("indexed %d replicas of %d bytes, want 2 of 400", n, used)
+	if used, n := s.usage(); n != 3 || used != 1400 {
+		t.Fatalf("indexed %d replicas of %d bytes, want 3 of 1400", n, used)
+	}
+	if r, ok := s.get(10); !ok || !r.inline || r.length != 1000 {
+		t.Fatalf("block 10: %+v %v, want one file of 1000 bytes", r, ok)
 	}
 	if r, ok := s.get(7); !ok || r.genStamp != 1003 || r.length != 100 {
 		t.Fatalf("block 7: %+v %v, want stamp 1003, 100 bytes", r, ok)

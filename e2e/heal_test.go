@@ -88,7 +88,7 @@ func TestScannerReplacesCorruptReplica(t *testing.T) {
 	}
 	var victim string
 	for _, f := range files {
-		if fi, _ := os.Stat(f); fi.Size() == blockSize {
+		if len(godfstest.BlockData(t, f)) == blockSize {
 			victim = f
 		}
 	}

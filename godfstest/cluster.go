@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/godfs/godfs/client"
+	"github.com/godfs/godfs/datanode"
 )
 
 var (
@@ -374,8 +375,8 @@ func RunBinary(t testing.TB, bin string, stdin io.Reader, args ...string) Result
 	return res
 }
 
-// BlockFiles lists the finalized block files (not .meta) under a datanode
-// directory.
+// BlockFiles lists the finalized files under a datanode directory that
+// hold a block's bytes (not .meta files): one per replica.
 func BlockFiles(t testing.TB, dir string) []string {
 	t.Helper()
 	var out []string
@@ -387,6 +388,20 @@ func BlockFiles(t testing.TB, dir string) []string {
 		return nil
 	})
 	return out
+}
+
+// BlockData is the block's bytes in one of BlockFiles' files.
+func BlockData(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, ok := datanode.BlockBytes(filepath.Base(path), int64(len(b)))
+	if !ok {
+		t.Fatalf("%s holds no block of %d bytes", path, len(b))
+	}
+	return b[:n]
 }
 
 // DirBytes is the total size of the files under dir.
