@@ -162,7 +162,9 @@ func runOnce(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	all := len(modes) == 0
 	r := &Report{}
-	if err := r.measureBaselines(cfg); err != nil {
+	cleanup, err := r.measureBaselines(cfg)
+	defer cleanup()
+	if err != nil {
 		return nil, err
 	}
 	c := client.New(cfg.Master)
