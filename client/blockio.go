@@ -47,14 +47,14 @@ type blockReader struct {
 	// finished: the read status was sent; clean: the connection can carry
 	// another operation.
 	finished, clean bool
-	peers           *peers
+	peers           *xfer.Peers
 }
 
 // openBlock asks the datanode at addr for n bytes of block b at off, on a
 // kept connection if p has one (and on a new one if that fails: the
 // datanode may have closed it).
-func openBlock(p *peers, addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clientName string, off, n int64) (*blockReader, error) {
-	if c := p.get(addr); c != nil {
+func openBlock(p *xfer.Peers, addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clientName string, off, n int64) (*blockReader, error) {
+	if c := p.Get(addr); c != nil {
 		br, err := startRead(p, c, addr, b, token, clientName, off, n)
 		var se *statusError
 		if err == nil || errors.As(err, &se) {
@@ -76,7 +76,7 @@ func (e *statusError) Error() string { return e.err.Error() }
 func (e *statusError) Unwrap() error { return e.err }
 
 // startRead sends READ_BLOCK on c and reads the answer.
-func startRead(p *peers, c net.Conn, addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clientName string, off, n int64) (*blockReader, error) {
+func startRead(p *xfer.Peers, c net.Conn, addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clientName string, off, n int64) (*blockReader, error) {
 	c.SetDeadline(time.Now().Add(ioTimeout))
 	req := &pb.OpReadBlockProto{Header: clientHeader(b, token, clientName),
 		Offset: proto.Uint64(uint64(off)), Len: proto.Uint64(uint64(n)), SendChecksums: proto.Bool(true)}
@@ -186,7 +186,7 @@ func (br *blockReader) Close() error {
 	}
 	var err error
 	if br.clean && br.peers != nil {
-		br.peers.put(br.addr, br.conn)
+		br.peers.Put(br.addr, br.conn)
 	} else {
 		err = br.conn.Close()
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/hrpc"
 	"github.com/godfs/godfs/protocol/pb"
+	"github.com/godfs/godfs/protocol/xfer"
 )
 
 // Errors callers branch on, besides fs.ErrNotExist, fs.ErrExist and
@@ -70,7 +71,7 @@ type Client struct {
 	replication int
 	blockSize   int64
 
-	peers peers // kept datanode connections for reads
+	peers xfer.Peers // kept datanode connections for reads and writes
 
 	leaseMu      sync.Mutex
 	writers      int           // open writers; the lease is renewed while > 0
@@ -107,7 +108,7 @@ func defaultUser() string {
 
 // Close releases the client's connections.
 func (c *Client) Close() error {
-	c.peers.close()
+	c.peers.Close()
 	c.adminOnce.Do(func() {})
 	if c.admin != nil {
 		c.admin.Close()

@@ -35,14 +35,7 @@ func TestReadsReuseDatanodeConnections(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	kept := func() (n int) {
-		c.peers.mu.Lock()
-		defer c.peers.mu.Unlock()
-		for _, list := range c.peers.idle {
-			n += len(list)
-		}
-		return n
-	}
+	kept := c.peers.Idle
 	read := func() {
 		t.Helper()
 		r, err := c.Open(ctx, "/small")
@@ -62,13 +55,10 @@ func TestReadsReuseDatanodeConnections(t *testing.T) {
 		}
 	}
 	// The kept connection breaks: the next read dials again and succeeds.
-	c.peers.mu.Lock()
-	for _, list := range c.peers.idle {
-		for _, p := range list {
-			p.conn.Close()
-		}
-	}
-	c.peers.mu.Unlock()
+	addr := cl.DataNodes[0].Addr()
+	broken := c.peers.Get(addr)
+	broken.Close()
+	c.peers.Put(addr, broken)
 	read()
 	if n := kept(); n != 1 {
 		t.Fatalf("after a read that replaced a broken connection, %d kept, want 1", n)

@@ -201,7 +201,7 @@ func (w *FileWriter) startBlock() error {
 			return fmt.Errorf("block %d has no target datanodes", lb.GetB().GetBlockId())
 		}
 		op := xfer.WriteBlockOp(lb.GetB(), lb.GetBlockToken(), w.c.name, lb.GetLocs(), pb.ChecksumTypeProto_CHECKSUM_CRC32C)
-		bw, err := xfer.OpenPipeline(xferAddr(lb.GetLocs()[0].GetId()), op, maxInFlight)
+		bw, err := xfer.OpenPipeline(&w.c.peers, xferAddr(lb.GetLocs()[0].GetId()), op, maxInFlight)
 		if err == nil {
 			w.bw = bw
 			w.block = lb.GetB()
@@ -356,7 +356,7 @@ func (w *FileWriter) recoverPipeline(cause error) error {
 		if len(unacked) > 0 {
 			startSeq = unacked[0].Seqno
 		}
-		p, err := xfer.ResumePipeline(xferAddr(survivors[0].GetId()), op, maxInFlight, startSeq, acked)
+		p, err := xfer.ResumePipeline(&w.c.peers, xferAddr(survivors[0].GetId()), op, maxInFlight, startSeq, acked)
 		if err != nil {
 			cause, locs = err, survivors
 			continue

@@ -27,6 +27,7 @@ import (
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/hrpc"
 	"github.com/godfs/godfs/protocol/pb"
+	"github.com/godfs/godfs/protocol/xfer"
 )
 
 // Options configure a DataNode. Zero fields take the defaults noted.
@@ -137,6 +138,9 @@ type DataNode struct {
 
 	connsMu sync.Mutex
 	conns   map[net.Conn]struct{}
+	// peers keeps connections to the next datanodes of pipelines that
+	// finished cleanly, for the next pipeline through them.
+	peers xfer.Peers
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -281,6 +285,7 @@ func (d *DataNode) Close() error {
 	}
 	d.connsMu.Unlock()
 	d.master.Close()
+	d.peers.Close()
 	d.wg.Wait()
 	return nil
 }

@@ -56,16 +56,27 @@ func (d *DataNode) writeBlock(req *pb.OpWriteBlockProto, up net.Conn, upR *bufio
 	// Downstream first, so a bad link is reported before any data flows.
 	var down net.Conn
 	var downR *bufio.Reader
+	clean := false // the whole block went down the pipeline and was acked
 	if targets := req.GetTargets(); len(targets) > 0 {
 		addr := xfer.Addr(targets[0].GetId())
 		var err error
-		down, downR, err = connectDownstream(addr, req)
+		down, downR, err = d.connectDownstream(addr, req)
 		if err != nil {
 			xfer.WriteDelimited(up, &pb.BlockOpResponseProto{Status: pb.Status_ERROR.Enum(),
 				FirstBadLink: proto.String(firstBadLink(err, addr)), Message: proto.String(err.Error())})
 			return fmt.Errorf("block %d: %w", id, err)
 		}
-		defer down.Close()
+		defer func() {
+			// A pipeline that ended cleanly leaves the next datanode
+			// waiting for another operation: the next pipeline through it
+			// needs no new connection.
+			if clean {
+				down.SetDeadline(time.Time{})
+				d.peers.Put(addr, down)
+			} else {
+				down.Close()
+			}
+		}()
 	}
 	var rw *replicaWriter
 	if recovery {
@@ -99,7 +110,7 @@ func (d *DataNode) writeBlock(req *pb.OpWriteBlockProto, up net.Conn, upR *bufio
 	acks := make(chan toAck, ackQueue)
 	responderDone := make(chan error, 1)
 	go func() { responderDone <- respondAcks(up, downR, down, acks) }()
-	recvErr := d.receivePackets(rw, tab, upR, up, down, acks)
+	downFailed, recvErr := d.receivePackets(rw, tab, upR, up, down, acks)
 	close(acks)
 	if recvErr != nil && down != nil {
 		down.Close() // unblock a responder waiting for a downstream ack
@@ -111,6 +122,7 @@ func (d *DataNode) writeBlock(req *pb.OpWriteBlockProto, up net.Conn, upR *bufio
 	if respErr != nil {
 		return fmt.Errorf("block %d: %w", id, respErr)
 	}
+	clean = !downFailed
 	return nil
 }
 
@@ -131,11 +143,7 @@ func firstBadLink(err error, addr string) string {
 
 // connectDownstream opens the pipeline to the next datanode with the rest
 // of the targets.
-func connectDownstream(addr string, req *pb.OpWriteBlockProto) (net.Conn, *bufio.Reader, error) {
-	c, err := xfer.Dial(addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to next datanode %s: %w", addr, err)
-	}
+func (d *DataNode) connectDownstream(addr string, req *pb.OpWriteBlockProto) (net.Conn, *bufio.Reader, error) {
 	fwd := proto.Clone(req).(*pb.OpWriteBlockProto)
 	fwd.Targets = req.GetTargets()[1:]
 	if len(fwd.TargetStorageTypes) > 0 {
@@ -147,12 +155,10 @@ func connectDownstream(addr string, req *pb.OpWriteBlockProto) (net.Conn, *bufio
 	if len(fwd.TargetPinnings) > 0 {
 		fwd.TargetPinnings = fwd.TargetPinnings[1:]
 	}
-	c.SetDeadline(time.Now().Add(ioTimeout))
-	if err := xfer.WriteOp(c, xfer.OpWriteBlock, fwd); err != nil {
-		c.Close()
-		return nil, nil, fmt.Errorf("send to next datanode %s: %w", addr, err)
+	c, r, err := xfer.SendOp(&d.peers, addr, xfer.OpWriteBlock, fwd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("next datanode %s: %w", addr, err)
 	}
-	r := bufio.NewReaderSize(c, 16<<10)
 	resp := &pb.BlockOpResponseProto{}
 	if err := xfer.ReadDelimited(r, resp); err != nil {
 		c.Close()
@@ -173,9 +179,8 @@ func connectDownstream(addr string, req *pb.OpWriteBlockProto) (net.Conn, *bufio
 // and closes this one. Closing the connection at once instead could reset
 // the writer's connection before it read that ack, and it would blame this
 // datanode.
-func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufio.Reader, up, down net.Conn, acks chan<- toAck) error {
+func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufio.Reader, up, down net.Conn, acks chan<- toAck) (downFailed bool, err error) {
 	var raw []byte // each packet reuses the space of the one before
-	downFailed := false
 	ack := func(a toAck) {
 		a.downFailed = downFailed
 		acks <- a
@@ -186,7 +191,7 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 		var err error
 		p, raw, err = xfer.ReadPacket(upR, raw)
 		if err != nil {
-			return fmt.Errorf("receive packet: %w", err)
+			return downFailed, fmt.Errorf("receive packet: %w", err)
 		}
 		if down != nil {
 			down.SetWriteDeadline(time.Now().Add(ioTimeout))
@@ -201,31 +206,31 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 		}
 		if p.Offset < rw.length && len(p.Data) > 0 {
 			if err := rw.rewind(p.Offset); err != nil {
-				return fmt.Errorf("packet %d: %w", p.Seqno, err)
+				return downFailed, fmt.Errorf("packet %d: %w", p.Seqno, err)
 			}
 		}
 		if p.Offset != rw.length {
-			return fmt.Errorf("packet %d at offset %d, replica has %d bytes", p.Seqno, p.Offset, rw.length)
+			return downFailed, fmt.Errorf("packet %d at offset %d, replica has %d bytes", p.Seqno, p.Offset, rw.length)
 		}
 		if len(p.Data) > 0 {
 			if err := xfer.VerifyChunks(tab, p.Data, p.Sums, p.Offset/protocol.BytesPerChecksum); err != nil {
 				ack(toAck{seqno: p.Seqno, status: pb.Status_ERROR_CHECKSUM, last: true})
-				return fmt.Errorf("packet %d: %w", p.Seqno, err)
+				return downFailed, fmt.Errorf("packet %d: %w", p.Seqno, err)
 			}
 			if err := rw.write(p.Data, p.Sums); err != nil {
 				ack(toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true})
-				return err
+				return downFailed, err
 			}
 		}
 		if p.Last {
 			if err := rw.finish(); err != nil {
 				ack(toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true})
-				return err
+				return downFailed, err
 			}
 			d.queueIBR(&pb.BlockProto{BlockId: proto.Uint64(rw.id), GenStamp: proto.Uint64(rw.gs),
 				NumBytes: proto.Uint64(uint64(rw.length))}, nil)
 			ack(toAck{seqno: p.Seqno, last: true})
-			return nil
+			return downFailed, nil
 		}
 		ack(toAck{seqno: p.Seqno})
 	}

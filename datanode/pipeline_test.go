@@ -57,16 +57,10 @@ func TestPipelineBlamesTheDeadDownstream(t *testing.T) {
 		close(died)
 	}()
 
-	node := func(addr string) *pb.DatanodeInfoProto {
-		host, port, _ := net.SplitHostPort(addr)
-		p, _ := strconv.ParseUint(port, 10, 16)
-		return &pb.DatanodeInfoProto{Id: &pb.DatanodeIDProto{IpAddr: proto.String(host), HostName: proto.String(host),
-			DatanodeUuid: proto.String(addr), XferPort: proto.Uint32(uint32(p)), InfoPort: proto.Uint32(0), IpcPort: proto.Uint32(0)}}
-	}
 	b := &pb.ExtendedBlockProto{PoolId: proto.String("BP-test"), BlockId: proto.Uint64(1 << 30), GenerationStamp: proto.Uint64(1001), NumBytes: proto.Uint64(0)}
 	op := xfer.WriteBlockOp(b, &pb.TokenProto{Identifier: []byte{}, Password: []byte{}, Kind: proto.String(""), Service: proto.String("")},
-		"test-client", []*pb.DatanodeInfoProto{node(d.Addr()), node(ln.Addr().String())}, pb.ChecksumTypeProto_CHECKSUM_CRC32C)
-	p, err := xfer.OpenPipeline(d.Addr(), op, 8)
+		"test-client", []*pb.DatanodeInfoProto{testNode(d.Addr()), testNode(ln.Addr().String())}, pb.ChecksumTypeProto_CHECKSUM_CRC32C)
+	p, err := xfer.OpenPipeline(nil, d.Addr(), op, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,4 +81,96 @@ func TestPipelineBlamesTheDeadDownstream(t *testing.T) {
 	if perr == nil || perr.Bad != 1 {
 		t.Fatalf("pipeline error %v: want the second datanode (index 1), the dead one, blamed", perr)
 	}
+}
+
+// TestPipelinesReuseConnections writes block after block down a pipeline
+// of two datanodes: each goes over the connections the one before left
+// (the writer's to the first datanode, the first's to the second), and a
+// kept connection that broke meanwhile is replaced without failing the
+// block.
+func TestPipelinesReuseConnections(t *testing.T) {
+	var nodes []*DataNode
+	for range 2 {
+		d, err := New(Options{DataDirs: []string{t.TempDir()}, Listen: "127.0.0.1:0", Master: "127.0.0.1:1",
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		go d.Serve()
+		defer d.Close()
+		nodes = append(nodes, d)
+	}
+	var peers xfer.Peers
+	defer peers.Close()
+	data := make([]byte, 3000)
+	write := func(id uint64) {
+		t.Helper()
+		b := &pb.ExtendedBlockProto{PoolId: proto.String("BP-test"), BlockId: proto.Uint64(id), GenerationStamp: proto.Uint64(1001), NumBytes: proto.Uint64(0)}
+		op := xfer.WriteBlockOp(b, nil, "test-client", []*pb.DatanodeInfoProto{testNode(nodes[0].Addr()), testNode(nodes[1].Addr())},
+			pb.ChecksumTypeProto_CHECKSUM_CRC32C)
+		p, err := xfer.OpenPipeline(&peers, nodes[0].Addr(), op, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[0] = byte(id)
+		if err := p.Write(data, xfer.ChunkSums(xfer.CRC32C, nil, data)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range nodes {
+			rr, err := d.store.open(id)
+			if err != nil {
+				t.Fatalf("block %d: %v", id, err)
+			}
+			got := make([]byte, len(data))
+			rr.readChunks(0, got, make([]byte, xfer.NumChunks(int64(len(data)))*protocol.ChecksumSize))
+			rr.Close()
+			if got[0] != byte(id) || rr.length != int64(len(data)) {
+				t.Fatalf("block %d on %s: %d bytes, first %d", id, d.Addr(), rr.length, got[0])
+			}
+		}
+	}
+	// The first datanode keeps its connection just after it acks.
+	waitKept := func() {
+		for deadline := time.Now().Add(time.Second); nodes[0].peers.Idle() == 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	open := func(d *DataNode) int {
+		d.connsMu.Lock()
+		defer d.connsMu.Unlock()
+		return len(d.conns)
+	}
+	for id := uint64(1); id <= 10; id++ {
+		write(id)
+		waitKept()
+		if peers.Idle() != 1 || nodes[0].peers.Idle() != 1 || open(nodes[0]) != 1 || open(nodes[1]) != 1 {
+			t.Fatalf("after block %d: %d and %d connections kept, %d and %d served, want 1 of each (reused)",
+				id, peers.Idle(), nodes[0].peers.Idle(), open(nodes[0]), open(nodes[1]))
+		}
+	}
+	breakKept := func(p *xfer.Peers, addr string) {
+		c := p.Get(addr)
+		c.Close()
+		p.Put(addr, c)
+	}
+	breakKept(&peers, nodes[0].Addr())
+	breakKept(&nodes[0].peers, nodes[1].Addr())
+	write(11)
+	waitKept()
+	if peers.Idle() != 1 || nodes[0].peers.Idle() != 1 {
+		t.Fatalf("after replacing broken connections: %d and %d kept, want 1 and 1", peers.Idle(), nodes[0].peers.Idle())
+	}
+}
+
+func testNode(addr string) *pb.DatanodeInfoProto {
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.ParseUint(port, 10, 16)
+	return &pb.DatanodeInfoProto{Id: &pb.DatanodeIDProto{IpAddr: proto.String(host), HostName: proto.String(host),
+		DatanodeUuid: proto.String(addr), XferPort: proto.Uint32(uint32(p)), InfoPort: proto.Uint32(0), IpcPort: proto.Uint32(0)}}
 }

@@ -34,7 +34,7 @@ func (d *DataNode) transferBlock(cmd *pb.BlockTransferCommandProto) error {
 		GenerationStamp: proto.Uint64(rr.gs), NumBytes: proto.Uint64(uint64(rr.length))}
 	op := xfer.WriteBlockOp(b, nil, "", targets, xfer.ChecksumType(rr.tab))
 	op.Source = &pb.DatanodeInfoProto{Id: d.datanodeID()}
-	p, err := xfer.OpenPipeline(xfer.Addr(targets[0].GetId()), op, ackQueue)
+	p, err := xfer.OpenPipeline(&d.peers, xfer.Addr(targets[0].GetId()), op, ackQueue)
 	if err != nil {
 		return fmt.Errorf("transfer of block %d: %w", id, err)
 	}

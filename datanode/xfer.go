@@ -47,7 +47,7 @@ func (d *DataNode) serveConn(c net.Conn) {
 			}
 			return
 		}
-		c.SetReadDeadline(time.Now().Add(ioTimeout))
+		c.SetDeadline(time.Now().Add(ioTimeout))
 		d.xceivers.Add(1)
 		keep, err := d.serveOp(op, c, r)
 		d.xceivers.Add(-1)
@@ -72,7 +72,8 @@ func (d *DataNode) serveOp(op xfer.Op, c net.Conn, r *bufio.Reader) (keepOpen bo
 		if err := xfer.ReadDelimited(r, req); err != nil {
 			return false, fmt.Errorf("read %s: %w", op, err)
 		}
-		return false, d.writeBlock(req, c, r)
+		err := d.writeBlock(req, c, r)
+		return err == nil, err // a writer may send its next block on this connection
 	case xfer.OpReadBlock:
 		req := &pb.OpReadBlockProto{}
 		if err := xfer.ReadDelimited(r, req); err != nil {

@@ -55,6 +55,8 @@ func (e *BadLinkError) Unwrap() error { return e.Err }
 // clients writing files and by datanodes copying replicas.
 type Pipeline struct {
 	conn     net.Conn
+	peers    *Peers // where conn goes after a clean finish; nil: closed
+	addr     string
 	seqno    int64
 	offset   int64 // bytes sent so far
 	nodes    int   // datanodes in the pipeline
@@ -80,24 +82,19 @@ type Pipeline struct {
 // its targets) to the datanode at addr and waits for the pipeline to be set
 // up. A failure is a *BadLinkError naming the first datanode that failed.
 // The first packet will have seqno and offset 0; ResumePipeline continues
-// a recovered one.
-func OpenPipeline(addr string, op *pb.OpWriteBlockProto, maxInFlight int) (*Pipeline, error) {
-	return ResumePipeline(addr, op, maxInFlight, 0, 0)
+// a recovered one. With peers, the pipeline starts on a kept connection
+// to addr if there is one, and its connection is kept there after Finish.
+func OpenPipeline(peers *Peers, addr string, op *pb.OpWriteBlockProto, maxInFlight int) (*Pipeline, error) {
+	return ResumePipeline(peers, addr, op, maxInFlight, 0, 0)
 }
 
 // ResumePipeline is OpenPipeline for a pipeline whose first packet has the
 // given seqno and block offset (after pipeline recovery).
-func ResumePipeline(addr string, op *pb.OpWriteBlockProto, maxInFlight int, seqno, offset int64) (*Pipeline, error) {
-	c, err := Dial(addr)
+func ResumePipeline(peers *Peers, addr string, op *pb.OpWriteBlockProto, maxInFlight int, seqno, offset int64) (*Pipeline, error) {
+	c, r, err := SendOp(peers, addr, OpWriteBlock, op)
 	if err != nil {
 		return nil, &BadLinkError{addr, err}
 	}
-	c.SetDeadline(time.Now().Add(IOTimeout))
-	if err := WriteOp(c, OpWriteBlock, op); err != nil {
-		c.Close()
-		return nil, &BadLinkError{addr, err}
-	}
-	r := bufio.NewReaderSize(c, 4<<10)
 	resp := &pb.BlockOpResponseProto{}
 	if err := ReadDelimited(r, resp); err != nil {
 		c.Close()
@@ -112,7 +109,7 @@ func ResumePipeline(addr string, op *pb.OpWriteBlockProto, maxInFlight int, seqn
 		return nil, &BadLinkError{bad, fmt.Errorf("pipeline setup: %s: %s", resp.GetStatus(), resp.GetMessage())}
 	}
 	c.SetDeadline(time.Time{})
-	p := &Pipeline{conn: c, seqno: seqno, offset: offset, acked: offset,
+	p := &Pipeline{conn: c, peers: peers, addr: addr, seqno: seqno, offset: offset, acked: offset,
 		nodes: 1 + len(op.GetTargets()), window: make(chan struct{}, maxInFlight), done: make(chan error, 1)}
 	go p.readAcks(r, seqno)
 	return p, nil
@@ -264,9 +261,20 @@ func (p *Pipeline) Rewind(n int64) { p.offset -= n }
 func (p *Pipeline) NextSeqno() int64 { return p.seqno }
 
 // Finish sends the empty last packet, waits until every datanode has acked
-// every packet (the replicas are then durable) and closes the connection.
+// every packet (the replicas are then durable) and closes the connection,
+// or keeps it in the pipeline's Peers when all went well.
 func (p *Pipeline) Finish() error {
-	defer p.conn.Close()
+	err := p.finish()
+	if err == nil && p.peers != nil {
+		p.conn.SetDeadline(time.Time{})
+		p.peers.Put(p.addr, p.conn)
+	} else {
+		p.conn.Close()
+	}
+	return err
+}
+
+func (p *Pipeline) finish() error {
 	if p.lastSent { // the last packet was resent already
 		return p.wait()
 	}
@@ -275,6 +283,37 @@ func (p *Pipeline) Finish() error {
 		return err
 	}
 	return p.wait()
+}
+
+// SendOp sends op to the datanode at addr, on a connection kept in peers
+// if there is one and it still works (else on a new one), and returns the
+// connection with a reader for the answer. The datanode answers an op
+// only once it has read all of it, so an op whose connection was closed
+// by the datanode while kept was not carried out; a kept connection that
+// fails later, while the answer is read, leaves the caller to decide.
+func SendOp(peers *Peers, addr string, op Op, msg proto.Message) (net.Conn, *bufio.Reader, error) {
+	if peers != nil {
+		if c := peers.Get(addr); c != nil {
+			c.SetDeadline(time.Now().Add(IOTimeout))
+			if err := WriteOp(c, op, msg); err == nil {
+				r := bufio.NewReaderSize(c, 4<<10)
+				if _, err := r.Peek(1); err == nil {
+					return c, r, nil
+				}
+			}
+			c.Close()
+		}
+	}
+	c, err := Dial(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.SetDeadline(time.Now().Add(IOTimeout))
+	if err := WriteOp(c, op, msg); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return c, bufio.NewReaderSize(c, 4<<10), nil
 }
 
 func (p *Pipeline) wait() error {

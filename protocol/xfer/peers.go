@@ -1,4 +1,4 @@
-package client
+package xfer
 
 import (
 	"net"
@@ -6,11 +6,15 @@ import (
 	"time"
 )
 
-// peers keeps data connections to datanodes after a read that ended
-// cleanly, for the next read from the same datanode, as HDFS's PeerCache
-// does: reading a small file then costs no connect, accept, or new
-// connection goroutine on the datanode.
-type peers struct {
+// Peers keeps data connections to datanodes after an operation that ended
+// cleanly (a read, or a pipeline's whole block), for the next operation on
+// the same datanode, as HDFS's PeerCache does for reads: reading or
+// writing a small file then costs no connect, accept, or new connection
+// goroutine on the datanode. A kept connection may have been closed by
+// the datanode meanwhile: a caller whose operation fails on one before
+// any answer tries again on a new connection. The zero value is ready;
+// it is safe for concurrent use.
+type Peers struct {
 	mu     sync.Mutex
 	idle   map[string][]idlePeer // by datanode address, oldest first
 	closed bool
@@ -29,8 +33,8 @@ const (
 	peerIdleTime = 30 * time.Second
 )
 
-// get returns a kept connection to addr, or nil.
-func (p *peers) get(addr string) net.Conn {
+// Get returns a kept connection to addr, or nil.
+func (p *Peers) Get(addr string) net.Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.idle[addr]
@@ -47,8 +51,8 @@ func (p *peers) get(addr string) net.Conn {
 	return nil
 }
 
-// put keeps c, a connection to addr with no operation in progress.
-func (p *peers) put(addr string, c net.Conn) {
+// Put keeps c, a connection to addr with no operation in progress.
+func (p *Peers) Put(addr string, c net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || len(p.idle[addr]) >= maxIdlePerDatanode {
@@ -61,8 +65,18 @@ func (p *peers) put(addr string, c net.Conn) {
 	p.idle[addr] = append(p.idle[addr], idlePeer{c, time.Now()})
 }
 
-// close closes every kept connection; later ones are closed when put.
-func (p *peers) close() {
+// Idle is the number of connections kept.
+func (p *Peers) Idle() (n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, list := range p.idle {
+		n += len(list)
+	}
+	return n
+}
+
+// Close closes every kept connection; later ones are closed when put.
+func (p *Peers) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
