@@ -15,17 +15,35 @@ import (
 // BenchmarkStoreOpen measures how long a datanode holding b.N finalized
 // replicas takes to index them at start (the rest of its start-up is a
 // registration and one block report). The replicas are made directly in
-// the on-disk layout, 1 KiB each.
+// the on-disk layout, 1 KiB each: in HDFS's (two files a replica, as
+// datanodes before the one-file layout wrote) and in the one-file one.
 // Run: go test -run '^$' -bench StoreOpen -benchtime 1000000x ./datanode
 func BenchmarkStoreOpen(b *testing.B) {
+	data := make([]byte, 1024)
+	meta := make([]byte, metaHeaderSize+4*2)
+	b.Run("HDFSLayout", func(b *testing.B) {
+		benchStoreOpen(b, func(d string, id uint64) error {
+			if err := os.WriteFile(filepath.Join(d, blockFileName(id)), data, 0o644); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(d, metaFileName(id, 1001)), meta, 0o644)
+		})
+	})
+	b.Run("OneFile", func(b *testing.B) {
+		one := make([]byte, inlineSize(int64(len(data))))
+		benchStoreOpen(b, func(d string, id uint64) error {
+			return os.WriteFile(filepath.Join(d, inlineFileName(id, 1001)), one, 0o644)
+		})
+	})
+}
+
+func benchStoreOpen(b *testing.B, put func(dir string, id uint64) error) {
 	dir := b.TempDir()
 	s, err := openStore([]string{dir})
 	if err != nil {
 		b.Fatal(err)
 	}
 	v := s.vols[0]
-	data := make([]byte, 1024)
-	meta := make([]byte, metaHeaderSize+4*2)
 	for i := range b.N {
 		id := uint64(1<<30 + i)
 		d := v.finalizedDir(id)
@@ -34,10 +52,7 @@ func BenchmarkStoreOpen(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		if err := os.WriteFile(filepath.Join(d, blockFileName(id)), data, 0o644); err != nil {
-			b.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, metaFileName(id, 1001)), meta, 0o644); err != nil {
+		if err := put(d, id); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -23,16 +23,7 @@ import (
 // Closing its connection instead made the writer drop the live one and
 // keep the dead one in the recovered pipeline.
 func TestPipelineBlamesTheDeadDownstream(t *testing.T) {
-	d, err := New(Options{DataDirs: []string{t.TempDir()}, Listen: "127.0.0.1:0", Master: "127.0.0.1:1",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	go d.Serve()
-	defer d.Close()
+	d := serveDatanode(t)
 
 	// The next datanode: answers the set-up, then dies (its connection
 	// reset), as a killed process's would be.
@@ -89,20 +80,7 @@ func TestPipelineBlamesTheDeadDownstream(t *testing.T) {
 // kept connection that broke meanwhile is replaced without failing the
 // block.
 func TestPipelinesReuseConnections(t *testing.T) {
-	var nodes []*DataNode
-	for range 2 {
-		d, err := New(Options{DataDirs: []string{t.TempDir()}, Listen: "127.0.0.1:0", Master: "127.0.0.1:1",
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Listen(); err != nil {
-			t.Fatal(err)
-		}
-		go d.Serve()
-		defer d.Close()
-		nodes = append(nodes, d)
-	}
+	nodes := []*DataNode{serveDatanode(t), serveDatanode(t)}
 	var peers xfer.Peers
 	defer peers.Close()
 	data := make([]byte, 3000)
@@ -173,4 +151,21 @@ func testNode(addr string) *pb.DatanodeInfoProto {
 	p, _ := strconv.ParseUint(port, 10, 16)
 	return &pb.DatanodeInfoProto{Id: &pb.DatanodeIDProto{IpAddr: proto.String(host), HostName: proto.String(host),
 		DatanodeUuid: proto.String(addr), XferPort: proto.Uint32(uint32(p)), InfoPort: proto.Uint32(0), IpcPort: proto.Uint32(0)}}
+}
+
+// serveDatanode starts a datanode whose master is unreachable (it serves
+// data transfers all the same), closed at the end of the test.
+func serveDatanode(t *testing.T) *DataNode {
+	t.Helper()
+	d, err := New(Options{DataDirs: []string{t.TempDir()}, Listen: "127.0.0.1:0", Master: "127.0.0.1:1",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go d.Serve()
+	t.Cleanup(func() { d.Close() })
+	return d
 }

@@ -287,10 +287,10 @@ func (p *Pipeline) finish() error {
 
 // SendOp sends op to the datanode at addr, on a connection kept in peers
 // if there is one and it still works (else on a new one), and returns the
-// connection with a reader for the answer. The datanode answers an op
-// only once it has read all of it, so an op whose connection was closed
-// by the datanode while kept was not carried out; a kept connection that
-// fails later, while the answer is read, leaves the caller to decide.
+// connection with a reader for the answer. On a kept connection it waits
+// for the answer to begin: one the datanode closed while it was kept
+// fails then, and the op, which that datanode never read, goes again on
+// a new connection.
 func SendOp(peers *Peers, addr string, op Op, msg proto.Message) (net.Conn, *bufio.Reader, error) {
 	if peers != nil {
 		if c := peers.Get(addr); c != nil {
