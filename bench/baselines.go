@@ -11,55 +11,50 @@ import (
 )
 
 // measureBaselines measures what godfs's figures are compared with. The
-// files the create baseline made are deleted by cleanup, at the end of the
-// run: on ext4 without a journal (this VM's) the kernel skips inodes freed
-// in the last minutes when it allocates one, one at a time, so deleting
-// them now would slow the small-file writes that follow.
-func (r *Report) measureBaselines(cfg Config) (cleanup func(), err error) {
-	cleanup = func() {}
+// create baseline makes its files in the empty directory createDir, which
+// the caller deletes at the end of the run: on ext4 without a journal
+// (this VM's) the kernel skips inodes freed in the last minutes when it
+// allocates one, one at a time, so deleting them now would slow the
+// small-file writes that follow.
+func (r *Report) measureBaselines(cfg Config, createDir string) error {
 	n := cfg.Size
 	if n <= 0 {
 		n = 256 << 20
 	}
 	src := filepath.Join(cfg.TempDir, "baseline-src")
 	if err := writeRandomFile(src, n); err != nil {
-		return cleanup, err
+		return err
 	}
 	defer os.Remove(src)
 	dst := filepath.Join(cfg.TempDir, "baseline-copy")
 	d, err := timeIt(func() error { return copyLocal(src, dst) })
 	os.Remove(dst)
 	if err != nil {
-		return cleanup, fmt.Errorf("disk baseline: %w", err)
+		return fmt.Errorf("disk baseline: %w", err)
 	}
 	r.Baselines = append(r.Baselines, Result{Name: "disk: cp+fsync", Value: mbps(n, d), Unit: "MB/s"})
 	tcp, err := loopbackTCP(n)
 	if err != nil {
-		return cleanup, fmt.Errorf("network baseline: %w", err)
+		return fmt.Errorf("network baseline: %w", err)
 	}
 	r.Baselines = append(r.Baselines, Result{Name: "network: loopback TCP", Value: tcp, Unit: "MB/s"})
 	rt, err := roundTrips(cfg.Clients)
 	if err != nil {
-		return cleanup, fmt.Errorf("round-trip baseline: %w", err)
+		return fmt.Errorf("round-trip baseline: %w", err)
 	}
 	r.Baselines = append(r.Baselines, Result{Name: roundTripBaseline, Value: rt, Unit: "ops/s"})
 	fs, err := fsyncRate(cfg.TempDir)
 	if err != nil {
-		return cleanup, fmt.Errorf("fsync baseline: %w", err)
+		return fmt.Errorf("fsync baseline: %w", err)
 	}
 	r.Baselines = append(r.Baselines, Result{Name: "fsync rate", Value: fs, Unit: "ops/s"})
-	created, err := os.MkdirTemp(cfg.TempDir, "creates-")
+	creates, err := createRate(createDir)
 	if err != nil {
-		return cleanup, err
-	}
-	cleanup = func() { os.RemoveAll(created) }
-	creates, err := createRate(created)
-	if err != nil {
-		return cleanup, fmt.Errorf("file create baseline: %w", err)
+		return fmt.Errorf("file create baseline: %w", err)
 	}
 	r.Baselines = append(r.Baselines, Result{Name: "file creates", Value: creates, Unit: "ops/s"})
 	r.Baselines = append(r.Baselines, Result{Name: "CRC32C", Value: crcSpeed(), Unit: "MB/s"})
-	return cleanup, nil
+	return nil
 }
 
 // copyLocal is the disk baseline: what cp does, plus the fsync godfs does

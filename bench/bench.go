@@ -162,9 +162,12 @@ func runOnce(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	all := len(modes) == 0
 	r := &Report{}
-	cleanup, err := r.measureBaselines(cfg)
-	defer cleanup()
+	createDir, err := os.MkdirTemp(cfg.TempDir, "creates-")
 	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(createDir)
+	if err := r.measureBaselines(cfg, createDir); err != nil {
 		return nil, err
 	}
 	c := client.New(cfg.Master)

@@ -2,7 +2,6 @@ package client
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -52,59 +51,35 @@ type blockReader struct {
 
 // openBlock asks the datanode at addr for n bytes of block b at off, on a
 // kept connection if p has one (and on a new one if that fails: the
-// datanode may have closed it).
+// datanode may have closed it), and reads the answer.
 func openBlock(p *xfer.Peers, addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clientName string, off, n int64) (*blockReader, error) {
-	if c := p.Get(addr); c != nil {
-		br, err := startRead(p, c, addr, b, token, clientName, off, n)
-		var se *statusError
-		if err == nil || errors.As(err, &se) {
-			return br, err
-		}
-	}
-	c, err := xfer.Dial(addr)
+	req := &pb.OpReadBlockProto{Header: clientHeader(b, token, clientName),
+		Offset: proto.Uint64(uint64(off)), Len: proto.Uint64(uint64(n)), SendChecksums: proto.Bool(true)}
+	c, r, err := xfer.SendOp(p, addr, xfer.OpReadBlock, req)
 	if err != nil {
 		return nil, err
 	}
-	return startRead(p, c, addr, b, token, clientName, off, n)
-}
-
-// statusError is a datanode's refusal of a read, as opposed to a failure
-// of the connection.
-type statusError struct{ err error }
-
-func (e *statusError) Error() string { return e.err.Error() }
-func (e *statusError) Unwrap() error { return e.err }
-
-// startRead sends READ_BLOCK on c and reads the answer.
-func startRead(p *xfer.Peers, c net.Conn, addr string, b *pb.ExtendedBlockProto, token *pb.TokenProto, clientName string, off, n int64) (*blockReader, error) {
-	c.SetDeadline(time.Now().Add(ioTimeout))
-	req := &pb.OpReadBlockProto{Header: clientHeader(b, token, clientName),
-		Offset: proto.Uint64(uint64(off)), Len: proto.Uint64(uint64(n)), SendChecksums: proto.Bool(true)}
-	if err := xfer.WriteOp(c, xfer.OpReadBlock, req); err != nil {
-		c.Close()
-		return nil, err
-	}
-	br := &blockReader{conn: c, r: xfer.NewReader(c), remain: n, addr: addr, peers: p}
+	br := &blockReader{conn: c, r: r, remain: n, addr: addr, peers: p}
 	resp := &pb.BlockOpResponseProto{}
 	if err := xfer.ReadDelimited(br.r, resp); err != nil {
 		br.discard()
 		return nil, err
 	}
+
 	if resp.GetStatus() != pb.Status_SUCCESS {
 		br.discard()
-		return nil, &statusError{fmt.Errorf("datanode %s: %s: %s", addr, resp.GetStatus(), resp.GetMessage())}
+		return nil, fmt.Errorf("datanode %s: %s: %s", addr, resp.GetStatus(), resp.GetMessage())
 	}
 	info := resp.GetReadOpChecksumInfo()
 	cs := info.GetChecksum()
-	var err error
 	if br.tab, err = xfer.ChecksumTable(cs.GetType()); err != nil || cs.GetBytesPerChecksum() != protocol.BytesPerChecksum {
 		br.discard()
-		return nil, &statusError{fmt.Errorf("datanode %s: unsupported checksum %s/%d", addr, cs.GetType(), cs.GetBytesPerChecksum())}
+		return nil, fmt.Errorf("datanode %s: unsupported checksum %s/%d", addr, cs.GetType(), cs.GetBytesPerChecksum())
 	}
 	start := int64(info.GetChunkOffset())
 	if start > off || off-start >= protocol.BytesPerChecksum {
 		br.discard()
-		return nil, &statusError{fmt.Errorf("datanode %s: read starts at %d for offset %d", addr, start, off)}
+		return nil, fmt.Errorf("datanode %s: read starts at %d for offset %d", addr, start, off)
 	}
 	br.skip, br.chunk = off-start, start/protocol.BytesPerChecksum
 	return br, nil

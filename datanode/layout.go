@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"strconv"
 	"strings"
 
@@ -99,9 +100,14 @@ func metaHeader(cs pb.ChecksumTypeProto) []byte {
 	return hdr
 }
 
-// parseMetaHeader returns the checksum table a header names, or an error
-// wrapping protocol.ErrCorruption.
-func parseMetaHeader(id uint64, hdr []byte) (*crc32.Table, error) {
+// readMetaHeader reads the checksum header of block id at off in f and
+// returns the checksum table it names; a header naming none wraps
+// protocol.ErrCorruption.
+func readMetaHeader(f io.ReaderAt, off int64, id uint64) (*crc32.Table, error) {
+	hdr := make([]byte, metaHeaderSize)
+	if _, err := f.ReadAt(hdr, off); err != nil {
+		return nil, fmt.Errorf("read block %d checksum header: %w", id, err)
+	}
 	tab, err := xfer.ChecksumTable(pb.ChecksumTypeProto(hdr[2]))
 	if err != nil || binary.BigEndian.Uint32(hdr[3:]) != protocol.BytesPerChecksum {
 		return nil, fmt.Errorf("block %d: bad checksum header %x: %w", id, hdr, protocol.ErrCorruption)

@@ -67,9 +67,11 @@ func (d *DataNode) writeBlock(req *pb.OpWriteBlockProto, up net.Conn, upR *bufio
 			return fmt.Errorf("block %d: %w", id, err)
 		}
 		defer func() {
-			// A pipeline that ended cleanly leaves the next datanode
+			// The responder, the other reader of downR, has stopped by
+			// now. A pipeline that ended cleanly leaves the next datanode
 			// waiting for another operation: the next pipeline through it
 			// needs no new connection.
+			xfer.FreeReader(downR)
 			if clean {
 				down.SetDeadline(time.Time{})
 				d.peers.Put(addr, down)
@@ -142,7 +144,7 @@ func firstBadLink(err error, addr string) string {
 }
 
 // connectDownstream opens the pipeline to the next datanode with the rest
-// of the targets.
+// of the targets; the reader is xfer's pooled one.
 func (d *DataNode) connectDownstream(addr string, req *pb.OpWriteBlockProto) (net.Conn, *bufio.Reader, error) {
 	fwd := proto.Clone(req).(*pb.OpWriteBlockProto)
 	fwd.Targets = req.GetTargets()[1:]
@@ -161,10 +163,12 @@ func (d *DataNode) connectDownstream(addr string, req *pb.OpWriteBlockProto) (ne
 	}
 	resp := &pb.BlockOpResponseProto{}
 	if err := xfer.ReadDelimited(r, resp); err != nil {
+		xfer.FreeReader(r)
 		c.Close()
 		return nil, nil, fmt.Errorf("next datanode %s: %w", addr, err)
 	}
 	if resp.GetStatus() != pb.Status_SUCCESS {
+		xfer.FreeReader(r)
 		c.Close()
 		return nil, nil, &badLinkError{addr: resp.GetFirstBadLink(),
 			err: fmt.Errorf("next datanode %s: %s: %s", addr, resp.GetStatus(), resp.GetMessage())}

@@ -552,12 +552,7 @@ func openFinalized(id uint64, r replica) (*replicaReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open block %d: %w", id, err)
 	}
-	hdr := make([]byte, metaHeaderSize)
-	if _, err := f.ReadAt(hdr, inlineSize(r.length)-metaHeaderSize); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("read block %d checksum header: %w", id, err)
-	}
-	tab, err := parseMetaHeader(id, hdr)
+	tab, err := readMetaHeader(f, inlineSize(r.length)-metaHeaderSize, id)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -576,16 +571,11 @@ func openTwoFiles(id, gs uint64, length int64, dir string) (*replicaReader, erro
 		data.Close()
 		return nil, fmt.Errorf("open block %d checksums: %w", id, err)
 	}
-	hdr := make([]byte, metaHeaderSize)
-	_, err = meta.ReadAt(hdr, 0)
-	var tab *crc32.Table
-	if err == nil {
-		tab, err = parseMetaHeader(id, hdr)
-	}
+	tab, err := readMetaHeader(meta, 0, id)
 	if err != nil {
 		data.Close()
 		meta.Close()
-		return nil, fmt.Errorf("read block %d checksum header: %w", id, err)
+		return nil, err
 	}
 	return &replicaReader{id: id, gs: gs, length: length, tab: tab, data: data, sums: meta, sumsOff: metaHeaderSize, meta: meta}, nil
 }

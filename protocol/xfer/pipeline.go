@@ -97,10 +97,12 @@ func ResumePipeline(peers *Peers, addr string, op *pb.OpWriteBlockProto, maxInFl
 	}
 	resp := &pb.BlockOpResponseProto{}
 	if err := ReadDelimited(r, resp); err != nil {
+		FreeReader(r)
 		c.Close()
 		return nil, &BadLinkError{addr, err}
 	}
 	if resp.GetStatus() != pb.Status_SUCCESS {
+		FreeReader(r)
 		c.Close()
 		bad := resp.GetFirstBadLink()
 		if bad == "" {
@@ -178,6 +180,7 @@ func (e *PipelineError) Unwrap() error { return e.Err }
 // readAcks consumes acks in order, freeing window slots, until the ack of
 // the last packet or an error.
 func (p *Pipeline) readAcks(r *bufio.Reader, next int64) {
+	defer FreeReader(r) // only this goroutine reads it
 	for {
 		p.conn.SetReadDeadline(time.Now().Add(IOTimeout))
 		ack := &pb.PipelineAckProto{}
@@ -287,19 +290,20 @@ func (p *Pipeline) finish() error {
 
 // SendOp sends op to the datanode at addr, on a connection kept in peers
 // if there is one and it still works (else on a new one), and returns the
-// connection with a reader for the answer. On a kept connection it waits
-// for the answer to begin: one the datanode closed while it was kept
-// fails then, and the op, which that datanode never read, goes again on
-// a new connection.
+// connection with a pooled reader for the answer (give it back with
+// FreeReader). On a kept connection it waits for the answer to begin: one
+// the datanode closed while it was kept fails then, and the op, which
+// that datanode never read, goes again on a new connection.
 func SendOp(peers *Peers, addr string, op Op, msg proto.Message) (net.Conn, *bufio.Reader, error) {
 	if peers != nil {
 		if c := peers.Get(addr); c != nil {
 			c.SetDeadline(time.Now().Add(IOTimeout))
 			if err := WriteOp(c, op, msg); err == nil {
-				r := bufio.NewReaderSize(c, 4<<10)
+				r := NewReader(c)
 				if _, err := r.Peek(1); err == nil {
 					return c, r, nil
 				}
+				FreeReader(r)
 			}
 			c.Close()
 		}
@@ -313,7 +317,7 @@ func SendOp(peers *Peers, addr string, op Op, msg proto.Message) (net.Conn, *buf
 		c.Close()
 		return nil, nil, err
 	}
-	return c, bufio.NewReaderSize(c, 4<<10), nil
+	return c, NewReader(c), nil
 }
 
 func (p *Pipeline) wait() error {
