@@ -15,16 +15,15 @@ import (
 
 // blockInfo is the soft state the master keeps per block: which file it
 // belongs to and which datanodes hold it. Never persisted; rebuilt from
-// block reports.
+// block reports. The block's stamp and length are the namespace's (see
+// blockSource), not copied here.
 //
 // It holds no pointers and lives inline in the block map's pages, so
-// millions of blocks cost 40 bytes each and nothing for the garbage
+// millions of blocks cost 24 bytes each and nothing for the garbage
 // collector to scan: the file id is kept in 48 bits (namespace.MaxInodeID)
 // and a replica in 6 bytes.
 type blockInfo struct {
-	genStamp uint64
-	numBytes uint64    // as the datanodes report it
-	file     [3]uint16 // the file's id, low 16 bits first
+	file [3]uint16 // the file's id, low 16 bits first
 	// reps are the first replicas, packed from the front; more, rarely
 	// (replication above 3, a balancer move), are in blockMap.extra. None
 	// is on a dead node: a node's death drops it from every block.
@@ -33,8 +32,16 @@ type blockInfo struct {
 
 const inlineReplicas = 3
 
-func newBlockInfo(fileID, genStamp uint64) blockInfo {
-	return blockInfo{genStamp: genStamp, file: [3]uint16{uint16(fileID), uint16(fileID >> 16), uint16(fileID >> 32)}}
+func newBlockInfo(fileID uint64) blockInfo {
+	return blockInfo{file: [3]uint16{uint16(fileID), uint16(fileID >> 16), uint16(fileID >> 32)}}
+}
+
+// blockSource is where the block map finds a block's generation stamp and
+// length: the namespace, which keeps them durably. (The map kept copies
+// once, 16 of the 40 bytes of its entry.)
+type blockSource interface {
+	// Block is block id of the file with id fileID, if the file has it.
+	Block(fileID, id uint64) (namespace.Block, bool)
 }
 
 // fileID is the id of the file the block belongs to.
@@ -126,6 +133,7 @@ type pendingCopy struct {
 // the copies in flight. It is not safe for concurrent use; the master's
 // lock guards it.
 type blockMap struct {
+	src blockSource
 	// blocks is indexed by block id: block ids are handed out in
 	// sequence, so its pages fill densely.
 	blocks idtable.Table[blockInfo]
@@ -158,8 +166,8 @@ type blockMap struct {
 	withReplicas int
 }
 
-func newBlockMap() *blockMap {
-	return &blockMap{extra: map[uint64][]replicaRef{}, lens: map[uint64]map[string]uint64{},
+func newBlockMap(src blockSource) *blockMap {
+	return &blockMap{src: src, extra: map[uint64][]replicaRef{}, lens: map[uint64]map[string]uint64{},
 		nodes: map[string]*datanode{}, byIndex: []*datanode{nil}, pending: map[uint64]*pendingCopy{},
 		rescanFrom: 1}
 }
@@ -193,9 +201,28 @@ func (bm *blockMap) recheck(id uint64) {
 // expected replicas until the datanodes report.
 func (bm *blockMap) add(fileID uint64, b namespace.Block, targets []string) {
 	bm.dropReplicas(b.ID)
-	bi := bm.blocks.Put(b.ID, newBlockInfo(fileID, b.GenStamp))
+	bi := bm.blocks.Put(b.ID, newBlockInfo(fileID))
 	for _, t := range targets {
-		bm.addReplica(b.ID, bi, t)
+		bm.addReplica(b.ID, bi, t, b.Len)
+	}
+}
+
+// block is block id's stamp and length, from the namespace; ok is false
+// for a block the map or the namespace does not have.
+func (bm *blockMap) block(id uint64) (b namespace.Block, ok bool) {
+	if bi := bm.blocks.Ptr(id); bi != nil {
+		return bm.src.Block(bi.fileID(), id)
+	}
+	return namespace.Block{}, false
+}
+
+// resized counts a change of block id's length in its holders' bytes.
+func (bm *blockMap) resized(r namespace.Resize) {
+	if r.ID == 0 || r.Delta == 0 {
+		return
+	}
+	for _, dn := range bm.replicas(r.ID) {
+		dn.bytes += r.Delta
 	}
 }
 
@@ -248,10 +275,10 @@ func (bm *blockMap) replicas(id uint64) []*datanode {
 	return out
 }
 
-// addReplica records that datanode uuid holds a replica of block id (if
-// it is not recorded already) and returns where block id is in that
-// node's list; ok is false for an unknown node.
-func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) (pos uint32, ok bool) {
+// addReplica records that datanode uuid holds a replica of block id, n
+// bytes long in the namespace (if it is not recorded already), and returns
+// where block id is in that node's list; ok is false for an unknown node.
+func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string, n uint64) (pos uint32, ok bool) {
 	dn := bm.nodes[uuid]
 	if dn == nil {
 		return 0, false
@@ -260,7 +287,7 @@ func (bm *blockMap) addReplica(id uint64, bi *blockInfo, uuid string) (pos uint3
 		return r.pos(), true
 	}
 	r := newReplicaRef(dn.index, dn.blocks.add(id))
-	dn.bytes += int64(bi.numBytes)
+	dn.bytes += int64(n)
 	switch n := bm.numReplicas(id, bi); {
 	case n == 0:
 		bm.withReplicas++
@@ -282,13 +309,12 @@ func (bm *blockMap) unlink(dn *datanode, id uint64, pos uint32) {
 	}
 }
 
-// detach drops dn's replica from block id's entry, not from dn's list.
-func (bm *blockMap) detach(id uint64, bi *blockInfo, dn *datanode) (replicaRef, bool) {
-	r, ok := bm.takeRef(id, bi, dn.index)
-	if ok {
-		dn.bytes -= int64(bi.numBytes)
+// drop forgets dn's replica of block b, whose length dn's bytes counted.
+func (bm *blockMap) drop(b namespace.Block, bi *blockInfo, dn *datanode) {
+	if r, ok := bm.takeRef(b.ID, bi, dn.index); ok {
+		dn.bytes -= int64(b.Len)
+		bm.unlink(dn, b.ID, r.pos())
 	}
-	return r, ok
 }
 
 // takeRef removes the replica on datanode index node (never 0: register
@@ -333,9 +359,9 @@ func (bm *blockMap) setExtra(id uint64, ex []replicaRef) {
 func (bm *blockMap) removeReplica(id uint64, uuid string) {
 	dn := bm.nodes[uuid]
 	if bi := bm.blocks.Ptr(id); bi != nil && dn != nil {
-		if r, ok := bm.detach(id, bi, dn); ok {
-			bm.unlink(dn, id, r.pos())
-		}
+		b, _ := bm.src.Block(bi.fileID(), id)
+		b.ID = id
+		bm.drop(b, bi, dn)
 	}
 	bm.recheck(id)
 	// A copy from a replica that is gone will not come.
@@ -352,27 +378,30 @@ func (bm *blockMap) dropReplicas(id uint64) {
 }
 
 // invalidateReplica drops a replica from the map and has its datanode
-// delete it.
+// delete it: a replica under the namespace's stamp for the block or an
+// older one, never a newer one.
 func (bm *blockMap) invalidateReplica(id uint64, uuid string) {
-	gs := uint64(0)
-	if bi := bm.blocks.Ptr(id); bi != nil {
-		gs = bi.genStamp
-	}
+	b, _ := bm.block(id)
 	bm.removeReplica(id, uuid)
 	if dn := bm.nodes[uuid]; dn != nil && !dn.dead {
-		dn.invalidate = append(dn.invalidate, blockProto(id, gs, 0))
+		dn.invalidate = append(dn.invalidate, blockProto(id, b.GenStamp, 0))
 	}
 }
 
-// free forgets blocks no file refers to and queues their replicas for
+// free forgets blocks no file refers to (the namespace dropped them, so
+// their stamps and lengths are these) and queues their replicas for
 // deletion on the datanodes that hold them.
 func (bm *blockMap) free(blocks []namespace.Block) {
 	for _, b := range blocks {
-		if bm.blocks.Ptr(b.ID) == nil {
+		bi := bm.blocks.Ptr(b.ID)
+		if bi == nil {
 			continue
 		}
 		for _, dn := range bm.replicas(b.ID) {
-			bm.invalidateReplica(b.ID, dn.uuid)
+			bm.drop(b, bi, dn)
+			if !dn.dead {
+				dn.invalidate = append(dn.invalidate, blockProto(b.ID, b.GenStamp, 0))
+			}
 		}
 		bm.finishPending(b.ID)
 		bm.suspects.Delete(b.ID) // after finishPending, which rechecks
@@ -395,24 +424,21 @@ func (bm *blockMap) reportedLen(id uint64, uuid string, n uint64) {
 // reported handles a datanode's report that it holds a finalized replica
 // of block id, under generation stamp gs, n bytes long, and returns where
 // the block is in the node's list once recorded. Replicas of unknown
-// blocks or with a stale generation stamp are queued for deletion (ok is
-// false).
+// blocks or with a stamp older than the namespace's are queued for
+// deletion (ok is false). A newer stamp is a pipeline recovery the
+// namespace has not heard of yet (updatePipeline comes after the
+// datanodes' reports).
 func (bm *blockMap) reported(dn *datanode, id, gs, n uint64) (pos uint32, ok bool) {
 	bi := bm.blocks.Ptr(id)
-	if bi == nil || gs < bi.genStamp {
+	var b namespace.Block
+	if bi != nil {
+		b, ok = bm.src.Block(bi.fileID(), id)
+	}
+	if !ok || gs < b.GenStamp {
 		dn.invalidate = append(dn.invalidate, blockProto(id, gs, n))
 		return 0, false
 	}
-	if gs > bi.genStamp {
-		bi.genStamp = gs
-	}
-	if n != bi.numBytes {
-		for _, holder := range bm.replicas(id) {
-			holder.bytes += int64(n) - int64(bi.numBytes)
-		}
-		bi.numBytes = n
-	}
-	pos, ok = bm.addReplica(id, bi, dn.uuid)
+	pos, ok = bm.addReplica(id, bi, dn.uuid, b.Len)
 	if p := bm.pending[id]; p != nil && p.targets[dn.uuid] {
 		delete(p.targets, dn.uuid)
 		if len(p.targets) == 0 {
@@ -450,7 +476,7 @@ func (bm *blockMap) recheckNode(dn *datanode) {
 func (bm *blockMap) nodeDead(dn *datanode) {
 	for id := range dn.blocks.All() {
 		if bi := bm.blocks.Ptr(id); bi != nil {
-			bm.detach(id, bi, dn)
+			bm.takeRef(id, bi, dn.index) // its list and bytes go whole below
 		}
 		bm.recheck(id)
 		if p := bm.pending[id]; p != nil && p.source == dn.uuid {

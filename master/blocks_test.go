@@ -18,7 +18,8 @@ import (
 // a block holds inline, and checks after every step that it agrees with
 // a plain model: each block's replicas, each node's blocks (the reverse
 // lists and the positions linking the two), the counts and each node's
-// bytes. It runs twice: with block ids straddling a page of the block
+// bytes, counted from the lengths the namespace (here a map) gives, which
+// change as files are written. It runs twice: with block ids straddling a page of the block
 // table, and straddling a change in their high 32 bits (a second group in
 // each node's list).
 func TestBlockMapAgreesWithModel(t *testing.T) {
@@ -29,7 +30,8 @@ func TestBlockMapAgreesWithModel(t *testing.T) {
 
 func blockMapAgreesWithModel(t *testing.T, nextID uint64) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	bm := newBlockMap()
+	src := testBlocks{}
+	bm := newBlockMap(src)
 	bm.rescanFrom = 0
 	const nodes = 6
 	var uuids []string
@@ -46,12 +48,20 @@ func blockMapAgreesWithModel(t *testing.T, nextID uint64) {
 			id := nextID
 			nextID += 1 + uint64(rng.IntN(3))
 			targets := uuids[:rng.IntN(3)]
-			bm.add(42, namespace.Block{ID: id, GenStamp: 1}, targets)
+			src[id] = namespace.Block{ID: id, GenStamp: 1}
+			bm.add(42, src[id], targets)
 			model[id] = map[string]bool{}
 			for _, u := range targets {
 				model[id][u] = false
 			}
 			ids = append(ids, id)
+		case op < 5: // a block's length changes in the namespace
+			id := ids[rng.IntN(len(ids))]
+			b := src[id]
+			n := uint64(rng.IntN(4)) << 20
+			bm.resized(namespace.Resize{ID: id, Delta: int64(n) - int64(b.Len)})
+			b.Len = n
+			src[id] = b
 		case op < 6: // a replica reported, possibly again, with a length that may differ
 			id, u := ids[rng.IntN(len(ids))], uuids[rng.IntN(nodes)]
 			bm.reported(bm.nodes[u], id, 1, uint64(rng.IntN(4))<<20)
@@ -68,7 +78,8 @@ func blockMapAgreesWithModel(t *testing.T, nextID uint64) {
 			delete(model[id], u)
 		case op < 9: // blocks freed
 			i := rng.IntN(len(ids))
-			bm.free([]namespace.Block{{ID: ids[i]}})
+			bm.free([]namespace.Block{src[ids[i]]})
+			delete(src, ids[i])
 			delete(model, ids[i])
 			ids = slices.Delete(ids, i, i+1)
 		case rng.IntN(2) == 0: // a full report starts: no replica of a node marked
@@ -87,11 +98,19 @@ func blockMapAgreesWithModel(t *testing.T, nextID uint64) {
 				delete(holders, u)
 			}
 		}
-		checkBlockMap(t, step, bm, model)
+		checkBlockMap(t, step, bm, model, src)
 	}
 }
 
-func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[string]bool) {
+// testBlocks stands in for the namespace as the block map's blockSource.
+type testBlocks map[uint64]namespace.Block
+
+func (tb testBlocks) Block(_, id uint64) (namespace.Block, bool) {
+	b, ok := tb[id]
+	return b, ok
+}
+
+func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[string]bool, src testBlocks) {
 	t.Helper()
 	if bm.blocks.Len() != len(model) {
 		t.Fatalf("step %d: %d blocks in the map, model has %d", step, bm.blocks.Len(), len(model))
@@ -147,7 +166,7 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 				if !reverse[u][id] || r == nil || r.pos() != uint32(pos) {
 					t.Fatalf("step %d: %s lists block %d at %d, which it does not hold there", step, u, id, pos)
 				}
-				bytes += int64(bm.blocks.Ptr(id).numBytes)
+				bytes += int64(src[id].Len)
 				listed++
 			}
 		}
@@ -166,13 +185,13 @@ func checkBlockMap(t *testing.T, step int, bm *blockMap, model map[uint64]map[st
 }
 
 // A block's entry keeps its file id in 48 bits and a replica's position in
-// two halves: both come back whole, and the entry is 40 bytes.
+// two halves: both come back whole, and the entry is 24 bytes.
 func TestBlockInfoPacking(t *testing.T) {
-	if size := unsafe.Sizeof(blockInfo{}); size != 40 {
-		t.Fatalf("blockInfo is %d bytes, want 40", size)
+	if size := unsafe.Sizeof(blockInfo{}); size != 24 {
+		t.Fatalf("blockInfo is %d bytes, want 24", size)
 	}
 	for _, id := range []uint64{0, 1, namespace.RootInodeID + 1, 0x0001_0002_0003, 0xfedc_ba98_7654, namespace.MaxInodeID} {
-		if bi := newBlockInfo(id, 7); bi.fileID() != id || bi.genStamp != 7 {
+		if bi := newBlockInfo(id); bi.fileID() != id {
 			t.Fatalf("file id %#x kept as %#x", id, bi.fileID())
 		}
 	}
@@ -190,7 +209,7 @@ func TestBlockInfoPacking(t *testing.T) {
 // Datanode indexes are 16 bits: the 65,536th node to register is refused,
 // and one registered before may register again.
 func TestRegisterRefusesNodesBeyondTheLastIndex(t *testing.T) {
-	bm := newBlockMap()
+	bm := newBlockMap(testBlocks{})
 	for i := range maxNodes {
 		if err := bm.register(&datanode{uuid: strconv.Itoa(i)}); err != nil {
 			t.Fatalf("node %d: %v", i, err)

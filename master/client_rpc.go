@@ -575,11 +575,9 @@ func (m *Master) truncate(ctx context.Context, req *pb.TruncateRequestProto) (*p
 // stamp) cut to match; replicas that miss it are stale and deleted when
 // they show up. m.mu must be held.
 func (m *Master) cutReplicasLocked(b namespace.Block, oldGS uint64) {
-	bi := m.mu.blocks.blocks.Ptr(b.ID)
-	if bi == nil {
+	if m.mu.blocks.blocks.Ptr(b.ID) == nil {
 		return
 	}
-	bi.genStamp = b.GenStamp
 	for _, dn := range m.mu.blocks.holders(b.ID) {
 		dn.recover = append(dn.recover, &pb.BlockRecoveryCommandProto{
 			Block: blockProto(b.ID, oldGS, b.Len), NewGenStamp: proto.Uint64(b.GenStamp)})
@@ -785,11 +783,11 @@ func (m *Master) updatePipeline(ctx context.Context, req *pb.UpdatePipelineReque
 				m.mu.blocks.invalidateReplica(nb.GetBlockId(), dn.uuid)
 			}
 		}
-		bi.genStamp = nb.GetGenerationStamp()
 		m.log.Info("pipeline recovered", "block", nb.GetBlockId(), "genStamp", nb.GetGenerationStamp(),
 			"datanodes", len(keep), "client", req.GetClientName())
+		b, _ := m.mu.blocks.block(nb.GetBlockId())
 		for uuid := range keep {
-			m.mu.blocks.addReplica(nb.GetBlockId(), bi, uuid)
+			m.mu.blocks.addReplica(nb.GetBlockId(), bi, uuid, b.Len)
 		}
 		m.renewLeaseLocked(req.GetClientName())
 		return nil

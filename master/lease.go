@@ -44,7 +44,7 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 				Block: &namespace.Block{ID: last.ID, GenStamp: newGS, Len: length}}); err != nil {
 				return err
 			}
-			old := bi.genStamp
+			old := last.GenStamp
 			for _, dn := range m.mu.blocks.replicas(last.ID) {
 				if l, reported := lens[dn.uuid]; !reported || l < length || dn.dead {
 					m.mu.blocks.invalidateReplica(last.ID, dn.uuid)

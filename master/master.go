@@ -115,7 +115,7 @@ func New(cfg Config) (*Master, error) {
 		}
 		m.mu.checkpoint = tree.LastIndex()
 	}
-	m.mu.blocks = newBlockMap()
+	m.mu.blocks = newBlockMap(tree)
 	if m.mu.decommission, err = loadDecommission(cfg.Dir); err != nil {
 		return nil, err
 	}
@@ -373,6 +373,7 @@ func (m *Master) applyLocked(e *namespace.Entry) (namespace.Result, error) {
 	if len(res.Freed) > 0 {
 		m.mu.blocks.free(res.Freed)
 	}
+	m.mu.blocks.resized(res.Resized)
 	switch e.Type {
 	case namespace.OpComplete, namespace.OpSetReplication, namespace.OpTruncate, namespace.OpReportBlock:
 		// The file's blocks start being monitored, or want another count.

@@ -349,7 +349,8 @@ func (m *Master) usageDeviationLocked() (float64, []*datanode, []*datanode) {
 		}
 	}
 	for id, p := range m.movesLocked() {
-		size := float64(m.mu.blocks.blocks.Ptr(id).numBytes)
+		b, _ := m.mu.blocks.block(id)
+		size := float64(b.Len)
 		used[p.moveFrom] -= size
 		for t := range p.targets {
 			used[t] += size

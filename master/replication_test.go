@@ -127,8 +127,9 @@ func TestSafeModeCountsReportedBlocks(t *testing.T) {
 		}
 	}
 	for i, id := range ids[:150] {
-		m.mu.blocks.reported(dns[i%2], id, m.mu.blocks.blocks.Ptr(id).genStamp, 1)
-		m.mu.blocks.reported(dns[2], id, m.mu.blocks.blocks.Ptr(id).genStamp, 1)
+		b, _ := m.mu.blocks.block(id)
+		m.mu.blocks.reported(dns[i%2], id, b.GenStamp, 1)
+		m.mu.blocks.reported(dns[2], id, b.GenStamp, 1)
 	}
 	check("after reports")
 	m.mu.blocks.nodeDead(dns[2])

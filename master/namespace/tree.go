@@ -253,6 +253,22 @@ type Result struct {
 	// Freed lists blocks no file refers to any more; the master deletes
 	// their replicas.
 	Freed []Block
+	// Resized is the block whose length the entry changed, if any: the
+	// master counts each datanode's bytes from the namespace's lengths.
+	Resized Resize
+}
+
+// Resize is a change of a block's length; an ID of 0 is none.
+type Resize struct {
+	ID    uint64
+	Delta int64
+}
+
+// resize sets b's length to n and says so.
+func resize(b *Block, n uint64) Resize {
+	r := Resize{ID: b.ID, Delta: int64(n) - int64(b.Len)}
+	b.Len = n
+	return r
 }
 
 // Tree is the namespace: the directory tree, the files under construction
@@ -623,21 +639,26 @@ func (t *Tree) writing(op string, e *Entry) (*Inode, error) {
 	return n, nil
 }
 
-// commitLast records the length of the file's last block from b.
-func commitLast(op string, n *Inode, b *Block) error {
-	if b == nil {
-		return nil
-	}
-	last := n.lastBlock()
-	if last == nil || last.ID != b.ID {
+// checkLast checks that b, if given, is the file's last block.
+func checkLast(op string, n *Inode, b *Block) error {
+	if last := n.lastBlock(); b != nil && (last == nil || last.ID != b.ID) {
 		return &fs.PathError{Op: op, Path: n.Path(),
 			Err: fmt.Errorf("%w: block %d is not the file's last block", protocol.ErrInvalidArgument, b.ID)}
 	}
-	last.Len = b.Len
+	return nil
+}
+
+// commitLast records the length of the file's last block from b, which
+// checkLast approved.
+func commitLast(n *Inode, b *Block) Resize {
+	if b == nil {
+		return Resize{}
+	}
+	last := n.lastBlock()
 	if b.GenStamp > last.GenStamp {
 		last.GenStamp = b.GenStamp
 	}
-	return nil
+	return resize(last, b.Len)
 }
 
 func (t *Tree) addBlock(e *Entry) (Result, error) {
@@ -645,15 +666,16 @@ func (t *Tree) addBlock(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if err := commitLast("addBlock", n, e.Previous); err != nil {
+	if err := checkLast("addBlock", n, e.Previous); err != nil {
 		return Result{}, err
 	}
+	resized := commitLast(n, e.Previous)
 	t.setBlocks(n, append(n.Blocks(), *e.Block))
 	if e.Block.ID >= t.nextBlockID {
 		t.nextBlockID = e.Block.ID + 1
 	}
 	t.sawGenStamp(e.Block.GenStamp)
-	return Result{Inode: n}, nil
+	return Result{Inode: n, Resized: resized}, nil
 }
 
 func (t *Tree) abandonBlock(e *Entry) (Result, error) {
@@ -675,7 +697,7 @@ func (t *Tree) complete(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if err := commitLast("complete", n, e.Previous); err != nil {
+	if err := checkLast("complete", n, e.Previous); err != nil {
 		return Result{}, err
 	}
 	var res Result
@@ -699,6 +721,7 @@ func (t *Tree) complete(e *Entry) (Result, error) {
 		dir.Mtime = e.Time
 		delete(t.ucPath, n.UCPath())
 	}
+	res.Resized = commitLast(n, e.Previous)
 	t.setWriting(n, nil)
 	n.Mtime = e.Time
 	delete(t.uc, n.ID)
@@ -740,15 +763,16 @@ func (t *Tree) reportBlock(e *Entry) (Result, error) {
 	if !ok {
 		return Result{}, nil
 	}
+	var resized Resize
 	if i := n.BlockIndex(e.Block.ID); i >= 0 {
 		b := &n.Blocks()[i]
-		b.Len = e.Block.Len
+		resized = resize(b, e.Block.Len)
 		if e.Block.GenStamp > b.GenStamp {
 			b.GenStamp = e.Block.GenStamp
 		}
 	}
 	t.sawGenStamp(e.Block.GenStamp)
-	return Result{Inode: n}, nil
+	return Result{Inode: n, Resized: resized}, nil
 }
 
 func (t *Tree) append(e *Entry) (Result, error) {
@@ -920,6 +944,7 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 	}
 	bs := n.Blocks()
 	var off uint64
+	var resized Resize
 	keep := 0
 	for keep < len(bs) && off < e.Length {
 		off += bs[keep].Len
@@ -933,14 +958,14 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 				Err: fmt.Errorf("%w: truncating inside a block needs a new generation stamp", protocol.ErrInvalidArgument)}
 		}
 		cut := &bs[keep-1]
-		cut.Len -= off - e.Length
+		resized = resize(cut, cut.Len-(off-e.Length))
 		cut.GenStamp = e.Block.GenStamp
 		t.sawGenStamp(cut.GenStamp)
 	}
 	freed := slices.Clone(bs[keep:])
 	t.setBlocks(n, bs[:keep])
 	n.Mtime = e.Time
-	return Result{Inode: n, Freed: freed}, nil
+	return Result{Inode: n, Freed: freed, Resized: resized}, nil
 }
 
 // Files calls fn for every file: those in the tree depth-first in name
@@ -966,6 +991,16 @@ func (t *Tree) Files(fn func(*Inode)) {
 
 // File returns the file with id, complete or under construction, or nil.
 func (t *Tree) File(id uint64) *Inode { return t.files.Get(id) }
+
+// Block returns block id of the file with id fileID, if it has it.
+func (t *Tree) Block(fileID, id uint64) (Block, bool) {
+	if f := t.files.Get(fileID); f != nil {
+		if i := f.BlockIndex(id); i >= 0 {
+			return f.Blocks()[i], true
+		}
+	}
+	return Block{}, false
+}
 
 // NumFiles is the number of files, complete or not.
 func (t *Tree) NumFiles() int { return t.files.Len() }
@@ -999,20 +1034,21 @@ func (t *Tree) fsync(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	var resized Resize
 	if last := n.lastBlock(); e.Block != nil && last != nil && last.ID == e.Block.ID {
-		last.Len = e.Block.Len
+		resized = resize(last, e.Block.Len)
 	}
 	if n.UCPath() == "" {
-		return Result{Inode: n}, nil
+		return Result{Inode: n, Resized: resized}, nil
 	}
 	parts, _ := SplitPath(n.UCPath())
 	dir, err := t.lookupParent("fsync", parts)
 	if err != nil {
-		return Result{Inode: n}, nil // stays invisible; complete reports the problem
+		return Result{Inode: n, Resized: resized}, nil // stays invisible; complete reports the problem
 	}
 	name := parts[len(parts)-1]
 	if _, taken := dir.child(name); taken {
-		return Result{Inode: n}, nil // an overwrite: the old file stays until complete
+		return Result{Inode: n, Resized: resized}, nil // an overwrite: the old file stays until complete
 	}
 	n.Parent = dir
 	n.setName(name)
@@ -1020,5 +1056,5 @@ func (t *Tree) fsync(e *Entry) (Result, error) {
 	dir.Mtime = e.Time
 	delete(t.ucPath, n.UCPath())
 	n.a.w.path = ""
-	return Result{Inode: n}, nil
+	return Result{Inode: n, Resized: resized}, nil
 }

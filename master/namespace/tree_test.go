@@ -172,6 +172,62 @@ func TestTruncate(t *testing.T) {
 	}
 }
 
+// TestResizedAddsUpToBlockLengths follows the lengths of a file's blocks
+// through hflush, addBlock, complete, truncate and lease recovery: the
+// changes each entry reports (from which the master counts datanodes'
+// bytes) add up to the lengths the tree holds, and a complete that fails
+// changes no length.
+func TestResizedAddsUpToBlockLengths(t *testing.T) {
+	a := newApplier(t)
+	total := map[uint64]int64{}
+	do := func(e Entry) Result {
+		t.Helper()
+		r := a.must(e)
+		if r.Resized.ID != 0 {
+			total[r.Resized.ID] += r.Resized.Delta
+		}
+		for _, b := range r.Freed {
+			total[b.ID] -= int64(b.Len)
+		}
+		return r
+	}
+	check := func(when string, n *Inode) {
+		t.Helper()
+		for _, b := range n.Blocks() {
+			if total[b.ID] != int64(b.Len) {
+				t.Fatalf("%s: block %d is %d bytes, its changes add up to %d", when, b.ID, b.Len, total[b.ID])
+			}
+		}
+	}
+	f := do(Entry{Type: OpCreate, Path: "/f", Client: "c", Replication: 3, BlockSize: 1 << 20}).Inode
+	b1 := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
+	do(Entry{Type: OpAddBlock, FileID: f.ID, Client: "c", Block: &b1})
+	do(Entry{Type: OpFsync, FileID: f.ID, Client: "c", Block: &Block{ID: b1.ID, Len: 100}})
+	check("after hflush", f)
+	b2 := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
+	do(Entry{Type: OpAddBlock, FileID: f.ID, Client: "c", Block: &b2, Previous: &Block{ID: b1.ID, GenStamp: b1.GenStamp, Len: 1000}})
+	check("after addBlock", f)
+	do(Entry{Type: OpComplete, FileID: f.ID, Client: "c", Previous: &Block{ID: b2.ID, GenStamp: b2.GenStamp, Len: 700}})
+	check("after complete", f)
+	do(Entry{Type: OpTruncate, Path: "/f", Length: 1200, Block: &Block{GenStamp: a.tree.NextGenStamp()}})
+	check("after truncate", f)
+	if f.Len() != 1200 {
+		t.Fatalf("truncated to %d bytes", f.Len())
+	}
+
+	g := do(Entry{Type: OpCreate, Path: "/g", Client: "c", Replication: 3, BlockSize: 1 << 20}).Inode
+	b3 := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
+	do(Entry{Type: OpAddBlock, FileID: g.ID, Client: "c", Block: &b3})
+	do(Entry{Type: OpReportBlock, FileID: g.ID, Block: &Block{ID: b3.ID, GenStamp: a.tree.NextGenStamp(), Len: 300}})
+	check("after lease recovery", g)
+	// The path is taken before the file completes: nothing changes.
+	do(Entry{Type: OpMkdir, Path: "/g"})
+	if _, err := a.apply(Entry{Type: OpComplete, FileID: g.ID, Client: "c", Previous: &Block{ID: b3.ID, GenStamp: b3.GenStamp, Len: 900}}); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("complete onto a directory: %v", err)
+	}
+	check("after a failed complete", g)
+}
+
 // TestBlocksInlineAndOwn follows a file's blocks from none to several and
 // back: one is kept in the inode, more in attrs of the file's own, and a
 // file of one block again shares its attrs with its likes.
