@@ -41,7 +41,7 @@ func (m *Master) fsck(ctx context.Context, req *pb.FsckRequestProto) (*pb.FsckRe
 			Live: proto.Uint32(uint32(live)), Expected: proto.Uint32(uint32(want)), Kind: proto.String(kind)})
 	}
 	err := m.walkTree(req.GetPath(), func(n *namespace.Inode) {
-		if n.IsDir {
+		if n.IsDir() {
 			dirs++
 			return
 		}
@@ -64,7 +64,7 @@ func (m *Master) fsck(ctx context.Context, req *pb.FsckRequestProto) (*pb.FsckRe
 				}
 			}
 			all := len(holders)
-			want := int(n.Replication)
+			want := int(n.Replication())
 			switch {
 			case all == 0:
 				missing++
@@ -215,7 +215,7 @@ func (m *Master) abandonFile(ctx context.Context, req *pb.AbandonFileRequestProt
 		if n == nil || n.Client() != req.GetClientName() {
 			return &fs.PathError{Op: "abandon", Path: req.GetSrc(), Err: protocol.ErrNoLease}
 		}
-		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonFile, FileID: n.ID, Time: m.nowMillis()})
+		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonFile, FileID: n.ID(), Time: m.nowMillis()})
 		return err
 	})
 	if err != nil {

@@ -58,7 +58,7 @@ func makeBigFiles(b testing.TB, m *Master, blocks, perFile int, uuids []string) 
 		if err != nil {
 			b.Fatal(err)
 		}
-		id := res.Inode.ID
+		id := res.Inode.ID()
 		var prev *namespace.Block
 		for k := 0; k < perFile && blocks > 0; k, blocks = k+1, blocks-1 {
 			blk := namespace.Block{ID: m.mu.tree.NextBlockID(), GenStamp: m.mu.tree.NextGenStamp()}

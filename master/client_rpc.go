@@ -75,20 +75,20 @@ func (m *Master) fileStatus(n *namespace.Inode, name string) *pb.HdfsFileStatusP
 		children                            int32
 		fileType                            pb.HdfsFileStatusProto_FileType
 	}{
-		permBits: uint32(n.Perm), owner: n.Owner(), group: n.Group(),
-		mtime: uint64(n.Mtime), atime: uint64(n.Atime), id: n.ID,
+		permBits: uint32(n.Perm()), owner: n.Owner(), group: n.Group(),
+		mtime: uint64(n.Mtime()), atime: uint64(n.Atime()), id: n.ID(),
 	}
 	st := &v.st
 	v.perm.Perm = &v.permBits
 	st.Path, st.Permission, st.Owner, st.Group = []byte(name), &v.perm, &v.owner, &v.group
 	st.ModificationTime, st.AccessTime, st.FileId = &v.mtime, &v.atime, &v.id
 	st.FileType, st.Length, st.ChildrenNum = &v.fileType, &v.length, &v.children
-	if n.IsDir {
+	if n.IsDir() {
 		v.fileType = pb.HdfsFileStatusProto_IS_DIR
 		v.children = int32(len(n.Children()))
 	} else {
 		v.fileType = pb.HdfsFileStatusProto_IS_FILE
-		v.length, v.repl, v.blockSize = n.Len(), uint32(n.Replication), n.BlockSize()
+		v.length, v.repl, v.blockSize = n.Len(), uint32(n.Replication()), n.BlockSize()
 		st.BlockReplication, st.Blocksize = &v.repl, &v.blockSize
 	}
 	return st
@@ -125,7 +125,7 @@ func (m *Master) getListing(ctx context.Context, req *pb.GetListingRequestProto)
 			return err
 		}
 		list := &pb.DirectoryListingProto{}
-		if !n.IsDir {
+		if !n.IsDir() {
 			list.PartialListing = []*pb.HdfsFileStatusProto{m.fileStatus(n, "")}
 			list.RemainingEntries = proto.Uint32(0)
 			resp.DirList = list
@@ -135,7 +135,7 @@ func (m *Master) getListing(ctx context.Context, req *pb.GetListingRequestProto)
 		end := min(len(children), listingLimit)
 		for _, c := range children[:end] {
 			st := m.fileStatus(c, c.Name())
-			if req.GetNeedLocation() && !c.IsDir {
+			if req.GetNeedLocation() && !c.IsDir() {
 				st.Locations = m.locatedBlocksLocked(ctx, c, 0, math.MaxUint64)
 			}
 			list.PartialListing = append(list.PartialListing, st)
@@ -205,7 +205,7 @@ func (m *Master) create(ctx context.Context, req *pb.CreateRequestProto) (*pb.Cr
 		}
 		_, lookupErr := m.mu.tree.Lookup(req.GetSrc())
 		parent, _ := m.mu.tree.Lookup(path.Dir(req.GetSrc()))
-		private := errors.Is(lookupErr, fs.ErrNotExist) && parent != nil && parent.IsDir &&
+		private := errors.Is(lookupErr, fs.ErrNotExist) && parent != nil && parent.IsDir() &&
 			m.mu.tree.LastIndex() == before
 		res, err := m.applyLocked(&namespace.Entry{Type: namespace.OpCreate, Path: req.GetSrc(),
 			FileID: m.mu.tree.NextInodeID(), Perm: uint16(req.GetMasked().GetPerm() & 0o1777),
@@ -256,7 +256,7 @@ func (m *Master) fileIDForLocked(src string, fileID uint64, client string) uint6
 		return fileID
 	}
 	if n := m.mu.tree.WritingAt(src); n != nil && n.Client() == client {
-		return n.ID
+		return n.ID()
 	}
 	return 0
 }
@@ -282,7 +282,7 @@ func (m *Master) addBlock(ctx context.Context, req *pb.AddBlockRequestProto) (*p
 		if n == nil {
 			return &fs.PathError{Op: "addBlock", Path: req.GetSrc(), Err: protocol.ErrNoLease}
 		}
-		chosen := placement.Choose(m.placementNodesLocked(), placement.Request{N: int(n.Replication),
+		chosen := placement.Choose(m.placementNodesLocked(), placement.Request{N: int(n.Replication()),
 			WriterHost: clientIP, Exclude: exclude, BlockSize: int64(n.BlockSize())}, m.cfg.Rand)
 		if len(chosen) == 0 {
 			return fmt.Errorf("%w: cannot place a block of %s (%d live, %d excluded)",
@@ -330,7 +330,7 @@ func (m *Master) complete(ctx context.Context, req *pb.CompleteRequestProto) (*p
 		id := m.fileIDForLocked(req.GetSrc(), req.GetFileId(), req.GetClientName())
 		if id != 0 && m.mu.tree.UnderConstruction(id) == nil {
 			// Already complete: a retried complete whose answer was lost.
-			if n, err := m.mu.tree.Lookup(req.GetSrc()); err == nil && n.ID == id {
+			if n, err := m.mu.tree.Lookup(req.GetSrc()); err == nil && n.ID() == id {
 				return nil
 			}
 		}
@@ -430,7 +430,7 @@ func (m *Master) getBlockLocations(ctx context.Context, req *pb.GetBlockLocation
 		if err != nil {
 			return err
 		}
-		if n.IsDir {
+		if n.IsDir() {
 			return &fs.PathError{Op: "open", Path: req.GetSrc(), Err: fmt.Errorf("%w: path is not a file", fs.ErrNotExist)}
 		}
 		resp.Locations = m.locatedBlocksLocked(ctx, n, req.GetOffset(), req.GetLength())
@@ -462,7 +462,7 @@ func (m *Master) delete(ctx context.Context, req *pb.DeleteRequestProto) (*pb.De
 func (m *Master) rename(ctx context.Context, req *pb.RenameRequestProto) (*pb.RenameResponseProto, error) {
 	err := m.update(func() error {
 		dst := req.GetDst()
-		if d, err := m.mu.tree.Lookup(dst); err == nil && d.IsDir {
+		if d, err := m.mu.tree.Lookup(dst); err == nil && d.IsDir() {
 			if parts, err := namespace.SplitPath(req.GetSrc()); err == nil && len(parts) > 0 {
 				dst = namespace.Join(append(mustSplit(dst), parts[len(parts)-1]))
 			}
@@ -587,13 +587,13 @@ func (m *Master) cutReplicasLocked(b namespace.Block, oldGS uint64) {
 func (m *Master) getContentSummary(ctx context.Context, req *pb.GetContentSummaryRequestProto) (*pb.GetContentSummaryResponseProto, error) {
 	var length, files, dirs, space uint64
 	err := m.walkTree(req.GetPath(), func(n *namespace.Inode) {
-		if n.IsDir {
+		if n.IsDir() {
 			dirs++
 			return
 		}
 		files++
 		length += n.Len()
-		space += n.Len() * uint64(n.Replication)
+		space += n.Len() * uint64(n.Replication())
 	})
 	if err != nil {
 		return nil, err

@@ -273,9 +273,9 @@ func (m *Master) reportedLocked(dn *datanode, id, gs, n uint64) (pos uint32, kep
 		m.mu.blocks.reportedLen(id, dn.uuid, n)
 		return pos, kept
 	}
-	if i := f.BlockIndex(id); i >= 0 && f.Blocks()[i].Len != n {
+	if i := f.BlockIndex(id); i >= 0 && f.Block(i).Len != n {
 		m.log.Warn("replica length disagrees with the file; deleting it", "block", id,
-			"datanode", xferAddr(dn.info.GetId()), "has", n, "file", f.Blocks()[i].Len)
+			"datanode", xferAddr(dn.info.GetId()), "has", n, "file", f.Block(i).Len)
 		m.mu.blocks.invalidateReplica(id, dn.uuid)
 		return 0, false
 	}

@@ -32,7 +32,7 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 		}
 		if !ok || length == 0 {
 			// No replica got any of it: the block goes.
-			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonBlock, FileID: n.ID, Client: n.Client(),
+			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonBlock, FileID: n.ID(), Client: n.Client(),
 				Block: &namespace.Block{ID: last.ID}}); err != nil {
 				return err
 			}
@@ -40,7 +40,7 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 			// Every replica that holds at least the agreed length is cut to
 			// it under a new generation stamp; the rest are stale.
 			newGS := m.mu.tree.NextGenStamp()
-			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpReportBlock, FileID: n.ID,
+			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpReportBlock, FileID: n.ID(),
 				Block: &namespace.Block{ID: last.ID, GenStamp: newGS, Len: length}}); err != nil {
 				return err
 			}
@@ -54,11 +54,11 @@ func (m *Master) recoverLeaseLocked(n *namespace.Inode) error {
 			delete(m.mu.blocks.lens, last.ID)
 		}
 	}
-	_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: n.ID, Client: n.Client(), Time: now})
+	_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpComplete, FileID: n.ID(), Client: n.Client(), Time: now})
 	if err != nil {
 		// The path was taken meanwhile (or its directory removed): drop it.
 		m.log.Warn("lease recovery: cannot close the file; dropping it", "path", path, "err", err)
-		_, err = m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonFile, FileID: n.ID, Time: now})
+		_, err = m.applyLocked(&namespace.Entry{Type: namespace.OpAbandonFile, FileID: n.ID(), Time: now})
 		return err
 	}
 	m.log.Info("lease recovered: file closed", "path", path, "length", n.Len())

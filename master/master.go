@@ -124,8 +124,8 @@ func New(cfg Config) (*Master, error) {
 	// it look like garbage to delete.)
 	withoutGC(func() {
 		tree.Files(func(n *namespace.Inode) {
-			for _, b := range n.Blocks() {
-				m.mu.blocks.add(n.ID, b, nil)
+			for i := range n.NumBlocks() {
+				m.mu.blocks.add(n.ID(), n.Block(i), nil)
 			}
 		})
 	})
@@ -378,8 +378,8 @@ func (m *Master) applyLocked(e *namespace.Entry) (namespace.Result, error) {
 	case namespace.OpComplete, namespace.OpSetReplication, namespace.OpTruncate, namespace.OpReportBlock:
 		// The file's blocks start being monitored, or want another count.
 		if res.Inode != nil && !res.Inode.UnderConstruction() {
-			for _, b := range res.Inode.Blocks() {
-				m.mu.blocks.recheck(b.ID)
+			for i := range res.Inode.NumBlocks() {
+				m.mu.blocks.recheck(res.Inode.Block(i).ID)
 			}
 		}
 	}

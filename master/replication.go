@@ -50,7 +50,7 @@ type blockHealth struct {
 }
 
 func (m *Master) newHealth(n *namespace.Inode, b namespace.Block) *blockHealth {
-	h := &blockHealth{file: n, block: b, holders: m.mu.blocks.holders(b.ID), want: int(n.Replication)}
+	h := &blockHealth{file: n, block: b, holders: m.mu.blocks.holders(b.ID), want: int(n.Replication())}
 	for _, dn := range h.holders {
 		if dn.inService() {
 			h.counted++
@@ -66,7 +66,8 @@ func (m *Master) scanBlocksLocked(fn func(h *blockHealth)) {
 		if n.UnderConstruction() {
 			return
 		}
-		for _, b := range n.Blocks() {
+		for i := range n.NumBlocks() {
+			b := n.Block(i)
 			fn(m.newHealth(n, b))
 		}
 	})
@@ -84,7 +85,7 @@ func (m *Master) healthLocked(id uint64) *blockHealth {
 		return nil
 	}
 	if i := n.BlockIndex(id); i >= 0 {
-		return m.newHealth(n, n.Blocks()[i])
+		return m.newHealth(n, n.Block(i))
 	}
 	return nil
 }

@@ -103,10 +103,10 @@ func TestSafeModeCountsReportedBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	blk := namespace.Block{ID: m.mu.tree.NextBlockID(), GenStamp: m.mu.tree.NextGenStamp()}
-	if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAddBlock, FileID: res.Inode.ID, Client: "c", Block: &blk}); err != nil {
+	if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAddBlock, FileID: res.Inode.ID(), Client: "c", Block: &blk}); err != nil {
 		t.Fatal(err)
 	}
-	m.mu.blocks.add(res.Inode.ID, blk, []string{"dn0"})
+	m.mu.blocks.add(res.Inode.ID(), blk, []string{"dn0"})
 	check := func(when string) {
 		t.Helper()
 		want := 0

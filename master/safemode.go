@@ -20,7 +20,8 @@ func (m *Master) reportedFractionLocked() (reported, total int) {
 	bm := m.mu.blocks
 	reported, total = bm.withReplicas, bm.blocks.Len()
 	m.mu.tree.FilesUnderConstruction(func(n *namespace.Inode) {
-		for _, b := range n.Blocks() {
+		for i := range n.NumBlocks() {
+			b := n.Block(i)
 			if bi := bm.blocks.Ptr(b.ID); bi != nil {
 				total--
 				if bi.reps[0].node != 0 {

@@ -31,7 +31,7 @@ func (m *Master) walkTree(path string, fn func(n *namespace.Inode)) error {
 	}
 	fn(root)
 	var stack []*frame
-	if root.IsDir {
+	if root.IsDir() {
 		stack = append(stack, &frame{dir: root, kids: root.Children()})
 	}
 	for held := 0; len(stack) > 0; held++ {
@@ -52,7 +52,7 @@ func (m *Master) walkTree(path string, fn func(n *namespace.Inode)) error {
 		c := f.kids[0]
 		f.kids, f.last = f.kids[1:], c.Name()
 		fn(c)
-		if c.IsDir {
+		if c.IsDir() {
 			stack = append(stack, &frame{dir: c, kids: c.Children()})
 		}
 	}

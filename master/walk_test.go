@@ -19,7 +19,7 @@ func TestWalkTreeResumes(t *testing.T) {
 		defer func(n int) { walkHold = n }(walkHold)
 		walkHold = hold
 		var ids []uint64
-		if err := m.walkTree("/", func(n *namespace.Inode) { ids = append(ids, n.ID) }); err != nil {
+		if err := m.walkTree("/", func(n *namespace.Inode) { ids = append(ids, n.ID()) }); err != nil {
 			t.Fatal(err)
 		}
 		return ids
@@ -66,7 +66,7 @@ func TestWalkTreeWhileChanging(t *testing.T) {
 		}
 		clear(seen)
 		err := m.walkTree("/", func(n *namespace.Inode) {
-			if p := n.Path(); !n.IsDir && !strings.HasPrefix(p, "/d1/") {
+			if p := n.Path(); !n.IsDir() && !strings.HasPrefix(p, "/d1/") {
 				seen[p]++
 			}
 		})

@@ -57,7 +57,7 @@ func (sw *snapshotWriter) flush() error {
 
 func (sw *snapshotWriter) inode(n *Inode) error {
 	var kind uint64
-	if n.IsDir {
+	if n.IsDir() {
 		kind |= recDir
 	}
 	if n.Client() != "" {
@@ -70,20 +70,20 @@ func (sw *snapshotWriter) inode(n *Inode) error {
 		kind |= recUCOverwrite
 	}
 	sw.uvarint(kind)
-	sw.uvarint(n.ID)
+	sw.uvarint(n.ID())
 	var parent uint64
 	if n.Parent != nil {
-		parent = n.Parent.ID
+		parent = n.Parent.ID()
 	}
 	sw.uvarint(parent)
 	sw.str(n.Name())
-	sw.uvarint(uint64(n.Perm))
+	sw.uvarint(uint64(n.Perm()))
 	sw.str(n.Owner())
 	sw.str(n.Group())
-	sw.varint(n.Mtime)
-	sw.varint(n.Atime)
-	if !n.IsDir {
-		sw.uvarint(uint64(n.Replication))
+	sw.varint(n.Mtime())
+	sw.varint(n.Atime())
+	if !n.IsDir() {
+		sw.uvarint(uint64(n.Replication()))
 		sw.uvarint(n.BlockSize())
 		bs := n.Blocks()
 		sw.uvarint(uint64(len(bs)))
@@ -296,33 +296,52 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		if kind == recEnd {
 			break
 		}
-		n := &Inode{IsDir: kind&recDir != 0}
-		n.ID = sr.uvarint()
+		n := &Inode{}
+		if kind&recDir != 0 {
+			n.bits = dirBit
+		}
+		id := sr.uvarint()
+		n.id = put48(id)
 		parent := sr.uvarint()
 		n.keepName(sr.name())
-		n.Perm = uint16(sr.uvarint())
+		n.setPerm(uint16(sr.uvarint()))
 		var a attrs
 		a.user = sr.interned()
 		a.group = sr.interned()
-		n.Mtime, n.Atime = sr.varint(), sr.varint()
-		if n.IsDir {
+		mtime, atime := sr.varint(), sr.varint()
+		if id > MaxInodeID || !validTime(mtime) || !validTime(atime) {
+			return nil, fmt.Errorf("read snapshot: inode %d: id or times out of range (damaged checkpoint)", id)
+		}
+		n.setMtime(mtime)
+		n.setAtime(atime)
+		if n.IsDir() {
 			a.kids = new([]*Inode)
 		} else {
-			n.Replication = uint16(sr.uvarint())
+			repl := sr.uvarint()
+			if repl > maxReplication {
+				return nil, fmt.Errorf("read snapshot: inode %d: replication %d (damaged checkpoint)", id, repl)
+			}
+			n.setReplication(uint16(repl))
 			a.blockSize = sr.uvarint()
 			count := sr.uvarint()
 			if count > 1<<24 {
-				return nil, fmt.Errorf("read snapshot: inode %d has %d blocks", n.ID, count)
+				return nil, fmt.Errorf("read snapshot: inode %d has %d blocks", id, count)
 			}
-			bs := n.one[:]
-			if count > 1 {
-				bs = sr.blocks(int(count))
+			if count == 1 {
+				b := Block{ID: sr.uvarint(), GenStamp: sr.uvarint(), Len: sr.uvarint()}
+				if fitsInline(b) {
+					n.one = packBlock(b)
+					n.setBits(oneBit, oneBit)
+				} else {
+					a.blocks = &[]Block{b}
+				}
+			} else if count > 1 {
+				bs := sr.blocks(int(count))
+				for i := range bs {
+					bs[i] = Block{ID: sr.uvarint(), GenStamp: sr.uvarint(), Len: sr.uvarint()}
+				}
 				a.blocks = &bs
 			}
-			for i := range count {
-				bs[i] = Block{ID: sr.uvarint(), GenStamp: sr.uvarint(), Len: sr.uvarint()}
-			}
-			n.hasOne = count == 1
 		}
 		if kind&recUC != 0 {
 			a.w = &writing{client: sr.interned(), overwrite: kind&recUCOverwrite != 0}
@@ -334,14 +353,14 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		if sr.err != nil {
 			break
 		}
-		if n.IsDir {
-			dirs[n.ID] = n
+		if n.IsDir() {
+			dirs[n.ID()] = n
 		} else {
-			t.files.Put(n.ID, n)
+			t.files.Put(n.ID(), n)
 		}
 		switch {
 		case t.root == nil:
-			if !n.IsDir || parent != 0 {
+			if !n.IsDir() || parent != 0 {
 				return nil, errors.New("read snapshot: first inode is not the root")
 			}
 			t.root = n
@@ -350,13 +369,13 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		default:
 			p, ok := dirs[parent]
 			if !ok {
-				return nil, fmt.Errorf("read snapshot: inode %d has unknown parent %d", n.ID, parent)
+				return nil, fmt.Errorf("read snapshot: inode %d has unknown parent %d", n.ID(), parent)
 			}
 			n.Parent = p
 			p.appendChild(n) // written in order (sorted below if not)
 		}
 		if n.Client() != "" {
-			t.uc[n.ID] = n
+			t.uc[n.ID()] = n
 		}
 	}
 	if sr.err != nil {

@@ -22,29 +22,95 @@ import (
 
 // Inode is a file or a directory.
 //
-// Its fields are laid out to fit 80 bytes, an allocation class of Go's,
-// with a one-block file's block inside: the name is a pointer and a
-// length byte (names are at most MaxNameLen bytes) instead of a 16-byte
-// string; owner, group and block size, which most inodes share with many
-// others, are interned; and what most inodes do not have (a directory's
-// children, the blocks of a file of more than one, the writing of a file
-// under construction) hangs off the same pointer.
+// It is 64 bytes, an allocation class of Go's, with a one-block file's
+// block inside: besides its three pointers (name, parent, attrs) it keeps
+// its id, times and block in 48 bits each, and permission, replication,
+// kind and name length in one word. The name is a pointer and a length
+// (names are at most MaxNameLen bytes) instead of a 16-byte string;
+// owner, group and block size, which most inodes share with many others,
+// are interned; and what most inodes do not have (a directory's children,
+// the blocks of a file of more than one, the writing of a file under
+// construction) hangs off the same pointer. A block whose id, stamp or
+// length does not fit 48 bits is kept with the attrs, as a longer file's
+// are.
 type Inode struct {
-	ID     uint64
 	name   *byte
 	Parent *Inode
-	Mtime  int64 // ms since the epoch
-	Atime  int64
+	a      *attrs
 
-	Perm        uint16 // permission bits, 0o777 range plus sticky
-	Replication uint16 // files only
-	IsDir       bool
-	hasOne      bool  // one holds the file's only block
-	nameLen     uint8 // bytes at name
-	a           *attrs
-
-	one [1]Block
+	id           uint48
+	mtime, atime uint48    // ms since the epoch
+	one          [3]uint48 // the file's only block (id, stamp, length) when hasOne
+	bits         uint32    // see the masks below
 }
+
+// uint48 is a 48-bit unsigned integer kept in 6 bytes with no padding.
+type uint48 [3]uint16
+
+func (u uint48) get() uint64 { return uint64(u[0]) | uint64(u[1])<<16 | uint64(u[2])<<32 }
+
+func put48(v uint64) uint48 { return uint48{uint16(v), uint16(v >> 16), uint16(v >> 32)} }
+
+const (
+	max48 = 1<<48 - 1
+
+	// MaxTime is the latest time (ms since the epoch) an inode keeps:
+	// 48 bits, the year 10889.
+	MaxTime = max48
+
+	// Inode.bits: permission (0o1777: rwx for three and sticky), whether
+	// it is a directory, whether one holds its block, replication (at most
+	// 4095, above MaxReplication), name length.
+	permMask       = 0o1777
+	dirBit         = 1 << 10
+	oneBit         = 1 << 11
+	replShift      = 12
+	replMask       = 1<<12 - 1
+	nameShift      = 24
+	maxReplication = replMask
+)
+
+var errReplication = fmt.Errorf("%w: replication above %d", protocol.ErrInvalidArgument, maxReplication)
+
+// ID is the inode's id (HDFS's fileId).
+func (n *Inode) ID() uint64 { return n.id.get() }
+
+// IsDir reports whether the inode is a directory.
+func (n *Inode) IsDir() bool { return n.bits&dirBit != 0 }
+
+// Perm is the inode's permission bits (0o777 and sticky).
+func (n *Inode) Perm() uint16 { return uint16(n.bits & permMask) }
+
+// Replication is a file's wanted replica count.
+func (n *Inode) Replication() uint16 { return uint16(n.bits >> replShift & replMask) }
+
+// Mtime is the time of the last change, in ms since the epoch.
+func (n *Inode) Mtime() int64 { return int64(n.mtime.get()) }
+
+// Atime is the time of the last access, in ms since the epoch.
+func (n *Inode) Atime() int64 { return int64(n.atime.get()) }
+
+func (n *Inode) hasOne() bool { return n.bits&oneBit != 0 }
+
+func (n *Inode) nameLen() int { return int(n.bits >> nameShift) }
+
+func (n *Inode) setBits(mask, v uint32) { n.bits = n.bits&^mask | v&mask }
+
+func (n *Inode) setPerm(p uint16) { n.setBits(permMask, uint32(p)) }
+
+func (n *Inode) setReplication(r uint16) { n.setBits(replMask<<replShift, uint32(r)<<replShift) }
+
+// setMtime and setAtime keep t, which Apply checked against MaxTime
+// (times from the master's clock are in range).
+func (n *Inode) setMtime(t int64) { n.mtime = put48(uint64(t)) }
+
+func (n *Inode) setAtime(t int64) { n.atime = put48(uint64(t)) }
+
+// validTime reports whether an inode can keep time t.
+func validTime(t int64) bool { return t >= 0 && t <= MaxTime }
+
+// fitsInline reports whether b can be kept in the inode.
+func fitsInline(b Block) bool { return b.ID <= max48 && b.GenStamp <= max48 && b.Len <= max48 }
 
 // attrs are the parts of an inode most inodes share with many others
 // (owner, group, block size), shared by every inode with the same three,
@@ -77,7 +143,7 @@ type writing struct {
 }
 
 // Name is the inode's name in its directory ("" for the root).
-func (n *Inode) Name() string { return unsafe.String(n.name, n.nameLen) }
+func (n *Inode) Name() string { return unsafe.String(n.name, n.nameLen()) }
 
 // setName names the inode with a copy of s: s is usually a piece of a
 // path, all of which it would keep in memory.
@@ -86,7 +152,8 @@ func (n *Inode) setName(s string) { n.keepName(strings.Clone(s)) }
 // keepName names the inode with s itself, at most MaxNameLen bytes
 // (SplitPath and the snapshot reader see to it).
 func (n *Inode) keepName(s string) {
-	n.name, n.nameLen = unsafe.StringData(s), uint8(len(s))
+	n.name = unsafe.StringData(s)
+	n.setBits(0xff<<nameShift, uint32(len(s))<<nameShift)
 }
 
 // Owner is the inode's owning user.
@@ -118,47 +185,61 @@ func (n *Inode) UCPath() string {
 // Block ids only grow, so a file's blocks are in id order: a file of
 // thousands of blocks costs a binary search, not a scan.
 func (n *Inode) BlockIndex(id uint64) int {
-	bs := n.Blocks()
-	i := sort.Search(len(bs), func(i int) bool { return bs[i].ID >= id })
-	if i < len(bs) && bs[i].ID == id {
+	i := sort.Search(n.NumBlocks(), func(i int) bool { return n.Block(i).ID >= id })
+	if i < n.NumBlocks() && n.Block(i).ID == id {
 		return i
 	}
 	return -1
 }
 
-// Blocks are a file's blocks in order. The slice is the file's own: read
-// it, do not keep it past the master's lock.
+// NumBlocks is how many blocks the file has.
+func (n *Inode) NumBlocks() int {
+	switch {
+	case n.a.blocks != nil:
+		return len(*n.a.blocks)
+	case n.hasOne():
+		return 1
+	}
+	return 0
+}
+
+// Block is the file's block i.
+func (n *Inode) Block(i int) Block {
+	if n.a.blocks != nil {
+		return (*n.a.blocks)[i]
+	}
+	if i != 0 || !n.hasOne() {
+		panic(fmt.Sprintf("inode %d: block %d of %d", n.ID(), i, n.NumBlocks()))
+	}
+	return Block{ID: n.one[0].get(), GenStamp: n.one[1].get(), Len: n.one[2].get()}
+}
+
+// Blocks are a file's blocks in order: for a file of more than one, the
+// file's own slice (read it, do not keep it past the master's lock); for
+// one, a new slice.
 func (n *Inode) Blocks() []Block {
 	switch {
 	case n.a.blocks != nil:
 		return *n.a.blocks
-	case n.hasOne:
-		return n.one[:]
+	case n.hasOne():
+		return []Block{n.Block(0)}
 	}
 	return nil
 }
 
 // LastBlock is the file's last block, if it has blocks.
 func (n *Inode) LastBlock() (Block, bool) {
-	if last := n.lastBlock(); last != nil {
-		return *last, true
+	if k := n.NumBlocks(); k > 0 {
+		return n.Block(k - 1), true
 	}
 	return Block{}, false
-}
-
-// lastBlock is the file's last block, to change in place, or nil.
-func (n *Inode) lastBlock() *Block {
-	if bs := n.Blocks(); len(bs) > 0 {
-		return &bs[len(bs)-1]
-	}
-	return nil
 }
 
 // Len is the file's length: the sum of its blocks.
 func (n *Inode) Len() uint64 {
 	var l uint64
-	for _, b := range n.Blocks() {
-		l += b.Len
+	for i := range n.NumBlocks() {
+		l += n.Block(i).Len
 	}
 	return l
 }
@@ -264,13 +345,6 @@ type Resize struct {
 	Delta int64
 }
 
-// resize sets b's length to n and says so.
-func resize(b *Block, n uint64) Resize {
-	r := Resize{ID: b.ID, Delta: int64(n) - int64(b.Len)}
-	b.Len = n
-	return r
-}
-
 // Tree is the namespace: the directory tree, the files under construction
 // and the id allocators.
 type Tree struct {
@@ -303,8 +377,7 @@ const MaxInodeID = 1<<48 - 1
 // New returns an empty tree with a root directory owned by owner.
 func New(owner, group string, now int64) *Tree {
 	t := newTree()
-	t.root = &Inode{ID: RootInodeID, IsDir: true, Perm: 0o755, Mtime: now, Atime: now}
-	t.setAttrs(t.root, attrs{user: owner, group: group, kids: new([]*Inode)})
+	t.root = t.newInode(&Entry{FileID: RootInodeID, Perm: 0o755, Owner: owner, Group: group, Time: now}, "", nil, true)
 	return t
 }
 
@@ -334,11 +407,11 @@ func (t *Tree) setAttrs(n *Inode, a attrs) {
 	n.a = p
 }
 
-// setBlocks makes bs file n's blocks: one is kept in the inode, more in
-// attrs of its own.
+// setBlocks makes bs file n's blocks: one is kept in the inode, more
+// (or one that does not fit) in attrs of its own.
 func (t *Tree) setBlocks(n *Inode, bs []Block) {
-	if len(bs) > 1 {
-		n.hasOne = false
+	if len(bs) > 1 || len(bs) == 1 && !fitsInline(bs[0]) {
+		n.setBits(oneBit, 0)
 		if n.a.blocks != nil {
 			*n.a.blocks = bs
 			return
@@ -348,16 +421,41 @@ func (t *Tree) setBlocks(n *Inode, bs []Block) {
 		t.setAttrs(n, a)
 		return
 	}
-	var one Block // bs may be n.one[:] itself
+	n.one = [3]uint48{}
+	n.setBits(oneBit, 0)
 	if len(bs) == 1 {
-		one = bs[0]
+		n.one = packBlock(bs[0])
+		n.setBits(oneBit, oneBit)
 	}
-	n.one[0], n.hasOne = one, len(bs) == 1
 	if n.a.blocks != nil {
 		a := *n.a
 		a.blocks = nil
 		t.setAttrs(n, a)
 	}
+}
+
+// setBlock replaces file n's block i with b.
+func (t *Tree) setBlock(n *Inode, i int, b Block) {
+	switch {
+	case n.a.blocks != nil:
+		(*n.a.blocks)[i] = b
+	case fitsInline(b):
+		n.one = packBlock(b)
+	default:
+		t.setBlocks(n, []Block{b})
+	}
+}
+
+func packBlock(b Block) [3]uint48 { return [3]uint48{put48(b.ID), put48(b.GenStamp), put48(b.Len)} }
+
+// updateBlock gives file n's block i the length length and, if gs is
+// newer than its stamp, the stamp gs, and says how the length changed.
+func (t *Tree) updateBlock(n *Inode, i int, length, gs uint64) Resize {
+	b := n.Block(i)
+	r := Resize{ID: b.ID, Delta: int64(length) - int64(b.Len)}
+	b.Len, b.GenStamp = length, max(b.GenStamp, gs)
+	t.setBlock(n, i, b)
+	return r
 }
 
 // setWriting marks file n as being written (w) or not (nil).
@@ -422,7 +520,7 @@ func (t *Tree) Lookup(p string) (*Inode, error) {
 func (t *Tree) lookup(parts []string) (*Inode, error) {
 	n := t.root
 	for i, c := range parts {
-		if !n.IsDir {
+		if !n.IsDir() {
 			return nil, &fs.PathError{Op: "lookup", Path: Join(parts[:i]), Err: protocol.ErrNotDir}
 		}
 		child, ok := n.child(c)
@@ -443,7 +541,7 @@ func (t *Tree) lookupParent(op string, parts []string) (*Inode, error) {
 	if err != nil {
 		return nil, &fs.PathError{Op: op, Path: Join(parts), Err: unwrapPathErr(err)}
 	}
-	if !dir.IsDir {
+	if !dir.IsDir() {
 		return nil, &fs.PathError{Op: op, Path: Join(parts), Err: protocol.ErrNotDir}
 	}
 	return dir, nil
@@ -504,7 +602,13 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 }
 
 func (t *Tree) newInode(e *Entry, name string, parent *Inode, dir bool) *Inode {
-	n := &Inode{ID: e.FileID, Parent: parent, IsDir: dir, Perm: e.Perm, Mtime: e.Time, Atime: e.Time}
+	n := &Inode{Parent: parent, id: put48(e.FileID)}
+	if dir {
+		n.bits = dirBit
+	}
+	n.setPerm(e.Perm)
+	n.setMtime(e.Time)
+	n.setAtime(e.Time)
 	n.setName(name)
 	a := attrs{user: e.Owner, group: e.Group}
 	if dir {
@@ -514,10 +618,10 @@ func (t *Tree) newInode(e *Entry, name string, parent *Inode, dir bool) *Inode {
 	}
 	t.setAttrs(n, a)
 	if !dir {
-		t.files.Put(n.ID, n)
+		t.files.Put(n.ID(), n)
 	}
-	if n.ID >= t.nextInodeID {
-		t.nextInodeID = n.ID + 1
+	if n.ID() >= t.nextInodeID {
+		t.nextInodeID = n.ID() + 1
 	}
 	return n
 }
@@ -545,7 +649,7 @@ func (t *Tree) mkdir(e *Entry) (Result, error) {
 			missing = i
 			break
 		}
-		if !child.IsDir {
+		if !child.IsDir() {
 			return Result{}, &fs.PathError{Op: "mkdir", Path: Join(parts[:i+1]), Err: protocol.ErrNotDir}
 		}
 		n = child
@@ -563,7 +667,7 @@ func (t *Tree) mkdir(e *Entry) (Result, error) {
 	for _, c := range parts[missing:] {
 		child := t.newInode(&Entry{FileID: id, Perm: e.Perm, Owner: e.Owner, Group: e.Group, Time: e.Time}, c, n, true)
 		n.putChild(child)
-		n.Mtime = e.Time
+		n.setMtime(e.Time)
 		n = child
 		id++
 	}
@@ -580,6 +684,9 @@ func (t *Tree) create(e *Entry) (Result, error) {
 	}
 	if len(parts) == 0 {
 		return Result{}, &fs.PathError{Op: "create", Path: "/", Err: protocol.ErrIsDir}
+	}
+	if e.Replication > maxReplication {
+		return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: errReplication}
 	}
 	if e.FileID > MaxInodeID {
 		return Result{}, &fs.PathError{Op: "create", Path: e.Path,
@@ -604,12 +711,12 @@ func (t *Tree) create(e *Entry) (Result, error) {
 		}
 		dir = r.Inode
 	}
-	if !dir.IsDir {
+	if !dir.IsDir() {
 		return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: protocol.ErrNotDir}
 	}
 	if old, ok := dir.child(parts[len(parts)-1]); ok {
 		switch {
-		case old.IsDir:
+		case old.IsDir():
 			return Result{}, &fs.PathError{Op: "create", Path: e.Path, Err: protocol.ErrIsDir}
 		case old.UnderConstruction():
 			return Result{}, &fs.PathError{Op: "create", Path: e.Path,
@@ -619,9 +726,9 @@ func (t *Tree) create(e *Entry) (Result, error) {
 		}
 	}
 	n := t.newInode(e, parts[len(parts)-1], nil, false)
-	n.Replication = e.Replication
+	n.setReplication(e.Replication)
 	t.setWriting(n, &writing{client: e.Client, path: e.Path, overwrite: e.Overwrite})
-	t.uc[n.ID] = n
+	t.uc[n.ID()] = n
 	t.ucPath[e.Path] = n
 	return Result{Inode: n}, nil
 }
@@ -641,7 +748,7 @@ func (t *Tree) writing(op string, e *Entry) (*Inode, error) {
 
 // checkLast checks that b, if given, is the file's last block.
 func checkLast(op string, n *Inode, b *Block) error {
-	if last := n.lastBlock(); b != nil && (last == nil || last.ID != b.ID) {
+	if last, ok := n.LastBlock(); b != nil && (!ok || last.ID != b.ID) {
 		return &fs.PathError{Op: op, Path: n.Path(),
 			Err: fmt.Errorf("%w: block %d is not the file's last block", protocol.ErrInvalidArgument, b.ID)}
 	}
@@ -650,15 +757,11 @@ func checkLast(op string, n *Inode, b *Block) error {
 
 // commitLast records the length of the file's last block from b, which
 // checkLast approved.
-func commitLast(n *Inode, b *Block) Resize {
+func (t *Tree) commitLast(n *Inode, b *Block) Resize {
 	if b == nil {
 		return Resize{}
 	}
-	last := n.lastBlock()
-	if b.GenStamp > last.GenStamp {
-		last.GenStamp = b.GenStamp
-	}
-	return resize(last, b.Len)
+	return t.updateBlock(n, n.NumBlocks()-1, b.Len, b.GenStamp)
 }
 
 func (t *Tree) addBlock(e *Entry) (Result, error) {
@@ -669,7 +772,7 @@ func (t *Tree) addBlock(e *Entry) (Result, error) {
 	if err := checkLast("addBlock", n, e.Previous); err != nil {
 		return Result{}, err
 	}
-	resized := commitLast(n, e.Previous)
+	resized := t.commitLast(n, e.Previous)
 	t.setBlocks(n, append(n.Blocks(), *e.Block))
 	if e.Block.ID >= t.nextBlockID {
 		t.nextBlockID = e.Block.ID + 1
@@ -709,22 +812,22 @@ func (t *Tree) complete(e *Entry) (Result, error) {
 		}
 		name := parts[len(parts)-1]
 		if old, ok := dir.child(name); ok {
-			if old.IsDir || old.UnderConstruction() || !n.a.w.overwrite {
+			if old.IsDir() || old.UnderConstruction() || !n.a.w.overwrite {
 				return Result{}, &fs.PathError{Op: "complete", Path: n.UCPath(), Err: fs.ErrExist}
 			}
 			res.Freed = old.Blocks()
-			t.files.Delete(old.ID)
+			t.files.Delete(old.ID())
 		}
 		n.Parent = dir
 		n.setName(name)
 		dir.putChild(n)
-		dir.Mtime = e.Time
+		dir.setMtime(e.Time)
 		delete(t.ucPath, n.UCPath())
 	}
-	res.Resized = commitLast(n, e.Previous)
+	res.Resized = t.commitLast(n, e.Previous)
 	t.setWriting(n, nil)
-	n.Mtime = e.Time
-	delete(t.uc, n.ID)
+	n.setMtime(e.Time)
+	delete(t.uc, n.ID())
 	res.Inode = n
 	return res, nil
 }
@@ -737,10 +840,10 @@ func (t *Tree) abandonFile(e *Entry) (Result, error) {
 	if !ok {
 		return Result{}, nil
 	}
-	delete(t.uc, n.ID)
+	delete(t.uc, n.ID())
 	if n.UCPath() != "" {
 		delete(t.ucPath, n.UCPath())
-		t.files.Delete(n.ID)
+		t.files.Delete(n.ID())
 		return Result{Freed: n.Blocks()}, nil
 	}
 	bs := n.Blocks()
@@ -752,7 +855,7 @@ func (t *Tree) abandonFile(e *Entry) (Result, error) {
 	slices.Reverse(freed) // last first, as they were dropped
 	t.setBlocks(n, bs[:keep])
 	t.setWriting(n, nil)
-	n.Mtime = e.Time
+	n.setMtime(e.Time)
 	return Result{Inode: n, Freed: freed}, nil
 }
 
@@ -765,11 +868,7 @@ func (t *Tree) reportBlock(e *Entry) (Result, error) {
 	}
 	var resized Resize
 	if i := n.BlockIndex(e.Block.ID); i >= 0 {
-		b := &n.Blocks()[i]
-		resized = resize(b, e.Block.Len)
-		if e.Block.GenStamp > b.GenStamp {
-			b.GenStamp = e.Block.GenStamp
-		}
+		resized = t.updateBlock(n, i, e.Block.Len, e.Block.GenStamp)
 	}
 	t.sawGenStamp(e.Block.GenStamp)
 	return Result{Inode: n, Resized: resized}, nil
@@ -784,28 +883,28 @@ func (t *Tree) append(e *Entry) (Result, error) {
 		return Result{}, &fs.PathError{Op: "append", Path: e.Path, Err: fmt.Errorf("%w: no client", protocol.ErrInvalidArgument)}
 	}
 	switch {
-	case n.IsDir:
+	case n.IsDir():
 		return Result{}, &fs.PathError{Op: "append", Path: e.Path, Err: protocol.ErrIsDir}
 	case n.UnderConstruction():
 		return Result{}, &fs.PathError{Op: "append", Path: e.Path,
 			Err: fmt.Errorf("%w (%s)", protocol.ErrLeaseHeld, n.Client())}
 	}
 	t.setWriting(n, &writing{client: e.Client})
-	t.uc[n.ID] = n
+	t.uc[n.ID()] = n
 	return Result{Inode: n}, nil
 }
 
 // collect appends the blocks of a subtree and forgets its files under
 // construction.
 func (t *Tree) collect(n *Inode, out []Block) []Block {
-	if n.IsDir {
+	if n.IsDir() {
 		for _, c := range n.Children() {
 			out = t.collect(c, out)
 		}
 		return out
 	}
-	delete(t.uc, n.ID)
-	t.files.Delete(n.ID)
+	delete(t.uc, n.ID())
+	t.files.Delete(n.ID())
 	return append(out, n.Blocks()...)
 }
 
@@ -821,11 +920,11 @@ func (t *Tree) delete(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if n.IsDir && len(n.Children()) > 0 && !e.Recursive {
+	if n.IsDir() && len(n.Children()) > 0 && !e.Recursive {
 		return Result{}, &fs.PathError{Op: "delete", Path: e.Path, Err: protocol.ErrNotEmpty}
 	}
 	n.Parent.removeChild(n.Name())
-	n.Parent.Mtime = e.Time
+	n.Parent.setMtime(e.Time)
 	return Result{Inode: n, Freed: t.collect(n, nil)}, nil
 }
 
@@ -869,9 +968,9 @@ func (t *Tree) rename(e *Entry) (Result, error) {
 		switch {
 		case !e.Overwrite:
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: fs.ErrExist}
-		case old.IsDir != n.IsDir:
+		case old.IsDir() != n.IsDir():
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: fs.ErrExist}
-		case old.IsDir && len(old.Children()) > 0:
+		case old.IsDir() && len(old.Children()) > 0:
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: protocol.ErrNotEmpty}
 		case old.UnderConstruction():
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst,
@@ -880,11 +979,11 @@ func (t *Tree) rename(e *Entry) (Result, error) {
 		res.Freed = t.collect(old, nil)
 	}
 	n.Parent.removeChild(n.Name())
-	n.Parent.Mtime = e.Time
+	n.Parent.setMtime(e.Time)
 	n.setName(name)
 	n.Parent = dir
 	dir.putChild(n)
-	dir.Mtime = e.Time
+	dir.setMtime(e.Time)
 	res.Inode = n
 	return res, nil
 }
@@ -896,7 +995,7 @@ func (t *Tree) setAttr(e *Entry) (Result, error) {
 	}
 	switch e.Type {
 	case OpSetPermission:
-		n.Perm = e.Perm & 0o1777
+		n.setPerm(e.Perm & 0o1777)
 	case OpSetOwner:
 		user, group := n.Owner(), n.Group()
 		if e.Owner != "" {
@@ -909,16 +1008,23 @@ func (t *Tree) setAttr(e *Entry) (Result, error) {
 		a.user, a.group = user, group
 		t.setAttrs(n, a)
 	case OpSetReplication:
-		if n.IsDir {
+		if n.IsDir() {
 			return Result{}, &fs.PathError{Op: "setReplication", Path: e.Path, Err: protocol.ErrIsDir}
 		}
-		n.Replication = e.Replication
+		if e.Replication > maxReplication {
+			return Result{}, &fs.PathError{Op: "setReplication", Path: e.Path, Err: errReplication}
+		}
+		n.setReplication(e.Replication)
 	case OpSetTimes:
+		if e.Time > MaxTime || e.Atime > MaxTime {
+			return Result{}, &fs.PathError{Op: "setTimes", Path: e.Path,
+				Err: fmt.Errorf("%w: a time past %d ms since the epoch", protocol.ErrInvalidArgument, int64(MaxTime))}
+		}
 		if e.Time >= 0 {
-			n.Mtime = e.Time
+			n.setMtime(e.Time)
 		}
 		if e.Atime >= 0 {
-			n.Atime = e.Atime
+			n.setAtime(e.Atime)
 		}
 	}
 	return Result{Inode: n}, nil
@@ -931,7 +1037,7 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if n.IsDir {
+	if n.IsDir() {
 		return Result{}, &fs.PathError{Op: "truncate", Path: e.Path, Err: protocol.ErrIsDir}
 	}
 	if n.UnderConstruction() {
@@ -957,14 +1063,14 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 			return Result{}, &fs.PathError{Op: "truncate", Path: e.Path,
 				Err: fmt.Errorf("%w: truncating inside a block needs a new generation stamp", protocol.ErrInvalidArgument)}
 		}
-		cut := &bs[keep-1]
-		resized = resize(cut, cut.Len-(off-e.Length))
-		cut.GenStamp = e.Block.GenStamp
-		t.sawGenStamp(cut.GenStamp)
 	}
 	freed := slices.Clone(bs[keep:])
 	t.setBlocks(n, bs[:keep])
-	n.Mtime = e.Time
+	if off != e.Length {
+		resized = t.updateBlock(n, keep-1, bs[keep-1].Len-(off-e.Length), e.Block.GenStamp)
+		t.sawGenStamp(e.Block.GenStamp)
+	}
+	n.setMtime(e.Time)
 	return Result{Inode: n, Freed: freed, Resized: resized}, nil
 }
 
@@ -976,7 +1082,7 @@ func (t *Tree) Files(fn func(*Inode)) {
 	var walk func(d *Inode)
 	walk = func(d *Inode) {
 		for _, c := range d.Children() {
-			if c.IsDir {
+			if c.IsDir() {
 				walk(c)
 			} else {
 				fn(c)
@@ -996,7 +1102,7 @@ func (t *Tree) File(id uint64) *Inode { return t.files.Get(id) }
 func (t *Tree) Block(fileID, id uint64) (Block, bool) {
 	if f := t.files.Get(fileID); f != nil {
 		if i := f.BlockIndex(id); i >= 0 {
-			return f.Blocks()[i], true
+			return f.Block(i), true
 		}
 	}
 	return Block{}, false
@@ -1012,16 +1118,15 @@ func (t *Tree) updatePipeline(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	last := n.lastBlock()
-	if last == nil || last.ID != e.Block.ID {
-		return Result{}, &fs.PathError{Op: "updatePipeline", Path: n.Path(),
-			Err: fmt.Errorf("%w: block %d is not the file's last block", protocol.ErrInvalidArgument, e.Block.ID)}
+	if err := checkLast("updatePipeline", n, e.Block); err != nil {
+		return Result{}, err
 	}
+	last, _ := n.LastBlock()
 	if e.Block.GenStamp <= last.GenStamp {
 		return Result{}, &fs.PathError{Op: "updatePipeline", Path: n.Path(),
 			Err: fmt.Errorf("%w: generation stamp %d is not newer than %d", protocol.ErrInvalidArgument, e.Block.GenStamp, last.GenStamp)}
 	}
-	last.GenStamp = e.Block.GenStamp
+	t.updateBlock(n, n.NumBlocks()-1, last.Len, e.Block.GenStamp)
 	t.sawGenStamp(e.Block.GenStamp)
 	return Result{Inode: n}, nil
 }
@@ -1035,8 +1140,8 @@ func (t *Tree) fsync(e *Entry) (Result, error) {
 		return Result{}, err
 	}
 	var resized Resize
-	if last := n.lastBlock(); e.Block != nil && last != nil && last.ID == e.Block.ID {
-		resized = resize(last, e.Block.Len)
+	if last, ok := n.LastBlock(); e.Block != nil && ok && last.ID == e.Block.ID {
+		resized = t.updateBlock(n, n.NumBlocks()-1, e.Block.Len, 0)
 	}
 	if n.UCPath() == "" {
 		return Result{Inode: n, Resized: resized}, nil
@@ -1053,7 +1158,7 @@ func (t *Tree) fsync(e *Entry) (Result, error) {
 	n.Parent = dir
 	n.setName(name)
 	dir.putChild(n)
-	dir.Mtime = e.Time
+	dir.setMtime(e.Time)
 	delete(t.ucPath, n.UCPath())
 	n.a.w.path = ""
 	return Result{Inode: n, Resized: resized}, nil

@@ -49,10 +49,10 @@ func (a *applier) writeFile(path string, lens ...uint64) *Inode {
 	var prev *Block
 	for _, l := range lens {
 		b := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
-		a.must(Entry{Type: OpAddBlock, FileID: n.ID, Client: "c", Block: &b, Previous: prev})
+		a.must(Entry{Type: OpAddBlock, FileID: n.ID(), Client: "c", Block: &b, Previous: prev})
 		prev = &Block{ID: b.ID, GenStamp: b.GenStamp, Len: l}
 	}
-	a.must(Entry{Type: OpComplete, FileID: n.ID, Client: "c", Previous: prev, Time: 5})
+	a.must(Entry{Type: OpComplete, FileID: n.ID(), Client: "c", Previous: prev, Time: 5})
 	return n
 }
 
@@ -92,17 +92,17 @@ func TestFileVisibleOnlyWhenComplete(t *testing.T) {
 	if _, err := a.apply(Entry{Type: OpCreate, Path: "/f", Client: "c2"}); !errors.Is(err, protocol.ErrLeaseHeld) {
 		t.Fatalf("second writer: %v", err)
 	}
-	if _, err := a.apply(Entry{Type: OpComplete, FileID: n.ID, Client: "c2"}); !errors.Is(err, protocol.ErrNoLease) {
+	if _, err := a.apply(Entry{Type: OpComplete, FileID: n.ID(), Client: "c2"}); !errors.Is(err, protocol.ErrNoLease) {
 		t.Fatalf("complete by another client: %v", err)
 	}
-	a.must(Entry{Type: OpComplete, FileID: n.ID, Client: "c1"})
+	a.must(Entry{Type: OpComplete, FileID: n.ID(), Client: "c1"})
 	if _, err := a.tree.Lookup("/f"); err != nil {
 		t.Fatal(err)
 	}
 	// Abandoned files leave nothing behind but freed blocks.
 	m := a.must(Entry{Type: OpCreate, Path: "/g", Client: "c1"}).Inode
-	a.must(Entry{Type: OpAddBlock, FileID: m.ID, Client: "c1", Block: &Block{ID: 77, GenStamp: 1}})
-	r := a.must(Entry{Type: OpAbandonFile, FileID: m.ID})
+	a.must(Entry{Type: OpAddBlock, FileID: m.ID(), Client: "c1", Block: &Block{ID: 77, GenStamp: 1}})
+	r := a.must(Entry{Type: OpAbandonFile, FileID: m.ID()})
 	if len(r.Freed) != 1 || r.Freed[0].ID != 77 {
 		t.Fatalf("abandon freed %v", r.Freed)
 	}
@@ -121,7 +121,7 @@ func TestOverwriteReplacesAtComplete(t *testing.T) {
 	if got, _ := a.tree.Lookup("/f"); got != old {
 		t.Fatal("old file replaced before the new one is complete")
 	}
-	r := a.must(Entry{Type: OpComplete, FileID: n.ID, Client: "c"})
+	r := a.must(Entry{Type: OpComplete, FileID: n.ID(), Client: "c"})
 	if len(r.Freed) != 1 || r.Freed[0].Len != 100 {
 		t.Fatalf("complete freed %v, want the old file's block", r.Freed)
 	}
@@ -201,13 +201,13 @@ func TestResizedAddsUpToBlockLengths(t *testing.T) {
 	}
 	f := do(Entry{Type: OpCreate, Path: "/f", Client: "c", Replication: 3, BlockSize: 1 << 20}).Inode
 	b1 := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
-	do(Entry{Type: OpAddBlock, FileID: f.ID, Client: "c", Block: &b1})
-	do(Entry{Type: OpFsync, FileID: f.ID, Client: "c", Block: &Block{ID: b1.ID, Len: 100}})
+	do(Entry{Type: OpAddBlock, FileID: f.ID(), Client: "c", Block: &b1})
+	do(Entry{Type: OpFsync, FileID: f.ID(), Client: "c", Block: &Block{ID: b1.ID, Len: 100}})
 	check("after hflush", f)
 	b2 := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
-	do(Entry{Type: OpAddBlock, FileID: f.ID, Client: "c", Block: &b2, Previous: &Block{ID: b1.ID, GenStamp: b1.GenStamp, Len: 1000}})
+	do(Entry{Type: OpAddBlock, FileID: f.ID(), Client: "c", Block: &b2, Previous: &Block{ID: b1.ID, GenStamp: b1.GenStamp, Len: 1000}})
 	check("after addBlock", f)
-	do(Entry{Type: OpComplete, FileID: f.ID, Client: "c", Previous: &Block{ID: b2.ID, GenStamp: b2.GenStamp, Len: 700}})
+	do(Entry{Type: OpComplete, FileID: f.ID(), Client: "c", Previous: &Block{ID: b2.ID, GenStamp: b2.GenStamp, Len: 700}})
 	check("after complete", f)
 	do(Entry{Type: OpTruncate, Path: "/f", Length: 1200, Block: &Block{GenStamp: a.tree.NextGenStamp()}})
 	check("after truncate", f)
@@ -217,12 +217,12 @@ func TestResizedAddsUpToBlockLengths(t *testing.T) {
 
 	g := do(Entry{Type: OpCreate, Path: "/g", Client: "c", Replication: 3, BlockSize: 1 << 20}).Inode
 	b3 := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
-	do(Entry{Type: OpAddBlock, FileID: g.ID, Client: "c", Block: &b3})
-	do(Entry{Type: OpReportBlock, FileID: g.ID, Block: &Block{ID: b3.ID, GenStamp: a.tree.NextGenStamp(), Len: 300}})
+	do(Entry{Type: OpAddBlock, FileID: g.ID(), Client: "c", Block: &b3})
+	do(Entry{Type: OpReportBlock, FileID: g.ID(), Block: &Block{ID: b3.ID, GenStamp: a.tree.NextGenStamp(), Len: 300}})
 	check("after lease recovery", g)
 	// The path is taken before the file completes: nothing changes.
 	do(Entry{Type: OpMkdir, Path: "/g"})
-	if _, err := a.apply(Entry{Type: OpComplete, FileID: g.ID, Client: "c", Previous: &Block{ID: b3.ID, GenStamp: b3.GenStamp, Len: 900}}); !errors.Is(err, fs.ErrExist) {
+	if _, err := a.apply(Entry{Type: OpComplete, FileID: g.ID(), Client: "c", Previous: &Block{ID: b3.ID, GenStamp: b3.GenStamp, Len: 900}}); !errors.Is(err, fs.ErrExist) {
 		t.Fatalf("complete onto a directory: %v", err)
 	}
 	check("after a failed complete", g)
@@ -239,25 +239,25 @@ func TestBlocksInlineAndOwn(t *testing.T) {
 	var want []Block
 	for i, l := range []uint64{100, 100, 50} {
 		b := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
-		a.must(Entry{Type: OpAddBlock, FileID: n.ID, Client: "c", Block: &b, Previous: prev})
+		a.must(Entry{Type: OpAddBlock, FileID: n.ID(), Client: "c", Block: &b, Previous: prev})
 		if prev != nil {
 			want[i-1].Len = prev.Len
 		}
 		want = append(want, b)
-		if !slices.Equal(n.Blocks(), want) || n.hasOne != (i == 0) || (n.a.blocks != nil) != (i > 0) {
-			t.Fatalf("after %d blocks: %v (inline %v), want %v", i+1, n.Blocks(), n.hasOne, want)
+		if !slices.Equal(n.Blocks(), want) || n.hasOne() != (i == 0) || (n.a.blocks != nil) != (i > 0) {
+			t.Fatalf("after %d blocks: %v (inline %v), want %v", i+1, n.Blocks(), n.hasOne(), want)
 		}
 		prev = &Block{ID: b.ID, GenStamp: b.GenStamp, Len: l}
 	}
-	a.must(Entry{Type: OpComplete, FileID: n.ID, Client: "c", Previous: prev, Time: 5})
+	a.must(Entry{Type: OpComplete, FileID: n.ID(), Client: "c", Previous: prev, Time: 5})
 	if n.Len() != 250 || n.a == one.a {
 		t.Fatalf("complete file of 3 blocks: len %d, shares attrs %v", n.Len(), n.a == one.a)
 	}
 	gs := a.tree.NextGenStamp()
 	r := a.must(Entry{Type: OpTruncate, Path: "/f", Length: 60, Block: &Block{GenStamp: gs}})
 	if got := n.Blocks(); len(got) != 1 || got[0].ID != want[0].ID || got[0].Len != 60 || got[0].GenStamp != gs ||
-		!n.hasOne || n.a != one.a || len(r.Freed) != 2 {
-		t.Fatalf("truncated to one block: %v (inline %v, shared attrs %v), freed %v", got, n.hasOne, n.a == one.a, r.Freed)
+		!n.hasOne() || n.a != one.a || len(r.Freed) != 2 {
+		t.Fatalf("truncated to one block: %v (inline %v, shared attrs %v), freed %v", got, n.hasOne(), n.a == one.a, r.Freed)
 	}
 	if t2 := reload(t, a.tree); dump(t2) != dump(a.tree) {
 		t.Fatalf("snapshot round trip differs:\n%s\nvs\n%s", dump(t2), dump(a.tree))
@@ -268,7 +268,7 @@ func TestBlocksInlineAndOwn(t *testing.T) {
 		t.Fatalf("the one block truncated inside: %v", got)
 	}
 	r = a.must(Entry{Type: OpTruncate, Path: "/f", Length: 0})
-	if len(n.Blocks()) != 0 || n.hasOne || len(r.Freed) != 1 || r.Freed[0].ID != want[0].ID {
+	if len(n.Blocks()) != 0 || n.hasOne() || len(r.Freed) != 1 || r.Freed[0].ID != want[0].ID {
 		t.Fatalf("truncated to nothing: %v, freed %v", n.Blocks(), r.Freed)
 	}
 	if b := one.Blocks(); len(b) != 1 || b[0].Len != 7 {
@@ -281,8 +281,8 @@ func TestBlocksInlineAndOwn(t *testing.T) {
 	}
 	w := a.must(Entry{Type: OpCreate, Path: "/w", Client: "c"}).Inode
 	blk := Block{ID: a.tree.NextBlockID(), GenStamp: a.tree.NextGenStamp()}
-	a.must(Entry{Type: OpAddBlock, FileID: w.ID, Client: "c", Block: &blk})
-	if r := a.must(Entry{Type: OpAbandonFile, FileID: w.ID}); len(r.Freed) != 1 || r.Freed[0] != blk {
+	a.must(Entry{Type: OpAddBlock, FileID: w.ID(), Client: "c", Block: &blk})
+	if r := a.must(Entry{Type: OpAbandonFile, FileID: w.ID()}); len(r.Freed) != 1 || r.Freed[0] != blk {
 		t.Fatalf("abandon freed %v, want %v", r.Freed, blk)
 	}
 }
@@ -320,7 +320,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if dump(t2) != dump(a.tree) || t2.LastIndex() != a.tree.LastIndex() || t2.NextBlockID() != a.tree.NextBlockID() {
 		t.Fatalf("snapshot round trip differs:\n%s\nvs\n%s", dump(t2), dump(a.tree))
 	}
-	if t2.UnderConstruction(a.tree.ucPath["/a/pending"].ID) == nil {
+	if t2.UnderConstruction(a.tree.ucPath["/a/pending"].ID()) == nil {
 		t.Fatal("file under construction lost in the snapshot")
 	}
 }
@@ -341,8 +341,8 @@ func TestLoadedFilesStayApart(t *testing.T) {
 	want1, want3 := slices.Clone(x1.Blocks()), slices.Clone(x3.Blocks())
 	a.must(Entry{Type: OpAppend, Path: "/x2", Client: "c2"})
 	blk := Block{ID: t2.NextBlockID(), GenStamp: t2.NextGenStamp()}
-	a.must(Entry{Type: OpAddBlock, FileID: x2.ID, Client: "c2", Block: &blk})
-	a.must(Entry{Type: OpComplete, FileID: x2.ID, Client: "c2", Previous: &Block{ID: blk.ID, GenStamp: blk.GenStamp, Len: 9}, Time: 6})
+	a.must(Entry{Type: OpAddBlock, FileID: x2.ID(), Client: "c2", Block: &blk})
+	a.must(Entry{Type: OpComplete, FileID: x2.ID(), Client: "c2", Previous: &Block{ID: blk.ID, GenStamp: blk.GenStamp, Len: 9}, Time: 6})
 	a.must(Entry{Type: OpRename, Path: "/x1", Dst: "/y1"})
 	if len(x2.Blocks()) != 2 || x2.Blocks()[1].ID != blk.ID {
 		t.Fatalf("appended file has blocks %v", x2.Blocks())
@@ -353,11 +353,50 @@ func TestLoadedFilesStayApart(t *testing.T) {
 }
 
 // TestInodeSize keeps the inode, a one-block file's block included, in
-// its 80-byte allocation class: a field more costs 16 bytes per file (1.6
+// its 64-byte allocation class: a byte more costs 16 bytes per file (1.6
 // GB at 100 million files).
 func TestInodeSize(t *testing.T) {
-	if got := unsafe.Sizeof(Inode{}); got != 80 {
-		t.Fatalf("Inode is %d bytes, want 80", got)
+	if got := unsafe.Sizeof(Inode{}); got != 64 {
+		t.Fatalf("Inode is %d bytes, want 64", got)
+	}
+}
+
+// TestInodePacking checks that what an inode packs comes back whole at
+// the ends of each range, and that a block too big to pack is kept
+// outside the inode, whole, and survives a checkpoint.
+func TestInodePacking(t *testing.T) {
+	a := newApplier(t)
+	for _, tc := range []struct {
+		perm, repl uint16
+		time       int64
+		name       string
+	}{{0, 1, 0, "a"}, {0o1777, 512, MaxTime, strings.Repeat("n", MaxNameLen)}, {0o755, 3, 1_800_000_000_000, "x"}} {
+		n := a.must(Entry{Type: OpCreate, Path: "/" + tc.name, Perm: tc.perm, Replication: tc.repl, Time: tc.time, Client: "c"}).Inode
+		a.must(Entry{Type: OpComplete, FileID: n.ID(), Client: "c", Time: tc.time})
+		for _, l := range []*Inode{n, reload(t, a.tree).files.Get(n.ID())} {
+			if l.Perm() != tc.perm || l.Replication() != tc.repl || l.Mtime() != tc.time || l.Atime() != tc.time || l.Name() != tc.name || l.IsDir() {
+				t.Fatalf("kept perm %o repl %d times %d/%d name %q dir %v, want %o %d %d %q", l.Perm(), l.Replication(), l.Mtime(), l.Atime(),
+					l.Name(), l.IsDir(), tc.perm, tc.repl, tc.time, tc.name)
+			}
+		}
+	}
+	if _, err := a.apply(Entry{Type: OpSetTimes, Path: "/a", Time: MaxTime + 1, Atime: -1}); !errors.Is(err, protocol.ErrInvalidArgument) {
+		t.Fatalf("a time past MaxTime: %v", err)
+	}
+	for i, b := range []Block{
+		{ID: 1<<48 - 1, GenStamp: 1<<48 - 1, Len: 1<<48 - 1},
+		{ID: 1 << 48, GenStamp: 5, Len: 7},
+		{ID: 9, GenStamp: 1 << 60, Len: 7},
+		{ID: 9, GenStamp: 5, Len: 1 << 50},
+	} {
+		f := a.must(Entry{Type: OpCreate, Path: fmt.Sprintf("/b%d", i), Client: "c"}).Inode
+		a.must(Entry{Type: OpAddBlock, FileID: f.ID(), Client: "c", Block: &Block{ID: b.ID, GenStamp: b.GenStamp}})
+		a.must(Entry{Type: OpComplete, FileID: f.ID(), Client: "c", Previous: &b})
+		for _, l := range []*Inode{f, reload(t, a.tree).files.Get(f.ID())} {
+			if got, ok := l.LastBlock(); !ok || got != b || l.NumBlocks() != 1 || l.hasOne() != fitsInline(b) {
+				t.Fatalf("block %+v kept as %+v (inline %v)", b, got, l.hasOne())
+			}
+		}
 	}
 }
 
@@ -365,13 +404,13 @@ func TestInodeSize(t *testing.T) {
 func dump(t *Tree) string {
 	var lines []string
 	t.Files(func(n *Inode) {
-		lines = append(lines, fmt.Sprintf("%s %o %s:%s %d %v %s r%d bs%d", n.Path(), n.Perm, n.Owner(), n.Group(), n.Len(), n.Blocks(),
-			n.Client(), n.Replication, n.BlockSize()))
+		lines = append(lines, fmt.Sprintf("%s %o %s:%s %d %v %s r%d bs%d", n.Path(), n.Perm(), n.Owner(), n.Group(), n.Len(), n.Blocks(),
+			n.Client(), n.Replication(), n.BlockSize()))
 	})
 	var walk func(*Inode)
 	walk = func(n *Inode) {
-		if n.IsDir {
-			lines = append(lines, fmt.Sprintf("%s/ %o %s:%s", n.Path(), n.Perm, n.Owner(), n.Group()))
+		if n.IsDir() {
+			lines = append(lines, fmt.Sprintf("%s/ %o %s:%s", n.Path(), n.Perm(), n.Owner(), n.Group()))
 			for _, c := range n.Children() {
 				walk(c)
 			}
@@ -441,7 +480,7 @@ func TestRandomOpsMatchModel(t *testing.T) {
 				t.Fatalf("op %d create %s succeeded, model disagrees", i, p)
 			}
 			if err == nil { // complete it at once
-				ce := Entry{Index: a.tree.LastIndex() + 1, Type: OpComplete, FileID: res.Inode.ID, Client: "c"}
+				ce := Entry{Index: a.tree.LastIndex() + 1, Type: OpComplete, FileID: res.Inode.ID(), Client: "c"}
 				if _, err := a.tree.Apply(&ce); err != nil {
 					t.Fatalf("complete %s: %v", p, err)
 				}
@@ -603,8 +642,8 @@ func TestBlockIndex(t *testing.T) {
 // create beyond it is refused and changes nothing.
 func TestCreateBeyondTheLastFileIDIsRefused(t *testing.T) {
 	a := newApplier(t)
-	if n := a.must(Entry{Type: OpCreate, Path: "/last", FileID: MaxInodeID, Client: "c"}).Inode; n.ID != MaxInodeID {
-		t.Fatalf("file made with id %d", n.ID)
+	if n := a.must(Entry{Type: OpCreate, Path: "/last", FileID: MaxInodeID, Client: "c"}).Inode; n.ID() != MaxInodeID {
+		t.Fatalf("file made with id %d", n.ID())
 	}
 	if _, err := a.apply(Entry{Type: OpCreate, Path: "/beyond", FileID: MaxInodeID + 1, Client: "c"}); !errors.Is(err, protocol.ErrInvalidArgument) {
 		t.Fatalf("create with id %d: %v", uint64(MaxInodeID+1), err)
