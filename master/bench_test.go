@@ -117,7 +117,7 @@ func BenchmarkRestart(b *testing.B) {
 			if clean {
 				b.ReportMetric(float64(dirBytes(dir, "checkpoint"))/float64(b.N), "checkpoint-bytes/file")
 			}
-			if got := len(m2.mu.tree.Root().Children()); got != b.N/1000+1 {
+			if got := m2.mu.tree.Root().NumChildren(); got != b.N/1000+1 {
 				b.Fatalf("restarted with %d directories, want %d", got, b.N/1000+1)
 			}
 			m2.Close()

@@ -85,7 +85,7 @@ func (m *Master) fileStatus(n *namespace.Inode, name string) *pb.HdfsFileStatusP
 	st.FileType, st.Length, st.ChildrenNum = &v.fileType, &v.length, &v.children
 	if n.IsDir() {
 		v.fileType = pb.HdfsFileStatusProto_IS_DIR
-		v.children = int32(len(n.Children()))
+		v.children = int32(n.NumChildren())
 	} else {
 		v.fileType = pb.HdfsFileStatusProto_IS_FILE
 		v.length, v.repl, v.blockSize = n.Len(), uint32(n.Replication()), n.BlockSize()
@@ -131,16 +131,15 @@ func (m *Master) getListing(ctx context.Context, req *pb.GetListingRequestProto)
 			resp.DirList = list
 			return nil
 		}
-		children := n.ChildrenAfter(string(req.GetStartAfter()))
-		end := min(len(children), listingLimit)
-		for _, c := range children[:end] {
+		children, more := n.ChildrenAfter(string(req.GetStartAfter()), listingLimit)
+		for _, c := range children {
 			st := m.fileStatus(c, c.Name())
 			if req.GetNeedLocation() && !c.IsDir() {
 				st.Locations = m.locatedBlocksLocked(ctx, c, 0, math.MaxUint64)
 			}
 			list.PartialListing = append(list.PartialListing, st)
 		}
-		list.RemainingEntries = proto.Uint32(uint32(len(children) - end))
+		list.RemainingEntries = proto.Uint32(uint32(more))
 		resp.DirList = list
 		return nil
 	})

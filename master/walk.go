@@ -22,6 +22,11 @@ func (m *Master) walkTree(path string, fn func(n *namespace.Inode)) error {
 		dir  *namespace.Inode
 		last string             // the last child visited ("" before the first)
 		kids []*namespace.Inode // the children after last, good for this hold only
+		more int                // how many children there are after kids
+	}
+	visit := func(dir *namespace.Inode, last string) *frame {
+		kids, more := dir.ChildrenAfter(last, walkHold)
+		return &frame{dir: dir, last: last, kids: kids, more: more}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -32,7 +37,7 @@ func (m *Master) walkTree(path string, fn func(n *namespace.Inode)) error {
 	fn(root)
 	var stack []*frame
 	if root.IsDir() {
-		stack = append(stack, &frame{dir: root, kids: root.Children()})
+		stack = append(stack, visit(root, ""))
 	}
 	for held := 0; len(stack) > 0; held++ {
 		if held == walkHold {
@@ -40,11 +45,14 @@ func (m *Master) walkTree(path string, fn func(n *namespace.Inode)) error {
 			runtime.Gosched() // let a waiting client in
 			m.mu.Lock()
 			held = 0
-			for _, f := range stack {
-				f.kids = f.dir.ChildrenAfter(f.last)
+			for i, f := range stack {
+				stack[i] = visit(f.dir, f.last)
 			}
 		}
 		f := stack[len(stack)-1]
+		if len(f.kids) == 0 && f.more > 0 {
+			*f = *visit(f.dir, f.last)
+		}
 		if len(f.kids) == 0 {
 			stack = stack[:len(stack)-1]
 			continue
@@ -53,7 +61,7 @@ func (m *Master) walkTree(path string, fn func(n *namespace.Inode)) error {
 		f.kids, f.last = f.kids[1:], c.Name()
 		fn(c)
 		if c.IsDir() {
-			stack = append(stack, &frame{dir: c, kids: c.Children()})
+			stack = append(stack, visit(c, ""))
 		}
 	}
 	return nil

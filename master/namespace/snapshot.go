@@ -8,7 +8,6 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
-	"sort"
 	"unsafe"
 )
 
@@ -117,7 +116,7 @@ func (t *Tree) WriteSnapshot(w io.Writer) error {
 		if err := sw.inode(n); err != nil {
 			return err
 		}
-		for _, c := range n.Children() {
+		for c := range n.Children() {
 			if err := walk(c); err != nil {
 				return err
 			}
@@ -315,7 +314,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 		n.setMtime(mtime)
 		n.setAtime(atime)
 		if n.IsDir() {
-			a.kids = new([]*Inode)
+			a.kids = new(children)
 		} else {
 			repl := sr.uvarint()
 			if repl > maxReplication {
@@ -372,7 +371,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 				return nil, fmt.Errorf("read snapshot: inode %d has unknown parent %d", n.ID(), parent)
 			}
 			n.Parent = p
-			p.appendChild(n) // written in order (sorted below if not)
+			p.a.kids.appendInOrder(n) // written in order (sorted below if not)
 		}
 		if n.Client() != "" {
 			t.uc[n.ID()] = n
@@ -394,11 +393,7 @@ func ReadSnapshot(r io.Reader) (*Tree, error) {
 	// Checkpoints written before children were kept sorted list them in
 	// any order.
 	for _, d := range dirs {
-		kids := d.Children()
-		byName := func(i, j int) bool { return kids[i].Name() < kids[j].Name() }
-		if !sort.SliceIsSorted(kids, byName) {
-			sort.Slice(kids, byName)
-		}
+		d.a.kids.sortAll()
 	}
 	return t, nil
 }

@@ -11,6 +11,7 @@ package namespace
 import (
 	"fmt"
 	"io/fs"
+	"iter"
 	"slices"
 	"sort"
 	"strings"
@@ -122,11 +123,9 @@ type attrs struct {
 	w           *writing
 	// blocks are a file's blocks when it has more than one.
 	blocks *[]Block
-	// kids are a directory's children, sorted by name (as HDFS keeps
-	// them): 8 bytes a child where a map entry costs about 40, a listing
-	// page is a binary search, and a checkpoint loads them in order. Every
-	// directory has them, if empty.
-	kids *[]*Inode
+	// kids are a directory's children. Every directory has them, if
+	// empty.
+	kids *children
 }
 
 // own reports whether attrs a belong to one inode rather than being shared.
@@ -265,67 +264,47 @@ func (n *Inode) Path() string {
 	return Join(parts)
 }
 
-// ChildrenAfter returns the children of a directory whose names sort
-// after name (all of them for ""), in order. The slice is the
-// directory's own: read it, do not keep it past the master's lock.
-func (n *Inode) ChildrenAfter(name string) []*Inode {
-	kids := n.Children()
-	i := sort.Search(len(kids), func(i int) bool { return kids[i].Name() > name })
-	return kids[i:]
+// ChildrenAfter returns, in order, up to max children of a directory
+// whose names sort after name (from the first for ""), and how many more
+// there are after those.
+func (n *Inode) ChildrenAfter(name string, max int) (kids []*Inode, more int) {
+	if n.a.kids == nil {
+		return nil, 0
+	}
+	return n.a.kids.after(name, max)
 }
 
-// search finds where a child called name is or would go.
-func (n *Inode) search(name string) (int, bool) {
-	kids := n.Children()
-	i := sort.Search(len(kids), func(i int) bool { return kids[i].Name() >= name })
-	return i, i < len(kids) && kids[i].Name() == name
+// Children yields a directory's children in name order. The tree must not
+// change meanwhile.
+func (n *Inode) Children() iter.Seq[*Inode] {
+	if n.a.kids == nil {
+		return func(func(*Inode) bool) {}
+	}
+	return n.a.kids.all()
+}
+
+// NumChildren is how many children a directory has.
+func (n *Inode) NumChildren() int {
+	if n.a.kids == nil {
+		return 0
+	}
+	return n.a.kids.n
 }
 
 // child returns the child called name.
 func (n *Inode) child(name string) (*Inode, bool) {
-	if i, ok := n.search(name); ok {
-		return n.Children()[i], true
+	if n.a.kids == nil {
+		return nil, false
 	}
-	return nil, false
+	return n.a.kids.get(name)
 }
 
 // putChild adds c to directory n under c.Name(), replacing a child of
 // that name.
-func (n *Inode) putChild(c *Inode) {
-	i, ok := n.search(c.Name())
-	if ok {
-		(*n.a.kids)[i] = c
-		return
-	}
-	n.appendChild(nil)
-	kids := *n.a.kids
-	copy(kids[i+1:], kids[i:])
-	kids[i] = c
-}
-
-// appendChild adds c after the children directory n has.
-func (n *Inode) appendChild(c *Inode) {
-	*n.a.kids = append(*n.a.kids, c)
-}
+func (n *Inode) putChild(c *Inode) { n.a.kids.put(c) }
 
 // removeChild drops the child called name.
-func (n *Inode) removeChild(name string) {
-	if i, ok := n.search(name); ok {
-		kids := *n.a.kids
-		copy(kids[i:], kids[i+1:])
-		kids[len(kids)-1] = nil
-		*n.a.kids = kids[:len(kids)-1]
-	}
-}
-
-// Children are a directory's children, sorted by name. The slice is the
-// directory's own: read it, do not keep it past the master's lock.
-func (n *Inode) Children() []*Inode {
-	if n.a.kids == nil {
-		return nil
-	}
-	return *n.a.kids
-}
+func (n *Inode) removeChild(name string) { n.a.kids.remove(name) }
 
 // Result is what Apply reports besides success.
 type Result struct {
@@ -612,7 +591,7 @@ func (t *Tree) newInode(e *Entry, name string, parent *Inode, dir bool) *Inode {
 	n.setName(name)
 	a := attrs{user: e.Owner, group: e.Group}
 	if dir {
-		a.kids = new([]*Inode)
+		a.kids = new(children)
 	} else {
 		a.blockSize = e.BlockSize
 	}
@@ -898,7 +877,7 @@ func (t *Tree) append(e *Entry) (Result, error) {
 // construction.
 func (t *Tree) collect(n *Inode, out []Block) []Block {
 	if n.IsDir() {
-		for _, c := range n.Children() {
+		for c := range n.Children() {
 			out = t.collect(c, out)
 		}
 		return out
@@ -920,7 +899,7 @@ func (t *Tree) delete(e *Entry) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if n.IsDir() && len(n.Children()) > 0 && !e.Recursive {
+	if n.IsDir() && n.NumChildren() > 0 && !e.Recursive {
 		return Result{}, &fs.PathError{Op: "delete", Path: e.Path, Err: protocol.ErrNotEmpty}
 	}
 	n.Parent.removeChild(n.Name())
@@ -970,7 +949,7 @@ func (t *Tree) rename(e *Entry) (Result, error) {
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: fs.ErrExist}
 		case old.IsDir() != n.IsDir():
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: fs.ErrExist}
-		case old.IsDir() && len(old.Children()) > 0:
+		case old.IsDir() && old.NumChildren() > 0:
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst, Err: protocol.ErrNotEmpty}
 		case old.UnderConstruction():
 			return Result{}, &fs.PathError{Op: "rename", Path: e.Dst,
@@ -1081,7 +1060,7 @@ func (t *Tree) truncate(e *Entry) (Result, error) {
 func (t *Tree) Files(fn func(*Inode)) {
 	var walk func(d *Inode)
 	walk = func(d *Inode) {
-		for _, c := range d.Children() {
+		for c := range d.Children() {
 			if c.IsDir() {
 				walk(c)
 			} else {

@@ -411,7 +411,7 @@ func dump(t *Tree) string {
 	walk = func(n *Inode) {
 		if n.IsDir() {
 			lines = append(lines, fmt.Sprintf("%s/ %o %s:%s", n.Path(), n.Perm(), n.Owner(), n.Group()))
-			for _, c := range n.Children() {
+			for c := range n.Children() {
 				walk(c)
 			}
 		}
