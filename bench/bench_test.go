@@ -114,7 +114,7 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if r.Runs != 2 || len(r.Baselines) != 6 || len(r.Results) != 4+3+6 {
+	if r.Runs != 2 || len(r.Baselines) != 6 || len(r.Results) != 6+3+6 { // stream: a put and two gets per replication
 		t.Fatalf("%d baselines and %d results: %+v", len(r.Baselines), len(r.Results), r)
 	}
 	for _, x := range r.Results {

@@ -47,6 +47,9 @@ func (r *replica) files(id uint64) []string {
 // volume is one data directory.
 type volume struct {
 	root string // <dataDir>/current
+	// noDirect is set once the volume's file system refused O_DIRECT:
+	// its replicas are then written through the page cache only.
+	noDirect atomic.Bool
 }
 
 func (v *volume) finalizedDir(id uint64) string {
@@ -256,8 +259,11 @@ type replicaWriter struct {
 	data   *os.File
 	// meta is the separate checksum file, nil while the replica is small
 	// enough to be one file (its checksums then in sums). Set under moving.
-	meta   *os.File
-	metaW  *bufio.Writer
+	meta  *os.File
+	metaW *bufio.Writer
+	// stage, once a replica has its .meta file, gathers its data for
+	// writes that bypass the page cache (see direct.go). Set under moving.
+	stage  *stage
 	sumsMu sync.Mutex
 	sums   []byte // guarded by sumsMu
 	length int64
@@ -312,7 +318,16 @@ func (w *replicaWriter) write(data, sums []byte) error {
 			return err
 		}
 	}
-	if _, err := w.data.Write(data); err != nil {
+	if w.meta != nil && w.stage == nil && !w.v.noDirect.Load() {
+		if err := w.startStage(); err != nil {
+			return err
+		}
+	}
+	if w.stage != nil {
+		if err := w.stage.add(data); err != nil {
+			return fmt.Errorf("write block %d: %w", w.id, err)
+		}
+	} else if _, err := w.data.Write(data); err != nil {
 		return fmt.Errorf("write block %d: %w", w.id, err)
 	}
 	if w.meta == nil {
@@ -393,7 +408,11 @@ func (w *replicaWriter) rewind(off int64) error {
 // truncate cuts the replica being written to length bytes (and the
 // checksums of the chunks they start) and goes on writing there.
 func (w *replicaWriter) truncate(length int64) error {
-	if err := w.data.Truncate(length); err != nil {
+	if w.stage != nil {
+		if err := w.stage.cut(w.data, length); err != nil {
+			return err
+		}
+	} else if err := w.data.Truncate(length); err != nil {
 		return err
 	}
 	if _, err := w.data.Seek(length, io.SeekStart); err != nil {
@@ -434,6 +453,11 @@ func (w *replicaWriter) finish() error {
 	} else if err := w.metaW.Flush(); err != nil {
 		return w.fail(err)
 	}
+	if w.stage != nil {
+		if err := w.stage.flush(w.data); err != nil {
+			return w.fail(err)
+		}
+	}
 	if err := w.data.Sync(); err != nil {
 		return w.fail(err)
 	}
@@ -444,6 +468,7 @@ func (w *replicaWriter) finish() error {
 		w.meta.Close()
 	}
 	w.data.Close()
+	w.closeStage()
 	dir := w.v.finalizedDir(w.id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return w.fail(err)
@@ -492,6 +517,7 @@ func (w *replicaWriter) abort() {
 	if w.meta != nil {
 		w.meta.Close()
 	}
+	w.closeStage()
 	os.Remove(filepath.Join(w.v.rbwDir(), blockFileName(w.id)))
 	os.Remove(filepath.Join(w.v.rbwDir(), metaFileName(w.id, w.gs))) // if it got one
 	w.s.mu.Lock()
@@ -510,6 +536,10 @@ type replicaReader struct {
 	sums    io.ReaderAt
 	sumsOff int64
 	meta    *os.File // the .meta file, nil in the one-file layout
+	// tail, if not nil, holds the bytes from tailOff on, which a replica
+	// being written has not written to its data file yet (see stage).
+	tail    []byte
+	tailOff int64
 }
 
 // open opens the replica of id, finalized or being written, for reading.
@@ -585,7 +615,11 @@ func openTwoFiles(id, gs uint64, length int64, dir string) (*replicaReader, erro
 func (w *replicaWriter) openBeingWritten() (*replicaReader, error) {
 	length := w.visible.Load()
 	if w.meta != nil {
-		return openTwoFiles(w.id, w.gs, length, w.v.rbwDir())
+		rr, err := openTwoFiles(w.id, w.gs, length, w.v.rbwDir())
+		if err == nil && w.stage != nil {
+			rr.tailOff, rr.tail = w.stage.tail(length)
+		}
+		return rr, err
 	}
 	tab, err := xfer.ChecksumTable(w.cs)
 	if err != nil {
@@ -604,6 +638,14 @@ func (w *replicaWriter) openBeingWritten() (*replicaReader, error) {
 // readChunks reads data[off:off+n] and the checksums that cover it; off
 // must be on a chunk boundary.
 func (rr *replicaReader) readChunks(off int64, data, sums []byte) error {
+	if rr.tail != nil && off+int64(len(data)) > rr.tailOff {
+		if off+int64(len(data)) > rr.tailOff+int64(len(rr.tail)) {
+			return fmt.Errorf("read block %d at %d: %d bytes past what was written", rr.id, off, len(data))
+		}
+		k := max(0, rr.tailOff-off) // bytes before the tail, from the file
+		copy(data[k:], rr.tail[off+k-rr.tailOff:])
+		data = data[:k]
+	}
 	if _, err := rr.data.ReadAt(data, off); err != nil && !(errors.Is(err, io.EOF) && len(data) == 0) {
 		return fmt.Errorf("read block %d at %d: %w", rr.id, off, err)
 	}

@@ -36,3 +36,8 @@ func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 	}
 	return os.NewFile(uintptr(fd), name), nil
 }
+
+// openDirect opens the file name for writing with O_DIRECT (see stage).
+func openDirect(name string) (*os.File, error) {
+	return openFile(name, os.O_WRONLY|unix.O_DIRECT, 0)
+}

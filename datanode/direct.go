@@ -1,0 +1,219 @@
+package datanode
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"unsafe"
+)
+
+// A big replica's data goes to disk in stageSize pieces written with
+// O_DIRECT, not through the page cache: copying into the page cache was
+// 61% of all CPU of a put at replication 3 here (three datanodes on two
+// cores), and the kernel writes the pages back later at a cost of its own.
+// Written straight from an aligned buffer, the disk takes 2 GiB in 0.33 s
+// of CPU instead of 4.2 s (dd here). A replica's first inlineMax bytes and
+// a small replica's whole go through the page cache as before, since a
+// small replica is finished and fsynced before a stage would fill.
+//
+// The price: data just written is not in the page cache, so its first
+// read comes from the disk (530 MB/s and 2 s of CPU a GiB here, buffered;
+// the page cache serves the next reads). Reading it with O_DIRECT too
+// (900 MB/s, 0.12 s) would never warm the cache, and reading with one
+// 1 MiB read at a time ran at 500-800 MB/s: slower than a warm cache.
+
+const (
+	// directAlign is the alignment O_DIRECT needs of buffers, file offsets
+	// and lengths: the logical block size of any disk, 512 or 4096.
+	directAlign = 4096
+	// stageSize is how much a writer gathers before writing it to disk.
+	// Direct writes of 1 MiB ran at 2.4 GB/s here, of 64 KiB at 0.5.
+	stageSize = 1 << 20
+)
+
+var stagePool = sync.Pool{New: func() any {
+	b := make([]byte, stageSize+directAlign)
+	skip := 0
+	if r := int(uintptr(unsafe.Pointer(&b[0])) % directAlign); r != 0 {
+		skip = directAlign - r
+	}
+	b = b[skip : skip+stageSize : skip+stageSize]
+	return &b
+}}
+
+// stage is the tail of a big replica being written that is not in its data
+// file yet: out, the piece being written in the background, holds the
+// replica's bytes from outOff and buf, being filled, those from off (out
+// ends where buf starts). Everything before is in the data file. Only the
+// replica's writer changes it; readers of the replica being written take a
+// copy under mu.
+type stage struct {
+	f       *os.File // the data file opened again with O_DIRECT
+	mu      sync.Mutex
+	buf     []byte
+	off     int64 // a multiple of directAlign
+	out     []byte
+	outOff  int64
+	written chan error // the result of writing out; nil when none is in flight
+	mem     [2]*[]byte // the two buffers, buf in mem[cur]
+	cur     int
+}
+
+// startStage starts writing w's data through a stage from here on, if the
+// volume's file system takes O_DIRECT. The data file's partial last
+// directAlign block is read back into the stage, to be written again
+// whole; writing it at once, padded, finds out whether direct writes work
+// here (the padding is overwritten or cut off later).
+func (w *replicaWriter) startStage() error {
+	f, err := openDirect(w.data.Name())
+	if err != nil {
+		w.v.noDirect.Store(true) // tmpfs and some others refuse it: page cache
+		return nil
+	}
+	st := &stage{f: f, mem: [2]*[]byte{stagePool.Get().(*[]byte), stagePool.Get().(*[]byte)}}
+	st.buf = (*st.mem[0])[:0]
+	if err := st.reload(w.data, w.length); err != nil {
+		st.close()
+		return fmt.Errorf("block %d: %w", w.id, err)
+	}
+	n := len(st.buf)
+	clear(st.buf[n:directAlign])
+	if _, err := st.f.WriteAt(st.buf[:directAlign], st.off); err != nil {
+		st.close()
+		w.v.noDirect.Store(true)
+		return nil
+	}
+	w.moving.Lock()
+	w.stage = st
+	w.moving.Unlock()
+	return nil
+}
+
+// reload makes the stage start at the directAlign block holding length,
+// reading the bytes before length from data.
+func (st *stage) reload(data *os.File, length int64) error {
+	off := length - length%directAlign
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.off = off
+	st.buf = st.buf[:length-off]
+	if _, err := data.ReadAt(st.buf, off); err != nil {
+		return fmt.Errorf("read back data at %d: %w", off, err)
+	}
+	return nil
+}
+
+// add appends data; each stage that fills is written to disk in the
+// background while the next fills.
+func (st *stage) add(data []byte) error {
+	for len(data) > 0 {
+		st.mu.Lock()
+		n := copy(st.buf[len(st.buf):cap(st.buf)], data)
+		st.buf = st.buf[:len(st.buf)+n]
+		st.mu.Unlock()
+		data = data[n:]
+		if len(st.buf) == cap(st.buf) {
+			if err := st.wait(); err != nil {
+				return err
+			}
+			st.mu.Lock()
+			st.out, st.outOff = st.buf, st.off
+			st.off += int64(len(st.buf))
+			st.cur = 1 - st.cur
+			st.buf = (*st.mem[st.cur])[:0]
+			st.mu.Unlock()
+			st.written = make(chan error, 1)
+			go func(b []byte, off int64, done chan<- error) {
+				done <- st.writeAt(b, off)
+			}(st.out, st.outOff, st.written)
+		}
+	}
+	return nil
+}
+
+func (st *stage) writeAt(b []byte, off int64) error {
+	if _, err := st.f.WriteAt(b, off); err != nil {
+		return fmt.Errorf("write at %d: %w", off, err)
+	}
+	return nil
+}
+
+// wait waits for the piece being written in the background, if any.
+func (st *stage) wait() error {
+	if st.written == nil {
+		return nil
+	}
+	err := <-st.written
+	st.written = nil
+	st.mu.Lock()
+	st.out = nil
+	st.mu.Unlock()
+	return err
+}
+
+// flush writes what the stage holds to disk and truncates the data file to
+// the replica's length: the last directAlign block goes out whole, padded
+// with zeros that the truncate then cuts off.
+func (st *stage) flush(data *os.File) error {
+	if err := st.wait(); err != nil {
+		return err
+	}
+	n := len(st.buf)
+	padded := (n + directAlign - 1) / directAlign * directAlign
+	clear(st.buf[n:padded])
+	if err := st.writeAt(st.buf[:padded], st.off); err != nil {
+		return err
+	}
+	return data.Truncate(st.off + int64(n))
+}
+
+// cut shortens the replica to length (a rewind or a recovery), reading
+// back from data what the stage no longer holds, and cuts the data file
+// back to where the stage starts.
+func (st *stage) cut(data *os.File, length int64) error {
+	if err := st.wait(); err != nil {
+		return err
+	}
+	if length >= st.off {
+		st.mu.Lock()
+		st.buf = st.buf[:length-st.off]
+		st.mu.Unlock()
+	} else if err := st.reload(data, length); err != nil {
+		return err
+	}
+	return data.Truncate(st.off)
+}
+
+// tail copies what the stage holds of the replica's first length bytes,
+// and where that starts, for a reader.
+func (st *stage) tail(length int64) (int64, []byte) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.buf == nil {
+		return 0, nil // closed: everything is in the file
+	}
+	from, b := st.off, st.buf
+	if st.out != nil {
+		from, b = st.outOff, append(append([]byte(nil), st.out...), st.buf...)
+	}
+	n := max(0, min(int64(len(b)), length-from))
+	return from, append([]byte(nil), b[:n]...)
+}
+
+func (st *stage) close() {
+	st.wait()
+	st.f.Close()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	stagePool.Put(st.mem[0])
+	stagePool.Put(st.mem[1])
+	st.buf = nil
+}
+
+// closeStage lets go of the stage, if any; w.stage stays set (a reader
+// may be copying from it) but empty.
+func (w *replicaWriter) closeStage() {
+	if w.stage != nil {
+		w.stage.close()
+	}
+}
