@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -147,7 +148,7 @@ func BenchmarkBlockReport(b *testing.B) {
 					req.Replicas = append(req.Replicas, blk.ID, blk.GenStamp, blk.Len)
 				}
 			})
-			waited := lockWaits(m)
+			waited, changed := lockWaits(m), changeWaits(m)
 			b.ResetTimer()
 			start := time.Now()
 			if _, err := m.blockReport(context.Background(), underLease(b, m, req)); err != nil {
@@ -156,6 +157,9 @@ func BenchmarkBlockReport(b *testing.B) {
 			elapsed := time.Since(start)
 			b.StopTimer()
 			b.ReportMetric(float64(waited().Microseconds())/1000, "longest-lock-wait-ms")
+			longest, p99 := changed()
+			b.ReportMetric(float64(longest.Microseconds())/1000, "longest-change-ms")
+			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-change-ms")
 			if got := m.mu.blocks.nodes[uuids[2]].blocks.Len(); got != b.N {
 				b.Fatalf("datanode holds %d replicas after its report, want %d", got, b.N)
 			}
@@ -275,8 +279,44 @@ func lockWaits(m *Master) func() time.Duration {
 	}
 }
 
+// changeWaits starts making a durable change every millisecond, as a
+// client would, and returns a func that stops and reports the longest and
+// the 99th percentile of their latencies.
+func changeWaits(m *Master) func() (longest, p99 time.Duration) {
+	done, waited := make(chan struct{}), make(chan []time.Duration)
+	go func() {
+		var lat []time.Duration
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				waited <- lat
+				return
+			default:
+			}
+			t := time.Now()
+			err := m.change(func() (bool, error) {
+				_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpMkdir, Path: fmt.Sprintf("/probe/%d", i),
+					FileID: m.mu.tree.NextInodeID(), Parents: true})
+				return true, err
+			})
+			if err != nil {
+				panic(err)
+			}
+			lat = append(lat, time.Since(t))
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return func() (time.Duration, time.Duration) {
+		close(done)
+		lat := <-waited
+		slices.Sort(lat)
+		return lat[len(lat)-1], lat[len(lat)*99/100]
+	}
+}
+
 // BenchmarkCheckpoint measures a checkpoint of b.N one-block files, and
-// the longest a client waits for the master's lock meanwhile: written from
+// the longest a client waits for the master's lock and for a durable
+// change (a mkdir every millisecond) meanwhile: written from
 // the live tree under the lock (at a clean shutdown), and in the
 // background from a checkpoint of those files and the log of the
 // CheckpointEvery entries after it (while serving).
@@ -306,16 +346,19 @@ func BenchmarkCheckpoint(b *testing.B) {
 				}
 			}
 			m.mu.Unlock()
-			waited := lockWaits(m)
+			waited, changed := lockWaits(m), changeWaits(m)
 			b.ResetTimer()
 			start := time.Now()
+			var want uint64 // the index checkpointed: the probe's changes go on meanwhile
 			if background {
 				m.mu.Lock()
+				want = m.mu.tree.LastIndex()
 				m.startCheckpointLocked(m.cfg.Now())
 				m.mu.Unlock()
 				m.ckpt.Wait()
 			} else {
 				m.mu.Lock()
+				want = m.mu.tree.LastIndex()
 				err := m.checkpointLocked()
 				m.mu.Unlock()
 				if err != nil {
@@ -325,8 +368,11 @@ func BenchmarkCheckpoint(b *testing.B) {
 			elapsed := time.Since(start)
 			b.StopTimer()
 			b.ReportMetric(float64(waited().Microseconds())/1000, "longest-lock-wait-ms")
-			if m.mu.checkpoint != m.mu.tree.LastIndex() {
-				b.Fatalf("checkpoint at %d, want %d", m.mu.checkpoint, m.mu.tree.LastIndex())
+			longest, p99 := changed()
+			b.ReportMetric(float64(longest.Microseconds())/1000, "longest-change-ms")
+			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-change-ms")
+			if m.mu.checkpoint != want {
+				b.Fatalf("checkpoint at %d, want %d", m.mu.checkpoint, want)
 			}
 			b.ReportMetric(float64(elapsed.Milliseconds()), "ms")
 			if background {

@@ -39,16 +39,16 @@ func LoadCheckpoint(dir string, pace func()) (*namespace.Tree, error) {
 // SaveCheckpoint writes t as the new checkpoint atomically: temp file,
 // fsync, rename, fsync of the directory. A crash leaves the old checkpoint
 // or the new one, never a mix. pace is as for LoadCheckpoint, per 64 KiB
-// written.
+// written. The file goes to disk as it is written (see writeBehind).
 func SaveCheckpoint(dir string, t *namespace.Tree, pace func()) error {
 	tmp := filepath.Join(dir, checkpointName+".tmp")
 	f, err := os.Create(tmp)
 	if err != nil {
 		return fmt.Errorf("save checkpoint: %w", err)
 	}
-	var w io.Writer = f
+	var w io.Writer = &writeBehind{f: f}
 	if pace != nil {
-		w = pacedWriter{f, pace}
+		w = pacedWriter{w, pace}
 	}
 	if err := t.WriteSnapshot(w); err != nil {
 		f.Close()
@@ -98,4 +98,27 @@ func (p pacedWriter) Write(b []byte) (int, error) {
 		b = b[k:]
 	}
 	return n, nil
+}
+
+// writeBehind writes a file and has the kernel write each writeBehindChunk
+// of it to disk as soon as it is complete, waiting for the one before:
+// the file's dirty pages stay under two chunks. Written whole and then
+// fsynced, a checkpoint went to the disk in one burst at the end, and the
+// op log's syncs, which the clients wait for, queued behind it.
+type writeBehind struct {
+	f       *os.File
+	off     int64 // bytes written
+	started int64 // bytes the kernel was told to write to disk
+}
+
+const writeBehindChunk = 1 << 20
+
+func (w *writeBehind) Write(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	w.off += int64(n)
+	if w.off-w.started >= writeBehindChunk {
+		flushBehind(w.f, w.started, w.off-w.started)
+		w.started = w.off
+	}
+	return n, err
 }
