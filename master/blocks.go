@@ -383,8 +383,17 @@ func (bm *blockMap) dropReplicas(id uint64) {
 func (bm *blockMap) invalidateReplica(id uint64, uuid string) {
 	b, _ := bm.block(id)
 	bm.removeReplica(id, uuid)
-	if dn := bm.nodes[uuid]; dn != nil && !dn.dead {
-		dn.invalidate = append(dn.invalidate, blockProto(id, b.GenStamp, 0))
+	if dn := bm.nodes[uuid]; dn != nil {
+		dn.orderDelete(id, b.GenStamp, 0)
+	}
+}
+
+// orderDelete queues, for dn's next heartbeat reply, the order to delete
+// its replica of block id under stamp gs or an older one (n bytes, 0 if
+// any); a dead node gets none.
+func (dn *datanode) orderDelete(id, gs, n uint64) {
+	if !dn.dead {
+		dn.invalidate = append(dn.invalidate, blockProto(id, gs, n))
 	}
 }
 
@@ -399,9 +408,7 @@ func (bm *blockMap) free(blocks []namespace.Block) {
 		}
 		for _, dn := range bm.replicas(b.ID) {
 			bm.drop(b, bi, dn)
-			if !dn.dead {
-				dn.invalidate = append(dn.invalidate, blockProto(b.ID, b.GenStamp, 0))
-			}
+			dn.orderDelete(b.ID, b.GenStamp, 0)
 		}
 		bm.finishPending(b.ID)
 		bm.suspects.Delete(b.ID) // after finishPending, which rechecks
@@ -435,7 +442,7 @@ func (bm *blockMap) reported(dn *datanode, id, gs, n uint64) (pos uint32, ok boo
 		b, ok = bm.src.Block(bi.fileID(), id)
 	}
 	if !ok || gs < b.GenStamp {
-		dn.invalidate = append(dn.invalidate, blockProto(id, gs, n))
+		dn.orderDelete(id, gs, n)
 		return 0, false
 	}
 	pos, ok = bm.addReplica(id, bi, dn.uuid, b.Len)
