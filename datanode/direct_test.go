@@ -69,15 +69,20 @@ func TestBigReplicaThroughStage(t *testing.T) {
 			if got := readAll(t, s, 7); !bytes.Equal(got, data[:back]) {
 				t.Fatal("read after cutting back differs")
 			}
-			for off = back; off < len(data); off += packet {
-				write(data[off:min(off+packet, len(data))])
+			// finishFrom writes the rest from off, finishes and reads back.
+			finishFrom := func(off int, what string) {
+				t.Helper()
+				for ; off < len(data); off += packet {
+					write(data[off:min(off+packet, len(data))])
+				}
+				if err := w.finish(); err != nil {
+					t.Fatal(err)
+				}
+				if got := readAll(t, s, 7); !bytes.Equal(got, data) {
+					t.Fatalf("%s replica differs", what)
+				}
 			}
-			if err := w.finish(); err != nil {
-				t.Fatal(err)
-			}
-			if got := readAll(t, s, 7); !bytes.Equal(got, data) {
-				t.Fatal("finished replica differs")
-			}
+			finishFrom(back, "finished")
 			fi, err := os.Stat(filepath.Join(s.vols[0].finalizedDir(7), blockFileName(7)))
 			if err != nil || fi.Size() != int64(len(data)) {
 				t.Fatalf("data file: %v, %v bytes, want %d", err, fi.Size(), len(data))
@@ -89,15 +94,7 @@ func TestBigReplicaThroughStage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for off = acked; off < len(data); off += packet {
-				write(data[off:min(off+packet, len(data))])
-			}
-			if err := w.finish(); err != nil {
-				t.Fatal(err)
-			}
-			if got := readAll(t, s, 7); !bytes.Equal(got, data) {
-				t.Fatal("recovered replica differs")
-			}
+			finishFrom(acked, "recovered")
 		})
 	}
 }
