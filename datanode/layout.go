@@ -29,7 +29,8 @@ import (
 //
 // A replica being written starts in the one-file layout, its checksums
 // kept in memory, and moves to HDFS's (writes its .meta file) once it
-// outgrows inlineMax. Replicas being written live in rbw/ as blk_<id> (and
+// outgrows inlineMax; from then on its data goes to disk past the page
+// cache (direct.go). Replicas being written live in rbw/ as blk_<id> (and
 // blk_<id>_<genstamp>.meta) and move to finalized/ once complete and synced.
 const (
 	metaVersion    = 1

@@ -1,8 +1,9 @@
 package master
 
 import (
+	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
+	"hash/fnv"
 	"sort"
 	"time"
 
@@ -524,19 +525,48 @@ func (bm *blockMap) holders(id uint64) []*datanode {
 }
 
 // locations returns the live replicas of a block for a reader: the one on
-// the client's host first, fresh nodes before stale ones, the rest
-// shuffled so reads spread over replicas.
-func (bm *blockMap) locations(id uint64, clientIP string, stale func(*datanode) bool, rng *rand.Rand) []*datanode {
+// the client's host first, fresh nodes before stale ones, the rest in an
+// order of their own for each block and client (rendezvous hashing), not
+// shuffled anew for each request: reads of a block by one client go to the
+// same replica again, whose datanode has it in its page cache (a replica
+// just written is not; see the datanode's direct.go), while different
+// blocks and clients spread over the replicas.
+func (bm *blockMap) locations(id uint64, clientIP string, stale func(*datanode) bool) []*datanode {
 	out := bm.holders(id)
-	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-	sort.SliceStable(out, func(i, j int) bool {
+	rank := make(map[*datanode]uint64, len(out))
+	for _, dn := range out {
+		rank[dn] = readerRank(id, clientIP, dn.uuid)
+	}
+	sort.Slice(out, func(i, j int) bool {
 		li, lj := out[i].info.GetId().GetIpAddr() == clientIP, out[j].info.GetId().GetIpAddr() == clientIP
 		if li != lj {
 			return li
 		}
-		return !stale(out[i]) && stale(out[j])
+		if si, sj := stale(out[i]), stale(out[j]); si != sj {
+			return sj
+		}
+		return rank[out[i]] > rank[out[j]]
 	})
 	return out
+}
+
+// readerRank is datanode uuid's weight for client clientIP reading block
+// id: FNV-1a of the three, mixed so that nearby ids rank unlike.
+func readerRank(id uint64, clientIP, uuid string) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], id)
+	h.Write(b[:])
+	h.Write([]byte(clientIP))
+	h.Write([]byte{0})
+	h.Write([]byte(uuid))
+	x := h.Sum64()
+	// splitmix64's finalizer: FNV's last bytes barely reach its high bits.
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // placementNode describes dn to the placement policy.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/godfs/godfs/master/idtable"
 	"github.com/godfs/godfs/master/namespace"
+	"github.com/godfs/godfs/protocol/pb"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestBlockMapAgreesWithModel drives the block map with random adds,
@@ -221,5 +223,59 @@ func TestRegisterRefusesNodesBeyondTheLastIndex(t *testing.T) {
 	again := &datanode{uuid: "7"}
 	if err := bm.register(again); err != nil || again.index != 8 || bm.byIndex[8] != again {
 		t.Fatalf("node 7 registering again: %v, index %d", err, again.index)
+	}
+}
+
+// TestLocationsKeepOneOrderPerReader: a reader is sent to the same replica
+// of a block each time (its datanode has it in its page cache), readers and
+// blocks spread over the replicas, and the local replica and fresh nodes
+// still come first.
+func TestLocationsKeepOneOrderPerReader(t *testing.T) {
+	src := testBlocks{}
+	bm := newBlockMap(src)
+	uuids := []string{"dn-a", "dn-b", "dn-c"}
+	for i, u := range uuids {
+		bm.register(&datanode{uuid: u, info: &pb.DatanodeInfoProto{Id: &pb.DatanodeIDProto{IpAddr: proto.String(fmt.Sprintf("10.0.0.%d", i+1))}}})
+	}
+	const blocks = 3000
+	for i := range uint64(blocks) {
+		id := namespace.FirstBlockID + i
+		src[id] = namespace.Block{ID: id, GenStamp: 1}
+		bm.add(42, src[id], uuids)
+	}
+	fresh := func(*datanode) bool { return false }
+	order := func(id uint64, ip string, stale func(*datanode) bool) string {
+		var s string
+		for _, dn := range bm.locations(id, ip, stale) {
+			s += dn.uuid + " "
+		}
+		return s
+	}
+	first := map[string]int{}
+	differs := 0
+	for i := range uint64(blocks) {
+		id := namespace.FirstBlockID + i
+		o := order(id, "10.0.1.1", fresh)
+		if again := order(id, "10.0.1.1", fresh); again != o {
+			t.Fatalf("block %d: order %q, then %q for the same reader", id, o, again)
+		}
+		first[o[:4]]++
+		if order(id, "10.0.1.2", fresh) != o {
+			differs++
+		}
+		if o := order(id, "10.0.0.2", fresh); o[:4] != "dn-b" {
+			t.Fatalf("block %d: reader on dn-b's host sent to %q", id, o)
+		}
+		if o := order(id, "10.0.1.1", func(dn *datanode) bool { return dn.uuid != "dn-c" }); o[:4] != "dn-c" {
+			t.Fatalf("block %d: the one fresh node is not first: %q", id, o)
+		}
+	}
+	for _, u := range uuids {
+		if n := first[u]; n < blocks/4 || n > blocks*5/12 {
+			t.Fatalf("%s first for %d of %d blocks: %v", u, n, blocks, first)
+		}
+	}
+	if differs < blocks/2 {
+		t.Fatalf("another reader got another order for only %d of %d blocks", differs, blocks)
 	}
 }

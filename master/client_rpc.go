@@ -412,7 +412,7 @@ func (m *Master) locatedBlocksLocked(ctx context.Context, n *namespace.Inode, of
 	for _, b := range n.Blocks() {
 		bEnd := pos + b.Len
 		if bEnd > off && pos < end || b.Len == 0 && pos >= off && pos < end {
-			lbs.Blocks = append(lbs.Blocks, m.locatedBlock(b, pos, m.mu.blocks.locations(b.ID, ip, m.stale, m.cfg.Rand)))
+			lbs.Blocks = append(lbs.Blocks, m.locatedBlock(b, pos, m.mu.blocks.locations(b.ID, ip, m.stale)))
 		}
 		pos = bEnd
 	}
@@ -747,7 +747,7 @@ func (m *Master) updateBlockForPipeline(ctx context.Context, req *pb.UpdateBlock
 		m.renewLeaseLocked(req.GetClientName())
 		b := *blockFrom(req.GetBlock())
 		b.GenStamp = gs
-		resp.Block = m.locatedBlock(b, 0, m.mu.blocks.locations(b.ID, callerIP(ctx), m.stale, m.cfg.Rand))
+		resp.Block = m.locatedBlock(b, 0, m.mu.blocks.locations(b.ID, callerIP(ctx), m.stale))
 		return nil
 	})
 	if err != nil {
