@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"testing"
 
@@ -88,70 +89,35 @@ func TestOpAndAck(t *testing.T) {
 	}
 }
 
-// BenchmarkChunkSums is the checksums of a 1 MiB packet, 512 bytes a
-// chunk as HDFS has them, against one CRC32C over the whole packet (the
-// instruction's speed, and the bench's baseline).
+// BenchmarkChunkSums is the checksums of 1 MiB packets, 512 bytes a chunk
+// as HDFS has them, against one CRC32C over each whole packet, with the
+// packets in the cache ("hot") and taken in turn from 256 MiB ("cold", as
+// packets just received are): hot 14.6 against 21.8 GB/s here, cold
+// 9-14 against 5-7. Verifying a packet with one CRC over it (its chunks' CRCs
+// folded into one) was therefore slower in a put, and is not done.
 // Run: go test -run '^$' -bench ChunkSums ./protocol/xfer
 func BenchmarkChunkSums(b *testing.B) {
-	data := make([]byte, 1<<20)
-	b.Run("per-chunk", func(b *testing.B) {
-		b.SetBytes(int64(len(data)))
-		sums := make([]byte, 0, NumChunks(int64(len(data)))*4)
-		for b.Loop() {
-			sums = ChunkSums(CRC32C, sums[:0], data)
-		}
-	})
-	b.Run("whole", func(b *testing.B) {
-		b.SetBytes(int64(len(data)))
-		for b.Loop() {
-			crc32.Checksum(data, CRC32C)
-		}
-	})
-}
-
-// BenchmarkVerifyChunks verifies a 1 MiB packet's chunk checksums.
-// Run: go test -run '^$' -bench VerifyChunks ./protocol/xfer
-func BenchmarkVerifyChunks(b *testing.B) {
-	data := make([]byte, 1<<20)
+	data := make([]byte, 256<<20)
 	rand.Read(data)
-	sums := ChunkSums(CRC32C, nil, data)
-	b.SetBytes(int64(len(data)))
-	for b.Loop() {
-		if err := VerifyChunks(CRC32C, data, sums, 0); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// TestVerifyWholeFoldsChunkSums: the one-pass check accepts the chunk
-// checksums of data of any length, for both CRCs, and rejects a flipped
-// bit anywhere in the data or the checksums.
-func TestVerifyWholeFoldsChunkSums(t *testing.T) {
-	for _, tab := range []*crc32.Table{CRC32C, CRC32} {
-		for _, n := range []int{1, 511, 512, 513, 4096, 4097, 65536 + 100} {
-			data := make([]byte, n)
-			rand.Read(data)
-			sums := ChunkSums(tab, nil, data)
-			if !verifyWhole(tab, data, sums) {
-				t.Fatalf("%d bytes: good checksums rejected", n)
-			}
-			for _, bit := range []int{0, 7, 8*n/2 + 3, 8*n - 1} {
-				data[bit/8] ^= 1 << (bit % 8)
-				if verifyWhole(tab, data, sums) {
-					t.Fatalf("%d bytes: data bit %d flipped, accepted", n, bit)
+	const packet = 1 << 20
+	sums := make([]byte, 0, packet/protocol.BytesPerChecksum*protocol.ChecksumSize)
+	for _, cold := range []bool{false, true} {
+		for _, whole := range []bool{false, true} {
+			b.Run(fmt.Sprintf("cold=%v/whole=%v", cold, whole), func(b *testing.B) {
+				b.SetBytes(packet)
+				off := 0
+				for b.Loop() {
+					p := data[off : off+packet]
+					if whole {
+						crc32.Checksum(p, CRC32C)
+					} else {
+						sums = ChunkSums(CRC32C, sums[:0], p)
+					}
+					if cold {
+						off = (off + packet) % len(data)
+					}
 				}
-				data[bit/8] ^= 1 << (bit % 8)
-			}
-			for _, bit := range []int{0, 8*len(sums) - 1} {
-				sums[bit/8] ^= 1 << (bit % 8)
-				if verifyWhole(tab, data, sums) {
-					t.Fatalf("%d bytes: checksum bit %d flipped, accepted", n, bit)
-				}
-				if err := VerifyChunks(tab, data, sums, 0); !errors.Is(err, protocol.ErrCorruption) {
-					t.Fatalf("%d bytes: checksum bit %d flipped: %v", n, bit, err)
-				}
-				sums[bit/8] ^= 1 << (bit % 8)
-			}
+			})
 		}
 	}
 }
