@@ -1,9 +1,11 @@
 package datanode
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"unsafe"
 )
 
@@ -66,9 +68,12 @@ type stage struct {
 // here (the padding is overwritten or cut off later).
 func (w *replicaWriter) startStage() error {
 	f, err := openDirect(w.data.Name())
-	if err != nil {
-		w.v.noDirect.Store(true) // tmpfs and some others refuse it: page cache
+	if refusesDirect(err) {
+		w.v.noDirect.Store(true) // tmpfs and some others: page cache
 		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("block %d: %w", w.id, err)
 	}
 	st := &stage{f: f, mem: [2]*[]byte{stagePool.Get().(*[]byte), stagePool.Get().(*[]byte)}}
 	st.buf = (*st.mem[0])[:0]
@@ -80,8 +85,11 @@ func (w *replicaWriter) startStage() error {
 	clear(st.buf[n:directAlign])
 	if _, err := st.f.WriteAt(st.buf[:directAlign], st.off); err != nil {
 		st.close()
-		w.v.noDirect.Store(true)
-		return nil
+		if refusesDirect(err) {
+			w.v.noDirect.Store(true)
+			return nil
+		}
+		return fmt.Errorf("block %d: write at %d: %w", w.id, st.off, err) // a full disk, say
 	}
 	w.moving.Lock()
 	w.stage = st
@@ -208,6 +216,12 @@ func (st *stage) close() {
 	stagePool.Put(st.mem[0])
 	stagePool.Put(st.mem[1])
 	st.buf = nil
+}
+
+// refusesDirect reports whether err says the file system does not do
+// O_DIRECT (as opposed to a full disk or a failing one).
+func refusesDirect(err error) bool {
+	return errors.Is(err, syscall.EINVAL) || errors.Is(err, errors.ErrUnsupported)
 }
 
 // closeStage lets go of the stage, if any; w.stage stays set (a reader
