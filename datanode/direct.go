@@ -31,6 +31,11 @@ const (
 	// stageSize is how much a writer gathers before writing it to disk.
 	// Direct writes of 1 MiB ran at 2.4 GB/s here, of 64 KiB at 0.5.
 	stageSize = 1 << 20
+	// stageBuffers is how many stageSize buffers a writer has: one being
+	// filled, the others being written. With one write in flight a
+	// datanode waited for the disk for 15-35 ms of each 64 MiB block of a
+	// put at replication 1 that took ~80.
+	stageBuffers = 4
 )
 
 var stagePool = sync.Pool{New: func() any {
@@ -44,21 +49,26 @@ var stagePool = sync.Pool{New: func() any {
 }}
 
 // stage is the tail of a big replica being written that is not in its data
-// file yet: out, the piece being written in the background, holds the
-// replica's bytes from outOff and buf, being filled, those from off (out
-// ends where buf starts). Everything before is in the data file. Only the
-// replica's writer changes it; readers of the replica being written take a
-// copy under mu.
+// file yet: the pieces in out, being written in the background (oldest
+// first, each ending where the next starts), and buf, being filled, which
+// holds the replica's bytes from off on. Everything before is in the data
+// file. Only the replica's writer changes it; readers of the replica being
+// written take a copy under mu.
 type stage struct {
-	f       *os.File // the data file opened again with O_DIRECT
-	mu      sync.Mutex
+	f   *os.File // the data file opened again with O_DIRECT
+	mu  sync.Mutex
+	buf []byte
+	off int64 // a multiple of directAlign
+	out []piece
+	mem [stageBuffers]*[]byte // buf is mem[cur], out the ones before it
+	cur int
+}
+
+// piece is a stage's buffer being written at off.
+type piece struct {
 	buf     []byte
-	off     int64 // a multiple of directAlign
-	out     []byte
-	outOff  int64
-	written chan error // the result of writing out; nil when none is in flight
-	mem     [2]*[]byte // the two buffers, buf in mem[cur]
-	cur     int
+	off     int64
+	written chan error
 }
 
 // startStage starts writing w's data through a stage from here on, if the
@@ -75,7 +85,10 @@ func (w *replicaWriter) startStage() error {
 	if err != nil {
 		return fmt.Errorf("block %d: %w", w.id, err)
 	}
-	st := &stage{f: f, mem: [2]*[]byte{stagePool.Get().(*[]byte), stagePool.Get().(*[]byte)}}
+	st := &stage{f: f}
+	for i := range st.mem {
+		st.mem[i] = stagePool.Get().(*[]byte)
+	}
 	st.buf = (*st.mem[0])[:0]
 	if err := st.reload(w.data, w.length); err != nil {
 		st.close()
@@ -120,21 +133,23 @@ func (st *stage) add(data []byte) error {
 		st.buf = st.buf[:len(st.buf)+n]
 		st.mu.Unlock()
 		data = data[n:]
-		if len(st.buf) == cap(st.buf) {
-			if err := st.wait(); err != nil {
+		if len(st.buf) < cap(st.buf) {
+			continue
+		}
+		if len(st.out) == stageBuffers-1 {
+			// The next buffer is the oldest being written.
+			if err := st.waitOldest(); err != nil {
 				return err
 			}
-			st.mu.Lock()
-			st.out, st.outOff = st.buf, st.off
-			st.off += int64(len(st.buf))
-			st.cur = 1 - st.cur
-			st.buf = (*st.mem[st.cur])[:0]
-			st.mu.Unlock()
-			st.written = make(chan error, 1)
-			go func(b []byte, off int64, done chan<- error) {
-				done <- st.writeAt(b, off)
-			}(st.out, st.outOff, st.written)
 		}
+		p := piece{buf: st.buf, off: st.off, written: make(chan error, 1)}
+		st.mu.Lock()
+		st.out = append(st.out, p)
+		st.off += int64(len(st.buf))
+		st.cur = (st.cur + 1) % stageBuffers
+		st.buf = (*st.mem[st.cur])[:0]
+		st.mu.Unlock()
+		go func() { p.written <- st.writeAt(p.buf, p.off) }()
 	}
 	return nil
 }
@@ -146,17 +161,24 @@ func (st *stage) writeAt(b []byte, off int64) error {
 	return nil
 }
 
-// wait waits for the piece being written in the background, if any.
-func (st *stage) wait() error {
-	if st.written == nil {
-		return nil
-	}
-	err := <-st.written
-	st.written = nil
+// waitOldest waits for the oldest piece being written.
+func (st *stage) waitOldest() error {
+	err := <-st.out[0].written
 	st.mu.Lock()
-	st.out = nil
+	st.out = st.out[1:]
 	st.mu.Unlock()
 	return err
+}
+
+// wait waits for every piece being written; the error is the first one's.
+func (st *stage) wait() error {
+	var first error
+	for len(st.out) > 0 {
+		if err := st.waitOldest(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // flush writes what the stage holds to disk and truncates the data file to
@@ -201,8 +223,12 @@ func (st *stage) tail(length int64) (int64, []byte) {
 		return 0, nil // closed: everything is in the file
 	}
 	from, b := st.off, st.buf
-	if st.out != nil {
-		from, b = st.outOff, append(append([]byte(nil), st.out...), st.buf...)
+	if len(st.out) > 0 {
+		from, b = st.out[0].off, nil
+		for _, p := range st.out {
+			b = append(b, p.buf...)
+		}
+		b = append(b, st.buf...)
 	}
 	n := max(0, min(int64(len(b)), length-from))
 	return from, append([]byte(nil), b[:n]...)
@@ -213,8 +239,9 @@ func (st *stage) close() {
 	st.f.Close()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	stagePool.Put(st.mem[0])
-	stagePool.Put(st.mem[1])
+	for _, m := range st.mem {
+		stagePool.Put(m)
+	}
 	st.buf = nil
 }
 
