@@ -3,6 +3,7 @@ package datanode
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -128,29 +129,44 @@ func (st *stage) reload(data *os.File, length int64) error {
 // background while the next fills.
 func (st *stage) add(data []byte) error {
 	for len(data) > 0 {
-		st.mu.Lock()
-		n := copy(st.buf[len(st.buf):cap(st.buf)], data)
-		st.buf = st.buf[:len(st.buf)+n]
-		st.mu.Unlock()
+		n := copy(st.space(len(data)), data)
+		if err := st.commit(n); err != nil {
+			return err
+		}
 		data = data[n:]
-		if len(st.buf) < cap(st.buf) {
-			continue
-		}
-		if len(st.out) == stageBuffers-1 {
-			// The next buffer is the oldest being written.
-			if err := st.waitOldest(); err != nil {
-				return err
-			}
-		}
-		p := piece{buf: st.buf, off: st.off, written: make(chan error, 1)}
-		st.mu.Lock()
-		st.out = append(st.out, p)
-		st.off += int64(len(st.buf))
-		st.cur = (st.cur + 1) % stageBuffers
-		st.buf = (*st.mem[st.cur])[:0]
-		st.mu.Unlock()
-		go func() { p.written <- st.writeAt(p.buf, p.off) }()
 	}
+	return nil
+}
+
+// space is where the stage's next bytes go, at most n of them: the free
+// part of its buffer, for a packet's data to be read into (see commit).
+func (st *stage) space(n int) []byte {
+	return st.buf[len(st.buf):min(cap(st.buf), len(st.buf)+n)]
+}
+
+// commit takes n bytes put into space as the stage's next bytes, and
+// writes the buffer out if that fills it.
+func (st *stage) commit(n int) error {
+	st.mu.Lock()
+	st.buf = st.buf[:len(st.buf)+n]
+	st.mu.Unlock()
+	if len(st.buf) < cap(st.buf) {
+		return nil
+	}
+	if len(st.out) == stageBuffers-1 {
+		// The next buffer is the oldest being written.
+		if err := st.waitOldest(); err != nil {
+			return err
+		}
+	}
+	p := piece{buf: st.buf, off: st.off, written: make(chan error, 1)}
+	st.mu.Lock()
+	st.out = append(st.out, p)
+	st.off += int64(len(st.buf))
+	st.cur = (st.cur + 1) % stageBuffers
+	st.buf = (*st.mem[st.cur])[:0]
+	st.mu.Unlock()
+	go func() { p.written <- st.writeAt(p.buf, p.off) }()
 	return nil
 }
 
@@ -243,6 +259,33 @@ func (st *stage) close() {
 		stagePool.Put(m)
 	}
 	st.buf = nil
+}
+
+// receive reads a packet's n bytes of data from r to where they are to be
+// stored: straight into the stage if the replica has one (in at most two
+// pieces, the packet being at most one stage long; staged is then true and
+// they are stored), else after head, in the room ReadPacketHead left. An
+// error other than io.ErrUnexpectedEOF is the disk's.
+func (w *replicaWriter) receive(r io.Reader, head []byte, n int) (pieces [][]byte, staged bool, err error) {
+	if w.stage == nil || n > stageSize {
+		data := head[len(head) : len(head)+n]
+		if _, err := io.ReadFull(r, data); err != nil {
+			return nil, false, io.ErrUnexpectedEOF
+		}
+		return [][]byte{data}, false, nil
+	}
+	for n > 0 {
+		sp := w.stage.space(n)
+		if _, err := io.ReadFull(r, sp); err != nil {
+			return nil, true, io.ErrUnexpectedEOF
+		}
+		if err := w.stage.commit(len(sp)); err != nil {
+			return nil, true, fmt.Errorf("write block %d: %w", w.id, err)
+		}
+		pieces = append(pieces, sp)
+		n -= len(sp)
+	}
+	return pieces, true, nil
 }
 
 // refusesDirect reports whether err says the file system does not do

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"net"
 	"time"
 
@@ -191,37 +192,57 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 	}
 	for {
 		up.SetReadDeadline(time.Now().Add(ioTimeout))
-		var p *xfer.Packet
-		var err error
-		p, raw, err = xfer.ReadPacket(upR, raw)
+		p, head, dataLen, err := xfer.ReadPacketHead(upR, raw)
 		if err != nil {
+			return downFailed, fmt.Errorf("receive packet: %w", err)
+		}
+		raw = head
+		if dataLen > 0 {
+			if p.Offset < rw.length {
+				if err := rw.rewind(p.Offset); err != nil {
+					return downFailed, fmt.Errorf("packet %d: %w", p.Seqno, err)
+				}
+			}
+			if p.Offset != rw.length {
+				return downFailed, fmt.Errorf("packet %d at offset %d, replica has %d bytes", p.Seqno, p.Offset, rw.length)
+			}
+			if err := rw.prepare(dataLen); err != nil {
+				ack(toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true})
+				return downFailed, err
+			}
+		}
+		pieces, staged, err := rw.receive(upR, head, dataLen)
+		if err != nil {
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				ack(toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true})
+			}
 			return downFailed, fmt.Errorf("receive packet: %w", err)
 		}
 		if down != nil {
 			down.SetWriteDeadline(time.Now().Add(ioTimeout))
-			if _, err := down.Write(raw); err != nil {
+			bufs := append(net.Buffers{head}, pieces...)
+			if _, err := bufs.WriteTo(down); err != nil {
 				d.log.Warn("next datanode failed; going on without it", "block", rw.id, "packet", p.Seqno, "err", err)
 				down, downFailed = nil, true
 			}
 		}
-		if p.Seqno == heartbeatSeqno && !p.Last && len(p.Data) == 0 {
+		if p.Seqno == heartbeatSeqno && !p.Last && dataLen == 0 {
 			ack(toAck{seqno: p.Seqno})
 			continue
 		}
-		if p.Offset < rw.length && len(p.Data) > 0 {
-			if err := rw.rewind(p.Offset); err != nil {
-				return downFailed, fmt.Errorf("packet %d: %w", p.Seqno, err)
-			}
-		}
-		if p.Offset != rw.length {
-			return downFailed, fmt.Errorf("packet %d at offset %d, replica has %d bytes", p.Seqno, p.Offset, rw.length)
-		}
-		if len(p.Data) > 0 {
-			if err := xfer.VerifyChunks(tab, p.Data, p.Sums, p.Offset/protocol.BytesPerChecksum); err != nil {
+		if dataLen > 0 {
+			if err := verifyPieces(tab, pieces, p.Sums, p.Offset/protocol.BytesPerChecksum); err != nil {
 				ack(toAck{seqno: p.Seqno, status: pb.Status_ERROR_CHECKSUM, last: true})
 				return downFailed, fmt.Errorf("packet %d: %w", p.Seqno, err)
 			}
-			if err := rw.write(p.Data, p.Sums); err != nil {
+			var err error
+			if !staged {
+				err = rw.store(pieces[0])
+			}
+			if err == nil {
+				err = rw.wrote(dataLen, p.Sums)
+			}
+			if err != nil {
 				ack(toAck{seqno: p.Seqno, status: pb.Status_ERROR, last: true})
 				return downFailed, err
 			}
@@ -238,6 +259,22 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 		}
 		ack(toAck{seqno: p.Seqno})
 	}
+}
+
+// verifyPieces checks a packet's data, in pieces of whole chunks but for
+// the last, against its checksums; chunk numbers the first chunk.
+func verifyPieces(tab *crc32.Table, pieces [][]byte, sums []byte, chunk int64) error {
+	for _, piece := range pieces {
+		n := min(xfer.NumChunks(int64(len(piece)))*protocol.ChecksumSize, int64(len(sums)))
+		if err := xfer.VerifyChunks(tab, piece, sums[:n], chunk); err != nil {
+			return err // a shortfall of checksums too
+		}
+		chunk, sums = chunk+n/protocol.ChecksumSize, sums[n:]
+	}
+	if len(sums) > 0 {
+		return fmt.Errorf("%w: %d checksum bytes too many", protocol.ErrCorruption, len(sums))
+	}
+	return nil
 }
 
 // respondAcks sends one ack upstream per packet, in order: this datanode's

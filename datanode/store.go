@@ -310,19 +310,18 @@ func (s *store) create(id, gs uint64, cs pb.ChecksumTypeProto) (*replicaWriter, 
 // write appends data and its chunk checksums. Data must start on a chunk
 // boundary.
 func (w *replicaWriter) write(data, sums []byte) error {
-	if w.length%protocol.BytesPerChecksum != 0 {
-		return fmt.Errorf("block %d: write at %d is not on a chunk boundary", w.id, w.length)
+	if err := w.prepare(len(data)); err != nil {
+		return err
 	}
-	if w.meta == nil && w.length+int64(len(data)) > inlineMax {
-		if err := w.splitChecksums(); err != nil {
-			return err
-		}
+	if err := w.store(data); err != nil {
+		return err
 	}
-	if w.meta != nil && w.stage == nil && !w.v.noDirect.Load() {
-		if err := w.startStage(); err != nil {
-			return err
-		}
-	}
+	return w.wrote(len(data), sums)
+}
+
+// store appends data to the replica (prepared for it), through its stage
+// if it has one.
+func (w *replicaWriter) store(data []byte) error {
 	if w.stage != nil {
 		if err := w.stage.add(data); err != nil {
 			return fmt.Errorf("write block %d: %w", w.id, err)
@@ -330,6 +329,29 @@ func (w *replicaWriter) write(data, sums []byte) error {
 	} else if _, err := w.data.Write(data); err != nil {
 		return fmt.Errorf("write block %d: %w", w.id, err)
 	}
+	return nil
+}
+
+// prepare readies the replica for n more bytes of data: its .meta file
+// once it outgrows inlineMax, then its stage.
+func (w *replicaWriter) prepare(n int) error {
+	if w.length%protocol.BytesPerChecksum != 0 {
+		return fmt.Errorf("block %d: write at %d is not on a chunk boundary", w.id, w.length)
+	}
+	if w.meta == nil && w.length+int64(n) > inlineMax {
+		if err := w.splitChecksums(); err != nil {
+			return err
+		}
+	}
+	if w.meta != nil && w.stage == nil && !w.v.noDirect.Load() {
+		return w.startStage()
+	}
+	return nil
+}
+
+// wrote records n bytes of data just stored and their checksums, and
+// makes them visible to readers.
+func (w *replicaWriter) wrote(n int, sums []byte) error {
 	if w.meta == nil {
 		w.sumsMu.Lock()
 		w.sums = append(w.sums, sums...)
@@ -344,7 +366,7 @@ func (w *replicaWriter) write(data, sums []byte) error {
 			return fmt.Errorf("write block %d checksums: %w", w.id, err)
 		}
 	}
-	w.length += int64(len(data))
+	w.length += int64(n)
 	w.visible.Store(w.length)
 	if w.length-w.wroteBack >= writebackChunk {
 		startWriteback(w.data, w.wroteBack, w.length-w.wroteBack)

@@ -236,42 +236,62 @@ var ErrPacket = errors.New("malformed packet")
 // previous packet to reuse it), so its slices are valid only until buf is
 // reused.
 func ReadPacket(r *bufio.Reader, buf []byte) (p *Packet, raw []byte, err error) {
+	p, head, dataLen, err := ReadPacketHead(r, buf)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw = head[:len(head)+dataLen] // ReadPacketHead left room for the data
+	p.Data = raw[len(head):]
+	if _, err := io.ReadFull(r, p.Data); err != nil {
+		return nil, nil, fmt.Errorf("read packet: %w", io.ErrUnexpectedEOF)
+	}
+	return p, raw, nil
+}
+
+// ReadPacketHead reads a packet up to its data: its lengths, header and
+// checksums, into head as they came off the wire. The packet's dataLen
+// bytes of data follow in r, for the caller to read where it wants them
+// (p.Data is nil). head is buf, or a new slice when buf is too small for
+// the whole packet, with room for the data after it either way.
+func ReadPacketHead(r *bufio.Reader, buf []byte) (p *Packet, head []byte, dataLen int, err error) {
 	var lens [6]byte
 	if _, err := io.ReadFull(r, lens[:]); err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	plen := int(binary.BigEndian.Uint32(lens[:4]))
 	hlen := int(binary.BigEndian.Uint16(lens[4:]))
 	if plen < 4 || plen > protocol.MaxPacketSize || hlen > 1024 {
-		return nil, nil, fmt.Errorf("%w: length %d, header %d", ErrPacket, plen, hlen)
+		return nil, nil, 0, fmt.Errorf("%w: length %d, header %d", ErrPacket, plen, hlen)
 	}
-	if n := 6 + hlen + plen - 4; cap(buf) >= n {
-		raw = buf[:n]
+	n := 6 + hlen + plen - 4
+	if cap(buf) >= n {
+		head = buf[:6+hlen]
 	} else {
-		raw = make([]byte, n)
+		head = make([]byte, 6+hlen, n)
 	}
-	copy(raw, lens[:])
-	if _, err := io.ReadFull(r, raw[6:]); err != nil {
-		return nil, nil, fmt.Errorf("read packet: %w", io.ErrUnexpectedEOF)
+	copy(head, lens[:])
+	if _, err := io.ReadFull(r, head[6:]); err != nil {
+		return nil, nil, 0, fmt.Errorf("read packet: %w", io.ErrUnexpectedEOF)
 	}
 	var h pb.PacketHeaderProto
-	if err := proto.Unmarshal(raw[6:6+hlen], &h); err != nil {
-		return nil, nil, fmt.Errorf("%w: header: %v", ErrPacket, err)
+	if err := proto.Unmarshal(head[6:], &h); err != nil {
+		return nil, nil, 0, fmt.Errorf("%w: header: %v", ErrPacket, err)
 	}
-	body := raw[6+hlen:]
-	dataLen := int(h.GetDataLen())
-	if dataLen < 0 || dataLen > len(body) {
-		return nil, nil, fmt.Errorf("%w: data length %d of %d", ErrPacket, dataLen, len(body))
+	dataLen = int(h.GetDataLen())
+	if dataLen < 0 || dataLen > plen-4 {
+		return nil, nil, 0, fmt.Errorf("%w: data length %d of %d", ErrPacket, dataLen, plen-4)
 	}
-	p = &Packet{
+	head = head[:n-dataLen]
+	if _, err := io.ReadFull(r, head[6+hlen:]); err != nil {
+		return nil, nil, 0, fmt.Errorf("read packet: %w", io.ErrUnexpectedEOF)
+	}
+	return &Packet{
 		Offset: h.GetOffsetInBlock(),
 		Seqno:  h.GetSeqno(),
 		Last:   h.GetLastPacketInBlock(),
 		Sync:   h.GetSyncBlock(),
-		Sums:   body[:len(body)-dataLen],
-		Data:   body[len(body)-dataLen:],
-	}
-	return p, raw, nil
+		Sums:   head[6+hlen:],
+	}, head, dataLen, nil
 }
 
 // WriteAck sends a pipeline ack. Statuses go in both reply (what Hadoop 2
