@@ -197,11 +197,13 @@ func (st *stage) wait() error {
 	return first
 }
 
-// flush writes what the stage holds to disk and truncates the data file to
-// the replica's length: the last directAlign block goes out whole, padded
-// with zeros that the truncate then cuts off.
-func (st *stage) flush(data *os.File) error {
-	if err := st.wait(); err != nil {
+// flush writes what the stage holds of the replica's length bytes to disk
+// and truncates the data file to length: the last directAlign block goes
+// out whole, padded with zeros that the truncate then cuts off. Bytes past
+// length (a packet that failed its checksums after it was read into the
+// stage) are dropped.
+func (st *stage) flush(data *os.File, length int64) error {
+	if err := st.cut(data, length); err != nil {
 		return err
 	}
 	n := len(st.buf)

@@ -476,7 +476,7 @@ func (w *replicaWriter) finish() error {
 		return w.fail(err)
 	}
 	if w.stage != nil {
-		if err := w.stage.flush(w.data); err != nil {
+		if err := w.stage.flush(w.data, w.length); err != nil {
 			return w.fail(err)
 		}
 	}
