@@ -252,13 +252,19 @@ func (st *stage) tail(length int64) (int64, []byte) {
 	return from, append([]byte(nil), b[:n]...)
 }
 
+// close lets go of the stage's file and buffers; again, it does nothing
+// (a finish that fails after closing it aborts the replica).
 func (st *stage) close() {
 	st.wait()
-	st.f.Close()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for _, m := range st.mem {
+	if st.buf == nil {
+		return
+	}
+	st.f.Close()
+	for i, m := range st.mem {
 		stagePool.Put(m)
+		st.mem[i] = nil
 	}
 	st.buf = nil
 }
