@@ -1,9 +1,11 @@
 package master
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sort"
 	"time"
 
@@ -533,21 +535,35 @@ func (bm *blockMap) holders(id uint64) []*datanode {
 // blocks and clients spread over the replicas.
 func (bm *blockMap) locations(id uint64, clientIP string, stale func(*datanode) bool) []*datanode {
 	out := bm.holders(id)
-	rank := make(map[*datanode]uint64, len(out))
-	for _, dn := range out {
-		rank[dn] = readerRank(id, clientIP, dn.uuid)
+	type key struct {
+		dn            *datanode
+		remote, stale bool
+		rank          uint64
 	}
-	sort.Slice(out, func(i, j int) bool {
-		li, lj := out[i].info.GetId().GetIpAddr() == clientIP, out[j].info.GetId().GetIpAddr() == clientIP
-		if li != lj {
-			return li
+	keys := make([]key, len(out))
+	for i, dn := range out {
+		keys[i] = key{dn, dn.info.GetId().GetIpAddr() != clientIP, stale(dn), readerRank(id, clientIP, dn.uuid)}
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		switch {
+		case a.remote != b.remote:
+			return cmp.Compare(btoi(a.remote), btoi(b.remote))
+		case a.stale != b.stale:
+			return cmp.Compare(btoi(a.stale), btoi(b.stale))
 		}
-		if si, sj := stale(out[i]), stale(out[j]); si != sj {
-			return sj
-		}
-		return rank[out[i]] > rank[out[j]]
+		return cmp.Compare(b.rank, a.rank)
 	})
+	for i, k := range keys {
+		out[i] = k.dn
+	}
 	return out
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // readerRank is datanode uuid's weight for client clientIP reading block
