@@ -99,13 +99,13 @@ func (w *replicaWriter) startStage() error {
 	}
 	n := len(st.buf)
 	clear(st.buf[n:directAlign])
-	if _, err := st.f.WriteAt(st.buf[:directAlign], st.off); err != nil {
+	if err := st.writeAt(st.buf[:directAlign], st.off); err != nil {
 		st.close()
 		if refusesDirect(err) {
 			w.v.noDirect.Store(true)
 			return nil
 		}
-		return fmt.Errorf("block %d: write at %d: %w", w.id, st.off, err) // a full disk, say
+		return fmt.Errorf("block %d: %w", w.id, err) // a full disk, say
 	}
 	w.moving.Lock()
 	w.stage = st
@@ -242,16 +242,16 @@ func (st *stage) tail(length int64) (int64, []byte) {
 	if st.buf == nil {
 		return 0, nil // closed: everything is in the file
 	}
-	from, b := st.off, st.buf
+	from := st.off
 	if len(st.out) > 0 {
-		from, b = st.out[0].off, nil
-		for _, p := range st.out {
-			b = append(b, p.buf...)
-		}
-		b = append(b, st.buf...)
+		from = st.out[0].off
 	}
-	n := max(0, min(int64(len(b)), length-from))
-	return from, append([]byte(nil), b[:n]...)
+	var b []byte
+	for _, p := range st.out {
+		b = append(b, p.buf...)
+	}
+	b = append(b, st.buf...)
+	return from, b[:max(0, min(int64(len(b)), length-from))]
 }
 
 // close lets go of the stage's file and buffers; again, it does nothing

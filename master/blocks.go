@@ -545,13 +545,7 @@ func (bm *blockMap) locations(id uint64, clientIP string, stale func(*datanode) 
 		keys[i] = key{dn, dn.info.GetId().GetIpAddr() != clientIP, stale(dn), readerRank(id, clientIP, dn.uuid)}
 	}
 	slices.SortFunc(keys, func(a, b key) int {
-		switch {
-		case a.remote != b.remote:
-			return cmp.Compare(btoi(a.remote), btoi(b.remote))
-		case a.stale != b.stale:
-			return cmp.Compare(btoi(a.stale), btoi(b.stale))
-		}
-		return cmp.Compare(b.rank, a.rank)
+		return cmp.Or(cmp.Compare(btoi(a.remote), btoi(b.remote)), cmp.Compare(btoi(a.stale), btoi(b.stale)), cmp.Compare(b.rank, a.rank))
 	})
 	for i, k := range keys {
 		out[i] = k.dn
