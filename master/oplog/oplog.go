@@ -67,7 +67,14 @@ type Log struct {
 		hdr      [8]byte // the record header being written: one allocation less a record
 		payload  []byte  // and its entry's encoding
 	}
-	synced uint64 // index of the last durable entry; guarded by syncMu
+	// wait is where Syncs that find a sync running wait for it: on its
+	// channel, all woken at once when it ends. Waiting on syncMu instead
+	// woke them one at a time, each wakeup after the one before.
+	wait struct {
+		sync.Mutex
+		synced  uint64        // index of the last durable entry
+		running chan struct{} // closed when the running sync ends; nil when none runs
+	}
 	// spare is the next segment, made (zeroed and synced) in the
 	// background after each Roll, so that a Roll, which the master does
 	// under its lock, only renames it: making one there stalled every
@@ -277,8 +284,10 @@ func (l *Log) openForAppend(name string, size int64, last uint64) error {
 	l.setSegmentLocked(f, size)
 	l.mu.appended = last
 	l.mu.Unlock()
+	l.wait.Lock()
+	l.wait.synced = last
+	l.wait.Unlock()
 	l.syncMu.Lock()
-	l.synced = last
 	l.makeSpare()
 	l.syncMu.Unlock()
 	return nil
@@ -383,18 +392,48 @@ func (l *Log) Append(e *namespace.Entry) error {
 	return nil
 }
 
-// Sync blocks until every entry up to index is durable.
+// Sync blocks until every entry up to index is durable. One caller at a
+// time syncs, everything appended so far; the others wait for it and, if
+// it did not cover them, one of them syncs next (group commit).
 func (l *Log) Sync(index uint64) error {
+	for {
+		l.wait.Lock()
+		if l.wait.synced >= index {
+			l.wait.Unlock()
+			return nil
+		}
+		if running := l.wait.running; running != nil {
+			l.wait.Unlock()
+			<-running
+			continue
+		}
+		done := make(chan struct{})
+		l.wait.running = done
+		l.wait.Unlock()
+		upto, err := l.syncAppended()
+		l.wait.Lock()
+		if err == nil {
+			l.wait.synced = max(l.wait.synced, upto)
+		}
+		l.wait.running = nil
+		close(done)
+		l.wait.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// syncAppended flushes and fdatasyncs every entry appended so far and
+// returns the index of the last.
+func (l *Log) syncAppended() (uint64, error) {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
-	if l.synced >= index {
-		return nil
-	}
 	l.mu.Lock()
 	if l.mu.err != nil {
 		err := l.mu.err
 		l.mu.Unlock()
-		return err
+		return 0, err
 	}
 	err := l.mu.w.Flush()
 	if err == nil && l.mu.zeroed-l.mu.end < preallocate/2 {
@@ -407,18 +446,18 @@ func (l *Log) Sync(index uint64) error {
 	upto, f := l.mu.appended, l.mu.f
 	if err != nil {
 		l.mu.err = fmt.Errorf("flush op log: %w", err)
+		err = l.mu.err
 		l.mu.Unlock()
-		return l.mu.err
+		return 0, err
 	}
 	l.mu.Unlock()
 	if err := syncData(f); err != nil {
 		l.mu.Lock()
 		l.mu.err = fmt.Errorf("sync op log: %w", err)
 		l.mu.Unlock()
-		return err
+		return 0, err
 	}
-	l.synced = upto
-	return nil
+	return upto, nil
 }
 
 // Roll syncs the current segment and starts a new one whose first entry
