@@ -768,7 +768,7 @@ func (s *store) take(id uint64, ok func(*replica) bool) (replica, bool) {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	d, err := openFile(dir, os.O_RDONLY, 0) // without os.Open's poller and O_NONBLOCK calls (see openFile)
 	if err != nil {
 		return err
 	}
