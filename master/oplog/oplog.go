@@ -394,7 +394,8 @@ func (l *Log) Append(e *namespace.Entry) error {
 
 // Sync blocks until every entry up to index is durable. One caller at a
 // time syncs, everything appended so far; the others wait for it and, if
-// it did not cover them, one of them syncs next (group commit).
+// it did not cover them, one of them syncs next (group commit). Entries
+// are appended before their Sync, so a caller that syncs covers its own.
 func (l *Log) Sync(index uint64) error {
 	for {
 		l.wait.Lock()
@@ -418,9 +419,9 @@ func (l *Log) Sync(index uint64) error {
 		l.wait.running = nil
 		close(done)
 		l.wait.Unlock()
-		if err != nil {
-			return err
-		}
+		// It synced all that was appended before it started, this
+		// caller's entries too.
+		return err
 	}
 }
 
