@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
-	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -63,8 +63,8 @@ type FileWriter struct {
 	token    *pb.TokenProto
 	inBlock  int64                  // bytes written to the current block
 	previous *pb.ExtendedBlockProto // the last finished block, with its length
-	buf      []byte                 // one packet of data
-	sums     []byte                 // its checksums
+	space    xfer.Space             // the next packet's room, when buf is not nil
+	buf      []byte                 // its data so far, in space
 	block    *pb.ExtendedBlockProto // the block being written
 	err      error                  // sticky
 	closed   bool
@@ -92,18 +92,11 @@ func (c *Client) Create(ctx context.Context, name string, opts ...CreateOption) 
 		replication: int(resp.GetFs().GetBlockReplication()), ctx: ctx}, nil
 }
 
-// packetBufs are writers' packet buffers.
-var packetBufs = sync.Pool{New: func() any {
-	b := make([]byte, 0, protocol.MaxPacketData)
-	return &b
-}}
-
-// freeBuffer gives the packet buffer back; the pipeline keeps its own
-// copies of unacked packets, so nothing refers to it once closed.
+// freeBuffer gives the next packet's space back; the pipeline keeps the
+// space of each packet sent until it is acked.
 func (w *FileWriter) freeBuffer() {
 	if w.buf != nil {
-		b := w.buf[:0]
-		packetBufs.Put(&b)
+		w.space.Free()
 		w.buf = nil
 	}
 }
@@ -111,42 +104,83 @@ func (w *FileWriter) freeBuffer() {
 // Write buffers p into packets and streams them down the current block's
 // pipeline, starting new blocks as they fill.
 func (w *FileWriter) Write(p []byte) (int, error) {
-	if w.closed {
-		return 0, fs.ErrClosed
-	}
-	if w.err != nil {
-		return 0, w.err
-	}
-	if w.buf == nil { // taken late and given back by Close: empty files cost no buffer
-		w.buf = (*packetBufs.Get().(*[]byte))[:0]
+	if err := w.usable(); err != nil {
+		return 0, err
 	}
 	n := 0
 	for len(p) > 0 {
-		room := min(int64(cap(w.buf)-len(w.buf)), w.blockSize-w.inBlock-int64(len(w.buf)))
-		k := min(int64(len(p)), room)
-		w.buf = append(w.buf, p[:k]...)
+		k := copy(w.room(), p)
 		p = p[k:]
-		n += int(k)
-		if len(w.buf) == cap(w.buf) || w.inBlock+int64(len(w.buf)) == w.blockSize {
-			if err := w.flushPacket(); err != nil {
-				return n, err
-			}
+		n += k
+		if err := w.filled(k); err != nil {
+			return n, err
 		}
 	}
 	return n, nil
 }
 
+// ReadFrom writes what r reads until its end. io.Copy to a FileWriter
+// calls it: r's bytes are read straight into the packets, not through
+// io.Copy's buffer and then into them.
+func (w *FileWriter) ReadFrom(r io.Reader) (int64, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	var n int64
+	for {
+		k, err := r.Read(w.room())
+		n += int64(k)
+		if ferr := w.filled(k); ferr != nil {
+			return n, ferr
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+func (w *FileWriter) usable() error {
+	if w.closed {
+		return fs.ErrClosed
+	}
+	return w.err
+}
+
+// room is the free part of the next packet: up to a full packet, and no
+// further than the end of the block.
+func (w *FileWriter) room() []byte {
+	if w.buf == nil { // taken late and given back by Close: empty files cost no space
+		w.space = xfer.NewSpace()
+		w.buf = w.space.Data()[:0]
+	}
+	n := min(int64(cap(w.buf)-len(w.buf)), w.blockSize-w.inBlock-int64(len(w.buf)))
+	return w.buf[len(w.buf) : len(w.buf)+int(n)]
+}
+
+// filled adds the k bytes just put in room to the packet and sends it once
+// full.
+func (w *FileWriter) filled(k int) error {
+	w.buf = w.buf[:len(w.buf)+k]
+	if len(w.buf) == cap(w.buf) || w.inBlock+int64(len(w.buf)) == w.blockSize {
+		return w.flushPacket()
+	}
+	return nil
+}
+
 // flushPacket sends the buffered data as one packet, opening the block's
 // pipeline first if needed and finishing the block when it is full.
 func (w *FileWriter) flushPacket() error {
-	if len(w.buf) == 0 {
+	n := len(w.buf)
+	if n == 0 {
 		return nil
 	}
-	if err := w.sendBuffered(); err != nil {
+	if err := w.sendBuffered(0); err != nil {
 		return err
 	}
-	w.inBlock += int64(len(w.buf))
-	w.buf = w.buf[:0]
+	w.inBlock += int64(n)
 	if w.inBlock == w.blockSize {
 		return w.finishBlock()
 	}
@@ -154,15 +188,19 @@ func (w *FileWriter) flushPacket() error {
 }
 
 // sendBuffered sends the buffered bytes as one packet, opening the block's
-// pipeline first if needed and recovering it if it fails.
-func (w *FileWriter) sendBuffered() error {
+// pipeline first if needed and recovering it if it fails. The packet takes
+// its space along; the next one starts with this one's last keep bytes.
+func (w *FileWriter) sendBuffered(keep int) error {
 	if w.bw == nil {
 		if err := w.startBlock(); err != nil {
 			return w.fail(err)
 		}
 	}
-	w.sums = xfer.ChunkSums(xfer.CRC32C, w.sums[:0], w.buf)
-	if err := w.bw.Write(w.buf, w.sums); err != nil {
+	sp, data := w.space, w.buf
+	w.space = xfer.NewSpace()
+	w.buf = append(w.space.Data()[:0], data[len(data)-keep:]...)
+	sums := xfer.ChunkSums(xfer.CRC32C, sp.Sums(), data)
+	if err := w.bw.Send(sp, data, sums); err != nil {
 		// The packet is among the unacked ones the recovered pipeline
 		// gets again.
 		if err := w.recoverPipeline(err); err != nil {
@@ -402,8 +440,11 @@ func (w *FileWriter) Sync() error {
 	if w.err != nil {
 		return w.err
 	}
-	if len(w.buf) > 0 {
-		if err := w.sendBuffered(); err != nil {
+	// The partial last chunk goes again, whole, with the next bytes.
+	n := len(w.buf)
+	partial := n % protocol.BytesPerChecksum
+	if n > 0 {
+		if err := w.sendBuffered(partial); err != nil {
 			return err
 		}
 	}
@@ -412,13 +453,10 @@ func (w *FileWriter) Sync() error {
 			return err
 		}
 	}
-	visible := w.inBlock + int64(len(w.buf))
-	// The partial last chunk goes again, whole, with the next bytes.
-	partial := len(w.buf) % protocol.BytesPerChecksum
+	visible := w.inBlock + int64(n)
 	if w.bw != nil {
-		w.inBlock += int64(len(w.buf) - partial)
+		w.inBlock += int64(n - partial)
 		w.bw.Rewind(int64(partial))
-		w.buf = append(w.buf[:0], w.buf[len(w.buf)-partial:]...)
 	}
 	req := &pb.FsyncRequestProto{Src: proto.String(w.name), Client: proto.String(w.c.name),
 		LastBlockLength: proto.Int64(visible), FileId: proto.Uint64(w.fileID)}

@@ -28,6 +28,29 @@ var packetSpace = sync.Pool{New: func() any {
 // maxPacketSpace is the largest packet's data and checksums.
 const maxPacketSpace = protocol.MaxPacketData + protocol.MaxPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize
 
+// Space is pooled room for one packet's data and checksums. A writer
+// fills it and hands it to Pipeline.Send, which keeps it until the packet
+// is acked as Write keeps a copy: the data is not copied again on its way
+// to the socket.
+type Space struct{ b *[]byte }
+
+// NewSpace takes a Space from the pool.
+func NewSpace() Space { return Space{packetSpace.Get().(*[]byte)} }
+
+// Data is the room for a packet's data, protocol.MaxPacketData bytes.
+func (s Space) Data() []byte {
+	return (*s.b)[:protocol.MaxPacketData:protocol.MaxPacketData]
+}
+
+// Sums is empty room, after Data, for the checksums of a full packet's
+// data: append them to it.
+func (s Space) Sums() []byte {
+	return (*s.b)[protocol.MaxPacketData:protocol.MaxPacketData:maxPacketSpace]
+}
+
+// Free gives back a Space that was not sent.
+func (s Space) Free() { packetSpace.Put(s.b) }
+
 // retain makes pk's data and checksums its own, copied into pooled space.
 func (pk *Packet) retain(data, sums []byte) {
 	n := len(data) + len(sums)

@@ -123,22 +123,36 @@ func (p *Pipeline) Offset() int64 { return p.offset }
 // Write sends one packet of data with its chunk checksums; it blocks while
 // the window of unacked packets is full.
 func (p *Pipeline) Write(data, sums []byte) error {
-	return p.send(data, sums, false)
+	return p.send(retained(data, sums), false)
 }
 
-func (p *Pipeline) send(data, sums []byte, last bool) error {
+// Send is Write of data and sums that lie in sp (its Data and Sums), which
+// the pipeline then keeps instead of a copy: sp is the pipeline's from
+// then on, whatever Send returns.
+func (p *Pipeline) Send(sp Space, data, sums []byte) error {
+	return p.send(&Packet{Data: data, Sums: sums, space: sp.b}, false)
+}
+
+func retained(data, sums []byte) *Packet {
+	pk := &Packet{}
+	pk.retain(data, sums)
+	return pk
+}
+
+// send sends pk, whose Data and Sums are its own, as the next packet.
+func (p *Pipeline) send(pk *Packet, last bool) error {
 	if p.ackErr != nil {
+		pk.release()
 		return p.ackErr
 	}
 	// The packet joins the unacked queue before anything can fail, so a
 	// writer that recovers the pipeline resends it whatever happens next.
-	pk := &Packet{Offset: p.offset, Seqno: p.seqno, Last: last}
-	pk.retain(data, sums)
+	pk.Offset, pk.Seqno, pk.Last = p.offset, p.seqno, last
 	p.unackedMu.Lock()
 	p.unacked = append(p.unacked, pk)
 	p.unackedMu.Unlock()
 	p.seqno++
-	p.offset += int64(len(data))
+	p.offset += int64(len(pk.Data))
 	p.lastSent = p.lastSent || last
 	select {
 	case p.window <- struct{}{}:
@@ -282,7 +296,7 @@ func (p *Pipeline) finish() error {
 		return p.wait()
 	}
 	p.total.Store(p.seqno + 1)
-	if err := p.send(nil, nil, true); err != nil {
+	if err := p.send(&Packet{}, true); err != nil {
 		return err
 	}
 	return p.wait()
@@ -336,7 +350,7 @@ func (p *Pipeline) Resend(pk *Packet) error {
 	if pk.Last {
 		p.total.Store(pk.Seqno + 1)
 	}
-	return p.send(pk.Data, pk.Sums, pk.Last)
+	return p.send(retained(pk.Data, pk.Sums), pk.Last)
 }
 
 // Abort drops the pipeline. The datanodes keep what they received, for
