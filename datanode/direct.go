@@ -272,22 +272,23 @@ func (st *stage) close() {
 }
 
 // receive reads a packet's n bytes of data from r to where they are to be
-// stored: straight into the stage if the replica has one (in at most two
-// pieces, the packet being at most one stage long; staged is then true and
-// they are stored), else after head, in the room ReadPacketHead left. An
-// error other than io.ErrUnexpectedEOF is the disk's.
-func (w *replicaWriter) receive(r io.Reader, head []byte, n int) (pieces [][]byte, staged bool, err error) {
+// stored, checking them against their checksums (v) as they come: straight
+// into the stage if the replica has one (in at most two pieces, the packet
+// being at most one stage long; staged is then true and they are stored),
+// else after head, in the room ReadPacketHead left. An error is
+// io.ErrUnexpectedEOF, one wrapping protocol.ErrCorruption, or the disk's.
+func (w *replicaWriter) receive(r io.Reader, head []byte, n int, v *chunkVerifier) (pieces [][]byte, staged bool, err error) {
 	if w.stage == nil || n > stageSize {
 		data := head[len(head) : len(head)+n]
-		if _, err := io.ReadFull(r, data); err != nil {
-			return nil, false, io.ErrUnexpectedEOF
+		if err := readChecked(r, data, v); err != nil {
+			return nil, false, err
 		}
 		return [][]byte{data}, false, nil
 	}
 	for n > 0 {
 		sp := w.stage.space(n)
-		if _, err := io.ReadFull(r, sp); err != nil {
-			return nil, true, io.ErrUnexpectedEOF
+		if err := readChecked(r, sp, v); err != nil {
+			return nil, true, err
 		}
 		if err := w.stage.commit(len(sp)); err != nil {
 			return nil, true, fmt.Errorf("write block %d: %w", w.id, err)

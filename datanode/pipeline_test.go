@@ -2,11 +2,13 @@ package datanode
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,6 +73,74 @@ func TestPipelineBlamesTheDeadDownstream(t *testing.T) {
 	}
 	if perr == nil || perr.Bad != 1 {
 		t.Fatalf("pipeline error %v: want the second datanode (index 1), the dead one, blamed", perr)
+	}
+}
+
+// A packet whose data does not match its checksums is refused with
+// ERROR_CHECKSUM, past the first MiB (written through the stage) as at
+// the start, and the replica keeps only what came before it.
+func TestCorruptPacketRefused(t *testing.T) {
+	for _, good := range []int{0, 2} { // packets of 1 MiB before the bad one
+		d := serveDatanode(t)
+		id := uint64(1<<30 + good)
+		b := &pb.ExtendedBlockProto{PoolId: proto.String("BP-test"), BlockId: proto.Uint64(id), GenerationStamp: proto.Uint64(1001), NumBytes: proto.Uint64(0)}
+		op := xfer.WriteBlockOp(b, nil, "test-client", []*pb.DatanodeInfoProto{testNode(d.Addr())}, pb.ChecksumTypeProto_CHECKSUM_CRC32C)
+		p, err := xfer.OpenPipeline(nil, d.Addr(), op, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, protocol.MaxPacketData)
+		var want []byte
+		for i := range good {
+			for j := range data {
+				data[j] = byte(i*7 + j)
+			}
+			want = append(want, data...)
+			if err := p.Write(data, xfer.ChunkSums(xfer.CRC32C, nil, data)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Drain(); err != nil {
+			t.Fatal(err)
+		}
+		sums := xfer.ChunkSums(xfer.CRC32C, nil, data)
+		data[len(data)/2] ^= 1 // in the packet's second half, past its first checked piece
+		err = p.Write(data, sums)
+		if err == nil {
+			err = p.Drain()
+		}
+		var perr *xfer.PipelineError
+		if !errors.As(err, &perr) || perr.Bad != 0 || !strings.Contains(err.Error(), "ERROR_CHECKSUM") {
+			t.Fatalf("%d good packets, then a corrupt one: %v, want ERROR_CHECKSUM from the datanode", good, err)
+		}
+		p.Abort()
+		// The datanode finalizes what it had (or drops an empty replica)
+		// once it sees the pipeline go.
+		var rr *replicaReader
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			d.store.mu.Lock()
+			writing := d.store.mu.writing[id] != nil
+			d.store.mu.Unlock()
+			if !writing || time.Now().After(deadline) {
+				break
+			}
+		}
+		rr, err = d.store.open(id)
+		if len(want) == 0 {
+			if !errors.Is(err, ErrReplicaNotFound) {
+				t.Fatalf("after a first packet that was corrupt: %v, want no replica", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("replica after %d good packets: %v", good, err)
+		}
+		var got []byte
+		err = rr.eachPacket(func(_ int64, data, _ []byte) error { got = append(got, data...); return nil })
+		rr.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("replica holds %d bytes (%v), want the %d of the good packets", len(got), err, len(want))
+		}
 	}
 }
 
