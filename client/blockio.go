@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -92,9 +93,23 @@ func (br *blockReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		br.conn.SetDeadline(time.Now().Add(ioTimeout))
-		pk, raw, err := xfer.ReadPacket(br.r, br.pkt)
+		pk, head, dataLen, err := xfer.ReadPacketHead(br.r, br.pkt)
 		if err != nil {
 			return 0, fmt.Errorf("read from datanode %s: %w", br.addr, err)
+		}
+		// The data is checked as it is read, while in the CPU's cache.
+		raw := head[:len(head)+dataLen] // ReadPacketHead left room for the data
+		pk.Data = raw[len(head):]
+		v := xfer.Verifier{Tab: br.tab, Sums: pk.Sums, Chunk: br.chunk}
+		err = v.ReadFull(br.r, pk.Data)
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, fmt.Errorf("read from datanode %s: %w", br.addr, err)
+		}
+		if err == nil && dataLen > 0 {
+			err = v.Done()
+		}
+		if err != nil {
+			return 0, fmt.Errorf("block from datanode %s: %w", br.addr, err)
 		}
 		if pk.Last || len(pk.Data) == 0 {
 			br.done = true
@@ -102,9 +117,6 @@ func (br *blockReader) Read(p []byte) (int, error) {
 				return 0, fmt.Errorf("datanode %s ended the block %d bytes early: %w", br.addr, br.remain, io.ErrUnexpectedEOF)
 			}
 			continue
-		}
-		if err := xfer.VerifyChunks(br.tab, pk.Data, pk.Sums, br.chunk); err != nil {
-			return 0, fmt.Errorf("block from datanode %s: %w", br.addr, err)
 		}
 		br.pkt = raw // reused for the next packet, once buf is consumed
 		br.chunk += xfer.NumChunks(int64(len(pk.Data)))

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
+
+	"github.com/godfs/godfs/protocol/xfer"
 )
 
 // A big replica's data goes to disk in stageSize pieces written with
@@ -277,17 +279,17 @@ func (st *stage) close() {
 // being at most one stage long; staged is then true and they are stored),
 // else after head, in the room ReadPacketHead left. An error is
 // io.ErrUnexpectedEOF, one wrapping protocol.ErrCorruption, or the disk's.
-func (w *replicaWriter) receive(r io.Reader, head []byte, n int, v *chunkVerifier) (pieces [][]byte, staged bool, err error) {
+func (w *replicaWriter) receive(r io.Reader, head []byte, n int, v *xfer.Verifier) (pieces [][]byte, staged bool, err error) {
 	if w.stage == nil || n > stageSize {
 		data := head[len(head) : len(head)+n]
-		if err := readChecked(r, data, v); err != nil {
+		if err := v.ReadFull(r, data); err != nil {
 			return nil, false, err
 		}
 		return [][]byte{data}, false, nil
 	}
 	for n > 0 {
 		sp := w.stage.space(n)
-		if err := readChecked(r, sp, v); err != nil {
+		if err := v.ReadFull(r, sp); err != nil {
 			return nil, true, err
 		}
 		if err := w.stage.commit(len(sp)); err != nil {

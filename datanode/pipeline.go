@@ -211,10 +211,10 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 				return downFailed, err
 			}
 		}
-		v := &chunkVerifier{tab: tab, sums: p.Sums, chunk: p.Offset / protocol.BytesPerChecksum}
+		v := &xfer.Verifier{Tab: tab, Sums: p.Sums, Chunk: p.Offset / protocol.BytesPerChecksum}
 		pieces, staged, err := rw.receive(upR, head, dataLen, v)
 		if err == nil && dataLen > 0 {
-			err = v.done()
+			err = v.Done()
 		}
 		switch {
 		case errors.Is(err, protocol.ErrCorruption):
@@ -263,44 +263,6 @@ func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufi
 		}
 		ack(toAck{seqno: p.Seqno})
 	}
-}
-
-// chunkVerifier checks a packet's data against its checksums piece by
-// piece, each as soon as it is read.
-type chunkVerifier struct {
-	tab   *crc32.Table
-	sums  []byte // the checksums of what is not checked yet
-	chunk int64  // the number of the next chunk in the block
-}
-
-// checkedPiece is how much data is read before it is checked: 64 KiB is
-// still in the CPU's cache then. Checked once a whole 1 MiB packet was
-// read, CRC32C ran at about half the speed (BenchmarkChunkSums, cold).
-const checkedPiece = 64 << 10
-
-// readChecked fills data from r and checks it, checkedPiece at a time.
-// data is whole chunks but for a packet's last piece.
-func readChecked(r io.Reader, data []byte, v *chunkVerifier) error {
-	for len(data) > 0 {
-		k := min(len(data), checkedPiece)
-		if _, err := io.ReadFull(r, data[:k]); err != nil {
-			return io.ErrUnexpectedEOF
-		}
-		n := min(xfer.NumChunks(int64(k))*protocol.ChecksumSize, int64(len(v.sums)))
-		if err := xfer.VerifyChunks(v.tab, data[:k], v.sums[:n], v.chunk); err != nil {
-			return err // a shortfall of checksums too
-		}
-		v.chunk, v.sums, data = v.chunk+n/protocol.ChecksumSize, v.sums[n:], data[k:]
-	}
-	return nil
-}
-
-// done reports checksums left over once all the data was checked.
-func (v *chunkVerifier) done() error {
-	if len(v.sums) > 0 {
-		return fmt.Errorf("%w: %d checksum bytes too many", protocol.ErrCorruption, len(v.sums))
-	}
-	return nil
 }
 
 // respondAcks sends one ack upstream per packet, in order: this datanode's

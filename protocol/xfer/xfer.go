@@ -184,6 +184,45 @@ func VerifyChunks(tab *crc32.Table, data, sums []byte, chunkBase int64) error {
 	return nil
 }
 
+// Verifier checks a packet's data against its checksums piece by piece,
+// each as soon as it is read.
+type Verifier struct {
+	Tab   *crc32.Table
+	Sums  []byte // the checksums of what is not checked yet
+	Chunk int64  // the number of the next chunk in the block
+}
+
+// checkedPiece is how much data is read before it is checked: 64 KiB is
+// still in the CPU's cache then. Checked once a whole 1 MiB packet was
+// read, CRC32C ran at about half the speed (BenchmarkChunkSums, cold).
+const checkedPiece = 64 << 10
+
+// ReadFull fills data from r and checks it, checkedPiece at a time. data
+// is whole chunks but for a packet's last piece. A short read is
+// io.ErrUnexpectedEOF; a mismatch wraps protocol.ErrCorruption.
+func (v *Verifier) ReadFull(r io.Reader, data []byte) error {
+	for len(data) > 0 {
+		k := min(len(data), checkedPiece)
+		if _, err := io.ReadFull(r, data[:k]); err != nil {
+			return io.ErrUnexpectedEOF
+		}
+		n := min(NumChunks(int64(k))*protocol.ChecksumSize, int64(len(v.Sums)))
+		if err := VerifyChunks(v.Tab, data[:k], v.Sums[:n], v.Chunk); err != nil {
+			return err // a shortfall of checksums too
+		}
+		v.Chunk, v.Sums, data = v.Chunk+n/protocol.ChecksumSize, v.Sums[n:], data[k:]
+	}
+	return nil
+}
+
+// Done reports checksums left over once all the data was checked.
+func (v *Verifier) Done() error {
+	if len(v.Sums) > 0 {
+		return fmt.Errorf("%w: %d checksum bytes too many", protocol.ErrCorruption, len(v.Sums))
+	}
+	return nil
+}
+
 // Packet is one data packet of a block.
 type Packet struct {
 	Offset int64 // offset in the block of the first data byte

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -49,6 +51,44 @@ func TestVerifyDetectsEveryFlippedByte(t *testing.T) {
 	}
 	if err := VerifyChunks(CRC32, data, sums, 0); !errors.Is(err, protocol.ErrCorruption) {
 		t.Fatal("CRC32C sums verified as CRC32")
+	}
+}
+
+// A Verifier reads a packet's data in pieces and checks each: it finds a
+// flipped byte in any piece (naming the chunk of the block), checksums
+// that are too few or too many, and a short read.
+func TestVerifierChecksAsItReads(t *testing.T) {
+	data := make([]byte, 2*checkedPiece+3*protocol.BytesPerChecksum+10)
+	rand.Read(data)
+	sums := ChunkSums(CRC32C, nil, data)
+	read := func(wire []byte, sums []byte) ([]byte, error) {
+		v := Verifier{Tab: CRC32C, Sums: sums, Chunk: 100}
+		got := make([]byte, len(data))
+		err := v.ReadFull(bytes.NewReader(wire), got)
+		if err == nil {
+			err = v.Done()
+		}
+		return got, err
+	}
+	if got, err := read(data, sums); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("good packet: %v", err)
+	}
+	for _, i := range []int{0, checkedPiece - 1, checkedPiece, 2*checkedPiece + 600, len(data) - 1} {
+		bad := append([]byte{}, data...)
+		bad[i] ^= 1
+		_, err := read(bad, sums)
+		if want := fmt.Sprintf("chunk %d", 100+i/protocol.BytesPerChecksum); !errors.Is(err, protocol.ErrCorruption) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("flipped byte %d: %v, want corruption in %s", i, err, want)
+		}
+	}
+	if _, err := read(data, sums[:len(sums)-4]); !errors.Is(err, protocol.ErrCorruption) {
+		t.Fatalf("a checksum short: %v", err)
+	}
+	if _, err := read(data, append(append([]byte{}, sums...), 1, 2, 3, 4)); !errors.Is(err, protocol.ErrCorruption) {
+		t.Fatalf("a checksum too many: %v", err)
+	}
+	if _, err := read(data[:len(data)-1], sums); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("short data: %v", err)
 	}
 }
 
