@@ -197,8 +197,11 @@ func (w *FileWriter) sendBuffered(keep int) error {
 		}
 	}
 	sp, data := w.space, w.buf
-	w.space = xfer.NewSpace()
-	w.buf = append(w.space.Data()[:0], data[len(data)-keep:]...)
+	w.buf = nil // room takes the next space
+	if keep > 0 {
+		k := copy(w.room(), data[len(data)-keep:])
+		w.buf = w.buf[:k]
+	}
 	sums := xfer.ChunkSums(xfer.CRC32C, sp.Sums(), data)
 	if err := w.bw.Send(sp, data, sums); err != nil {
 		// The packet is among the unacked ones the recovered pipeline
