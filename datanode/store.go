@@ -657,21 +657,6 @@ func (w *replicaWriter) openBeingWritten() (*replicaReader, error) {
 	return &replicaReader{id: w.id, gs: w.gs, length: length, tab: tab, data: data, sums: bytes.NewReader(sums)}, nil
 }
 
-// inFile reports whether the replica's bytes up to end are in its data
-// file (not only in the stage of a writer).
-func (rr *replicaReader) inFile(end int64) bool {
-	return rr.tail == nil || end <= rr.tailOff
-}
-
-// readSums reads the checksums of the chunks from off (a chunk boundary).
-func (rr *replicaReader) readSums(off int64, sums []byte) error {
-	chunk := off / protocol.BytesPerChecksum
-	if _, err := rr.sums.ReadAt(sums, rr.sumsOff+chunk*protocol.ChecksumSize); err != nil {
-		return fmt.Errorf("read block %d checksums: %w", rr.id, err)
-	}
-	return nil
-}
-
 // readChunks reads data[off:off+n] and the checksums that cover it; off
 // must be on a chunk boundary.
 func (rr *replicaReader) readChunks(off int64, data, sums []byte) error {
@@ -686,7 +671,11 @@ func (rr *replicaReader) readChunks(off int64, data, sums []byte) error {
 	if _, err := rr.data.ReadAt(data, off); err != nil && !(errors.Is(err, io.EOF) && len(data) == 0) {
 		return fmt.Errorf("read block %d at %d: %w", rr.id, off, err)
 	}
-	return rr.readSums(off, sums)
+	chunk := off / protocol.BytesPerChecksum
+	if _, err := rr.sums.ReadAt(sums, rr.sumsOff+chunk*protocol.ChecksumSize); err != nil {
+		return fmt.Errorf("read block %d checksums: %w", rr.id, err)
+	}
+	return nil
 }
 
 // eachPacket reads the whole replica in packet-sized pieces, verifies each

@@ -154,45 +154,22 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 	sums := make([]byte, xfer.NumChunks(space)*protocol.ChecksumSize)
 	var seq int64
 	c.SetWriteDeadline(time.Now().Add(ioTimeout))
-	seeked := int64(-1) // where rr.data's offset is, once a packet was sent from the file
 	for pos := start; pos < end; seq++ {
 		k := min(int64(readPacketData), end-pos)
 		nsums := xfer.NumChunks(k) * protocol.ChecksumSize
+		if err := rr.readChunks(pos, data[:k], sums[:nsums]); err != nil {
+			return err
+		}
 		pk := &xfer.Packet{Offset: pos, Seqno: seq, Data: data[:k], Sums: sums[:nsums]}
-		if k == readPacketData && rr.inFile(pos+k) {
-			// A full packet's data goes from the file to the socket
-			// (sendfile), not through data: one copy of each byte less.
-			if err := rr.readSums(pos, pk.Sums); err != nil {
-				return err
-			}
-			if seeked != pos {
-				if _, err := rr.data.Seek(pos, io.SeekStart); err != nil {
-					return fmt.Errorf("read block %d at %d: %w", rr.id, pos, err)
-				}
-			}
-			out = xfer.AppendPacketHead(out, pk)
-			if _, err := c.Write(out); err != nil {
+		out = xfer.AppendPacketHead(out, pk)
+		if k < readPacketData {
+			out = append(out, pk.Data...)
+		} else {
+			bufs := net.Buffers{out, pk.Data}
+			if _, err := bufs.WriteTo(c); err != nil {
 				return fmt.Errorf("send block %d: %w", rr.id, err)
 			}
-			if n, err := io.Copy(c, &io.LimitedReader{R: rr.data, N: k}); err != nil || n != k {
-				// The header went out: the reader sees a short packet.
-				return fmt.Errorf("send block %d at %d: %d of %d bytes: %v", rr.id, pos, n, k, err)
-			}
-			out, seeked = out[:0], pos+k
-		} else {
-			if err := rr.readChunks(pos, pk.Data, pk.Sums); err != nil {
-				return err
-			}
-			out = xfer.AppendPacketHead(out, pk)
-			if k < readPacketData {
-				out = append(out, pk.Data...)
-			} else {
-				bufs := net.Buffers{out, pk.Data}
-				if _, err := bufs.WriteTo(c); err != nil {
-					return fmt.Errorf("send block %d: %w", rr.id, err)
-				}
-				out = out[:0]
-			}
+			out = out[:0]
 		}
 		pos += k
 		c.SetWriteDeadline(time.Now().Add(ioTimeout))
