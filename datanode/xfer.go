@@ -137,8 +137,7 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 	}
 	start := off - off%protocol.BytesPerChecksum
 	// The answer and small packets go out together in one write; a full
-	// packet's data goes from the file (sendfile), or from where it was
-	// read (writev) when a writer's stage holds it.
+	// packet's data goes from where it was read (writev), not copied.
 	out, err := xfer.AppendDelimited(make([]byte, 0, 4<<10), &pb.BlockOpResponseProto{
 		Status: pb.Status_SUCCESS.Enum(),
 		ReadOpChecksumInfo: &pb.ReadOpChecksumInfoProto{
