@@ -87,15 +87,32 @@ func openBlock(p *xfer.Peers, addr string, b *pb.ExtendedBlockProto, token *pb.T
 }
 
 func (br *blockReader) Read(p []byte) (int, error) {
+	if err := br.fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, br.buf)
+	br.consume(n)
+	return n, nil
+}
+
+// consume drops the first n bytes of buf, which the caller took.
+func (br *blockReader) consume(n int) {
+	br.buf = br.buf[n:]
+	br.remain -= int64(n)
+}
+
+// fill makes buf hold the next checked bytes of the block, reading the
+// next packet if it is empty; io.EOF at the block's end.
+func (br *blockReader) fill() error {
 	for len(br.buf) == 0 {
 		if br.done || br.remain == 0 {
 			br.finish()
-			return 0, io.EOF
+			return io.EOF
 		}
 		br.conn.SetDeadline(time.Now().Add(ioTimeout))
 		pk, head, dataLen, err := xfer.ReadPacketHead(br.r, br.pkt)
 		if err != nil {
-			return 0, fmt.Errorf("read from datanode %s: %w", br.addr, err)
+			return fmt.Errorf("read from datanode %s: %w", br.addr, err)
 		}
 		// The data is checked as it is read, while in the CPU's cache.
 		raw := head[:len(head)+dataLen] // ReadPacketHead left room for the data
@@ -103,18 +120,18 @@ func (br *blockReader) Read(p []byte) (int, error) {
 		v := xfer.Verifier{Tab: br.tab, Sums: pk.Sums, Chunk: br.chunk}
 		err = v.ReadFull(br.r, pk.Data)
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, fmt.Errorf("read from datanode %s: %w", br.addr, err)
+			return fmt.Errorf("read from datanode %s: %w", br.addr, err)
 		}
 		if err == nil && dataLen > 0 {
 			err = v.Done()
 		}
 		if err != nil {
-			return 0, fmt.Errorf("block from datanode %s: %w", br.addr, err)
+			return fmt.Errorf("block from datanode %s: %w", br.addr, err)
 		}
 		if pk.Last || len(pk.Data) == 0 {
 			br.done = true
 			if br.remain > 0 {
-				return 0, fmt.Errorf("datanode %s ended the block %d bytes early: %w", br.addr, br.remain, io.ErrUnexpectedEOF)
+				return fmt.Errorf("datanode %s ended the block %d bytes early: %w", br.addr, br.remain, io.ErrUnexpectedEOF)
 			}
 			continue
 		}
@@ -130,10 +147,7 @@ func (br *blockReader) Read(p []byte) (int, error) {
 		}
 		br.buf = data
 	}
-	n := copy(p, br.buf)
-	br.buf = br.buf[n:]
-	br.remain -= int64(n)
-	return n, nil
+	return nil
 }
 
 // finish reads what is left of the datanode's answer (the empty last

@@ -21,8 +21,8 @@ import (
 // replica (datanodes re-registering after a master restart).
 const locationWait = 20 * time.Second
 
-// FileReader reads a file. It is an io.Reader, io.ReaderAt, io.Seeker and
-// io.Closer. Every chunk is verified against its CRC32C; a replica that
+// FileReader reads a file. It is an io.Reader, io.ReaderAt, io.Seeker,
+// io.WriterTo and io.Closer. Every chunk is verified against its CRC32C; a replica that
 // fails (unreachable, short, corrupt) is skipped for the next one, and a
 // corrupt one is reported to the master. Read and Seek must not be called
 // concurrently; ReadAt may be.
@@ -184,23 +184,63 @@ func (r *FileReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if err := r.fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, r.br.buf)
+	r.consume(n)
+	return n, nil
+}
+
+// WriteTo writes the file from the current offset to its end to w. io.Copy
+// from a FileReader calls it: each packet's data goes to w from where it
+// was read and checked, not through io.Copy's buffer.
+func (r *FileReader) WriteTo(w io.Writer) (int64, error) {
+	if r.closed {
+		return 0, fs.ErrClosed
+	}
+	var total int64
+	for {
+		if err := r.fill(); err == io.EOF {
+			return total, nil
+		} else if err != nil {
+			return total, err
+		}
+		n, err := w.Write(r.br.buf)
+		r.consume(n)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// consume moves past n bytes of the current block reader's buffer.
+func (r *FileReader) consume(n int) {
+	r.br.consume(n)
+	r.pos += int64(n)
+	r.brPos += int64(n)
+}
+
+// fill makes the current block reader's buffer hold the bytes at pos,
+// opening the block or moving on to the next one, and to another replica
+// when one fails; io.EOF at the end of the file.
+func (r *FileReader) fill() error {
 	for retries := 0; ; {
 		if r.pos >= r.Size() {
-			return 0, io.EOF
+			return io.EOF
 		}
 		if r.br == nil || r.brPos != r.pos {
 			r.closeBlock()
 			br, err := r.open(r.pos, math.MaxInt64)
 			if err != nil {
-				return 0, err
+				return err
 			}
 			r.br, r.brPos = br, r.pos
 		}
-		n, err := r.br.Read(p)
-		r.pos += int64(n)
-		r.brPos += int64(n)
-		if err == nil || n > 0 {
-			return n, nil
+		err := r.br.fill()
+		if err == nil {
+			return nil
 		}
 		if errors.Is(err, io.EOF) { // end of this block
 			r.closeBlock()
@@ -212,7 +252,7 @@ func (r *FileReader) Read(p []byte) (int, error) {
 		r.dropReplica(r.br.addr, r.pos)
 		r.closeBlock()
 		if retries++; retries > maxReadRetries {
-			return 0, &fs.PathError{Op: "read", Path: r.name, Err: err}
+			return &fs.PathError{Op: "read", Path: r.name, Err: err}
 		}
 	}
 }

@@ -87,7 +87,8 @@ func TestRoundTripSizes(t *testing.T) {
 
 // io.Copy into a FileWriter reads straight into its packets (ReadFrom):
 // reads of any size, across packets and blocks, after a Sync that left a
-// partial chunk to send again, all arrive.
+// partial chunk to send again, all arrive; io.Copy out of a FileReader
+// (WriteTo) gives them back.
 func TestCopyIntoWriter(t *testing.T) {
 	var _ io.ReaderFrom = (*client.FileWriter)(nil)
 	cl := godfstest.NewCluster(t, godfstest.Config{})
@@ -111,8 +112,24 @@ func TestCopyIntoWriter(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := get(t, c, "/copied"); !bytes.Equal(got, append(head, body...)) {
-		t.Fatalf("read back %d bytes, differ from the %d written", len(got), len(head)+len(body))
+	all := append(head, body...)
+	if got := get(t, c, "/copied"); !bytes.Equal(got, all) {
+		t.Fatalf("read back %d bytes, differ from the %d written", len(got), len(all))
+	}
+	// And io.Copy out of a reader (WriteTo), from mid-block to the end.
+	r, err := c.Open(ctx, "/copied")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var _ io.WriterTo = r
+	from := int64(blockSize + 777)
+	if _, err := r.Seek(from, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if n, err := io.Copy(&out, r); err != nil || n != int64(len(all))-from || !bytes.Equal(out.Bytes(), all[from:]) {
+		t.Fatalf("io.Copy from offset %d: %d bytes, %v; want the %d after it", from, n, err, int64(len(all))-from)
 	}
 }
 
