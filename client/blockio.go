@@ -110,23 +110,13 @@ func (br *blockReader) fill() error {
 			return io.EOF
 		}
 		br.conn.SetDeadline(time.Now().Add(ioTimeout))
-		pk, head, dataLen, err := xfer.ReadPacketHead(br.r, br.pkt)
-		if err != nil {
-			return fmt.Errorf("read from datanode %s: %w", br.addr, err)
-		}
 		// The data is checked as it is read, while in the CPU's cache.
-		raw := head[:len(head)+dataLen] // ReadPacketHead left room for the data
-		pk.Data = raw[len(head):]
-		v := xfer.Verifier{Tab: br.tab, Sums: pk.Sums, Chunk: br.chunk}
-		err = v.ReadFull(br.r, pk.Data)
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("read from datanode %s: %w", br.addr, err)
-		}
-		if err == nil && dataLen > 0 {
-			err = v.Done()
+		pk, raw, err := xfer.ReadCheckedPacket(br.r, br.pkt, br.tab, br.chunk)
+		if errors.Is(err, protocol.ErrCorruption) {
+			return fmt.Errorf("block from datanode %s: %w", br.addr, err)
 		}
 		if err != nil {
-			return fmt.Errorf("block from datanode %s: %w", br.addr, err)
+			return fmt.Errorf("read from datanode %s: %w", br.addr, err)
 		}
 		if pk.Last || len(pk.Data) == 0 {
 			br.done = true

@@ -275,13 +275,37 @@ var ErrPacket = errors.New("malformed packet")
 // previous packet to reuse it), so its slices are valid only until buf is
 // reused.
 func ReadPacket(r *bufio.Reader, buf []byte) (p *Packet, raw []byte, err error) {
+	return readPacket(r, buf, nil, 0)
+}
+
+// ReadCheckedPacket is ReadPacket that checks the data against the
+// packet's checksums as it reads it (see Verifier); chunk numbers the
+// packet's first chunk in the block. A mismatch wraps
+// protocol.ErrCorruption.
+func ReadCheckedPacket(r *bufio.Reader, buf []byte, tab *crc32.Table, chunk int64) (p *Packet, raw []byte, err error) {
+	return readPacket(r, buf, tab, chunk)
+}
+
+// readPacket reads a packet, checking its data when tab is not nil.
+func readPacket(r *bufio.Reader, buf []byte, tab *crc32.Table, chunk int64) (*Packet, []byte, error) {
 	p, head, dataLen, err := ReadPacketHead(r, buf)
 	if err != nil {
 		return nil, nil, err
 	}
-	raw = head[:len(head)+dataLen] // ReadPacketHead left room for the data
+	raw := head[:len(head)+dataLen] // ReadPacketHead left room for the data
 	p.Data = raw[len(head):]
-	if _, err := io.ReadFull(r, p.Data); err != nil {
+	if tab == nil {
+		_, err = io.ReadFull(r, p.Data)
+	} else {
+		v := Verifier{Tab: tab, Sums: p.Sums, Chunk: chunk}
+		if err = v.ReadFull(r, p.Data); err == nil && dataLen > 0 {
+			err = v.Done()
+		}
+	}
+	switch {
+	case errors.Is(err, protocol.ErrCorruption):
+		return nil, nil, err
+	case err != nil:
 		return nil, nil, fmt.Errorf("read packet: %w", io.ErrUnexpectedEOF)
 	}
 	return p, raw, nil
