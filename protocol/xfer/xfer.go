@@ -151,39 +151,6 @@ func ReadDelimited(r io.ByteReader, m proto.Message) error {
 	return proto.Unmarshal(buf, m)
 }
 
-// ChunkSums appends to dst the big-endian CRC of each 512-byte chunk of
-// data (the last chunk may be short).
-func ChunkSums(tab *crc32.Table, dst, data []byte) []byte {
-	for len(data) > 0 {
-		n := min(len(data), protocol.BytesPerChecksum)
-		dst = binary.BigEndian.AppendUint32(dst, crc32.Checksum(data[:n], tab))
-		data = data[n:]
-	}
-	return dst
-}
-
-// NumChunks is the number of checksums that cover n bytes.
-func NumChunks(n int64) int64 {
-	return (n + protocol.BytesPerChecksum - 1) / protocol.BytesPerChecksum
-}
-
-// VerifyChunks checks data against its chunk checksums. The error wraps
-// protocol.ErrCorruption; chunkBase numbers the chunks in the message.
-func VerifyChunks(tab *crc32.Table, data, sums []byte, chunkBase int64) error {
-	if int64(len(sums)) != NumChunks(int64(len(data)))*protocol.ChecksumSize {
-		return fmt.Errorf("%w: %d checksum bytes for %d data bytes", protocol.ErrCorruption, len(sums), len(data))
-	}
-	for i := int64(0); len(data) > 0; i++ {
-		n := min(len(data), protocol.BytesPerChecksum)
-		want := binary.BigEndian.Uint32(sums[i*4:])
-		if got := crc32.Checksum(data[:n], tab); got != want {
-			return fmt.Errorf("%w in chunk %d", protocol.ErrCorruption, chunkBase+i)
-		}
-		data = data[n:]
-	}
-	return nil
-}
-
 // Verifier checks a packet's data against its checksums piece by piece,
 // each as soon as it is read.
 type Verifier struct {

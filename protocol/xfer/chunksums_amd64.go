@@ -1,0 +1,92 @@
+package xfer
+
+import (
+	"math/bits"
+	"slices"
+
+	"golang.org/x/sys/cpu"
+
+	"github.com/godfs/godfs/protocol"
+)
+
+// The CRC32C of HDFS's 512-byte chunks, four chunks at a time, with
+// AVX-512's carry-less multiply (VPCLMULQDQ). The standard library's
+// CRC32C runs the SSE4.2 CRC32 instruction, at most 8 bytes a cycle, and
+// on a chunk as short as 512 bytes spends part of that combining three
+// interleaved CRCs. Here each chunk is folded 64 bytes at a time, four
+// chunks side by side so the multiplies overlap, and the last 16 bytes
+// left of a chunk are reduced with two CRC32 instructions.
+//
+// The folding is that of Intel's "Fast CRC Computation for Generic
+// Polynomials Using PCLMULQDQ": a 16-byte block A = L·x⁶⁴ + H that stands
+// D bits before the block it is added to contributes A·x^D, congruent
+// (mod the polynomial P) to L·(x^(D+64) mod P) + H·(x^D mod P), two 64×32
+// bit products. The constants are computed below, not copied in.
+
+// groupBytes is the data one step of chunkSums4 covers.
+const groupBytes = 4 * protocol.BytesPerChecksum
+
+var hasGroupSums = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VPCLMULQDQ && cpu.X86.HasSSE42
+
+// foldConsts is what chunkSums4 loads: the 512-bit fold for each 128-bit
+// lane, the fold of lanes 0-2 onto lane 3 at a chunk's end (lane 3 zero),
+// and the 0xFFFFFFFF that starts a CRC32C, xored into a chunk's first
+// bytes.
+var foldConsts = func() (k [24]uint64) {
+	for l := range 4 {
+		k[2*l], k[2*l+1] = foldPair(512)
+	}
+	for l, d := range []int{384, 256, 128} {
+		k[8+2*l], k[8+2*l+1] = foldPair(d)
+	}
+	k[16] = 0xFFFFFFFF
+	return k
+}()
+
+// foldPair is the constants that carry a 16-byte block d bits forward: for
+// its first 8 bytes and for its last 8, each bit-reflected into a 64-bit
+// lane. The carry-less product of two reflected values comes out one bit
+// short (a factor x), hence the -1.
+func foldPair(d int) (lo, hi uint64) {
+	return reflected(xPowMod(d + 64 - 1)), reflected(xPowMod(d - 1))
+}
+
+// castagnoli is CRC32C's polynomial P without its x³² term, in normal bit
+// order (bit i is the coefficient of x^i).
+const castagnoli = 0x1EDC6F41
+
+// xPowMod is x^n mod P in normal bit order.
+func xPowMod(n int) uint32 {
+	r := uint32(1)
+	for range n {
+		carry := r&(1<<31) != 0
+		r <<= 1
+		if carry {
+			r ^= castagnoli
+		}
+	}
+	return r
+}
+
+// reflected places a polynomial of degree < 32 in a 64-bit lane whose bit j
+// is the coefficient of x^(63-j), as the reflected CRC reads memory.
+func reflected(p uint32) uint64 { return bits.Reverse64(uint64(p)) }
+
+// chunkSums4 writes the big-endian CRC32C of each 512-byte chunk in
+// groups*4 chunks at p to dst (groups*16 bytes).
+//
+//go:noescape
+func chunkSums4(dst, p *byte, groups int, k *[24]uint64)
+
+// appendGroupSums appends the sums of data's whole groups of four chunks
+// to dst and returns the data it did not cover.
+func appendGroupSums(dst, data []byte) ([]byte, []byte) {
+	groups := len(data) / groupBytes
+	if !hasGroupSums || groups == 0 {
+		return dst, data
+	}
+	n := len(dst)
+	dst = slices.Grow(dst, groups*16)[:n+groups*16]
+	chunkSums4(&dst[n], &data[0], groups, &foldConsts)
+	return dst, data[groups*groupBytes:]
+}
