@@ -28,6 +28,9 @@ const (
 	ackQueue = 32
 	// readPacketData is the data a read packet carries (128 chunks).
 	readPacketData = 128 * protocol.BytesPerChecksum
+	// readBatch is the data read and sent at a time: 15 packets, what
+	// fits in a pooled packet space.
+	readBatch = protocol.MaxPacketData / readPacketData * readPacketData
 )
 
 // serveConn serves operations on one connection until it closes.
@@ -136,9 +139,12 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 		end = rr.length
 	}
 	start := off - off%protocol.BytesPerChecksum
-	// The answer and small packets go out together in one write; a full
-	// packet's data goes from where it was read (writev), not copied.
-	out, err := xfer.AppendDelimited(make([]byte, 0, 4<<10), &pb.BlockOpResponseProto{
+	// Up to readBatch bytes are read at a time (data and checksums, one
+	// pread each) and sent as 64 KiB packets in one writev, the data from
+	// where it was read, not copied; the answer goes out with the first
+	// batch and the closing packet with the last. Warm gets were 9-13%
+	// slower with two preads and a writev per 64 KiB packet.
+	out, err := xfer.AppendDelimited(make([]byte, 0, 256), &pb.BlockOpResponseProto{
 		Status: pb.Status_SUCCESS.Enum(),
 		ReadOpChecksumInfo: &pb.ReadOpChecksumInfoProto{
 			Checksum:    &pb.ChecksumProto{Type: xfer.ChecksumType(rr.tab).Enum(), BytesPerChecksum: proto.Uint32(protocol.BytesPerChecksum)},
@@ -148,34 +154,43 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 	if err != nil {
 		return err
 	}
-	space := min(int64(readPacketData), end-start) // a small file gets a small buffer
-	data := make([]byte, space)
-	sums := make([]byte, xfer.NumChunks(space)*protocol.ChecksumSize)
+	sp := xfer.NewSpace()
+	defer sp.Free()
+	batch := min(int64(readBatch), end-start)
+	data, sums := sp.Data()[:batch], sp.Sums()[:xfer.NumChunks(batch)*protocol.ChecksumSize]
+	heads := make([]byte, 0, 16<<10) // every packet's header and checksums
+	bufs := make(net.Buffers, 0, 2*readBatch/readPacketData+2)
 	var seq int64
-	c.SetWriteDeadline(time.Now().Add(ioTimeout))
-	for pos := start; pos < end; seq++ {
-		k := min(int64(readPacketData), end-pos)
-		nsums := xfer.NumChunks(k) * protocol.ChecksumSize
-		if err := rr.readChunks(pos, data[:k], sums[:nsums]); err != nil {
+	for pos := start; pos < end; {
+		n := min(batch, end-pos)
+		if err := rr.readChunks(pos, data[:n], sums[:xfer.NumChunks(n)*protocol.ChecksumSize]); err != nil {
 			return err
 		}
-		pk := &xfer.Packet{Offset: pos, Seqno: seq, Data: data[:k], Sums: sums[:nsums]}
-		out = xfer.AppendPacketHead(out, pk)
-		if k < readPacketData {
-			out = append(out, pk.Data...)
-		} else {
-			bufs := net.Buffers{out, pk.Data}
-			if _, err := bufs.WriteTo(c); err != nil {
-				return fmt.Errorf("send block %d: %w", rr.id, err)
-			}
-			out = out[:0]
+		heads, bufs = heads[:0], append(bufs[:0], out)
+		for off := int64(0); off < n; off += readPacketData {
+			k := min(readPacketData, n-off)
+			ns := sums[off/protocol.BytesPerChecksum*protocol.ChecksumSize:][:xfer.NumChunks(k)*protocol.ChecksumSize]
+			h := len(heads)
+			heads = xfer.AppendPacketHead(heads, &xfer.Packet{Offset: pos + off, Seqno: seq, Data: data[off : off+k], Sums: ns})
+			bufs = append(bufs, heads[h:], data[off:off+k])
+			seq++
 		}
-		pos += k
+		if pos += n; pos == end {
+			h := len(heads)
+			heads = xfer.AppendPacketHead(heads, &xfer.Packet{Offset: end, Seqno: seq, Last: true})
+			bufs = append(bufs, heads[h:])
+		}
 		c.SetWriteDeadline(time.Now().Add(ioTimeout))
+		if _, err := bufs.WriteTo(c); err != nil {
+			return fmt.Errorf("send block %d: %w", rr.id, err)
+		}
+		out = out[:0]
 	}
-	out = xfer.AppendPacketHead(out, &xfer.Packet{Offset: end, Seqno: seq, Last: true})
-	if _, err := c.Write(out); err != nil {
-		return fmt.Errorf("send block %d: %w", rr.id, err)
+	if start == end { // an empty read: the answer and the closing packet
+		out = xfer.AppendPacketHead(out, &xfer.Packet{Offset: end, Seqno: seq, Last: true})
+		if _, err := c.Write(out); err != nil {
+			return fmt.Errorf("send block %d: %w", rr.id, err)
+		}
 	}
 	// The client says how the read went; a client that read only part of
 	// what it asked for may close instead.
