@@ -562,6 +562,9 @@ type replicaReader struct {
 	// being written has not written to its data file yet (see stage).
 	tail    []byte
 	tailOff int64
+	// finalized replicas do not change while open: their data may be
+	// mapped (see mapData).
+	finalized bool
 }
 
 // open opens the replica of id, finalized or being written, for reading.
@@ -598,7 +601,11 @@ func (s *store) open(id uint64) (*replicaReader, error) {
 func openFinalized(id uint64, r replica) (*replicaReader, error) {
 	dir := r.dir.finalizedDir(id)
 	if !r.inline {
-		return openTwoFiles(id, r.genStamp, r.length, dir)
+		rr, err := openTwoFiles(id, r.genStamp, r.length, dir)
+		if err == nil {
+			rr.finalized = true
+		}
+		return rr, err
 	}
 	f, err := openFile(filepath.Join(dir, inlineFileName(id, r.genStamp)), os.O_RDONLY, 0)
 	if err != nil {
@@ -609,7 +616,7 @@ func openFinalized(id uint64, r replica) (*replicaReader, error) {
 		f.Close()
 		return nil, err
 	}
-	return &replicaReader{id: id, gs: r.genStamp, length: r.length, tab: tab, data: f, sums: f, sumsOff: r.length}, nil
+	return &replicaReader{id: id, gs: r.genStamp, length: r.length, tab: tab, data: f, sums: f, sumsOff: r.length, finalized: true}, nil
 }
 
 // openTwoFiles opens a replica in HDFS's layout in dir.
@@ -671,11 +678,34 @@ func (rr *replicaReader) readChunks(off int64, data, sums []byte) error {
 	if _, err := rr.data.ReadAt(data, off); err != nil && !(errors.Is(err, io.EOF) && len(data) == 0) {
 		return fmt.Errorf("read block %d at %d: %w", rr.id, off, err)
 	}
+	return rr.readSums(off, sums)
+}
+
+// readSums reads the checksums of the chunks from off on into sums.
+func (rr *replicaReader) readSums(off int64, sums []byte) error {
 	chunk := off / protocol.BytesPerChecksum
 	if _, err := rr.sums.ReadAt(sums, rr.sumsOff+chunk*protocol.ChecksumSize); err != nil {
 		return fmt.Errorf("read block %d checksums: %w", rr.id, err)
 	}
 	return nil
+}
+
+// sendable is readChunks for data on its way to a socket: if mayMap and
+// the replica is finalized and the data all in the page cache, it is
+// mapped instead of read into buf (one copy less; unmap the mapping
+// returned once it is sent). Data not cached is read, since the kernel's
+// readahead keeps the disk busier for reads than for faults of a mapping.
+func (rr *replicaReader) sendable(off int64, buf, sums []byte, mayMap bool) (data, mapping []byte, err error) {
+	if mayMap && rr.finalized {
+		if d, m, ok := mapCached(rr.data, off, len(buf)); ok {
+			if err := rr.readSums(off, sums); err != nil {
+				unmapData(m)
+				return nil, nil, err
+			}
+			return d, m, nil
+		}
+	}
+	return buf, nil, rr.readChunks(off, buf, sums)
 }
 
 // eachPacket reads the whole replica in packet-sized pieces, verifies each

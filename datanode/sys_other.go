@@ -30,3 +30,10 @@ func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 func openDirect(name string) (*os.File, error) {
 	return nil, errors.ErrUnsupported
 }
+
+// mapCached does not map: reads copy the data (see readBlock).
+func mapCached(f *os.File, off int64, n int) (data, mapping []byte, ok bool) {
+	return nil, nil, false
+}
+
+func unmapData(m []byte) {}

@@ -140,10 +140,11 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 	}
 	start := off - off%protocol.BytesPerChecksum
 	// Up to readBatch bytes are read at a time (data and checksums, one
-	// pread each) and sent as 64 KiB packets in one writev, the data from
-	// where it was read, not copied; the answer goes out with the first
-	// batch and the closing packet with the last. Warm gets were 9-13%
-	// slower with two preads and a writev per 64 KiB packet.
+	// pread each, or the data mapped if cached) and sent as 64 KiB packets
+	// in one writev, the data from where it lies, not copied; the answer
+	// goes out with the first batch and the closing packet with the last.
+	// Warm gets were 9-13% slower with two preads and a writev per 64 KiB
+	// packet, and 6-14% slower again with the batch read, not mapped.
 	out, err := xfer.AppendDelimited(make([]byte, 0, 256), &pb.BlockOpResponseProto{
 		Status: pb.Status_SUCCESS.Enum(),
 		ReadOpChecksumInfo: &pb.ReadOpChecksumInfoProto{
@@ -157,13 +158,18 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 	sp := xfer.NewSpace()
 	defer sp.Free()
 	batch := min(int64(readBatch), end-start)
-	data, sums := sp.Data()[:batch], sp.Sums()[:xfer.NumChunks(batch)*protocol.ChecksumSize]
+	buf, sums := sp.Data()[:batch], sp.Sums()[:xfer.NumChunks(batch)*protocol.ChecksumSize]
+	// Mapped data goes only to a TCP connection: its writev copies in the
+	// kernel, where a page that cannot be read (a disk error) fails the
+	// write with EFAULT instead of killing the datanode with SIGBUS.
+	_, mayMap := c.(*net.TCPConn)
 	heads := make([]byte, 0, 16<<10) // every packet's header and checksums
 	bufs := make(net.Buffers, 0, 2*readBatch/readPacketData+2)
 	var seq int64
 	for pos := start; pos < end; {
 		n := min(batch, end-pos)
-		if err := rr.readChunks(pos, data[:n], sums[:xfer.NumChunks(n)*protocol.ChecksumSize]); err != nil {
+		data, mapping, err := rr.sendable(pos, buf[:n], sums[:xfer.NumChunks(n)*protocol.ChecksumSize], mayMap)
+		if err != nil {
 			return err
 		}
 		heads, bufs = heads[:0], append(bufs[:0], out)
@@ -181,7 +187,11 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 			bufs = append(bufs, heads[h:])
 		}
 		c.SetWriteDeadline(time.Now().Add(ioTimeout))
-		if _, err := bufs.WriteTo(c); err != nil {
+		_, err = bufs.WriteTo(c)
+		if mapping != nil {
+			unmapData(mapping)
+		}
+		if err != nil {
 			return fmt.Errorf("send block %d: %w", rr.id, err)
 		}
 		out = out[:0]
