@@ -165,7 +165,41 @@ func TestCorruptionMidLastSegmentRefusesToStart(t *testing.T) {
 	}
 }
 
-func TestSegmentsPreallocatedAndGrown(t *testing.T) {
+// fillSegment appends entries of 64 KiB until a sync finds less than half
+// of preallocate zeroed past the records, and returns the next index.
+func fillSegment(t *testing.T, l *Log, idx uint64, rounds int) uint64 {
+	t.Helper()
+	long := strings.Repeat("x", 64<<10)
+	for range rounds {
+		for range preallocate / 2 / len(long) {
+			if err := l.Append(&namespace.Entry{Index: idx, Type: namespace.OpMkdir, Path: "/" + long}); err != nil {
+				t.Fatal(err)
+			}
+			idx++
+		}
+		if err := l.Sync(idx - 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return idx
+}
+
+// waitSpare waits until the spare segment is made; with take, it then
+// takes it away, as if it were not ready yet.
+func waitSpare(l *Log, take bool) {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	<-l.spare.ready
+	if take {
+		l.spare.f.Close()
+		l.spare = nil
+	}
+}
+
+// A sync that finds the segment's zeros running low goes on in the spare
+// segment (zeroed in the background) from the next index, leaving the
+// segment it filled as it was, not grown.
+func TestSyncGoesOnInTheSpare(t *testing.T) {
 	dir := t.TempDir()
 	_, l, _ := replayAll(t, dir, 0)
 	appendN(t, l, 1, 5)
@@ -176,29 +210,48 @@ func TestSegmentsPreallocatedAndGrown(t *testing.T) {
 	if fi, err := os.Stat(seg); err != nil || fi.Size() != preallocate {
 		t.Fatalf("new segment: %v %v, want %d zeroed bytes", fi, err, preallocate)
 	}
-	// Past the zeroed stretch, partly flushed by the buffer before any
-	// sync, then synced and appended to again: the zeros written to grow
-	// the segment must land after the records, never over them.
-	long := strings.Repeat("x", 64<<10)
-	idx := uint64(6)
-	for round := 0; round < 3; round++ {
-		for range 2 * preallocate / len(long) {
-			if err := l.Append(&namespace.Entry{Index: idx, Type: namespace.OpMkdir, Path: "/" + long}); err != nil {
-				t.Fatal(err)
-			}
-			idx++
-		}
-		if err := l.Sync(idx - 1); err != nil {
-			t.Fatal(err)
-		}
+	waitSpare(l, false)
+	next := fillSegment(t, l, 6, 1)
+	if fi, err := os.Stat(seg); err != nil || fi.Size() != preallocate {
+		t.Fatalf("the filled segment: %v %v, want it left at %d bytes", fi, err, preallocate)
 	}
-	if fi, _ := os.Stat(seg); fi.Size() < l.mu.end+preallocate/2 {
-		t.Fatalf("segment of %d bytes with records to %d: not zeroed ahead", fi.Size(), l.mu.end)
+	if fi, err := os.Stat(filepath.Join(dir, segmentName(next))); err != nil || fi.Size() != preallocate || l.mu.first != next {
+		t.Fatalf("segment from %d: %v %v, live segment from %d; want the spare, %d zeroed bytes", next, fi, err, l.mu.first, preallocate)
+	}
+	appendN(t, l, next, next+2)
+	// A checkpoint's Roll to where the sync went on already has nothing
+	// left to do; one further on takes the next spare.
+	waitSpare(l, false)
+	if err := l.Roll(next + 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Roll(next + 3); err != nil || l.mu.first != next+3 {
+		t.Fatalf("second Roll to %d: %v, live segment from %d", next+3, err, l.mu.first)
+	}
+	appendN(t, l, next+3, next+3)
+	l.Close()
+	got, _, err := replayAll(t, dir, 0)
+	if err != nil || uint64(len(got)) != next+3 || got[len(got)-1] != next+3 {
+		t.Fatalf("replay across the segments: %d entries, %v; want %d", len(got), err, next+3)
+	}
+}
+
+// With no spare ready, a sync grows the segment instead: the zeros land
+// after the records, never over them, also when records were flushed
+// past the zeros before the sync.
+func TestSegmentGrownWithoutASpare(t *testing.T) {
+	dir := t.TempDir()
+	_, l, _ := replayAll(t, dir, 0)
+	waitSpare(l, true)
+	next := fillSegment(t, l, 1, 5) // past the zeros by 2.5 MiB of records, flushed on the way
+	seg := filepath.Join(dir, segmentName(1))
+	if fi, _ := os.Stat(seg); fi.Size() < l.mu.end+preallocate/2 || l.mu.first != 1 {
+		t.Fatalf("segment of %d bytes with records to %d, live segment from %d: not grown ahead", fi.Size(), l.mu.end, l.mu.first)
 	}
 	l.Close()
 	got, _, err := replayAll(t, dir, 0)
-	if err != nil || uint64(len(got)) != idx-1 || got[len(got)-1] != idx-1 {
-		t.Fatalf("replay across a zero-tailed segment and a grown one: %d entries, %v; want %d", len(got), err, idx-1)
+	if err != nil || uint64(len(got)) != next-1 || got[len(got)-1] != next-1 {
+		t.Fatalf("replay of a grown segment: %d entries, %v; want %d", len(got), err, next-1)
 	}
 }
 
