@@ -57,7 +57,11 @@ type Config struct {
 	// is renewed by every part of the report). Default 5m.
 	ReportLeaseTimeout time.Duration
 	// CheckpointEvery is the number of logged entries between checkpoints.
-	// Default 50000.
+	// Default 1000000, as HDFS's dfs.namenode.checkpoint.txns: a crash
+	// then replays at most ~1-2 s of log after the checkpoint, and a busy
+	// master writes its namespace out a twentieth as often as every 50000
+	// (the paced creates' p99 in godfs bench: 7.0-16.3 against 10.7-30.2
+	// ms in four alternating pairs).
 	CheckpointEvery uint64
 	// TickInterval is how often the master checks liveness, leases and
 	// checkpoints. Default 1s.
@@ -121,7 +125,7 @@ func (c *Config) EnsureDefaults() {
 		c.ReportLeaseTimeout = 5 * time.Minute
 	}
 	if c.CheckpointEvery == 0 {
-		c.CheckpointEvery = 50000
+		c.CheckpointEvery = 1000000
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = time.Second
