@@ -134,7 +134,7 @@ func TestOpAndAck(t *testing.T) {
 // the standard library's CRC32C chunk by chunk ("stdlib") and one CRC32C
 // over each whole packet ("whole"), with the packets in the cache ("hot")
 // and taken in turn from 256 MiB ("cold", as packets just received are).
-// Numbers are in the README's performance section.
+// Numbers are in docs/performance.md.
 // Run: go test -run '^$' -bench ChunkSums ./protocol/xfer
 func BenchmarkChunkSums(b *testing.B) {
 	data := make([]byte, 256<<20)
