@@ -229,8 +229,14 @@ func TestSyncGoesOnInTheSpare(t *testing.T) {
 		t.Fatalf("second Roll to %d: %v, live segment from %d", next+3, err, l.mu.first)
 	}
 	appendN(t, l, next+3, next+3)
+	// As after kill -9: what was synced is there, read by a new Log.
+	got, crashed, err := replayAll(t, dir, 0)
+	if err != nil || uint64(len(got)) != next+3 || got[len(got)-1] != next+3 {
+		t.Fatalf("replay across the segments without a close: %d entries, %v; want %d", len(got), err, next+3)
+	}
+	crashed.Close()
 	l.Close()
-	got, _, err := replayAll(t, dir, 0)
+	got, _, err = replayAll(t, dir, 0)
 	if err != nil || uint64(len(got)) != next+3 || got[len(got)-1] != next+3 {
 		t.Fatalf("replay across the segments: %d entries, %v; want %d", len(got), err, next+3)
 	}
