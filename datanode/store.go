@@ -562,8 +562,8 @@ type replicaReader struct {
 	// being written has not written to its data file yet (see stage).
 	tail    []byte
 	tailOff int64
-	// finalized replicas do not change while open: their data may be
-	// mapped (see mapData).
+	// finalized is set for a replica whose data is all written and
+	// synced: it may be mapped (see sendable).
 	finalized bool
 }
 
@@ -694,9 +694,11 @@ func (rr *replicaReader) readSums(off int64, sums []byte) error {
 // the replica is finalized and the data all in the page cache, it is
 // mapped instead of read into buf (one copy less; unmap the mapping
 // returned once it is sent). Data not cached is read, since the kernel's
-// readahead keeps the disk busier for reads than for faults of a mapping.
+// readahead keeps the disk busier for reads than for faults of a mapping,
+// and so is less than minMapped, for which the copy saved costs less than
+// the mapping's three extra system calls.
 func (rr *replicaReader) sendable(off int64, buf, sums []byte, mayMap bool) (data, mapping []byte, err error) {
-	if mayMap && rr.finalized {
+	if mayMap && rr.finalized && len(buf) >= minMapped {
 		if d, m, ok := mapCached(rr.data, off, len(buf)); ok {
 			if err := rr.readSums(off, sums); err != nil {
 				unmapData(m)
@@ -707,6 +709,9 @@ func (rr *replicaReader) sendable(off int64, buf, sums []byte, mayMap bool) (dat
 	}
 	return buf, nil, rr.readChunks(off, buf, sums)
 }
+
+// minMapped is the least data sendable maps.
+const minMapped = 64 << 10
 
 // eachPacket reads the whole replica in packet-sized pieces, verifies each
 // against its stored checksums and hands it to fn. A checksum failure
