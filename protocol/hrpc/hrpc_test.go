@@ -172,3 +172,47 @@ func BenchmarkCall(b *testing.B) {
 		}
 	}
 }
+
+// One connection's calls run concurrently, on at most MaxCallsPerConn
+// workers; more wait for a free one, and all are answered.
+func TestCallsPerConnectionBounded(t *testing.T) {
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var mu sync.Mutex
+	running, most := 0, 0
+	s.Register(testProtocol, map[string]Method{
+		"getFileInfo": Handle(func() *pb.GetFileInfoRequestProto { return &pb.GetFileInfoRequestProto{} },
+			func(ctx context.Context, req *pb.GetFileInfoRequestProto) (*pb.GetFileInfoResponseProto, error) {
+				mu.Lock()
+				running++
+				most = max(most, running)
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+				mu.Lock()
+				running--
+				mu.Unlock()
+				return &pb.GetFileInfoResponseProto{}, nil
+			}),
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(l)
+	defer s.Close()
+	c := NewClient(l.Addr().String(), ClientOptions{Protocol: testProtocol, User: "alice"})
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := range 3 * MaxCallsPerConn {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := stat(c, fmt.Sprintf("/f%d", i)); err != nil {
+				t.Errorf("call %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if most > MaxCallsPerConn || most < 2 {
+		t.Fatalf("%d calls ran at once on one connection, want 2 to %d", most, MaxCallsPerConn)
+	}
+}
