@@ -1,6 +1,7 @@
 package datanode
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,15 +11,18 @@ import (
 
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/pb"
+	"github.com/godfs/godfs/protocol/xfer"
 )
 
 // BenchmarkStoreOpen measures how long a datanode holding b.N finalized
 // replicas takes to index them at start (the rest of its start-up is a
 // registration and one block report). The replicas are made directly in
 // the on-disk layout, 1 KiB each: in HDFS's (two files a replica, as
-// datanodes before the one-file layout wrote) and in the one-file one.
+// datanodes before the one-file layout wrote), in the one-file one and
+// as records in packs (4 KiB each: a start reads the packs whole).
 // Run: go test -run '^$' -bench StoreOpen -benchtime 1000000x ./datanode
 func BenchmarkStoreOpen(b *testing.B) {
+	b.Run("Packed4KiB", benchPackedOpen)
 	data := make([]byte, 1024)
 	meta := make([]byte, metaHeaderSize+4*2)
 	b.Run("HDFSLayout", func(b *testing.B) {
@@ -37,9 +41,55 @@ func BenchmarkStoreOpen(b *testing.B) {
 	})
 }
 
+func benchPackedOpen(b *testing.B) {
+	dir := b.TempDir()
+	packs := filepath.Join(dir, "current", "packs")
+	if err := os.MkdirAll(packs, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 4096)
+	sums := xfer.ChunkSums(xfer.CRC32C, nil, data)
+	rec := make([]byte, recordHeaderSize, recordSize(int64(len(data))))
+	rec = append(append(rec, sums...), data...)
+	var f *os.File
+	var w *bufio.Writer
+	off := int64(packSize)
+	for i := range b.N {
+		if off+int64(len(rec)) > packSize {
+			if f != nil {
+				w.Flush()
+				f.Close()
+			}
+			var err error
+			if f, err = os.Create(filepath.Join(packs, packName(uint64(i)))); err != nil {
+				b.Fatal(err)
+			}
+			w, off = bufio.NewWriterSize(f, 1<<20), 0
+		}
+		recordHeader(rec, uint64(1<<30+i), 1001, int64(len(data)), pb.ChecksumTypeProto_CHECKSUM_CRC32C)
+		w.Write(rec)
+		off += int64(len(rec))
+	}
+	w.Flush()
+	f.Close()
+	b.ResetTimer()
+	start := time.Now()
+	s, err := testStore(b, dir)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, n := s.usage(); n != b.N {
+		b.Fatalf("indexed %d replicas, want %d", n, b.N)
+	}
+	b.ReportMetric(float64(elapsed.Milliseconds()), "ms-to-open")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "replicas/s")
+}
+
 func benchStoreOpen(b *testing.B, put func(dir string, id uint64) error) {
 	dir := b.TempDir()
-	s, err := openStore([]string{dir})
+	s, err := testStore(b, dir)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,7 +108,7 @@ func benchStoreOpen(b *testing.B, put func(dir string, id uint64) error) {
 	}
 	b.ResetTimer()
 	start := time.Now()
-	s2, err := openStore([]string{dir})
+	s2, err := testStore(b, dir)
 	elapsed := time.Since(start)
 	b.StopTimer()
 	if err != nil {
@@ -89,7 +139,7 @@ func BenchmarkReplicasAtOnce(b *testing.B) {
 	sums := make([]byte, packet/protocol.BytesPerChecksum*protocol.ChecksumSize)
 	var stores []*store
 	for i := range streams {
-		s, err := openStore([]string{filepath.Join(b.TempDir(), fmt.Sprint(i))})
+		s, err := testStore(b, filepath.Join(b.TempDir(), fmt.Sprint(i)))
 		if err != nil {
 			b.Fatal(err)
 		}

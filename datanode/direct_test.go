@@ -20,7 +20,7 @@ func TestBigReplicaThroughStage(t *testing.T) {
 	for _, direct := range []bool{true, false} {
 		name := map[bool]string{true: "direct", false: "page cache"}[direct]
 		t.Run(name, func(t *testing.T) {
-			s, err := openStore([]string{t.TempDir()})
+			s, err := testStore(t, t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,13 +13,14 @@ import (
 	"github.com/godfs/godfs/protocol/xfer"
 )
 
-// A finalized replica is on disk in one of two layouts.
+// A finalized replica of at most packMax bytes is a record in a pack file
+// (see pack.go). A bigger one is on disk in one of two layouts.
 //
 // HDFS's, for replicas of more than inlineMax bytes: blk_<id> holds the
 // bytes and blk_<id>_<genstamp>.meta a 7-byte header (version 1, checksum
 // type, bytes per checksum) and then one big-endian CRC per 512-byte chunk.
 //
-// One file, for replicas of at most inlineMax bytes:
+// One file, for replicas of more than packMax and at most inlineMax bytes:
 // blk_<id>_<genstamp>.block holds the bytes, then their CRCs, then the same
 // 7-byte header. A small file at replication 3 is then three files to
 // create, sync, rename and delete instead of six; on the file systems seen
@@ -27,9 +28,10 @@ import (
 // length follows from the file's size (see inlineLength), so indexing it
 // at start is one stat, as for the other layout.
 //
-// A replica being written starts in the one-file layout, its checksums
-// kept in memory, and moves to HDFS's (writes its .meta file) once it
-// outgrows inlineMax; from then on its data goes to disk past the page
+// A replica being written starts in memory, goes to a file in the
+// one-file layout once it outgrows packMax, its checksums still kept in
+// memory, and moves to HDFS's (writes its .meta file) once it outgrows
+// inlineMax; from then on its data goes to disk past the page
 // cache (direct.go). Replicas being written live in rbw/ as blk_<id> (and
 // blk_<id>_<genstamp>.meta) and move to finalized/ once complete and synced.
 const (

@@ -89,27 +89,26 @@ func readAll(t *testing.T, s *store, id uint64) []byte {
 	return got
 }
 
-// TestSmallReplicaIsOneFile: a replica of at most inlineMax bytes is one
-// file holding its data, checksums and header, read back, indexed at
-// start, and deleted whole; a bigger one is HDFS's two files.
+// TestSmallReplicaIsOneFile: a replica of more than packMax and at most
+// inlineMax bytes is one file holding its data, checksums and header,
+// read back, indexed at start, and deleted whole; a bigger one is HDFS's
+// two files.
 func TestSmallReplicaIsOneFile(t *testing.T) {
 	dir := t.TempDir()
-	s, err := openStore([]string{dir})
+	s, err := testStore(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	small := make([]byte, 4096+100)
+	small := make([]byte, packMax+4096+100)
 	big := make([]byte, inlineMax+protocol.BytesPerChecksum)
 	rand.Read(small)
 	rand.Read(big)
 	writeReplica(t, s, 1, small)
 	writeReplica(t, s, 2, big)
-	writeReplica(t, s, 3, nil)
 	want := map[string]int64{
 		"blk_1_1001.block": inlineSize(int64(len(small))),
 		"blk_2":            int64(len(big)),
 		"blk_2_1001.meta":  metaHeaderSize + xfer.NumChunks(int64(len(big)))*protocol.ChecksumSize,
-		"blk_3_1001.block": metaHeaderSize,
 	}
 	got := finalizedFiles(t, dir)
 	if len(got) != len(want) {
@@ -120,11 +119,11 @@ func TestSmallReplicaIsOneFile(t *testing.T) {
 			t.Fatalf("finalized files %v, want %v", got, want)
 		}
 	}
-	s2, err := openStore([]string{dir})
+	s2, err := testStore(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for id, data := range map[uint64][]byte{1: small, 2: big, 3: {}} {
+	for id, data := range map[uint64][]byte{1: small, 2: big} {
 		if r, ok := s2.get(id); !ok || r.length != int64(len(data)) || r.inline != (id != 2) {
 			t.Fatalf("block %d after restart: %+v %v", id, r, ok)
 		}
@@ -132,7 +131,7 @@ func TestSmallReplicaIsOneFile(t *testing.T) {
 			t.Fatalf("block %d read back differs", id)
 		}
 	}
-	for id := range uint64(3) {
+	for id := range uint64(2) {
 		if removed, err := s2.remove(id+1, 1001); !removed || err != nil {
 			t.Fatalf("remove %d: %v %v", id+1, removed, err)
 		}
@@ -146,7 +145,7 @@ func TestSmallReplicaIsOneFile(t *testing.T) {
 // finished, its checksums still in the writer's memory, and after it grew
 // into two files.
 func TestReadSmallReplicaBeingWritten(t *testing.T) {
-	s, err := openStore([]string{t.TempDir()})
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,14 +184,14 @@ func TestReadSmallReplicaBeingWritten(t *testing.T) {
 // cuts it to what was acknowledged, and the writer goes on from there.
 func TestReopenSmallReplica(t *testing.T) {
 	dir := t.TempDir()
-	s, err := openStore([]string{dir})
+	s, err := testStore(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := make([]byte, 3000)
+	data := make([]byte, packMax+3000)
 	rand.Read(data)
 	writeReplica(t, s, 9, data)
-	w, err := s.reopen(9, 1001, 1002, 1024)
+	w, err := s.reopen(9, 1001, 1002, packMax+1024)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +203,7 @@ func TestReopenSmallReplica(t *testing.T) {
 	if err := w.finish(); err != nil {
 		t.Fatal(err)
 	}
-	want := append(append([]byte(nil), data[:1024]...), more...)
+	want := append(append([]byte(nil), data[:packMax+1024]...), more...)
 	if got := readAll(t, s, 9); !bytes.Equal(got, want) {
 		t.Fatal("reopened replica read back wrong")
 	}
@@ -217,11 +216,11 @@ func TestReopenSmallReplica(t *testing.T) {
 // gained bytes is corrupt, for the scanner.
 func TestCheckSizeFindsDamagedSmallReplica(t *testing.T) {
 	dir := t.TempDir()
-	s, err := openStore([]string{dir})
+	s, err := testStore(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeReplica(t, s, 4, make([]byte, 2000))
+	writeReplica(t, s, 4, make([]byte, packMax+2000))
 	rr, err := s.open(4)
 	if err != nil {
 		t.Fatal(err)

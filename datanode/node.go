@@ -287,7 +287,7 @@ func (d *DataNode) Close() error {
 	d.master.Close()
 	d.peers.Close()
 	d.wg.Wait()
-	return nil
+	return d.store.close()
 }
 
 // datanodeID describes this datanode on the wire.

@@ -54,6 +54,9 @@ func (d *DataNode) scanLoop() {
 // when the replica is bad.
 func (d *DataNode) verifyReplica(id, gs uint64) (int64, error) {
 	rr, err := d.store.open(id)
+	if errors.Is(err, protocol.ErrCorruption) {
+		return 0, err // a bad checksum header, or a packed record's
+	}
 	if err != nil || rr.gs != gs {
 		if err == nil {
 			rr.Close()

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,11 +34,18 @@ type replica struct {
 	length   int64
 	dir      *volume
 	inline   bool // one file (data and checksums), not HDFS's two
+	// pack, if not nil, holds the replica as the record at off (see
+	// pack.go) instead of files.
+	pack *pack
+	off  int64
 }
 
 // files are the names of the replica's files in its finalized directory,
 // the one that marks it complete first.
 func (r *replica) files(id uint64) []string {
+	if r.pack != nil {
+		return nil
+	}
 	if r.inline {
 		return []string{inlineFileName(id, r.genStamp)}
 	}
@@ -50,6 +58,7 @@ type volume struct {
 	// noDirect is set once the volume's file system refused O_DIRECT:
 	// its replicas are then written through the page cache only.
 	noDirect atomic.Bool
+	packs    *packLog
 }
 
 func (v *volume) finalizedDir(id uint64) string {
@@ -61,6 +70,7 @@ func (v *volume) rbwDir() string { return filepath.Join(v.root, "rbw") }
 // stamps and lengths only, never file names.
 type store struct {
 	vols []*volume
+	bg   sync.WaitGroup // packs being made
 
 	mu struct {
 		sync.Mutex
@@ -91,9 +101,63 @@ func openStore(dirs []string) (*store, error) {
 		if err := s.scan(v); err != nil {
 			return nil, err
 		}
+		if err := s.indexPacks(v); err != nil {
+			return nil, err
+		}
 		s.vols = append(s.vols, v)
 	}
 	return s, nil
+}
+
+// indexPacks opens the packs of v and indexes their records. A record
+// that lost to another replica of its block with a newer generation stamp
+// (one a recovery wrote, the old one's deletion undone by a crash) is
+// deleted.
+func (s *store) indexPacks(v *volume) error {
+	l, recs, err := openPacks(s, v.root)
+	if err != nil {
+		return err
+	}
+	v.packs = l
+	var lost []*replica
+	s.mu.Lock()
+	for _, rec := range recs {
+		r := &replica{genStamp: rec.h.gs, length: rec.h.length, dir: v, pack: rec.p, off: rec.off}
+		if loser := s.indexLocked(rec.h.id, r); loser != nil && loser.pack != nil {
+			lost = append(lost, loser)
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range lost {
+		r.dir.packs.drop(r)
+	}
+	return nil
+}
+
+// indexLocked adds finalized replica r of block id found at start to the
+// index unless one with a newer generation stamp is there already, and
+// returns the one of the two not kept, if any.
+func (s *store) indexLocked(id uint64, r *replica) (loser *replica) {
+	old, ok := s.mu.replicas[id]
+	if ok && old.genStamp >= r.genStamp {
+		return r
+	}
+	if ok {
+		s.mu.used -= old.length
+	}
+	s.mu.replicas[id] = r
+	s.mu.used += r.length
+	return old
+}
+
+// close waits for packs being made and closes the volumes' packs.
+func (s *store) close() error {
+	var errs []error
+	for _, v := range s.vols {
+		errs = append(errs, v.packs.close())
+	}
+	s.bg.Wait()
+	return errors.Join(errs...)
 }
 
 func clearDir(dir string) error {
@@ -132,13 +196,7 @@ func (s *store) scan(v *volume) error {
 					firstErr = err
 				}
 				for _, f := range found {
-					if old, ok := s.mu.replicas[f.ID]; ok && old.genStamp >= f.GenStamp {
-						continue
-					} else if ok {
-						s.mu.used -= old.length
-					}
-					s.mu.replicas[f.ID] = &replica{genStamp: f.GenStamp, length: f.Len, dir: v, inline: f.inline}
-					s.mu.used += f.Len
+					s.indexLocked(f.ID, &replica{genStamp: f.GenStamp, length: f.Len, dir: v, inline: f.inline})
 				}
 				s.mu.Unlock()
 				pending.Add(len(subdirs))
@@ -256,7 +314,11 @@ type replicaWriter struct {
 	v      *volume
 	id, gs uint64
 	cs     pb.ChecksumTypeProto
-	data   *os.File
+	// data is the replica's file in rbw/, nil while the replica is held
+	// in buf (up to packMax bytes, then spilled; see pack.go). Set under
+	// moving.
+	data *os.File
+	buf  []byte // guarded by sumsMu
 	// meta is the separate checksum file, nil while the replica is small
 	// enough to be one file (its checksums then in sums). Set under moving.
 	meta  *os.File
@@ -298,13 +360,26 @@ func (s *store) create(id, gs uint64, cs pb.ChecksumTypeProto) (*replicaWriter, 
 	w := &replicaWriter{s: s, v: v, id: id, gs: gs, cs: cs}
 	s.mu.writing[id] = w
 	s.mu.Unlock()
+	return w, nil // in memory until it outgrows packMax
+}
 
-	var err error
-	if w.data, err = openFile(filepath.Join(v.rbwDir(), blockFileName(id)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
-		w.abort()
-		return nil, fmt.Errorf("create replica of block %d: %w", id, err)
+// spill moves a replica being written in memory to its data file in rbw/.
+func (w *replicaWriter) spill() error {
+	w.moving.Lock()
+	defer w.moving.Unlock()
+	f, err := openFile(filepath.Join(w.v.rbwDir(), blockFileName(w.id)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("create replica of block %d: %w", w.id, err)
 	}
-	return w, nil
+	w.data = f // from here on abort removes it
+	w.sumsMu.Lock()
+	buf := w.buf
+	w.buf = nil
+	w.sumsMu.Unlock()
+	if _, err := f.Write(buf); err != nil {
+		return fmt.Errorf("write block %d: %w", w.id, err)
+	}
+	return nil
 }
 
 // write appends data and its chunk checksums. Data must start on a chunk
@@ -322,7 +397,11 @@ func (w *replicaWriter) write(data, sums []byte) error {
 // store appends data to the replica (prepared for it), through its stage
 // if it has one.
 func (w *replicaWriter) store(data []byte) error {
-	if w.stage != nil {
+	if w.data == nil {
+		w.sumsMu.Lock()
+		w.buf = append(w.buf, data...)
+		w.sumsMu.Unlock()
+	} else if w.stage != nil {
 		if err := w.stage.add(data); err != nil {
 			return fmt.Errorf("write block %d: %w", w.id, err)
 		}
@@ -332,11 +411,17 @@ func (w *replicaWriter) store(data []byte) error {
 	return nil
 }
 
-// prepare readies the replica for n more bytes of data: its .meta file
-// once it outgrows inlineMax, then its stage.
+// prepare readies the replica for n more bytes of data: its data file
+// once it outgrows packMax, its .meta file once it outgrows inlineMax,
+// then its stage.
 func (w *replicaWriter) prepare(n int) error {
 	if w.length%protocol.BytesPerChecksum != 0 {
 		return fmt.Errorf("block %d: write at %d is not on a chunk boundary", w.id, w.length)
+	}
+	if w.data == nil && w.length+int64(n) > packMax {
+		if err := w.spill(); err != nil {
+			return err
+		}
 	}
 	if w.meta == nil && w.length+int64(n) > inlineMax {
 		if err := w.splitChecksums(); err != nil {
@@ -430,6 +515,14 @@ func (w *replicaWriter) rewind(off int64) error {
 // truncate cuts the replica being written to length bytes (and the
 // checksums of the chunks they start) and goes on writing there.
 func (w *replicaWriter) truncate(length int64) error {
+	if w.data == nil {
+		w.sumsMu.Lock()
+		w.buf = w.buf[:length]
+		w.sums = w.sums[:xfer.NumChunks(length)*protocol.ChecksumSize]
+		w.sumsMu.Unlock()
+		w.length = length
+		return nil
+	}
 	if w.stage != nil {
 		if err := w.stage.cut(w.data, length); err != nil {
 			return err
@@ -464,6 +557,9 @@ func (w *replicaWriter) truncate(length int64) error {
 func (w *replicaWriter) finish() error {
 	w.moving.Lock()
 	defer w.moving.Unlock()
+	if w.data == nil {
+		return w.finishPacked()
+	}
 	inline := w.meta == nil
 	if inline {
 		w.sumsMu.Lock()
@@ -513,6 +609,28 @@ func (w *replicaWriter) finish() error {
 	if err := syncDir(dir); err != nil {
 		return w.fail(err)
 	}
+	w.publish(r)
+	return nil
+}
+
+// finishPacked appends a replica held in memory to its volume's packs.
+// w.moving is held.
+func (w *replicaWriter) finishPacked() error {
+	w.sumsMu.Lock()
+	rec := make([]byte, recordHeaderSize, recordSize(w.length))
+	recordHeader(rec, w.id, w.gs, w.length, w.cs)
+	rec = append(append(rec, w.sums...), w.buf...)
+	w.sumsMu.Unlock()
+	p, off, err := w.v.packs.append(rec)
+	if err != nil {
+		return w.fail(err)
+	}
+	w.publish(&replica{genStamp: w.gs, length: w.length, dir: w.v, pack: p, off: off})
+	return nil
+}
+
+// publish moves the finished replica from the writers to the index.
+func (w *replicaWriter) publish(r *replica) {
 	w.finished.Store(true)
 	s := w.s
 	s.mu.Lock()
@@ -520,7 +638,6 @@ func (w *replicaWriter) finish() error {
 	s.mu.replicas[w.id] = r
 	s.mu.used += w.length
 	s.mu.Unlock()
-	return nil
 }
 
 func (w *replicaWriter) fail(err error) error {
@@ -599,6 +716,13 @@ func (s *store) open(id uint64) (*replicaReader, error) {
 
 // openFinalized opens the files of finalized replica r of id.
 func openFinalized(id uint64, r replica) (*replicaReader, error) {
+	if r.pack != nil {
+		sums, data, cs, err := r.pack.read(r.off, id, r.genStamp, r.length)
+		if err != nil {
+			return nil, err
+		}
+		return memoryReader(id, r.genStamp, cs, data, sums)
+	}
 	dir := r.dir.finalizedDir(id)
 	if !r.inline {
 		rr, err := openTwoFiles(id, r.genStamp, r.length, dir)
@@ -650,6 +774,13 @@ func (w *replicaWriter) openBeingWritten() (*replicaReader, error) {
 		}
 		return rr, err
 	}
+	if w.data == nil {
+		w.sumsMu.Lock()
+		data := bytes.Clone(w.buf[:length])
+		sums := bytes.Clone(w.sums[:xfer.NumChunks(length)*protocol.ChecksumSize])
+		w.sumsMu.Unlock()
+		return memoryReader(w.id, w.gs, w.cs, data, sums)
+	}
 	tab, err := xfer.ChecksumTable(w.cs)
 	if err != nil {
 		return nil, fmt.Errorf("block %d: %w", w.id, err)
@@ -664,6 +795,19 @@ func (w *replicaWriter) openBeingWritten() (*replicaReader, error) {
 	return &replicaReader{id: w.id, gs: w.gs, length: length, tab: tab, data: data, sums: bytes.NewReader(sums)}, nil
 }
 
+// memoryReader reads a replica held in memory: read from a pack, or
+// being written and not yet spilled to a file.
+func memoryReader(id, gs uint64, cs pb.ChecksumTypeProto, data, sums []byte) (*replicaReader, error) {
+	tab, err := xfer.ChecksumTable(cs)
+	if err != nil {
+		return nil, fmt.Errorf("block %d: %w", id, err)
+	}
+	if data == nil {
+		data = []byte{} // a tail, even if empty
+	}
+	return &replicaReader{id: id, gs: gs, length: int64(len(data)), tab: tab, sums: bytes.NewReader(sums), tail: data}, nil
+}
+
 // readChunks reads data[off:off+n] and the checksums that cover it; off
 // must be on a chunk boundary.
 func (rr *replicaReader) readChunks(off int64, data, sums []byte) error {
@@ -675,8 +819,10 @@ func (rr *replicaReader) readChunks(off int64, data, sums []byte) error {
 		copy(data[k:], rr.tail[off+k-rr.tailOff:])
 		data = data[:k]
 	}
-	if _, err := rr.data.ReadAt(data, off); err != nil && !(errors.Is(err, io.EOF) && len(data) == 0) {
-		return fmt.Errorf("read block %d at %d: %w", rr.id, off, err)
+	if len(data) > 0 {
+		if _, err := rr.data.ReadAt(data, off); err != nil {
+			return fmt.Errorf("read block %d at %d: %w", rr.id, off, err)
+		}
 	}
 	return rr.readSums(off, sums)
 }
@@ -745,6 +891,9 @@ func (rr *replicaReader) allSums() io.Reader {
 // finalized replica whose sizes do not match its length: data that grew,
 // or checksums lost.
 func (rr *replicaReader) checkSize() error {
+	if rr.data == nil {
+		return nil // in memory: its record's header named its length
+	}
 	if rr.meta == nil {
 		if fi, err := rr.data.Stat(); err != nil || fi.Size() != inlineSize(rr.length) {
 			return fmt.Errorf("%w: block file does not hold %d bytes and their checksums", protocol.ErrCorruption, rr.length)
@@ -761,7 +910,10 @@ func (rr *replicaReader) checkSize() error {
 }
 
 func (rr *replicaReader) Close() error {
-	err := rr.data.Close()
+	var err error
+	if rr.data != nil {
+		err = rr.data.Close()
+	}
 	if rr.meta != nil {
 		err = errors.Join(err, rr.meta.Close())
 	}
@@ -774,6 +926,9 @@ func (s *store) remove(id, gs uint64) (bool, error) {
 	r, ok := s.take(id, func(r *replica) bool { return gs == 0 || r.genStamp <= gs })
 	if !ok {
 		return false, nil
+	}
+	if r.pack != nil {
+		return true, r.dir.packs.drop(&r)
 	}
 	dir := r.dir.finalizedDir(id)
 	// The file that marks it complete first: a replica without it is no
@@ -825,6 +980,14 @@ func (s *store) quarantine(id, gs uint64) (bool, error) {
 	if err := os.MkdirAll(to, 0o755); err != nil {
 		return true, err
 	}
+	if r.pack != nil {
+		// Copied out as a one-file replica, for inspection.
+		sums, data, cs, err := r.pack.read(r.off, id, gs, r.length)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(to, inlineFileName(id, gs)), slices.Concat(data, sums, metaHeader(cs)), 0o644)
+		}
+		return true, errors.Join(err, r.dir.packs.drop(&r))
+	}
 	var errs []error
 	for _, name := range r.files(id) {
 		errs = append(errs, os.Rename(filepath.Join(from, name), filepath.Join(to, name)))
@@ -871,7 +1034,17 @@ func (s *store) reopen(id, oldGS, newGS uint64, length int64) (*replicaWriter, e
 	fin := v.finalizedDir(id)
 	dataPath := filepath.Join(v.rbwDir(), blockFileName(id))
 	var err error
-	if r.inline {
+	if r.pack != nil {
+		// Back into memory, and its record deleted.
+		sums, data, cs, err := r.pack.read(r.off, id, r.genStamp, r.length)
+		if err != nil {
+			return fail(err)
+		}
+		w.cs, w.buf, w.sums = cs, data, sums
+		if err := v.packs.drop(r); err != nil {
+			return fail(err)
+		}
+	} else if r.inline {
 		// Copied into a new data file, its checksums into memory: a reader
 		// that opened the finalized file reads on from it unchanged (its
 		// checksums sit where the data would now grow).

@@ -32,7 +32,7 @@ func writeReplica(t *testing.T, s *store, id uint64, data []byte) {
 
 func TestStoreWriteReadRemove(t *testing.T) {
 	dir := t.TempDir()
-	s, err := openStore([]string{dir})
+	s, err := testStore(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestStoreWriteReadRemove(t *testing.T) {
 	// Reopening indexes the finalized replica; an unfinished one is gone.
 	w, _ := s.create(43, 1001, pb.ChecksumTypeProto_CHECKSUM_CRC32C)
 	w.write(data[:512], xfer.ChunkSums(xfer.CRC32C, nil, data[:512]))
-	s2, err := openStore([]string{dir})
+	s2, err := testStore(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestStoreWriteReadRemove(t *testing.T) {
 // finalized/: every open finds them (a pipeline recovery's TRANSFER_BLOCK
 // once failed this way).
 func TestStoreOpenWhileMoving(t *testing.T) {
-	s, err := openStore([]string{t.TempDir()})
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestStoreOpenIndexesWhatIsOnDisk(t *testing.T) {
 	put("subdir4/blk_10_1001.block", int(inlineSize(1000)))
 	// Two full chunks and their sums, then 2 bytes: less than a chunk and its sum.
 	put("subdir4/blk_11_1001.block", metaHeaderSize+2*(protocol.BytesPerChecksum+protocol.ChecksumSize)+2)
-	s, err := openStore([]string{dir})
+	s, err := testStore(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,4 +181,14 @@ func TestStoreOpenIndexesWhatIsOnDisk(t *testing.T) {
 	if r, ok := s.get(8); !ok || r.genStamp != 1002 || r.length != 300 {
 		t.Fatalf("block 8: %+v %v, want stamp 1002, 300 bytes", r, ok)
 	}
+}
+
+// testStore opens a store on dirs that is closed when the test ends,
+// before its directories are removed.
+func testStore(t testing.TB, dirs ...string) (*store, error) {
+	s, err := openStore(dirs)
+	if err == nil {
+		t.Cleanup(func() { s.close() })
+	}
+	return s, err
 }

@@ -312,12 +312,12 @@ func TestRemoveFreesDatanodeDisk(t *testing.T) {
 	c := cl.Client()
 	before := int64(0)
 	for _, d := range cl.DataNodes {
-		before += godfstest.DirBytes(d.Dir)
+		before += godfstest.ReplicaBytes(t, d.Dir)
 	}
 	put(t, c, "/big", randomBytes(t, 3*blockSize+5))
 	mid := int64(0)
 	for _, d := range cl.DataNodes {
-		mid += godfstest.DirBytes(d.Dir)
+		mid += godfstest.ReplicaBytes(t, d.Dir)
 	}
 	if mid < before+3*(3*blockSize+5) {
 		t.Fatalf("datanodes hold %d bytes after a 3 MiB put at replication 3 (before: %d)", mid, before)
@@ -329,7 +329,7 @@ func TestRemoveFreesDatanodeDisk(t *testing.T) {
 	for {
 		now := int64(0)
 		for _, d := range cl.DataNodes {
-			now += godfstest.DirBytes(d.Dir)
+			now += godfstest.ReplicaBytes(t, d.Dir)
 		}
 		if now <= before+4096 { // identity files may have been written meanwhile
 			return
@@ -390,8 +390,8 @@ func TestCorruptReplicaDetectedAndReadSucceeds(t *testing.T) {
 	for {
 		good := 0
 		for _, d := range cl.DataNodes {
-			for _, f := range godfstest.BlockFiles(t, d.Dir) {
-				if bytes.Equal(godfstest.BlockData(t, f), data) {
+			for _, r := range godfstest.Replicas(t, d.Dir) {
+				if bytes.Equal(r, data) {
 					good++
 				}
 			}

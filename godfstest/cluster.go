@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -404,10 +405,42 @@ func BlockData(t testing.TB, path string) []byte {
 	return b[:n]
 }
 
-// DirBytes is the total size of the files under dir.
-func DirBytes(dir string) int64 {
-	var n int64
+// Replicas returns the data of every finalized replica a datanode
+// directory holds: in files (see BlockFiles) and in packs.
+func Replicas(t testing.TB, dir string) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, f := range BlockFiles(t, dir) {
+		b, err := os.ReadFile(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted since it was listed
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if n, ok := datanode.BlockBytes(filepath.Base(f), int64(len(b))); ok {
+			out = append(out, b[:n])
+		}
+	}
+	packed, err := datanode.ReadPacks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range packed {
+		out = append(out, r.Data)
+	}
+	return out
+}
+
+// ReplicaBytes is the size of the files under a datanode directory,
+// packs excepted, plus the data of the replicas in its packs: what it
+// holds, not counting the space a pack keeps zeroed for records to come.
+func ReplicaBytes(t testing.TB, dir string) int64 {
+	t.Helper()
+	n := int64(0)
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == "packs" {
+			return filepath.SkipDir
+		}
 		if err == nil && !d.IsDir() {
 			if fi, err := d.Info(); err == nil {
 				n += fi.Size()
@@ -415,5 +448,12 @@ func DirBytes(dir string) int64 {
 		}
 		return nil
 	})
+	packed, err := datanode.ReadPacks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range packed {
+		n += int64(len(r.Data))
+	}
 	return n
 }
