@@ -123,11 +123,11 @@ type pack struct {
 
 	// Group commit: every appender needs an fdatasync that started after
 	// its write; whoever finds none running starts one for all waiting.
-	syncMu           sync.Mutex
-	synced           sync.Cond
-	started, done    uint64
-	syncing          bool
-	syncErr          error // sticky: after a failed fdatasync nothing since is known to be on disk
+	syncMu        sync.Mutex
+	synced        sync.Cond
+	started, done uint64
+	syncing       bool
+	syncErr       error // sticky: after a failed fdatasync nothing since is known to be on disk
 }
 
 func newPack(dir string, seq uint64, f *os.File) *pack {
