@@ -177,7 +177,7 @@ func (w *FileWriter) flushPacket() error {
 	if n == 0 {
 		return nil
 	}
-	if err := w.sendBuffered(0); err != nil {
+	if err := w.sendBuffered(0, false); err != nil {
 		return err
 	}
 	w.inBlock += int64(n)
@@ -190,7 +190,8 @@ func (w *FileWriter) flushPacket() error {
 // sendBuffered sends the buffered bytes as one packet, opening the block's
 // pipeline first if needed and recovering it if it fails. The packet takes
 // its space along; the next one starts with this one's last keep bytes.
-func (w *FileWriter) sendBuffered(keep int) error {
+// The last packet of a block, if last, needs no empty one after it.
+func (w *FileWriter) sendBuffered(keep int, last bool) error {
 	if w.bw == nil {
 		if err := w.startBlock(); err != nil {
 			return w.fail(err)
@@ -203,7 +204,11 @@ func (w *FileWriter) sendBuffered(keep int) error {
 		w.buf = w.buf[:k]
 	}
 	sums := xfer.ChunkSums(xfer.CRC32C, sp.Sums(), data)
-	if err := w.bw.Send(sp, data, sums); err != nil {
+	send := w.bw.Send
+	if last {
+		send = w.bw.SendLast
+	}
+	if err := send(sp, data, sums); err != nil {
 		// The packet is among the unacked ones the recovered pipeline
 		// gets again.
 		if err := w.recoverPipeline(err); err != nil {
@@ -292,8 +297,11 @@ func (w *FileWriter) Close() error {
 	w.closed = true
 	defer w.c.writerClosed()
 	defer w.freeBuffer()
-	if w.err == nil {
-		w.flushPacket()
+	if n := len(w.buf); w.err == nil && n > 0 {
+		// The file's last packet is its last block's too.
+		if w.sendBuffered(0, true) == nil {
+			w.inBlock += int64(n)
+		}
 	}
 	if w.err == nil && w.bw != nil {
 		w.finishBlock()
@@ -447,7 +455,7 @@ func (w *FileWriter) Sync() error {
 	n := len(w.buf)
 	partial := n % protocol.BytesPerChecksum
 	if n > 0 {
-		if err := w.sendBuffered(partial); err != nil {
+		if err := w.sendBuffered(partial, false); err != nil {
 			return err
 		}
 	}

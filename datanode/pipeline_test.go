@@ -145,7 +145,7 @@ func TestCorruptPacketRefused(t *testing.T) {
 }
 
 // TestPipelinesReuseConnections writes block after block down a pipeline
-// of two datanodes: each goes over the connections the one before left
+// of two datanodes (every other one with its data in the last packet): each goes over the connections the one before left
 // (the writer's to the first datanode, the first's to the second), and a
 // kept connection that broke meanwhile is replaced without failing the
 // block.
@@ -164,7 +164,14 @@ func TestPipelinesReuseConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 		data[0] = byte(id)
-		if err := p.Write(data, xfer.ChunkSums(xfer.CRC32C, nil, data)); err != nil {
+		if id%2 == 0 { // the data in the last packet itself, none empty after it
+			sp := xfer.NewSpace()
+			d := append(sp.Data()[:0], data...)
+			err = p.SendLast(sp, d, xfer.ChunkSums(xfer.CRC32C, sp.Sums(), d))
+		} else {
+			err = p.Write(data, xfer.ChunkSums(xfer.CRC32C, nil, data))
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		if err := p.Finish(); err != nil {

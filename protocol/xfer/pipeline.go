@@ -133,6 +133,14 @@ func (p *Pipeline) Send(sp Space, data, sums []byte) error {
 	return p.send(&Packet{Data: data, Sums: sums, space: sp.b}, false)
 }
 
+// SendLast is Send of the block's last packet: no empty one follows it
+// (see Finish), which saves a packet and its ack on every datanode when
+// the whole block is one packet, as a small file's is.
+func (p *Pipeline) SendLast(sp Space, data, sums []byte) error {
+	p.total.Store(p.seqno + 1)
+	return p.send(&Packet{Data: data, Sums: sums, space: sp.b}, true)
+}
+
 func retained(data, sums []byte) *Packet {
 	pk := &Packet{}
 	pk.retain(data, sums)
@@ -277,7 +285,7 @@ func (p *Pipeline) Rewind(n int64) { p.offset -= n }
 // NextSeqno is the seqno the next packet would get.
 func (p *Pipeline) NextSeqno() int64 { return p.seqno }
 
-// Finish sends the empty last packet, waits until every datanode has acked
+// Finish sends the empty last packet (unless SendLast sent the last one), waits until every datanode has acked
 // every packet (the replicas are then durable) and closes the connection,
 // or keeps it in the pipeline's Peers when all went well.
 func (p *Pipeline) Finish() error {
