@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/pb"
@@ -118,8 +119,10 @@ type pack struct {
 	mu sync.RWMutex
 	f  *os.File // nil once the pack is closed
 	// Under the store's mu:
-	live   int  // records indexed or being appended
-	sealed bool // no record will be appended any more
+	live       int   // records indexed or being appended
+	liveBytes  int64 // their size
+	sealed     bool  // no record will be appended any more
+	compacting bool
 
 	// Group commit: every appender needs an fdatasync that started after
 	// its write; whoever finds none running starts one for all waiting.
@@ -237,7 +240,16 @@ type packLog struct {
 	nextSeq uint64
 	spare   chan spareResult // the next pack, being zeroed; nil when none is
 	all     map[uint64]*pack // every open pack, for close
+	closed  bool
+
+	// compactDelay is how long a sparse pack waits before it is compacted:
+	// a big deletion reaches a datanode over many heartbeats, and the
+	// records it will delete need no copy. closing ends the waits.
+	compactDelay time.Duration
+	closing      chan struct{}
 }
+
+var errPacksClosed = errors.New("packs closed")
 
 type spareResult struct {
 	p   *pack
@@ -251,19 +263,24 @@ func (l *packLog) append(rec []byte) (*pack, int64, error) {
 		return nil, 0, errRecordTooBig
 	}
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil, 0, errPacksClosed
+	}
 	if l.cur == nil || l.end+int64(len(rec)) > packSize {
 		if err := l.next(); err != nil {
 			l.mu.Unlock()
 			return nil, 0, err
 		}
 	}
-	p, off := l.cur, l.end
+	p, off, size := l.cur, l.end, int64(len(rec))
 	l.s.mu.Lock()
 	p.live++ // before anyone can seal it: it is not removed under the record
+	p.liveBytes += size
 	l.s.mu.Unlock()
 	if _, err := p.f.WriteAt(rec, off); err != nil {
 		l.mu.Unlock()
-		l.release(p)
+		l.release(p, size)
 		return nil, 0, fmt.Errorf("write %s: %w", p.path, err)
 	}
 	l.end += int64(len(rec))
@@ -277,33 +294,155 @@ func (l *packLog) append(rec []byte) (*pack, int64, error) {
 			l.end = packSize
 		}
 		l.mu.Unlock()
-		p.kill(off, int64(len(rec)))
-		l.release(p)
+		p.kill(off, size)
+		l.release(p, size)
 		return nil, 0, err
 	}
 	return p, off, nil
 }
 
-// release drops one record from p's count, removing a sealed pack that
-// holds no more, and reports whether it did.
-func (l *packLog) release(p *pack) (removed bool) {
+// release drops a record of size bytes from p's count, removing a sealed
+// pack that holds no more (and reporting that it did) or compacting one
+// that holds little.
+func (l *packLog) release(p *pack, size int64) (removed bool) {
 	s := l.s
 	s.mu.Lock()
 	p.live--
+	p.liveBytes -= size
 	gone := p.live == 0 && p.sealed
+	compact := !gone && l.shouldCompactLocked(p)
 	s.mu.Unlock()
 	if gone {
 		l.forget(p)
+	}
+	if compact {
+		l.startCompaction(p)
 	}
 	return gone
 }
 
 // drop deletes the record of replica r, which is out of the index.
 func (l *packLog) drop(r *replica) error {
-	if l.release(r.pack) {
+	size := recordSize(r.length)
+	if l.release(r.pack, size) {
 		return nil
 	}
-	return r.pack.kill(r.off, recordSize(r.length))
+	return r.pack.kill(r.off, size)
+}
+
+// compactBelow is the share of a sealed pack's size below which its live
+// records are copied to the pack in use and it is removed: deleted
+// records give back only the whole file system blocks inside them, so a
+// pack of small records, most deleted, would otherwise keep its space for
+// as long as one lives.
+const compactBelow = packSize / 4
+
+// shouldCompactLocked says whether p is to be compacted now, and marks it
+// so. The store's mu is held.
+func (l *packLog) shouldCompactLocked(p *pack) bool {
+	if !p.sealed || p.compacting || p.live == 0 || p.liveBytes >= compactBelow {
+		return false
+	}
+	p.compacting = true
+	return true
+}
+
+func (l *packLog) startCompaction(p *pack) {
+	l.s.bg.Add(1)
+	go func() {
+		defer l.s.bg.Done()
+		select {
+		case <-time.After(l.compactDelay):
+			l.compact(p)
+		case <-l.closing:
+		}
+	}()
+}
+
+// compact copies the live records of sealed pack p to the pack in use and
+// points the index at the copies; p goes once the last is moved. A crash
+// midway leaves a record twice, and the start-up scan keeps one.
+func (l *packLog) compact(p *pack) {
+	s := l.s
+	s.mu.Lock()
+	gone := p.live == 0
+	s.mu.Unlock()
+	if gone {
+		return
+	}
+	f, err := os.Open(p.path) // its own handle: p's is closed when it goes
+	if err != nil {
+		return // removed meanwhile
+	}
+	recs, _, _ := readPack(newPack(l.dir, p.seq, f), false)
+	f.Close()
+	at := func(id uint64, off int64) *replica {
+		if r := s.mu.replicas[id]; r != nil && r.pack == p && r.off == off {
+			return r
+		}
+		return nil // deleted or reopened since
+	}
+	for _, rec := range recs {
+		s.mu.Lock()
+		still := at(rec.h.id, rec.off) != nil
+		s.mu.Unlock()
+		if !still {
+			continue
+		}
+		sums, data, cs, err := p.read(rec.off, rec.h.id, rec.h.gs, rec.h.length)
+		if err != nil {
+			continue
+		}
+		np, noff, err := l.append(record(rec.h.id, rec.h.gs, cs, sums, data))
+		if err != nil {
+			s.mu.Lock()
+			p.compacting = false // tried again at the next deletion
+			s.mu.Unlock()
+			return
+		}
+		// (A reader that found the record here finds it gone once p is, and
+		// looks it up again: see store.open.)
+		size := recordSize(rec.h.length)
+		s.mu.Lock()
+		r := at(rec.h.id, rec.off)
+		if r != nil {
+			r.pack, r.off = np, noff
+		}
+		s.mu.Unlock()
+		if r != nil {
+			l.release(p, size)
+		} else {
+			l.drop(&replica{length: rec.h.length, pack: np, off: noff})
+		}
+	}
+	s.mu.Lock()
+	p.compacting = false // if a record could not be read, the next deletion tries again
+	s.mu.Unlock()
+}
+
+// compactSparse starts compacting the packs that need it, as found at start.
+func (l *packLog) compactSparse() {
+	var sparse []*pack
+	l.mu.Lock()
+	l.s.mu.Lock()
+	for _, p := range l.all {
+		if l.shouldCompactLocked(p) {
+			sparse = append(sparse, p)
+		}
+	}
+	l.s.mu.Unlock()
+	l.mu.Unlock()
+	for _, p := range sparse {
+		l.startCompaction(p)
+	}
+}
+
+// record builds the record of a replica.
+func record(id, gs uint64, cs pb.ChecksumTypeProto, sums, data []byte) []byte {
+	length := int64(len(data))
+	rec := make([]byte, recordHeaderSize, recordSize(length))
+	recordHeader(rec, id, gs, length, cs)
+	return append(append(rec, sums...), data...)
 }
 
 // forget closes and removes a pack that holds no records.
@@ -323,10 +462,14 @@ func (l *packLog) next() error {
 		l.s.mu.Lock()
 		old.sealed = true
 		gone := old.live == 0
+		compact := !gone && l.shouldCompactLocked(old)
 		l.s.mu.Unlock()
 		if gone {
 			old.close(true)
 			delete(l.all, old.seq)
+		}
+		if compact {
+			l.startCompaction(old)
 		}
 	}
 	if l.spare == nil {
@@ -388,6 +531,11 @@ func createPack(dir string, seq uint64) (*pack, error) {
 func (l *packLog) close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	close(l.closing)
 	if l.spare != nil {
 		if res := <-l.spare; res.p != nil {
 			res.p.close(false) // left for the next start, which removes it
@@ -432,7 +580,7 @@ func openPacks(s *store, root string) (*packLog, []packedRecord, error) {
 		}
 	}
 	slices.Sort(seqs)
-	l := &packLog{s: s, dir: dir, all: map[uint64]*pack{}}
+	l := &packLog{s: s, dir: dir, all: map[uint64]*pack{}, compactDelay: 30 * time.Second, closing: make(chan struct{})}
 	if len(seqs) > 0 {
 		l.nextSeq = seqs[len(seqs)-1] + 1
 	}
@@ -456,6 +604,9 @@ func openPacks(s *store, root string) (*packLog, []packedRecord, error) {
 			continue
 		}
 		p.live = len(recs)
+		for _, rec := range recs {
+			p.liveBytes += recordSize(rec.h.length)
+		}
 		l.all[p.seq] = p
 		found = append(found, recs...)
 	}

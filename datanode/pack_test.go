@@ -357,3 +357,78 @@ func TestScannerFindsDamagedRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestPackCompaction: once most records of a pack no record goes to any
+// more are deleted, the rest are copied to the pack in use and the old
+// pack is removed; every replica left reads back, also after a restart.
+func TestPackCompaction(t *testing.T) {
+	dir := t.TempDir()
+	s, err := testStore(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.vols[0].packs.compactDelay = 0
+	content := func(id uint64) []byte { return bytes.Repeat([]byte{byte(id), byte(id >> 8)}, packMax/2) }
+	const n = 300 // 64 KiB each: the first pack fills, the rest go to a second
+	for id := uint64(1); id <= n; id++ {
+		writeReplica(t, s, id, content(id))
+	}
+	first, _ := s.get(1)
+	kept := map[uint64]bool{}
+	for id := uint64(1); id <= n; id++ {
+		if r, _ := s.get(id); r.pack != first.pack || id%10 == 0 { // a tenth of the first pack stays
+			kept[id] = true
+		}
+	}
+	// Readers of records that stay go on while the records move.
+	stop := make(chan struct{})
+	failed := make(chan error, 1)
+	go func() {
+		defer close(failed)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			id := uint64(10 * (1 + i%20))
+			rr, err := s.open(id)
+			if err != nil {
+				failed <- fmt.Errorf("open %d while records moved: %w", id, err)
+				return
+			}
+			rr.Close()
+		}
+	}()
+	for id := uint64(1); id <= n; id++ {
+		if kept[id] {
+			continue
+		}
+		if removed, err := s.remove(id, 0); !removed || err != nil {
+			t.Fatalf("remove %d: %v %v", id, removed, err)
+		}
+	}
+	s.bg.Wait() // the compaction
+	close(stop)
+	if err := <-failed; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(first.pack.path); !os.IsNotExist(err) {
+		t.Fatalf("the sparse pack is still there: %v", err)
+	}
+	for range 2 {
+		if _, n := s.usage(); n != len(kept) {
+			t.Fatalf("%d replicas indexed, want %d", n, len(kept))
+		}
+		for id := range kept {
+			r, _ := s.get(id)
+			if r.pack == first.pack {
+				t.Fatalf("block %d still in the compacted pack", id)
+			}
+			if got := readAll(t, s, id); !bytes.Equal(got, content(id)) {
+				t.Fatalf("block %d read back differs", id)
+			}
+		}
+		s = reopenStore(t, s, dir)
+	}
+}

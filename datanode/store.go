@@ -131,6 +131,7 @@ func (s *store) indexPacks(v *volume) error {
 	for _, r := range lost {
 		r.dir.packs.drop(r)
 	}
+	l.compactSparse()
 	return nil
 }
 
@@ -617,9 +618,7 @@ func (w *replicaWriter) finish() error {
 // w.moving is held.
 func (w *replicaWriter) finishPacked() error {
 	w.sumsMu.Lock()
-	rec := make([]byte, recordHeaderSize, recordSize(w.length))
-	recordHeader(rec, w.id, w.gs, w.length, w.cs)
-	rec = append(append(rec, w.sums...), w.buf...)
+	rec := record(w.id, w.gs, w.cs, w.sums, w.buf)
 	w.sumsMu.Unlock()
 	p, off, err := w.v.packs.append(rec)
 	if err != nil {
@@ -693,8 +692,8 @@ func (s *store) open(id uint64) (*replicaReader, error) {
 		r, ok := s.get(id)
 		if ok {
 			rr, err := openFinalized(id, r)
-			if now, ok := s.get(id); errors.Is(err, fs.ErrNotExist) && (!ok || now.genStamp != r.genStamp) {
-				continue
+			if now, ok := s.get(id); errors.Is(err, fs.ErrNotExist) && (!ok || now != r) {
+				continue // moved: reopened, or its record to another pack
 			}
 			return rr, err
 		}
