@@ -316,8 +316,11 @@ func (d *DataNode) masterLoop() {
 		reported   bool      // a full report went since registering
 		nextReport time.Time // when one is due after that
 	)
-	hb := time.NewTicker(d.opts.HeartbeatInterval)
-	defer hb.Stop()
+	// A heartbeat goes every interval; incremental reports go as soon as
+	// there is something to report, without one.
+	beat := time.NewTimer(d.opts.HeartbeatInterval)
+	defer beat.Stop()
+	beatDue := true
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		var err error
@@ -325,10 +328,11 @@ func (d *DataNode) masterLoop() {
 		switch {
 		case !registered:
 			if err = d.register(ctx); err == nil {
-				registered, reported, now = true, false, true
+				registered, reported, now, beatDue = true, false, true, true
 			}
 		default:
-			if err = d.sendIBR(ctx); err == nil {
+			if err = d.sendIBR(ctx); err == nil && beatDue {
+				beatDue = false
 				due := !reported || time.Now().After(nextReport)
 				var again bool
 				var lease uint64
@@ -363,7 +367,9 @@ func (d *DataNode) masterLoop() {
 		select {
 		case <-d.stop:
 			return
-		case <-hb.C:
+		case <-beat.C:
+			beatDue = true
+			beat.Reset(d.opts.HeartbeatInterval)
 		case <-d.ibrKick:
 		}
 	}
