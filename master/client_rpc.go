@@ -275,26 +275,35 @@ func (m *Master) addBlock(ctx context.Context, req *pb.AddBlockRequestProto) (*p
 	}
 	clientIP := callerIP(ctx)
 	resp := &pb.AddBlockResponseProto{}
-	err := m.update(func() error {
+	// An addBlock answers before its entry is durable: a crash before the
+	// fsync loses a block that nothing durable refers to yet (the
+	// complete or hflush that would is logged after it and waits), and
+	// the writer's next call fails. Its id must then never be handed out
+	// again: ids are reserved ahead in the log, and a restarted master
+	// skips past the reserved ones (reserveBlockIDsLocked).
+	err := m.change(func() (wait bool, err error) {
 		id := m.fileIDForLocked(req.GetSrc(), req.GetFileId(), req.GetClientName())
 		n := m.mu.tree.UnderConstruction(id)
 		if n == nil {
-			return &fs.PathError{Op: "addBlock", Path: req.GetSrc(), Err: protocol.ErrNoLease}
+			return true, &fs.PathError{Op: "addBlock", Path: req.GetSrc(), Err: protocol.ErrNoLease}
 		}
 		chosen := placement.Choose(m.placementNodesLocked(), placement.Request{N: int(n.Replication()),
 			WriterHost: clientIP, Exclude: exclude, BlockSize: int64(n.BlockSize())}, m.cfg.Rand)
 		if len(chosen) == 0 {
-			return fmt.Errorf("%w: cannot place a block of %s (%d live, %d excluded)",
+			return true, fmt.Errorf("%w: cannot place a block of %s (%d live, %d excluded)",
 				protocol.ErrNoDatanodes, req.GetSrc(), len(m.mu.blocks.live()), len(req.GetExcludeNodes()))
 		}
 		targets := make([]*datanode, len(chosen))
 		for i, c := range chosen {
 			targets[i] = m.mu.blocks.nodes[c.ID]
 		}
+		if wait, err = m.reserveBlockIDsLocked(); err != nil {
+			return true, err
+		}
 		b := namespace.Block{ID: m.mu.tree.NextBlockID(), GenStamp: m.mu.tree.NextGenStamp()}
 		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpAddBlock, FileID: id, Path: req.GetSrc(),
 			Client: req.GetClientName(), Block: &b, Previous: blockFrom(req.GetPrevious())}); err != nil {
-			return err
+			return true, err
 		}
 		uuids := make([]string, len(targets))
 		for i, t := range targets {
@@ -303,12 +312,42 @@ func (m *Master) addBlock(ctx context.Context, req *pb.AddBlockRequestProto) (*p
 		m.mu.blocks.add(id, b, uuids)
 		m.renewLeaseLocked(req.GetClientName())
 		resp.Block = m.locatedBlock(b, n.Len(), targets)
-		return nil
+		return wait, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return resp, nil
+}
+
+// blockIDsReserved is how many block ids one OpReserveBlockIDs reserves:
+// a restart skips up to twice that many.
+const blockIDsReserved = 100_000
+
+// reserveBlockIDsLocked logs a reservation of block ids when the next one
+// is not reserved yet, and reports whether it did: the caller must then
+// wait for the log before it hands that id out. The first after a start
+// also skips past every id reserved before: up to the last reservation
+// replayed, and a whole reservation past the next id, for one made before
+// the checkpoint the namespace was loaded from (made when the next id was
+// at most what the checkpoint holds).
+func (m *Master) reserveBlockIDsLocked() (bool, error) {
+	t := m.mu.tree
+	next := t.NextBlockID()
+	if m.mu.blockIDsSkipped && next < t.ReservedBlockIDs() {
+		return false, nil
+	}
+	e := &namespace.Entry{Type: namespace.OpReserveBlockIDs}
+	if !m.mu.blockIDsSkipped {
+		next = max(next+blockIDsReserved, t.ReservedBlockIDs())
+		e.Block = &namespace.Block{ID: next}
+	}
+	e.Length = next + blockIDsReserved
+	if _, err := m.applyLocked(e); err != nil {
+		return true, err
+	}
+	m.mu.blockIDsSkipped = true
+	return true, nil
 }
 
 func (m *Master) abandonBlock(ctx context.Context, req *pb.AbandonBlockRequestProto) (*pb.AbandonBlockResponseProto, error) {

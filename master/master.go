@@ -53,6 +53,10 @@ type Master struct {
 		decommission     map[string]bool // datanode uuids or addresses being decommissioned (persisted)
 		balanceThreshold float64         // > 0 while the balancer runs
 		reportLeases     *reportLeases   // full block reports admitted now
+		// blockIDsSkipped is set once this master, since it loaded its
+		// namespace, skipped past the block ids an earlier run may have
+		// handed out without their addBlock reaching the log (see addBlock).
+		blockIDsSkipped bool
 	}
 
 	stop chan struct{}

@@ -25,6 +25,10 @@ const (
 	OpBumpGenStamp   OpType = 16 // Block.GenStamp: a generation stamp handed out for pipeline recovery
 	OpUpdatePipeline OpType = 17 // FileID, Block: the block's new generation stamp after pipeline recovery
 	OpFsync          OpType = 18 // FileID, Client, Block: hflush: the last block's visible length; a new file becomes visible
+	// OpReserveBlockIDs: block ids below Length may be handed out before
+	// their addBlock entries are durable; Block.ID, if set, is the least
+	// id the next block gets (see Tree.ReservedBlockIDs).
+	OpReserveBlockIDs OpType = 19
 )
 
 var opNames = map[OpType]string{
@@ -32,6 +36,7 @@ var opNames = map[OpType]string{
 	OpComplete: "complete", OpDelete: "delete", OpRename: "rename", OpSetPermission: "setPermission",
 	OpSetOwner: "setOwner", OpSetReplication: "setReplication", OpSetTimes: "setTimes",
 	OpAbandonFile: "abandonFile", OpAppend: "append", OpTruncate: "truncate", OpReportBlock: "reportBlock", OpBumpGenStamp: "bumpGenStamp", OpUpdatePipeline: "updatePipeline", OpFsync: "fsync",
+	OpReserveBlockIDs: "reserveBlockIDs",
 }
 
 func (t OpType) String() string {

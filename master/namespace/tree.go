@@ -339,6 +339,9 @@ type Tree struct {
 	nextInodeID  uint64
 	nextBlockID  uint64
 	nextGenStamp uint64
+	// reservedBlockID is the highest OpReserveBlockIDs replayed or applied
+	// since the tree was loaded; snapshots do not keep it.
+	reservedBlockID uint64
 }
 
 // First ids, as HDFS numbers them.
@@ -457,9 +460,16 @@ func (t *Tree) LastIndex() uint64 { return t.lastIndex }
 
 // NextInodeID, NextBlockID and NextGenStamp are the ids the next entries
 // should carry. The caller puts them in the entry; Apply advances them.
-func (t *Tree) NextInodeID() uint64  { return t.nextInodeID }
-func (t *Tree) NextBlockID() uint64  { return t.nextBlockID }
-func (t *Tree) NextGenStamp() uint64 { return t.nextGenStamp }
+func (t *Tree) NextInodeID() uint64 { return t.nextInodeID }
+func (t *Tree) NextBlockID() uint64 { return t.nextBlockID }
+
+// ReservedBlockIDs is the end of the block ids reserved since the tree was
+// loaded (0 if none). A master hands out ids below it without waiting for
+// their addBlock entries to be durable; after a crash some of those may be
+// on datanodes and in no log, so a master that loaded a tree skips past
+// them before it hands out any (see OpReserveBlockIDs).
+func (t *Tree) ReservedBlockIDs() uint64 { return t.reservedBlockID }
+func (t *Tree) NextGenStamp() uint64     { return t.nextGenStamp }
 
 // Root returns the root directory.
 func (t *Tree) Root() *Inode { return t.root }
@@ -575,6 +585,12 @@ func (t *Tree) apply(e *Entry) (Result, error) {
 		return t.fsync(e)
 	case OpBumpGenStamp:
 		t.sawGenStamp(e.Block.GenStamp)
+		return Result{}, nil
+	case OpReserveBlockIDs:
+		if e.Block != nil && e.Block.ID > t.nextBlockID {
+			t.nextBlockID = e.Block.ID
+		}
+		t.reservedBlockID = max(t.reservedBlockID, e.Length)
 		return Result{}, nil
 	}
 	return Result{}, fmt.Errorf("apply entry %d: unknown op %s", e.Index, e.Type)
