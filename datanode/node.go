@@ -371,9 +371,22 @@ func (d *DataNode) masterLoop() {
 			beatDue = true
 			beat.Reset(d.opts.HeartbeatInterval)
 		case <-d.ibrKick:
+			// Blocks that finish meanwhile go in the same report: with 16
+			// clients writing 4 KiB files, 19 blocks a report instead of 2.5
+			// (BenchmarkSmallWrite). The master counts a block's pipeline as
+			// its replicas from addBlock on, so readers do not wait for it.
+			select {
+			case <-d.stop:
+				return
+			case <-time.After(reportGathering):
+			}
 		}
 	}
 }
+
+// reportGathering is how long a datanode waits, once a block is received
+// or deleted, for others to report with it.
+const reportGathering = 10 * time.Millisecond
 
 // firstPeriodicReport is how long after registering a datanode sends its
 // first periodic full report: a random point of the interval (then one
