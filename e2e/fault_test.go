@@ -21,16 +21,25 @@ var faultIterations = flag.Int("fault.iterations", 100, "iterations of TestFault
 // moment, and restarting it. Every write that was acknowledged (Close
 // returned nil) must read back byte-exact at the end, and the cluster must
 // heal to full replication.
-func TestFaultInjectionLoop(t *testing.T) {
+func TestFaultInjectionLoop(t *testing.T) { faultLoop(t, *faultIterations, 1<<20) }
+
+// TestFaultInjectionSmallFiles is the loop with files of up to 96 KiB:
+// most are one replica record in the datanodes' packs (see
+// datanode/pack.go), appended while datanodes die.
+func TestFaultInjectionSmallFiles(t *testing.T) { faultLoop(t, max(*faultIterations/2, 1), 96<<10) }
+
+// faultLoop writes n files of up to maxSize bytes, killing a server during
+// each, as TestFaultInjectionLoop says.
+func faultLoop(t *testing.T, n, maxSize int) {
 	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: 4, BlockSize: "256KiB", DeadAfter: 3 * time.Second})
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	acked := map[string][]byte{}
 	failed := 0
-	for i := 0; i < *faultIterations; i++ {
+	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("/fault/f%04d", i)
-		data := make([]byte, rng.IntN(1<<20))
+		data := make([]byte, rng.IntN(maxSize))
 		for j := range data {
 			data[j] = byte(rng.Uint32())
 		}
@@ -80,8 +89,8 @@ func TestFaultInjectionLoop(t *testing.T) {
 			cl.RestartDataNode(victim)
 		}
 	}
-	if len(acked) < *faultIterations/2 {
-		t.Fatalf("only %d of %d writes succeeded (%d failed): the cluster should ride out single failures", len(acked), *faultIterations, failed)
+	if len(acked) < n/2 {
+		t.Fatalf("only %d of %d writes succeeded (%d failed): the cluster should ride out single failures", len(acked), n, failed)
 	}
 	t.Logf("%d writes acknowledged, %d failed", len(acked), failed)
 	cl.WaitLive(len(cl.DataNodes))
