@@ -47,11 +47,13 @@ import (
 // synced whole before the next one takes a record, so after a crash only
 // the newest pack holding records may end in a torn record: its records'
 // data are checked against their checksums when the datanode starts, and
-// the first that fails ends it. A deleted record is marked dead and its
-// space given back to the file system (a hole punched); a pack no new
-// record goes to is removed once all its records are deleted. Deletions
-// are not synced: one a crash undoes comes back as a replica the master
-// no longer knows, which it has deleted again.
+// the first that fails ends it. A deleted record is marked dead and the
+// whole file system blocks inside it given back (a hole punched); a pack
+// no new record goes to is removed once all its records are deleted, and
+// compacted (see compact) once most are. Deletions are not synced: one a
+// crash undoes comes back as a replica the master no longer knows, which
+// it has deleted again. A replica being written is held in memory until
+// it finishes or outgrows packMax (see replicaWriter).
 const (
 	packMax          = 64 << 10
 	packSize         = 16 << 20
@@ -551,7 +553,7 @@ func (l *packLog) close() error {
 	return errors.Join(errs...)
 }
 
-// packedRecord is a live record found by scanPacks.
+// packedRecord is a live record found by readPack.
 type packedRecord struct {
 	h   parsedHeader
 	p   *pack
@@ -593,12 +595,12 @@ func openPacks(s *store, root string) (*packLog, []packedRecord, error) {
 		}
 		p := newPack(dir, seqs[i], f)
 		p.sealed = true
-		recs, any, err := readPack(p, check)
+		recs, hadRecords, err := readPack(p, check)
 		if err != nil {
 			f.Close()
 			return nil, nil, err
 		}
-		check = check && !any
+		check = check && !hadRecords
 		if len(recs) == 0 {
 			p.close(true)
 			continue
@@ -614,29 +616,29 @@ func openPacks(s *store, root string) (*packLog, []packedRecord, error) {
 }
 
 // readPack lists the live records of p, up to the first bytes that are
-// no record (or, if check, whose data fail their checksums); any says
-// whether it found a record at all, live or deleted.
-func readPack(p *pack, check bool) (live []packedRecord, any bool, err error) {
+// no record (or, if check, whose data fail their checksums); hadRecords
+// says whether it found a record at all, live or deleted.
+func readPack(p *pack, check bool) (live []packedRecord, hadRecords bool, err error) {
 	r := bufio.NewReaderSize(io.NewSectionReader(p.f, 0, packSize), 1<<20)
 	hdr := make([]byte, recordHeaderSize)
 	var body []byte
 	for off := int64(0); ; {
 		if _, err := io.ReadFull(r, hdr); err != nil {
-			return live, any, nil
+			return live, hadRecords, nil
 		}
 		h, ok := parseRecordHeader(hdr)
 		if !ok {
-			return live, any, nil
+			return live, hadRecords, nil
 		}
 		n := recordSize(h.length) - recordHeaderSize
 		if !check || !h.live {
 			if _, err := r.Discard(int(n)); err != nil {
-				return live, any, nil
+				return live, hadRecords, nil
 			}
 		} else {
 			body = slices.Grow(body[:0], int(n))[:n]
 			if _, err := io.ReadFull(r, body); err != nil {
-				return live, any, nil
+				return live, hadRecords, nil
 			}
 			tab, err := xfer.ChecksumTable(h.cs)
 			nsums := xfer.NumChunks(h.length) * protocol.ChecksumSize
@@ -646,10 +648,10 @@ func readPack(p *pack, check bool) (live []packedRecord, any bool, err error) {
 				if err := p.f.Truncate(off); err != nil {
 					return nil, false, fmt.Errorf("cut torn record from %s: %w", p.path, err)
 				}
-				return live, any, fdatasync(p.f)
+				return live, hadRecords, fdatasync(p.f)
 			}
 		}
-		any = true
+		hadRecords = true
 		if h.live {
 			live = append(live, packedRecord{h, p, off})
 		}
@@ -674,7 +676,9 @@ func ReadPacks(dir string) ([]PackedReplica, error) {
 	var out []PackedReplica
 	for _, name := range names {
 		f, err := os.Open(name)
-		if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // its last record deleted since it was listed
+		} else if err != nil {
 			return nil, fmt.Errorf("read packs: %w", err)
 		}
 		p := newPack(filepath.Dir(name), 0, f)

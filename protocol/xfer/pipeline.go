@@ -285,9 +285,10 @@ func (p *Pipeline) Rewind(n int64) { p.offset -= n }
 // NextSeqno is the seqno the next packet would get.
 func (p *Pipeline) NextSeqno() int64 { return p.seqno }
 
-// Finish sends the empty last packet (unless SendLast sent the last one), waits until every datanode has acked
-// every packet (the replicas are then durable) and closes the connection,
-// or keeps it in the pipeline's Peers when all went well.
+// Finish sends the empty last packet (unless SendLast sent the last one),
+// waits until every datanode has acked every packet (the replicas are then
+// durable) and closes the connection, or keeps it in the pipeline's Peers
+// when all went well.
 func (p *Pipeline) Finish() error {
 	err := p.finish()
 	if err == nil && p.peers != nil {
