@@ -77,6 +77,13 @@ func putFrameBuf(bp *[]byte) {
 
 // readFrame reads one length-prefixed frame.
 func readFrame(r *bufio.Reader) ([]byte, error) {
+	var b []byte
+	return readFrameInto(r, &b)
+}
+
+// readFrameInto reads one length-prefixed frame into *bp, growing it if
+// needed (a pooled buffer: see putFrameBuf).
+func readFrameInto(r *bufio.Reader, bp *[]byte) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
@@ -85,7 +92,10 @@ func readFrame(r *bufio.Reader) ([]byte, error) {
 	if n > MaxFrame {
 		return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
 	}
-	buf := make([]byte, n)
+	if uint32(cap(*bp)) < n {
+		*bp = make([]byte, n)
+	}
+	buf := (*bp)[:n]
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return nil, fmt.Errorf("hrpc: short frame: %w", err)
 	}

@@ -185,8 +185,13 @@ func (s *Server) serveConn(nc net.Conn) {
 	defer close(calls)
 	started := 0
 	for {
-		frame, err := readFrame(c.r)
+		// The frame's buffer goes back to the pool once its call is
+		// answered: the request was decoded into copies by then, and the
+		// answer's header took the client id from the frame.
+		bp := framePool.Get().(*[]byte)
+		frame, err := readFrameInto(c.r, bp)
 		if err != nil {
+			putFrameBuf(bp)
 			if errors.Is(err, ErrFrameTooLarge) {
 				c.fatal(0, pb.RpcResponseHeaderProto_FATAL_INVALID_RPC_HEADER, err.Error())
 			}
@@ -201,9 +206,10 @@ func (s *Server) serveConn(nc net.Conn) {
 			return
 		}
 		if hdr.callID < 0 { // pings and other control calls need no answer
+			putFrameBuf(bp)
 			continue
 		}
-		cl := call{hdr, rest}
+		cl := call{hdr, rest, bp}
 		select {
 		case calls <- cl: // a worker was waiting
 			continue
@@ -218,8 +224,10 @@ func (s *Server) serveConn(nc net.Conn) {
 		go func() {
 			defer workers.Done()
 			c.serveCall(ctx, cl.hdr, cl.body)
+			putFrameBuf(cl.buf)
 			for cl := range calls {
 				c.serveCall(ctx, cl.hdr, cl.body)
+				putFrameBuf(cl.buf)
 			}
 		}()
 	}
@@ -229,6 +237,7 @@ func (s *Server) serveConn(nc net.Conn) {
 type call struct {
 	hdr  callHeader
 	body []byte
+	buf  *[]byte // the frame's pooled buffer, which hdr and body are in
 }
 
 // handshake reads the preamble and the connection context.
