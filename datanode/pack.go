@@ -61,6 +61,14 @@ const (
 	recordMagic      = 0x47445052
 )
 
+// syncGathering is how long an fdatasync of a pack waits, when other
+// replicas are being received, for their records to share it: with 16
+// clients writing 4 KiB files (BenchmarkSmallWrite), 5.6 records an
+// fdatasync instead of 1.7, and a third more files a second (fewer
+// fdatasyncs leave the disk and the CPU to the rest). A lone writer
+// does not wait.
+const syncGathering = time.Millisecond
+
 // errRecordTooBig: a record cannot be larger than a pack (none is, with
 // packMax far below packSize).
 var errRecordTooBig = errors.New("record larger than a pack")
@@ -142,8 +150,9 @@ func newPack(dir string, seq uint64, f *os.File) *pack {
 }
 
 // sync returns once an fdatasync of the pack that started after the call
-// has finished.
-func (p *pack) sync() error {
+// has finished. If gather, one it starts waits syncGathering first, for
+// the records of replicas finishing meanwhile to share it.
+func (p *pack) sync(gather bool) error {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
 	want := p.started + 1
@@ -153,6 +162,11 @@ func (p *pack) sync() error {
 			continue
 		}
 		p.syncing = true
+		if gather {
+			p.syncMu.Unlock()
+			time.Sleep(syncGathering)
+			p.syncMu.Lock()
+		}
 		p.started++
 		n := p.started
 		p.syncMu.Unlock()
@@ -287,7 +301,10 @@ func (l *packLog) append(rec []byte) (*pack, int64, error) {
 	}
 	l.end += int64(len(rec))
 	l.mu.Unlock()
-	if err := p.sync(); err != nil {
+	l.s.mu.Lock()
+	gather := len(l.s.mu.writing) > 1 // this replica's and others being received
+	l.s.mu.Unlock()
+	if err := p.sync(gather); err != nil {
 		// What the pack holds since its last good sync may be lost: the
 		// records that follow go to a new pack, so that a restart, which
 		// stops at the first bad record, does not lose them too.
@@ -459,7 +476,7 @@ func (l *packLog) forget(p *pack) {
 // spare (waiting for it to be ready), starting the one after. l.mu held.
 func (l *packLog) next() error {
 	if old := l.cur; old != nil {
-		old.sync() // a failure is its records' writers' to report
+		old.sync(false) // a failure is its records' writers' to report
 		l.cur = nil
 		l.s.mu.Lock()
 		old.sealed = true
