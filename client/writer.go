@@ -165,19 +165,20 @@ func (w *FileWriter) room() []byte {
 func (w *FileWriter) filled(k int) error {
 	w.buf = w.buf[:len(w.buf)+k]
 	if len(w.buf) == cap(w.buf) || w.inBlock+int64(len(w.buf)) == w.blockSize {
-		return w.flushPacket()
+		return w.flushPacket(false)
 	}
 	return nil
 }
 
 // flushPacket sends the buffered data as one packet, opening the block's
-// pipeline first if needed and finishing the block when it is full.
-func (w *FileWriter) flushPacket() error {
+// pipeline first if needed and finishing the block when it is full. The
+// last packet of the file is its block's last too.
+func (w *FileWriter) flushPacket(last bool) error {
 	n := len(w.buf)
 	if n == 0 {
 		return nil
 	}
-	if err := w.sendBuffered(0, false); err != nil {
+	if err := w.sendBuffered(0, last); err != nil {
 		return err
 	}
 	w.inBlock += int64(n)
@@ -297,11 +298,8 @@ func (w *FileWriter) Close() error {
 	w.closed = true
 	defer w.c.writerClosed()
 	defer w.freeBuffer()
-	if n := len(w.buf); w.err == nil && n > 0 {
-		// The file's last packet is its last block's too.
-		if w.sendBuffered(0, true) == nil {
-			w.inBlock += int64(n)
-		}
+	if w.err == nil {
+		w.flushPacket(true)
 	}
 	if w.err == nil && w.bw != nil {
 		w.finishBlock()

@@ -69,10 +69,6 @@ const (
 // does not wait.
 const syncGathering = time.Millisecond
 
-// errRecordTooBig: a record cannot be larger than a pack (none is, with
-// packMax far below packSize).
-var errRecordTooBig = errors.New("record larger than a pack")
-
 func recordSize(length int64) int64 {
 	return recordHeaderSize + xfer.NumChunks(length)*protocol.ChecksumSize + length
 }
@@ -91,13 +87,11 @@ func recordHeader(hdr []byte, id, gs uint64, length int64, cs pb.ChecksumTypePro
 	binary.BigEndian.PutUint32(hdr[28:], headerCRC(hdr))
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 func headerCRC(hdr []byte) uint32 {
 	var b [28]byte
 	copy(b[:], hdr[:28])
 	b[4] = 1
-	return crc32.Checksum(b[:], castagnoli)
+	return crc32.Checksum(b[:], xfer.CRC32C)
 }
 
 // parsedHeader is a record's header; ok is false for bytes that are no
@@ -274,10 +268,8 @@ type spareResult struct {
 
 // append writes rec, a record of a replica of length bytes, and returns
 // where it went once it is on disk. The pack's live count includes it.
+// A record (of at most packMax bytes of data) always fits in a pack.
 func (l *packLog) append(rec []byte) (*pack, int64, error) {
-	if int64(len(rec)) > packSize {
-		return nil, 0, errRecordTooBig
-	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()

@@ -394,15 +394,27 @@ func BlockFiles(t testing.TB, dir string) []string {
 // BlockData is the block's bytes in one of BlockFiles' files.
 func BlockData(t testing.TB, path string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	b, ok, err := blockFileData(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !ok {
+		t.Fatalf("%s holds no block of its %d bytes", path, len(b))
+	}
+	return b
+}
+
+// blockFileData is the block's bytes in a finalized replica's file; ok is
+// false for a file of a size no replica has (then b is all of it).
+func blockFileData(path string) (b []byte, ok bool, err error) {
+	if b, err = os.ReadFile(path); err != nil {
+		return nil, false, err
+	}
 	n, ok := datanode.BlockBytes(filepath.Base(path), int64(len(b)))
 	if !ok {
-		t.Fatalf("%s holds no block of %d bytes", path, len(b))
+		return b, false, nil
 	}
-	return b[:n]
+	return b[:n], true, nil
 }
 
 // Replicas returns the data of every finalized replica a datanode
@@ -411,14 +423,14 @@ func Replicas(t testing.TB, dir string) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for _, f := range BlockFiles(t, dir) {
-		b, err := os.ReadFile(f)
+		b, ok, err := blockFileData(f)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // deleted since it was listed
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		if n, ok := datanode.BlockBytes(filepath.Base(f), int64(len(b))); ok {
-			out = append(out, b[:n])
+		if ok {
+			out = append(out, b)
 		}
 	}
 	packed, err := datanode.ReadPacks(dir)
