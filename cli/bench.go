@@ -19,6 +19,7 @@ func (e *env) benchCmd() *cobra.Command {
 	var cpuProfile string
 	size := sizeFlag(1 << 30)
 	var blockSize sizeFlag
+	heap := sizeFlag(defaultMinHeap)
 	repls, modes := "1,3", "stream,small,meta"
 	cfg := bench.Config{Clients: 16, SmallFiles: 2000, MetaOps: 20000}
 	cmd := &cobra.Command{
@@ -55,6 +56,7 @@ func (e *env) benchCmd() *cobra.Command {
 			defer os.RemoveAll(tmp)
 			cfg.Master, cfg.TempDir, cfg.Size, cfg.BlockSize = e.master, tmp, int64(size), int64(blockSize)
 			if dev {
+				defer minHeap(int64(heap))() // the master's, which this process runs
 				c, err := devcluster.Start(devcluster.Config{Dir: tmp + "/cluster", Listen: "127.0.0.1:0",
 					Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 				if err != nil {
@@ -92,13 +94,14 @@ func (e *env) benchCmd() *cobra.Command {
 	f.BoolVar(&dev, "dev", false, "start an in-process cluster for the run")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
 	f.StringVar(&modes, "modes", modes, "what to measure: stream, small, meta (comma-separated)")
-	f.Var(&size, "size", "stream: bytes per file (default 1GiB)")
+	f.Var(&size, "size", "stream: bytes per file")
 	f.Var(&blockSize, "block-size", "stream: block size (default: the master's)")
 	f.StringVar(&repls, "replication", repls, "stream: comma-separated replications")
 	f.IntVar(&cfg.Clients, "clients", cfg.Clients, "small, meta: concurrent clients")
 	f.IntVar(&cfg.SmallFiles, "small-files", cfg.SmallFiles, "small: 4 KiB files")
 	f.IntVar(&cfg.MetaOps, "meta-ops", cfg.MetaOps, "meta: files to create, stat, list and rename")
 	f.IntVar(&cfg.Runs, "runs", 1, "whole runs; the report gives each figure's median")
+	f.Var(&heap, "min-heap", "with --dev: the in-process master's --min-heap")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run (pprof) to this file")
 	return cmd
 }

@@ -10,3 +10,15 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestSizeFlagString(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 4096: "4KiB", 1 << 30: "1GiB", 128 << 20: "128MiB", 1000: "1000", 3 << 19: "1536KiB"} {
+		s := sizeFlag(n)
+		if got := s.String(); got != want {
+			t.Errorf("sizeFlag(%d).String() = %q, want %q", n, got, want)
+		}
+		if back, err := parseSize(want); err != nil || back != n {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", want, back, err, n)
+		}
+	}
+}

@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"os"
+	"runtime"
+	"testing"
+)
+
+var sink []byte
+
+// collections counts the garbage collections while 64 MiB of short-lived
+// 4 KiB buffers are allocated.
+func collections() uint32 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < 64<<20/4096; i++ {
+		sink = make([]byte, 4096)
+	}
+	runtime.ReadMemStats(&after)
+	return after.NumGC - before.NumGC
+}
+
+func TestMinHeapDefersCollections(t *testing.T) {
+	if os.Getenv("GOGC") != "" {
+		t.Skip("GOGC is set: minHeap leaves it alone")
+	}
+	runtime.GC()
+	base := collections()
+	stop := minHeap(512 << 20)
+	runtime.GC() // the first tuning runs after a collection's cleanup
+	floored := collections()
+	stop()
+	runtime.GC()
+	runtime.GC()
+	again := collections()
+	t.Logf("collections while allocating 64 MiB: %d by default, %d with a 512 MiB floor, %d after stop", base, floored, again)
+	if base < 4 || floored > 1 || again < 4 {
+		t.Fatalf("collections: %d by default, %d with a 512 MiB floor, %d after stop; want >= 4, <= 1, >= 4", base, floored, again)
+	}
+}
+
+func TestGCPercentFor(t *testing.T) {
+	for _, c := range []struct {
+		floor int64
+		live  uint64
+		want  int
+	}{
+		{128 << 20, 8 << 20, 1500}, // heap up to 128 MiB before collecting
+		{128 << 20, 64 << 20, 100}, // twice the live heap is the floor already
+		{128 << 20, 1 << 30, 100},  // a big namespace: the default
+		{128 << 20, 0, 12700},      // no figure yet: taken as 1 MiB live
+	} {
+		if got := gcPercentFor(c.floor, c.live); got != c.want {
+			t.Errorf("gcPercentFor(%d, %d) = %d, want %d", c.floor, c.live, got, c.want)
+		}
+	}
+}
