@@ -3,7 +3,9 @@ package cli
 import (
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"testing"
+	"time"
 )
 
 var sink []byte
@@ -26,12 +28,22 @@ func TestMinHeapDefersCollections(t *testing.T) {
 	}
 	runtime.GC()
 	base := collections()
-	stop := minHeap(512 << 20)
-	runtime.GC() // the first tuning runs after a collection's cleanup
+	stop := minHeap(512 << 20) // tunes once at once, then after each collection
 	floored := collections()
 	stop()
-	runtime.GC()
-	runtime.GC()
+	// The next collection's cleanup, which runs on a goroutine of its
+	// own, sets GOGC back to 100.
+	gogc := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		runtime.GC()
+		if metrics.Read(gogc); gogc[0].Value.Uint64() == 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC is %d 5 s after stop, want 100", gogc[0].Value.Uint64())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	again := collections()
 	t.Logf("collections while allocating 64 MiB: %d by default, %d with a 512 MiB floor, %d after stop", base, floored, again)
 	if base < 4 || floored > 1 || again < 4 {
