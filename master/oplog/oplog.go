@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -413,6 +414,10 @@ func (l *Log) Sync(index uint64) error {
 		done := make(chan struct{})
 		l.wait.running = done
 		l.wait.Unlock()
+		// Let the goroutines already runnable here (RPCs about to
+		// append) go first, so that this sync covers them too: no timer,
+		// which an idling process would wake a millisecond late.
+		runtime.Gosched()
 		upto, err := l.syncAppended()
 		l.wait.Lock()
 		if err == nil {
