@@ -460,8 +460,9 @@ func (t *Tree) LastIndex() uint64 { return t.lastIndex }
 
 // NextInodeID, NextBlockID and NextGenStamp are the ids the next entries
 // should carry. The caller puts them in the entry; Apply advances them.
-func (t *Tree) NextInodeID() uint64 { return t.nextInodeID }
-func (t *Tree) NextBlockID() uint64 { return t.nextBlockID }
+func (t *Tree) NextInodeID() uint64  { return t.nextInodeID }
+func (t *Tree) NextBlockID() uint64  { return t.nextBlockID }
+func (t *Tree) NextGenStamp() uint64 { return t.nextGenStamp }
 
 // ReservedBlockIDs is the end of the block ids reserved since the tree was
 // loaded (0 if none). A master hands out ids below it without waiting for
@@ -469,7 +470,6 @@ func (t *Tree) NextBlockID() uint64 { return t.nextBlockID }
 // on datanodes and in no log, so a master that loaded a tree skips past
 // them before it hands out any (see OpReserveBlockIDs).
 func (t *Tree) ReservedBlockIDs() uint64 { return t.reservedBlockID }
-func (t *Tree) NextGenStamp() uint64     { return t.nextGenStamp }
 
 // Root returns the root directory.
 func (t *Tree) Root() *Inode { return t.root }
