@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // measureBaselines measures what godfs's figures are compared with. The
@@ -208,6 +210,83 @@ func fsyncRate(dir string) (float64, error) {
 		n++
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// probeName is the fsync probe's row in a report.
+const probeName = "fdatasync alongside, slowest"
+
+// probeEvery is how often the fsync probe syncs: a twentieth or less of the
+// op log's syncs in a paced run, so it adds little to the disk's load.
+const probeEvery = 10 * time.Millisecond
+
+// fsyncProbe times an fdatasync of a 4 KiB overwrite in a local directory
+// every probeEvery, the op log's kind of write, while a measurement runs.
+// On this VM the disk's flushes slow down when both vCPUs are busy (the
+// host's I/O work competes with them), so a baseline measured on an idle
+// machine would not show what the disk did during the run.
+type fsyncProbe struct {
+	f    *os.File
+	quit chan struct{}
+	done chan struct{}
+	lat  []time.Duration
+	err  error
+}
+
+func startFsyncProbe(dir string) (*fsyncProbe, error) {
+	f, err := os.CreateTemp(dir, "probe-*")
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 4096)
+	// Written and synced once first, so that the probe's syncs are
+	// overwrites, as the op log's are of its preallocated segments.
+	if _, err := f.Write(buf); err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	p := &fsyncProbe{f: f, quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(probeEvery)
+		defer tick.Stop()
+		for {
+			if _, err := f.WriteAt(buf, 0); err != nil {
+				p.err = err
+				return
+			}
+			start := time.Now()
+			if err := unix.Fdatasync(int(f.Fd())); err != nil {
+				p.err = err
+				return
+			}
+			p.lat = append(p.lat, time.Since(start))
+			select {
+			case <-p.quit:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return p, nil
+}
+
+// stop ends the probe and reports its syncs (one at least): Value is the
+// slowest, in ms.
+func (p *fsyncProbe) stop() (Result, error) {
+	close(p.quit)
+	<-p.done
+	p.f.Close()
+	os.Remove(p.f.Name())
+	if p.err != nil {
+		return Result{}, p.err
+	}
+	res := latencies(p.lat)
+	res.Unit = "ms"
+	return res, nil
 }
 
 // createRate is how many empty files per second one thread creates in the

@@ -386,10 +386,20 @@ func (r *Report) measure(name, baseline string, cfg Config, n int, op func(c *cl
 
 // measurePaced is measure at rate ops a second: an op's latency counts
 // from the time it was due, so one held up by the op before it on its
-// client counts that wait too (no coordinated omission).
+// client counts that wait too (no coordinated omission). Alongside, a
+// probe times the local disk's fdatasyncs (see startFsyncProbe) and is
+// recorded after it.
 func (r *Report) measurePaced(name string, cfg Config, n int, rate float64, op func(c *client.Client, i int) error) error {
+	probe, err := startFsyncProbe(cfg.TempDir)
+	if err != nil {
+		return fmt.Errorf("fsync probe: %w", err)
+	}
 	res, err := parallel(cfg.Clients, n, rate, cfg.Master, op)
-	return r.record(name, "", res, err)
+	disk, perr := probe.stop()
+	if err = r.record(name, "", res, err); err != nil {
+		return err
+	}
+	return r.record(probeName, "", disk, perr)
 }
 
 func (r *Report) record(name, baseline string, res Result, err error) error {
@@ -440,14 +450,21 @@ func parallel(clients, n int, rate float64, master string, op func(c *client.Cli
 	for _, l := range lat {
 		all = append(all, l...)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	pct := func(p float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		return float64(all[min(len(all)-1, int(p*float64(len(all))))]) / float64(time.Millisecond)
+	res := latencies(all)
+	res.Value, res.Unit = float64(n)/elapsed.Seconds(), "ops/s"
+	return res, nil
+}
+
+// latencies sorts lat and returns a Result with its p50 and p99 (Value is
+// the slowest, in ms).
+func latencies(lat []time.Duration) Result {
+	if len(lat) == 0 {
+		return Result{}
 	}
-	return Result{Value: float64(n) / elapsed.Seconds(), Unit: "ops/s", P50ms: pct(0.50), P99ms: pct(0.99)}, nil
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	pct := func(p float64) float64 { return ms(lat[min(len(lat)-1, int(p*float64(len(lat))))]) }
+	return Result{Value: ms(lat[len(lat)-1]), P50ms: pct(0.50), P99ms: pct(0.99)}
 }
 
 func timeIt(fn func() error) (time.Duration, error) {

@@ -114,7 +114,7 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if r.Runs != 2 || len(r.Baselines) != 6 || len(r.Results) != 6+3+6 { // stream: a put and two gets per replication
+	if r.Runs != 2 || len(r.Baselines) != 6 || len(r.Results) != 6+3+7 { // stream: a put and two gets per replication; meta: the fsync probe too
 		t.Fatalf("%d baselines and %d results: %+v", len(r.Baselines), len(r.Results), r)
 	}
 	for _, x := range r.Results {
@@ -123,6 +123,9 @@ func TestRunSmall(t *testing.T) {
 		}
 		if x.Name == "create+complete at half that rate" && (x.Value >= resultValue(r, "create+complete (empty files)") || x.P99ms <= 0) {
 			t.Fatalf("the paced creates ran at %.0f/s, not below the full rate, or have no latency: %+v", x.Value, x)
+		}
+		if x.Name == probeName && (x.Unit != "ms" || x.P50ms <= 0 || x.P99ms < x.P50ms || x.Value < x.P99ms) {
+			t.Fatalf("the fsync probe alongside the paced creates: %+v", x)
 		}
 	}
 	for _, x := range append(r.Baselines, r.Results...) {

@@ -28,9 +28,10 @@ func (e *env) benchCmd() *cobra.Command {
 		Long: "Measures large-file put/get (stream), 4 KiB files (small) and metadata operations (meta)\n" +
 			"and prints each next to a baseline measured in the same run on the same machine: a local\n" +
 			"copy with fsync, a loopback TCP copy, small-message round trips over loopback with as many\n" +
-			"connections as clients, the fsync rate and CRC32C speed. Before each mode it waits until\n" +
-			"the datanodes have deleted what the last one removed, and syncs. With --dev it starts\n" +
-			"its own in-process cluster (3 datanodes) in a temporary directory.",
+			"connections as clients, the fsync rate and CRC32C speed; alongside the paced creates, the\n" +
+			"local disk's fdatasync latency. Before each mode it waits until the datanodes have deleted\n" +
+			"what the last one removed, and syncs. With --dev it starts its own in-process cluster\n" +
+			"(3 datanodes) in a temporary directory.",
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, s := range strings.Split(repls, ",") {
