@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // measureBaselines measures what godfs's figures are compared with. The
@@ -215,15 +213,16 @@ func fsyncRate(dir string) (float64, error) {
 // probeName is the fsync probe's row in a report.
 const probeName = "fdatasync alongside, slowest"
 
-// probeEvery is how often the fsync probe syncs: a twentieth or less of the
-// op log's syncs in a paced run, so it adds little to the disk's load.
+// probeEvery is how often the fsync probe syncs: 100 a second, a few
+// percent of the op log's syncs in a paced run, so it adds little to the
+// disk's load.
 const probeEvery = 10 * time.Millisecond
 
 // fsyncProbe times an fdatasync of a 4 KiB overwrite in a local directory
 // every probeEvery, the op log's kind of write, while a measurement runs.
-// On this VM the disk's flushes slow down when both vCPUs are busy (the
-// host's I/O work competes with them), so a baseline measured on an idle
-// machine would not show what the disk did during the run.
+// On this VM the disk's flushes slow down when both vCPUs are busy
+// (docs/performance.md), so a baseline measured on an idle machine would
+// not show what the disk did during the run.
 type fsyncProbe struct {
 	f    *os.File
 	quit chan struct{}
@@ -259,7 +258,7 @@ func startFsyncProbe(dir string) (*fsyncProbe, error) {
 				return
 			}
 			start := time.Now()
-			if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			if err := fdatasync(f); err != nil {
 				p.err = err
 				return
 			}
