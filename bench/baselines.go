@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/godfs/godfs/internal/datasync"
 )
 
 // measureBaselines measures what godfs's figures are compared with. The
@@ -258,7 +260,7 @@ func startFsyncProbe(dir string) (*fsyncProbe, error) {
 				return
 			}
 			start := time.Now()
-			if err := fdatasync(f); err != nil {
+			if err := datasync.File(f); err != nil {
 				p.err = err
 				return
 			}

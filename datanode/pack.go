@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/godfs/godfs/internal/datasync"
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/pb"
 	"github.com/godfs/godfs/protocol/xfer"
@@ -164,7 +165,7 @@ func (p *pack) sync(gather bool) error {
 		p.started++
 		n := p.started
 		p.syncMu.Unlock()
-		err := fdatasync(p.f)
+		err := datasync.File(p.f)
 		p.syncMu.Lock()
 		p.syncing, p.done = false, n
 		if err != nil && p.syncErr == nil {
@@ -529,7 +530,7 @@ func createPack(dir string, seq uint64) (*pack, error) {
 			return fail(err)
 		}
 	}
-	if err := fdatasync(f); err != nil {
+	if err := datasync.File(f); err != nil {
 		return fail(err)
 	}
 	if err := syncDir(dir); err != nil {
@@ -657,7 +658,7 @@ func readPack(p *pack, check bool) (live []packedRecord, hadRecords bool, err er
 				if err := p.f.Truncate(off); err != nil {
 					return nil, false, fmt.Errorf("cut torn record from %s: %w", p.path, err)
 				}
-				return live, hadRecords, fdatasync(p.f)
+				return live, hadRecords, datasync.File(p.f)
 			}
 		}
 		hadRecords = true

@@ -85,15 +85,6 @@ func allSet(vec []byte) bool {
 
 func unmapData(m []byte) { unix.Munmap(m) }
 
-// fdatasync syncs f's data and what is needed to read it back, not its
-// times (which fsync would write for every record appended to a pack).
-func fdatasync(f *os.File) error {
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
-	}
-	return nil
-}
-
 // punchHole gives the file system blocks of f from off, n bytes, back
 // (reading as zeros); the file's size stays.
 func punchHole(f *os.File, off, n int64) error {

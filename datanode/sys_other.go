@@ -38,9 +38,6 @@ func mapCached(f *os.File, off int64, n int) (data, mapping []byte, ok bool) {
 
 func unmapData(m []byte) {}
 
-// fdatasync is fsync where fdatasync does not exist.
-func fdatasync(f *os.File) error { return f.Sync() }
-
 // punchHole does nothing: a deleted record keeps its space until its
 // whole pack is removed.
 func punchHole(f *os.File, off, n int64) error { return nil }

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/godfs/godfs/internal/datasync"
 	"github.com/godfs/godfs/master/namespace"
 )
 
@@ -463,7 +464,7 @@ func (l *Log) syncAppended() (uint64, error) {
 		return 0, err
 	}
 	l.mu.Unlock()
-	err = syncData(f)
+	err = datasync.File(f) // over a preallocated segment: see preallocate
 	if left {
 		f.Close()
 		if err == nil {

@@ -1,0 +1,10 @@
+//go:build !linux
+
+// Package datasync makes a file's data durable without its times: what the
+// op log, the datanodes' packs and the bench's disk probe sync with.
+package datasync
+
+import "os"
+
+// File is fsync where fdatasync is not to be had.
+func File(f *os.File) error { return f.Sync() }
