@@ -388,8 +388,9 @@ func (r *Report) measure(name, baseline string, cfg Config, n int, op func(c *cl
 // from the time it was due, so one held up by the op before it on its
 // client counts that wait too (no coordinated omission). Alongside, a
 // probe times the local disk's fdatasyncs (see startFsyncProbe) and is
-// recorded after it.
+// recorded after it. It starts after pacedRest idle.
 func (r *Report) measurePaced(name string, cfg Config, n int, rate float64, op func(c *client.Client, i int) error) error {
+	time.Sleep(pacedRest)
 	probe, err := startFsyncProbe(cfg.TempDir)
 	if err != nil {
 		return fmt.Errorf("fsync probe: %w", err)
@@ -401,6 +402,14 @@ func (r *Report) measurePaced(name string, cfg Config, n int, rate float64, op f
 	}
 	return r.record(probeName, "", disk, perr)
 }
+
+// pacedRest is how long the machine idles before a paced run. Right
+// after a run that kept both vCPUs busy, this VM's hypervisor took the
+// CPU away for 20-25 ms early in the paced run (only then did steal
+// move in /proc/stat), and that one stall made the run's p99; a service
+// at half its peak rate does not follow a burst at its peak
+// (docs/performance.md, 2026-12-02).
+const pacedRest = time.Second
 
 func (r *Report) record(name, baseline string, res Result, err error) error {
 	if err != nil {
