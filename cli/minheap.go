@@ -43,8 +43,12 @@ func minHeap(floor int64) (stop func()) {
 
 // gcPercentFor is the GOGC that puts the next collection at floor bytes
 // of heap for a live heap of live bytes, never below the default 100.
+// The runtime's smallest goal is 4 MiB scaled by GOGC (and before the
+// first collection there is no live figure), so a live heap below 4 MiB
+// counts as 4 MiB: taken as 1 MiB, a 128 MiB floor made the first
+// collection wait until the heap held 508 MB.
 func gcPercentFor(floor int64, live uint64) int {
-	live = max(live, 1<<20) // before the first collection there is no figure
+	live = max(live, 4<<20)
 	if uint64(floor) <= 2*live {
 		return 100
 	}

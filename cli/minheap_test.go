@@ -62,7 +62,8 @@ func TestGCPercentFor(t *testing.T) {
 		{128 << 20, 8 << 20, 1500}, // heap up to 128 MiB before collecting
 		{128 << 20, 64 << 20, 100}, // twice the live heap is the floor already
 		{128 << 20, 1 << 30, 100},  // a big namespace: the default
-		{128 << 20, 0, 12700},      // no figure yet: taken as 1 MiB live
+		{128 << 20, 0, 3100},       // no figure yet: the runtime's 4 MiB minimum
+		{128 << 20, 2 << 20, 3100}, // below that minimum too
 	} {
 		if got := gcPercentFor(c.floor, c.live); got != c.want {
 			t.Errorf("gcPercentFor(%d, %d) = %d, want %d", c.floor, c.live, got, c.want)
