@@ -47,6 +47,14 @@ const maxRecord = 16 << 20
 // the end of the file, on this VM's ext4.
 const preallocate = 4 << 20
 
+// switchAt is how few zeroed bytes past the last record make a sync go on
+// in the spare segment: a segment takes preallocate-switchAt bytes of
+// records, and each spare made (4 MiB written and synced while the master
+// serves) held up the op log's syncs by 2-3 ms, so the fewer the better.
+// What is appended between two syncs seldom comes near it; if it passes
+// the zeros, that sync records the file's new size, slower but as safe.
+const switchAt = 512 << 10
+
 // ErrCorrupt marks a log or checkpoint that cannot be read back.
 var ErrCorrupt = errors.New("op log corrupt")
 
@@ -447,7 +455,7 @@ func (l *Log) syncAppended() (uint64, error) {
 	err := l.mu.w.Flush()
 	upto, f := l.mu.appended, l.mu.f
 	left := false // f was left for the spare segment
-	if err == nil && l.mu.zeroed-l.mu.end < preallocate/2 {
+	if err == nil && l.mu.zeroed-l.mu.end < switchAt {
 		if left = l.goOnInSpareLocked(); !left {
 			// No spare ready: zero the next stretch now, under mu so
 			// that no flush of records races it; its one sync pays for

@@ -165,13 +165,14 @@ func TestCorruptionMidLastSegmentRefusesToStart(t *testing.T) {
 	}
 }
 
-// fillSegment appends entries of 64 KiB until a sync finds less than half
-// of preallocate zeroed past the records, and returns the next index.
-func fillSegment(t *testing.T, l *Log, idx uint64, rounds int) uint64 {
+// fillSegment appends n bytes of 64 KiB entries and syncs, rounds times,
+// and returns the next index. n = preallocate-switchAt fills a new
+// segment until a sync finds less than switchAt zeroed past the records.
+func fillSegment(t *testing.T, l *Log, idx uint64, rounds, n int) uint64 {
 	t.Helper()
 	long := strings.Repeat("x", 64<<10)
 	for range rounds {
-		for range preallocate / 2 / len(long) {
+		for range n / len(long) {
 			if err := l.Append(&namespace.Entry{Index: idx, Type: namespace.OpMkdir, Path: "/" + long}); err != nil {
 				t.Fatal(err)
 			}
@@ -211,7 +212,7 @@ func TestSyncGoesOnInTheSpare(t *testing.T) {
 		t.Fatalf("new segment: %v %v, want %d zeroed bytes", fi, err, preallocate)
 	}
 	waitSpare(l, false)
-	next := fillSegment(t, l, 6, 1)
+	next := fillSegment(t, l, 6, 1, preallocate-switchAt)
 	if fi, err := os.Stat(seg); err != nil || fi.Size() != preallocate {
 		t.Fatalf("the filled segment: %v %v, want it left at %d bytes", fi, err, preallocate)
 	}
@@ -249,7 +250,7 @@ func TestSegmentGrownWithoutASpare(t *testing.T) {
 	dir := t.TempDir()
 	_, l, _ := replayAll(t, dir, 0)
 	waitSpare(l, true)
-	next := fillSegment(t, l, 1, 5) // past the zeros by 2.5 MiB of records, flushed on the way
+	next := fillSegment(t, l, 1, 3, preallocate+1<<20) // past the zeros by 1 MiB of records, flushed on the way
 	seg := filepath.Join(dir, segmentName(1))
 	if fi, _ := os.Stat(seg); fi.Size() < l.mu.end+preallocate/2 || l.mu.first != 1 {
 		t.Fatalf("segment of %d bytes with records to %d, live segment from %d: not grown ahead", fi.Size(), l.mu.end, l.mu.first)
