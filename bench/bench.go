@@ -421,9 +421,10 @@ func (r *Report) record(name, baseline string, res Result, err error) error {
 }
 
 // parallel runs n operations over `clients` clients (each with its own
-// connection, made before the clock starts) and returns the throughput and latency percentiles. With a
-// rate (ops a second; 0 for as fast as they go), op i is due at i/rate
-// seconds from the start and its latency counts from then.
+// connection, made before the clock starts) and returns the throughput
+// and latency percentiles. With a rate (ops a second; 0 for as fast as
+// they go), op i is due at i/rate seconds from the start and its latency
+// counts from then.
 func parallel(clients, n int, rate float64, master string, op func(c *client.Client, i int) error) (Result, error) {
 	lat := make([][]time.Duration, clients)
 	errs := make(chan error, clients)
