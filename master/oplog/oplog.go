@@ -12,6 +12,12 @@
 //
 // A segment is kept filled with zeros ahead of its last record (see
 // preallocate); a record header of all zeros marks the end of the records.
+// Segments a checkpoint covers are kept as free files and reused as new
+// segments (see Compact), so that a master that has run for a while
+// writes no zeros: a reused segment holds its old records after the new
+// ones. Entry indices tell them apart: a segment's records are the
+// entries from its first index on, one after another, and every old
+// record has an index below that.
 package oplog
 
 import (
@@ -72,7 +78,7 @@ type Log struct {
 		first    uint64 // the index the segment f starts at
 		w        *bufio.Writer
 		end      int64   // offset after the last appended record
-		zeroed   int64   // the segment holds zeros from end up to here
+		written  int64   // the segment's blocks are written (zeros or old records) up to here
 		appended uint64  // index of the last appended entry
 		err      error   // sticky: after a failed write or sync nothing is durable
 		hdr      [8]byte // the record header being written: one allocation less a record
@@ -91,19 +97,36 @@ type Log struct {
 	// under its lock, only renames it: making one there stalled every
 	// client ~50 ms. Guarded by syncMu.
 	spare *spareSegment
+	// free are the files of segments a checkpoint covered, to be reused
+	// as spares, at most keepFree of them. Guarded by syncMu.
+	free []string
 }
 
-// spareSegment is a segment file being made ready under spareName.
+// spareSegment is a segment file being made ready under spareName: a
+// free one, or a new one.
 type spareSegment struct {
-	ready chan struct{} // closed when f or err is set
+	ready chan struct{} // closed when f, size or err is set
+	path  string
 	f     *os.File
+	size  int64 // its blocks are written up to here
 	err   error
 }
 
-// spareName is the spare segment's file: not "log-" and a number, so
-// Replay never takes it for part of the log. A leftover one holds only
-// zeros.
-const spareName = "spare-segment"
+// spareName is the spare segment's file and freePrefix starts a free
+// one's: not "log-" and a number, so Replay never takes them for part of
+// the log. A leftover spare may hold entries appended to it that were
+// never acknowledged (it is named a segment only after the one before it
+// is synced): it is made again from scratch, never reused as it is.
+const (
+	spareName  = "spare-segment"
+	freePrefix = "free-"
+)
+
+// keepFree is how many free segments are kept for reuse (about 4 MiB
+// each): more than the op log of a checkpoint interval (1 million
+// entries, ~100 MB) fills, so a master serving steadily makes no new
+// ones. Freed segments beyond it are removed.
+const keepFree = 64
 
 // Open opens the log in dir, creating dir if needed. Call Replay before
 // Append.
@@ -136,25 +159,28 @@ func (l *Log) segments() ([]uint64, error) {
 
 // Replay calls fn for every logged entry with index > after, in order. A
 // torn record at the end of the last segment (a crash mid-write) is cut
-// off; a bad record anywhere else is ErrCorrupt. Replay then opens the last
-// segment for appending.
+// off; a bad record anywhere else, or a gap in the indices, is
+// ErrCorrupt. Replay then opens the last segment for appending.
 func (l *Log) Replay(after uint64, fn func(*namespace.Entry) error) error {
 	segs, err := l.segments()
 	if err != nil {
 		return fmt.Errorf("replay op log: %w", err)
 	}
-	last := after
+	if len(segs) > 0 && segs[0] > after+1 {
+		return fmt.Errorf("%w: the log starts at entry %d, after the checkpoint's %d: entries %d-%d are missing",
+			ErrCorrupt, segs[0], after, after+1, segs[0]-1)
+	}
 	for i, first := range segs {
-		isLast := i == len(segs)-1
-		good, n, err := l.replaySegment(first, after, isLast, fn)
+		var until uint64 // the last index the segment must hold; 0 for the last segment
+		if i+1 < len(segs) {
+			until = segs[i+1] - 1
+		}
+		good, last, err := l.replaySegment(first, after, until, fn)
 		if err != nil {
 			return err
 		}
-		if n > last {
-			last = n
-		}
-		if isLast {
-			return l.openForAppend(first, good, last)
+		if until == 0 {
+			return l.openForAppend(first, good, max(last, after))
 		}
 	}
 	// No segment yet: start one after the checkpoint.
@@ -170,14 +196,11 @@ func (l *Log) ReplayClosed(after, upto uint64, fn func(*namespace.Entry) error) 
 	if err != nil {
 		return fmt.Errorf("replay op log: %w", err)
 	}
-	for i, first := range segs {
-		if first > upto {
-			break
-		}
-		if i+1 < len(segs) && segs[i+1] <= after+1 {
+	for i := 0; i+1 < len(segs) && segs[i] <= upto; i++ {
+		if segs[i+1] <= after+1 {
 			continue // all at or below after
 		}
-		_, _, err := l.replaySegment(first, after, false, func(e *namespace.Entry) error {
+		_, _, err := l.replaySegment(segs[i], after, segs[i+1]-1, func(e *namespace.Entry) error {
 			if e.Index > upto {
 				return nil
 			}
@@ -190,9 +213,14 @@ func (l *Log) ReplayClosed(after, upto uint64, fn func(*namespace.Entry) error) 
 	return nil
 }
 
-// replaySegment returns the offset after the last good record and the last
-// index seen.
-func (l *Log) replaySegment(first, after uint64, isLast bool, fn func(*namespace.Entry) error) (int64, uint64, error) {
+// replaySegment reads the segment whose first entry is first and returns
+// the offset after its last record and that record's index (first-1 if
+// it has none). The records end at the end of the file, at zeros (a new
+// segment's preallocated tail) or at a record that is not the next
+// entry: a reused segment's old records follow. A segment with one after
+// it must end at entry until; the last one (until 0) may end anywhere,
+// but only where none of its own entries follow, else it is damaged.
+func (l *Log) replaySegment(first, after, until uint64, fn func(*namespace.Entry) error) (int64, uint64, error) {
 	name := filepath.Join(l.dir, segmentName(first))
 	f, err := os.Open(name)
 	if err != nil {
@@ -201,33 +229,44 @@ func (l *Log) replaySegment(first, after uint64, isLast bool, fn func(*namespace
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 1<<20)
 	var off int64
-	var lastIndex uint64
-	for {
+	last := first - 1
+	for until == 0 || last < until {
 		payload, err := readRecord(r)
-		if errors.Is(err, io.EOF) {
-			return off, lastIndex, nil
+		if errors.Is(err, io.EOF) || errors.Is(err, errZeroHeader) && zerosFrom(r) {
+			break
 		}
-		if errors.Is(err, errZeroHeader) && zerosFrom(r) {
-			return off, lastIndex, nil // the preallocated tail
+		var e namespace.Entry
+		if err == nil {
+			err = decodeEntry(payload, &e)
+		}
+		if err == nil && e.Index >= first && e.Index != last+1 {
+			return 0, 0, fmt.Errorf("%w: %s at offset %d: entry %d where %d was due", ErrCorrupt, name, off, e.Index, last+1)
+		}
+		if err == nil && e.Index < first {
+			err = errOldRecord
 		}
 		if err != nil {
-			// A crash mid-append leaves a torn record at the very end: cut
-			// it off. A bad record with good ones after it is damage to
-			// acknowledged history: refuse to start rather than lose it.
-			if isLast && !validRecordAfter(name, off+1) {
-				l.log.Warn("op log: cutting off torn record at end of log", "segment", name, "offset", off, "err", err)
-				return off, lastIndex, nil
+			// A crash mid-append leaves a torn record at the very end, and
+			// a reused segment has old records after its own: either way,
+			// none of this segment's entries come after. One that does
+			// is damage to acknowledged history: refuse to start rather
+			// than lose it.
+			if until == 0 && !recordAfter(name, off+1, first) {
+				if !errors.Is(err, errOldRecord) {
+					l.log.Info("op log: cutting the last segment where its records end (a torn record, or a reused segment's old ones)",
+						"segment", name, "offset", off, "err", err)
+				}
+				break
+			}
+			if until != 0 && errors.Is(err, errOldRecord) {
+				break // whether all of its own came first is checked below
 			}
 			return 0, 0, fmt.Errorf("%w: %s: bad record at offset %d (%v) with more of the log after it; "+
 				"refusing to start: restore the master directory from a copy, or truncate the segment at that offset to drop the entries from there on",
 				ErrCorrupt, name, off, err)
 		}
-		var e namespace.Entry
-		if err := decodeEntry(payload, &e); err != nil {
-			return 0, 0, fmt.Errorf("%w: %s at offset %d: %v", ErrCorrupt, name, off, err)
-		}
 		off += int64(8 + len(payload))
-		lastIndex = e.Index
+		last = e.Index
 		if e.Index <= after {
 			continue
 		}
@@ -235,11 +274,20 @@ func (l *Log) replaySegment(first, after uint64, isLast bool, fn func(*namespace
 			return 0, 0, fmt.Errorf("replay entry %d (%s): %w", e.Index, e.Type, err)
 		}
 	}
+	if until != 0 && last != until {
+		return 0, 0, fmt.Errorf("%w: %s ends at entry %d (offset %d), the next segment starts at %d: "+
+			"refusing to start: restore the master directory from a copy", ErrCorrupt, name, last, off, until+1)
+	}
+	return off, last, nil
 }
 
 // errZeroHeader is a record header of all zeros: where the records end, if
-// only zeros follow.
-var errZeroHeader = errors.New("zero record header")
+// only zeros follow. errOldRecord is a record from before a segment was
+// reused: where its records end.
+var (
+	errZeroHeader = errors.New("zero record header")
+	errOldRecord  = errors.New("record from before the segment was reused")
+)
 
 func readRecord(r *bufio.Reader) ([]byte, error) {
 	var hdr [8]byte
@@ -291,14 +339,19 @@ func (l *Log) openForAppend(first uint64, size int64, last uint64) error {
 	if err != nil {
 		return err
 	}
+	free, err := filepath.Glob(filepath.Join(l.dir, freePrefix+"*"))
+	if err != nil {
+		return fmt.Errorf("open op log: %w", err)
+	}
 	l.mu.Lock()
-	l.setSegmentLocked(f, first, size)
+	l.setSegmentLocked(f, first, size, size+preallocate)
 	l.mu.appended = last
 	l.mu.Unlock()
 	l.wait.Lock()
 	l.wait.synced = last
 	l.wait.Unlock()
 	l.syncMu.Lock()
+	l.free = free
 	l.makeSpare()
 	l.syncMu.Unlock()
 	return nil
@@ -333,13 +386,13 @@ func (l *Log) openSegment(name string, flag int, size int64) (*os.File, error) {
 }
 
 // setSegmentLocked makes f, which starts at index first, whose records
-// end at end and which is zeroed preallocate bytes past that, the segment
+// end at end and whose blocks are written up to written, the segment
 // appended to. l.mu must be held.
-func (l *Log) setSegmentLocked(f *os.File, first uint64, end int64) {
+func (l *Log) setSegmentLocked(f *os.File, first uint64, end, written int64) {
 	l.mu.f, l.mu.first = f, first
 	l.mu.w = bufio.NewWriterSize(offsetWriter{f, &l.mu.end}, 256<<10)
 	l.mu.end = end
-	l.mu.zeroed = end + preallocate
+	l.mu.written = written
 }
 
 // offsetWriter writes to a segment and counts where its records end.
@@ -454,15 +507,17 @@ func (l *Log) syncAppended() (uint64, error) {
 	}
 	err := l.mu.w.Flush()
 	upto, f := l.mu.appended, l.mu.f
-	left := false // f was left for the spare segment
-	if err == nil && l.mu.zeroed-l.mu.end < switchAt {
-		if left = l.goOnInSpareLocked(); !left {
+	var next *spareSegment // the segment f was left for
+	if err == nil && l.mu.written-l.mu.end < switchAt {
+		if next = l.readySpare(); next != nil {
+			l.setSegmentLocked(next.f, upto+1, 0, next.size)
+		} else {
 			// No spare ready: zero the next stretch now, under mu so
 			// that no flush of records races it; its one sync pays for
 			// the growth.
-			from := max(l.mu.end, l.mu.zeroed)
+			from := max(l.mu.end, l.mu.written)
 			err = writeZeros(l.mu.f, from, l.mu.end+preallocate-from)
-			l.mu.zeroed = l.mu.end + preallocate
+			l.mu.written = l.mu.end + preallocate
 		}
 	}
 	if err != nil {
@@ -472,12 +527,16 @@ func (l *Log) syncAppended() (uint64, error) {
 		return 0, err
 	}
 	l.mu.Unlock()
-	err = datasync.File(f) // over a preallocated segment: see preallocate
-	if left {
-		f.Close()
+	err = datasync.File(f) // over written blocks: see preallocate
+	if next != nil {
+		// The spare is named a segment only now that f is durable: a
+		// crash before leaves f the log's last segment, whole, and
+		// what was appended to the spare (none of it acknowledged) out
+		// of the log.
 		if err == nil {
-			err = syncDir(l.dir) // the spare's new name
+			err = l.nameSegment(next, upto+1)
 		}
+		f.Close()
 		l.makeSpare()
 	}
 	if err != nil {
@@ -489,29 +548,35 @@ func (l *Log) syncAppended() (uint64, error) {
 	return upto, nil
 }
 
-// goOnInSpareLocked makes the spare segment, if it is ready, the one
-// appended to, from the next index on, and reports whether it did: the
-// caller syncs and closes the one left. Growing a segment instead made
+// readySpare returns the spare segment if it is ready, taking it, and nil
+// if it is not: the caller then grows the segment instead. Growing made
 // the sync after it commit the file system's journal, 2-30 ms here with
-// other writes about (a checkpoint's), while every op waited. syncMu and
-// mu must be held, the records flushed.
-func (l *Log) goOnInSpareLocked() bool {
+// other writes about (a checkpoint's), while every op waited. syncMu must
+// be held.
+func (l *Log) readySpare() *spareSegment {
 	sp := l.spare
 	if sp == nil {
-		return false
+		return nil
 	}
 	select {
 	case <-sp.ready:
 	default:
-		return false
+		return nil
 	}
-	next := l.mu.appended + 1
-	if sp.err != nil || os.Rename(filepath.Join(l.dir, spareName), filepath.Join(l.dir, segmentName(next))) != nil {
-		return false // Roll reports a spare that failed
+	if sp.err != nil {
+		return nil // Roll reports a spare that failed
 	}
 	l.spare = nil
-	l.setSegmentLocked(sp.f, next, 0)
-	return true
+	return sp
+}
+
+// nameSegment renames the spare sp to the segment starting at first and
+// makes the name durable.
+func (l *Log) nameSegment(sp *spareSegment, first uint64) error {
+	if err := os.Rename(sp.path, filepath.Join(l.dir, segmentName(first))); err != nil {
+		return err
+	}
+	return syncDir(l.dir)
 }
 
 // Roll syncs the current segment and starts a new one whose first entry
@@ -528,64 +593,113 @@ func (l *Log) Roll(next uint64) error {
 	if started {
 		return nil
 	}
-	f, err := l.takeSpare(segmentName(next))
-	if err != nil {
-		return fmt.Errorf("roll op log: %w", err)
-	}
-	l.mu.Lock()
-	old := l.mu.f
-	l.setSegmentLocked(f, next, 0)
-	l.mu.Unlock()
-	l.makeSpare()
-	return old.Close()
-}
-
-// makeSpare starts making the next segment. syncMu must be held.
-func (l *Log) makeSpare() {
-	sp := &spareSegment{ready: make(chan struct{})}
-	l.spare = sp
-	go func() {
-		defer close(sp.ready)
-		sp.f, sp.err = l.openSegment(filepath.Join(l.dir, spareName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0)
-	}()
-}
-
-// takeSpare renames the spare segment (made now if none is being made)
-// to name and returns it open. syncMu must be held.
-func (l *Log) takeSpare(name string) (*os.File, error) {
 	if l.spare == nil {
 		l.makeSpare()
 	}
 	sp := l.spare
 	l.spare = nil
 	<-sp.ready
-	if sp.err != nil {
-		return nil, sp.err
+	err := sp.err
+	if err == nil {
+		if err = l.nameSegment(sp, next); err != nil {
+			sp.f.Close()
+		}
 	}
-	if err := os.Rename(filepath.Join(l.dir, spareName), filepath.Join(l.dir, name)); err != nil {
-		sp.f.Close()
-		return nil, err
+	if err != nil {
+		return fmt.Errorf("roll op log: %w", err)
 	}
-	if err := syncDir(l.dir); err != nil {
-		sp.f.Close()
-		return nil, err
-	}
-	return sp.f, nil
+	l.mu.Lock()
+	old := l.mu.f
+	l.setSegmentLocked(sp.f, next, 0, sp.size)
+	l.mu.Unlock()
+	l.makeSpare()
+	return old.Close()
 }
 
-// Compact removes the segments whose entries are all at or below index
-// (covered by a checkpoint).
+// makeSpare starts making the next segment ready under spareName: a free
+// one if there is one, which needs no writes, else a new one zeroed
+// ahead. syncMu must be held.
+func (l *Log) makeSpare() {
+	sp := &spareSegment{ready: make(chan struct{}), path: filepath.Join(l.dir, spareName)}
+	l.spare = sp
+	var free string
+	if n := len(l.free); n > 0 {
+		free, l.free = l.free[n-1], l.free[:n-1]
+	}
+	go func() {
+		defer close(sp.ready)
+		if free != "" {
+			if sp.f, sp.size = l.reuseSegment(free, sp.path); sp.f != nil {
+				return
+			}
+		}
+		sp.f, sp.err = l.openSegment(sp.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0)
+		sp.size = preallocate
+	}()
+}
+
+// reuseSegment renames the free segment free to spare and opens it, with
+// its size; nil (and free removed) if it is too small to be worth it or
+// will not open. Only the spare is ever appended to before it is named a
+// segment, so the new name must be durable before that: else a crash
+// could leave unacknowledged records with high indices in a free file,
+// to be taken later for damage where it is reused.
+func (l *Log) reuseSegment(free, spare string) (*os.File, int64) {
+	if fi, err := os.Stat(free); err != nil || fi.Size() < preallocate {
+		os.Remove(free)
+		return nil, 0
+	}
+	if os.Rename(free, spare) != nil || syncDir(l.dir) != nil {
+		return nil, 0
+	}
+	f, err := os.OpenFile(spare, os.O_RDWR, 0)
+	if err != nil {
+		return nil, 0
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0
+	}
+	return f, fi.Size()
+}
+
+// Compact frees the segments whose entries are all at or below index
+// (covered by a checkpoint): up to keepFree of them are kept, renamed, to
+// be reused, the rest removed.
 func (l *Log) Compact(index uint64) error {
 	segs, err := l.segments()
 	if err != nil {
 		return err
 	}
-	for i := 0; i+1 < len(segs); i++ {
-		if segs[i+1] <= index+1 {
-			if err := os.Remove(filepath.Join(l.dir, segmentName(segs[i]))); err != nil {
-				return fmt.Errorf("compact op log: %w", err)
+	l.syncMu.Lock()
+	room := keepFree - len(l.free)
+	if l.spare != nil {
+		room-- // it may be a free one, out of the list
+	}
+	l.syncMu.Unlock()
+	var freed []string
+	for i := 0; i+1 < len(segs) && segs[i+1] <= index+1; i++ {
+		name := filepath.Join(l.dir, segmentName(segs[i]))
+		if len(freed) < room {
+			free := filepath.Join(l.dir, freePrefix+strconv.FormatUint(segs[i], 10))
+			if err = os.Rename(name, free); err == nil {
+				freed = append(freed, free)
 			}
+		} else {
+			err = os.Remove(name)
 		}
+		if err != nil {
+			break
+		}
+	}
+	// Renamed outside syncMu, which every sync takes: a rename can take
+	// a journal commit's time.
+	l.syncMu.Lock()
+	l.free = append(l.free, freed...)
+	l.syncMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("compact op log: %w", err)
 	}
 	return nil
 }
@@ -625,9 +739,11 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// validRecordAfter reports whether a well-formed record (length in bounds,
-// CRC matching) starts anywhere in the segment at or after off.
-func validRecordAfter(name string, off int64) bool {
+// recordAfter reports whether a well-formed record (length in bounds,
+// CRC matching) of an entry at or after index first starts anywhere in
+// the segment at or after off: one of the segment's own, not one from
+// before it was reused.
+func recordAfter(name string, off int64, first uint64) bool {
 	b, err := os.ReadFile(name)
 	if err != nil || off >= int64(len(b)) {
 		return false
@@ -637,8 +753,13 @@ func validRecordAfter(name string, off int64) bool {
 		if size == 0 || size > maxRecord || i+8+size > len(b) {
 			continue
 		}
-		if crc32.Checksum(b[i+8:i+8+size], castagnoli) == binary.BigEndian.Uint32(b[i+4:]) {
-			return true
+		payload := b[i+8 : i+8+size]
+		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(b[i+4:]) {
+			continue
+		}
+		var e namespace.Entry
+		if decodeEntry(payload, &e) != nil || e.Index >= first {
+			return true // undecodable but well-formed: not an old entry either
 		}
 	}
 	return false

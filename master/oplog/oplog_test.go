@@ -522,3 +522,165 @@ func TestRollTakesTheSpareSegment(t *testing.T) {
 		t.Fatalf("no spare segment made ready after the last roll: %v", err)
 	}
 }
+
+// reusedSegment opens a new log in dir whose live segment, from 302, is
+// the reused file of the one that held 200-299 (freed by a checkpoint),
+// with entries 302-306 in it and the old records after them: record
+// 205 starts where 306 ends.
+func reusedSegment(t *testing.T, dir string) *Log {
+	t.Helper()
+	_, l, _ := replayAll(t, dir, 0)
+	appendN(t, l, 1, 199)
+	roll := func(next uint64) {
+		t.Helper()
+		if err := l.Roll(next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roll(200)
+	appendN(t, l, 200, 299) // indices as long as 302's, so old records line up with new ones
+	roll(300)
+	old, err := os.Stat(filepath.Join(dir, segmentName(200)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Compact(299); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 300, 300)
+	roll(301) // takes the spare made before the compaction; the next is a free one
+	appendN(t, l, 301, 301)
+	roll(302)
+	if now, err := os.Stat(filepath.Join(dir, segmentName(302))); err != nil || !os.SameFile(old, now) {
+		t.Fatalf("segment from 302 (%v) is not the file that held 200-299", err)
+	}
+	appendN(t, l, 302, 306)
+	b, _ := os.ReadFile(filepath.Join(dir, segmentName(302)))
+	var e namespace.Entry
+	if size := binary.BigEndian.Uint32(b[l.mu.end:]); decodeEntry(b[l.mu.end+8:][:size], &e) != nil || e.Index != 205 {
+		t.Fatalf("after the new records: entry %d, want the old 205", e.Index)
+	}
+	return l
+}
+
+func span(from, to uint64) []uint64 {
+	var s []uint64
+	for i := from; i <= to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+// A checkpoint's covered segments are reused; replay reads a reused
+// one's new records and stops at its old ones, in the last segment and
+// in one before it, after a crash and after a close.
+func TestCompactedSegmentsAreReused(t *testing.T) {
+	dir := t.TempDir()
+	l := reusedSegment(t, dir)
+	got, crashed, err := replayAll(t, dir, 299)
+	if err != nil || !slices.Equal(got, span(300, 306)) {
+		t.Fatalf("replay without a close: %v %v", got, err)
+	}
+	crashed.Close()
+	if err := l.Roll(307); err != nil { // the reused segment is now one before the last
+		t.Fatal(err)
+	}
+	appendN(t, l, 307, 308)
+	l.Close()
+	got, l, err = replayAll(t, dir, 299)
+	if err != nil || !slices.Equal(got, span(300, 308)) {
+		t.Fatalf("replay after a close: %v %v", got, err)
+	}
+	appendN(t, l, 309, 310)
+	l.Close()
+	if got, _, err = replayAll(t, dir, 299); err != nil || !slices.Equal(got, span(300, 310)) {
+		t.Fatalf("replay after appending to the replayed log: %v %v", got, err)
+	}
+}
+
+// A torn last record in a reused segment is cut off like one in a new
+// segment: the old records after it are not the segment's own.
+func TestTornRecordInAReusedSegmentIsCutOff(t *testing.T) {
+	dir := t.TempDir()
+	l := reusedSegment(t, dir)
+	end := l.mu.end
+	l.Close()
+	f, _ := os.OpenFile(filepath.Join(dir, segmentName(302)), os.O_RDWR, 0)
+	f.WriteAt([]byte{0xde, 0xad, 0xbe}, end-3)
+	f.Close()
+	got, l, err := replayAll(t, dir, 299)
+	if err != nil || !slices.Equal(got, span(300, 305)) {
+		t.Fatalf("replay of a torn reused segment: %v %v", got, err)
+	}
+	appendN(t, l, 306, 307)
+	l.Close()
+	if got, _, err = replayAll(t, dir, 299); err != nil || !slices.Equal(got, span(300, 307)) {
+		t.Fatalf("replay after appending past the torn record: %v %v", got, err)
+	}
+}
+
+// A bad record in a reused segment with the segment's own records after
+// it is damage, not the end of its records.
+func TestDamageInAReusedSegmentRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	reusedSegment(t, dir).Close()
+	seg := filepath.Join(dir, segmentName(302))
+	b, _ := os.ReadFile(seg)
+	b[30] ^= 0xff // inside record 302 or 303
+	os.WriteFile(seg, b, 0o644)
+	if got, _, err := replayAll(t, dir, 299); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("replay over a damaged reused segment: %v %v, want ErrCorrupt", got, err)
+	}
+}
+
+// A segment that ends before the next one starts, or a log that starts
+// after the checkpoint's next entry, has lost entries.
+func TestGapInTheLogRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	l := twoSegments(t, dir) // 1-5, 6-8
+	l.Close()
+	seg := filepath.Join(dir, segmentName(1))
+	b, _ := os.ReadFile(seg)
+	var off int64
+	for range 4 {
+		off += 8 + int64(binary.BigEndian.Uint32(b[off:]))
+	}
+	f, _ := os.OpenFile(seg, os.O_RDWR, 0)
+	f.WriteAt(make([]byte, len(b)-int(off)), off) // record 5 gone, zeros in its place
+	f.Close()
+	if got, _, err := replayAll(t, dir, 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("replay of a segment ending at 4 before one from 6: %v %v, want ErrCorrupt", got, err)
+	}
+	os.Remove(seg)
+	if got, _, err := replayAll(t, dir, 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("replay of a log from 6 after a checkpoint at 0: %v %v, want ErrCorrupt", got, err)
+	}
+}
+
+// A spare left by a crash may hold records appended to it, with indices
+// above where the log starts again: it is never reused as it is.
+func TestLeftoverSpareIsNotReused(t *testing.T) {
+	dir := t.TempDir()
+	reusedSegment(t, dir).Close()
+	payload, _ := (&namespace.Entry{Index: 5000, Type: namespace.OpMkdir, Path: "/ghost"}).AppendBinary(nil)
+	rec := binary.BigEndian.AppendUint32(nil, uint32(len(payload)))
+	rec = binary.BigEndian.AppendUint32(rec, crc32.Checksum(payload, castagnoli))
+	f, err := os.OpenFile(filepath.Join(dir, spareName), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(append(rec, payload...), 1<<20)
+	f.Close()
+	_, l, err := replayAll(t, dir, 299)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Roll(307); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 307, 310)
+	l.Close()
+	if got, _, err := replayAll(t, dir, 299); err != nil || !slices.Equal(got, span(300, 310)) {
+		t.Fatalf("replay after a roll to the spare: %v %v", got, err)
+	}
+}
