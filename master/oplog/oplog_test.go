@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/godfs/godfs/master/namespace"
 )
@@ -168,7 +169,7 @@ func TestCorruptionMidLastSegmentRefusesToStart(t *testing.T) {
 // fillSegment appends n bytes of 64 KiB entries and syncs, rounds times,
 // and returns the next index. n = preallocate-switchAt fills a new
 // segment until a sync finds less than switchAt zeroed past the records.
-func fillSegment(t *testing.T, l *Log, idx uint64, rounds, n int) uint64 {
+func fillSegment(t testing.TB, l *Log, idx uint64, rounds, n int) uint64 {
 	t.Helper()
 	long := strings.Repeat("x", 64<<10)
 	for range rounds {
@@ -309,6 +310,55 @@ func BenchmarkAppendSync(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "syncs/s")
+}
+
+// BenchmarkSyncAcrossSegments is BenchmarkAppendSync with 1 KiB entries,
+// 16 MiB of them, so that the log goes on in ~5 spare segments: new ones
+// (zeroed and synced in the background while the syncs go on, as in a
+// master's first checkpoint interval) or reused ones (as after that).
+// Both first write 16 MiB of segments, as a checkpoint interval would;
+// only reused frees them. It reports the syncs' p99 and slowest latency
+// beside the rate.
+func BenchmarkSyncAcrossSegments(b *testing.B) {
+	long := strings.Repeat("x", 1<<10)
+	const total = 16 << 20
+	for _, reuse := range []bool{false, true} {
+		b.Run(map[bool]string{false: "new", true: "reused"}[reuse], func(b *testing.B) {
+			var lat []time.Duration
+			for range b.N {
+				b.StopTimer()
+				l := emptyLog(b)
+				idx := fillSegment(b, l, 1, total/(preallocate-switchAt)+1, preallocate-switchAt)
+				if err := l.Roll(idx); err != nil {
+					b.Fatal(err)
+				}
+				if reuse {
+					if err := l.Compact(idx - 1); err != nil {
+						b.Fatal(err)
+					}
+				}
+				waitSpare(l, false)
+				b.StartTimer()
+				for n := 0; n < total; n += len(long) {
+					if err := l.Append(&namespace.Entry{Index: idx, Type: namespace.OpMkdir, Path: "/" + long}); err != nil {
+						b.Fatal(err)
+					}
+					t := time.Now()
+					if err := l.Sync(idx); err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(t))
+					idx++
+				}
+				b.StopTimer()
+				l.Close()
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "syncs/s")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
+		})
+	}
 }
 
 // Concurrent Syncs each return once their entry is in the log's file, and
