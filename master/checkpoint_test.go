@@ -2,6 +2,7 @@ package master
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -59,14 +60,38 @@ func TestCheckpointFromLog(t *testing.T) {
 		}
 	}
 
-	// More changes after it, then a start without a clean shutdown.
-	m.mu.Lock()
-	for i := range 50 {
-		if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpMkdir, Path: "/after/" + strconv.Itoa(i),
-			FileID: m.mu.tree.NextInodeID(), Parents: true}); err != nil {
-			t.Fatal(err)
+	// The covered segments are kept to be reused: two checkpoints on, the
+	// log goes on in one of them.
+	frees, _ := filepath.Glob(filepath.Join(cfg.Dir, "free-*"))
+	if len(frees) == 0 {
+		t.Fatal("no covered segment kept for reuse")
+	}
+	freed, _ := os.Stat(frees[len(frees)-1]) // the next one reused
+	mkdirs := func(prefix string, n int) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for i := range n {
+			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpMkdir, Path: prefix + strconv.Itoa(i),
+				FileID: m.mu.tree.NextInodeID(), Parents: true}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	for round := range 2 {
+		mkdirs("/round"+strconv.Itoa(round)+"/", 150)
+		m.tick()
+		m.ckpt.Wait()
+	}
+	m.mu.Lock()
+	live0 := segmentNamed(t, cfg.Dir, m.mu.tree.LastIndex()+1)
+	m.mu.Unlock()
+	if !os.SameFile(freed, live0) {
+		t.Fatal("the log did not go on in a segment an earlier checkpoint freed")
+	}
+
+	// More changes after it, then a start without a clean shutdown.
+	mkdirs("/after/", 50)
+	m.mu.Lock()
 	last := m.mu.tree.LastIndex()
 	live = snapshot(m)
 	m.mu.Unlock()
@@ -82,6 +107,16 @@ func TestCheckpointFromLog(t *testing.T) {
 	if got := snapshot(m2); !bytes.Equal(got, live) {
 		t.Fatalf("restarted from the background checkpoint and the log: %d bytes of snapshot, live tree %d", len(got), len(live))
 	}
+}
+
+// segmentNamed stats the op-log segment whose first entry is first.
+func segmentNamed(t *testing.T, dir string, first uint64) os.FileInfo {
+	t.Helper()
+	fi, err := os.Stat(filepath.Join(dir, fmt.Sprintf("log-%020d", first)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi
 }
 
 // The pacer sleeps three times the work it saw (a quarter of a core), in

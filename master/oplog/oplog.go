@@ -682,7 +682,7 @@ func (l *Log) Compact(index uint64) error {
 	for i := 0; i+1 < len(segs) && segs[i+1] <= index+1; i++ {
 		name := filepath.Join(l.dir, segmentName(segs[i]))
 		if len(freed) < room {
-			free := filepath.Join(l.dir, freePrefix+strconv.FormatUint(segs[i], 10))
+			free := filepath.Join(l.dir, fmt.Sprintf("%s%020d", freePrefix, segs[i]))
 			if err = os.Rename(name, free); err == nil {
 				freed = append(freed, free)
 			}
