@@ -537,7 +537,9 @@ func (l *Log) syncAppended() (uint64, error) {
 			err = l.nameSegment(next, upto+1)
 		}
 		f.Close()
-		l.makeSpare()
+		if err == nil { // else the spare's file is the one appended to
+			l.makeSpare()
+		}
 	}
 	if err != nil {
 		l.mu.Lock()
@@ -645,20 +647,23 @@ func (l *Log) makeSpare() {
 // could leave unacknowledged records with high indices in a free file,
 // to be taken later for damage where it is reused.
 func (l *Log) reuseSegment(free, spare string) (*os.File, int64) {
-	if fi, err := os.Stat(free); err != nil || fi.Size() < preallocate {
-		os.Remove(free)
-		return nil, 0
-	}
-	if os.Rename(free, spare) != nil || syncDir(l.dir) != nil {
-		return nil, 0
-	}
-	f, err := os.OpenFile(spare, os.O_RDWR, 0)
+	f, err := os.OpenFile(free, os.O_RDWR, 0)
 	if err != nil {
 		return nil, 0
 	}
 	fi, err := f.Stat()
+	if err == nil && fi.Size() < preallocate {
+		err = errors.New("too small")
+	}
+	if err == nil {
+		err = os.Rename(free, spare)
+	}
+	if err == nil {
+		err = syncDir(l.dir)
+	}
 	if err != nil {
 		f.Close()
+		os.Remove(free)
 		return nil, 0
 	}
 	return f, fi.Size()
