@@ -613,12 +613,19 @@ func reusedSegment(t *testing.T, dir string) *Log {
 	return l
 }
 
-func span(from, to uint64) []uint64 {
-	var s []uint64
+// wantReplay replays the log in dir after index after, wants entries
+// from to to and returns the log, open for appending.
+func wantReplay(t *testing.T, dir string, after, from, to uint64, what string) *Log {
+	t.Helper()
+	got, l, err := replayAll(t, dir, after)
+	var want []uint64
 	for i := from; i <= to; i++ {
-		s = append(s, i)
+		want = append(want, i)
 	}
-	return s
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("replay %s: %v %v, want %d-%d", what, got, err, from, to)
+	}
+	return l
 }
 
 // A checkpoint's covered segments are reused; replay reads a reused
@@ -627,25 +634,16 @@ func span(from, to uint64) []uint64 {
 func TestCompactedSegmentsAreReused(t *testing.T) {
 	dir := t.TempDir()
 	l := reusedSegment(t, dir)
-	got, crashed, err := replayAll(t, dir, 299)
-	if err != nil || !slices.Equal(got, span(300, 306)) {
-		t.Fatalf("replay without a close: %v %v", got, err)
-	}
-	crashed.Close()
+	wantReplay(t, dir, 299, 300, 306, "without a close").Close()
 	if err := l.Roll(307); err != nil { // the reused segment is now one before the last
 		t.Fatal(err)
 	}
 	appendN(t, l, 307, 308)
 	l.Close()
-	got, l, err = replayAll(t, dir, 299)
-	if err != nil || !slices.Equal(got, span(300, 308)) {
-		t.Fatalf("replay after a close: %v %v", got, err)
-	}
+	l = wantReplay(t, dir, 299, 300, 308, "after a close")
 	appendN(t, l, 309, 310)
 	l.Close()
-	if got, _, err = replayAll(t, dir, 299); err != nil || !slices.Equal(got, span(300, 310)) {
-		t.Fatalf("replay after appending to the replayed log: %v %v", got, err)
-	}
+	wantReplay(t, dir, 299, 300, 310, "after appending to the replayed log")
 }
 
 // A torn last record in a reused segment is cut off like one in a new
@@ -658,15 +656,10 @@ func TestTornRecordInAReusedSegmentIsCutOff(t *testing.T) {
 	f, _ := os.OpenFile(filepath.Join(dir, segmentName(302)), os.O_RDWR, 0)
 	f.WriteAt([]byte{0xde, 0xad, 0xbe}, end-3)
 	f.Close()
-	got, l, err := replayAll(t, dir, 299)
-	if err != nil || !slices.Equal(got, span(300, 305)) {
-		t.Fatalf("replay of a torn reused segment: %v %v", got, err)
-	}
+	l = wantReplay(t, dir, 299, 300, 305, "of a torn reused segment")
 	appendN(t, l, 306, 307)
 	l.Close()
-	if got, _, err = replayAll(t, dir, 299); err != nil || !slices.Equal(got, span(300, 307)) {
-		t.Fatalf("replay after appending past the torn record: %v %v", got, err)
-	}
+	wantReplay(t, dir, 299, 300, 307, "after appending past the torn record")
 }
 
 // A bad record in a reused segment with the segment's own records after
@@ -730,7 +723,5 @@ func TestLeftoverSpareIsNotReused(t *testing.T) {
 	}
 	appendN(t, l, 307, 310)
 	l.Close()
-	if got, _, err := replayAll(t, dir, 299); err != nil || !slices.Equal(got, span(300, 310)) {
-		t.Fatalf("replay after a roll to the spare: %v %v", got, err)
-	}
+	wantReplay(t, dir, 299, 300, 310, "after a roll to the spare")
 }
