@@ -98,8 +98,10 @@ type Log struct {
 	// client ~50 ms. Guarded by syncMu.
 	spare *spareSegment
 	// free are the files of segments a checkpoint covered, to be reused
-	// as spares, at most keepFree of them. Guarded by syncMu.
-	free []string
+	// as spares, at most maxFree of them (keepFree; tests set fewer).
+	// Guarded by syncMu.
+	free    []string
+	maxFree int
 }
 
 // spareSegment is a segment file being made ready under spareName: a
@@ -134,7 +136,7 @@ func Open(dir string, log *slog.Logger) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open op log: %w", err)
 	}
-	return &Log{dir: dir, log: log}, nil
+	return &Log{dir: dir, log: log, maxFree: keepFree}, nil
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("log-%020d", first) }
@@ -678,10 +680,7 @@ func (l *Log) Compact(index uint64) error {
 		return err
 	}
 	l.syncMu.Lock()
-	room := keepFree - len(l.free)
-	if l.spare != nil {
-		room-- // it may be a free one, out of the list
-	}
+	room := l.maxFree - len(l.free)
 	l.syncMu.Unlock()
 	var freed []string
 	for i := 0; i+1 < len(segs) && segs[i+1] <= index+1; i++ {

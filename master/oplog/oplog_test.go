@@ -676,6 +676,46 @@ func TestDamageInAReusedSegmentRefusesToStart(t *testing.T) {
 	}
 }
 
+// Compact keeps at most maxFree freed segments and removes the others;
+// the kept ones outlast a restart and are reused after it.
+func TestCompactKeepsAtMostMaxFree(t *testing.T) {
+	dir := t.TempDir()
+	_, l, _ := replayAll(t, dir, 0)
+	l.maxFree = 2
+	for first := uint64(1); first <= 7; first += 2 {
+		appendN(t, l, first, first+1)
+		if err := l.Roll(first + 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Compact(8); err != nil { // covers the segments from 1, 3, 5 and 7
+		t.Fatal(err)
+	}
+	l.Close()
+	free, _ := filepath.Glob(filepath.Join(dir, freePrefix+"*"))
+	segs, _ := filepath.Glob(filepath.Join(dir, "log-*"))
+	if len(free) != 2 || len(segs) != 1 || filepath.Base(segs[0]) != segmentName(9) {
+		t.Fatalf("after compacting 4 of 5 segments with room for 2: free %v, segments %v", free, segs)
+	}
+	var kept []os.FileInfo
+	for _, name := range free {
+		fi, _ := os.Stat(name)
+		kept = append(kept, fi)
+	}
+	l = wantReplay(t, dir, 8, 9, 8, "after the compaction")
+	appendN(t, l, 9, 10)
+	if err := l.Roll(11); err != nil {
+		t.Fatal(err)
+	}
+	live, _ := os.Stat(filepath.Join(dir, segmentName(11)))
+	if !slices.ContainsFunc(kept, func(fi os.FileInfo) bool { return os.SameFile(fi, live) }) {
+		t.Fatal("the first roll after a restart did not take a kept free segment")
+	}
+	appendN(t, l, 11, 12)
+	l.Close()
+	wantReplay(t, dir, 8, 9, 12, "through the reused segment")
+}
+
 // A segment that ends before the next one starts, or a log that starts
 // after the checkpoint's next entry, has lost entries.
 func TestGapInTheLogRefusesToStart(t *testing.T) {
