@@ -41,6 +41,18 @@ const (
 // its JSON.
 func IsBinaryEntry(b []byte) bool { return len(b) > 0 && b[0] == entryFormat }
 
+// BinaryEntryIndex returns the index of the entry whose binary form b
+// starts, read from its first field (a logged entry's index is never
+// zero, so it is always there), and whether b starts like one: a cheap
+// look before checking a record's CRC.
+func BinaryEntryIndex(b []byte) (uint64, bool) {
+	if len(b) < 3 || b[0] != entryFormat || b[1] != tagIndex {
+		return 0, false
+	}
+	v, n := binary.Uvarint(b[2:])
+	return v, n > 0
+}
+
 // AppendBinary appends e's binary form to b.
 func (e *Entry) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, entryFormat)

@@ -57,6 +57,12 @@ func TestEntryBinaryRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, e) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, e)
 		}
+		if idx, ok := BinaryEntryIndex(b); e.Index != 0 && (!ok || idx != e.Index) {
+			t.Fatalf("%+v: BinaryEntryIndex %d %v", e, idx, ok)
+		}
+	}
+	if _, ok := BinaryEntryIndex([]byte(`{"Index":7}`)); ok {
+		t.Fatal("BinaryEntryIndex took JSON for a binary entry")
 	}
 }
 

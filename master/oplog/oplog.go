@@ -758,6 +758,12 @@ func recordAfter(name string, off int64, first uint64) bool {
 			continue
 		}
 		payload := b[i+8 : i+8+size]
+		// Most offsets are inside older records: what they would hold
+		// tells them apart before a CRC over up to the whole file does
+		// (that made the scan of one 3.5 MiB segment take 4.5 s).
+		if idx, ok := namespace.BinaryEntryIndex(payload); ok && idx < first || !ok && payload[0] != '{' {
+			continue
+		}
 		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(b[i+4:]) {
 			continue
 		}

@@ -361,6 +361,33 @@ func BenchmarkSyncAcrossSegments(b *testing.B) {
 	}
 }
 
+// BenchmarkScanForOwnRecords is the look, at a restart, for records of a
+// last segment's own past where its records end: over a reused segment
+// that is 3.5 MiB of older records, each offset a candidate.
+func BenchmarkScanForOwnRecords(b *testing.B) {
+	l := emptyLog(b)
+	i := uint64(1)
+	for l.mu.end+int64(l.mu.w.Buffered()) < preallocate-switchAt-1024 {
+		e := &namespace.Entry{Index: i, Type: namespace.OpCreate, Path: "/.bench/meta/f" + strconv.Itoa(int(i)), FileID: 16384 + i,
+			Time: 1764000000000 + int64(i), Overwrite: true, Block: &namespace.Block{ID: i, GenStamp: 1000 + i}}
+		if err := l.Append(e); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	if err := l.Close(); err != nil {
+		b.Fatal(err)
+	}
+	name := filepath.Join(l.dir, segmentName(1))
+	b.SetBytes(l.mu.end)
+	b.ResetTimer()
+	for range b.N {
+		if recordAfter(name, 1, i) {
+			b.Fatal("found a record at or after the last index + 1")
+		}
+	}
+}
+
 // Concurrent Syncs each return once their entry is in the log's file, and
 // when the log's file fails, every waiting Sync gets the error instead of
 // hanging for a sync that never comes.
