@@ -53,12 +53,13 @@ const maxRecord = 16 << 20
 // the end of the file, on this VM's ext4.
 const preallocate = 4 << 20
 
-// switchAt is how few zeroed bytes past the last record make a sync go on
-// in the spare segment: a segment takes preallocate-switchAt bytes of
-// records, and each spare made (4 MiB written and synced while the master
-// serves) held up the op log's syncs by 2-3 ms, so the fewer the better.
-// What is appended between two syncs seldom comes near it; if it passes
-// the zeros, that sync records the file's new size, slower but as safe.
+// switchAt is how few written bytes (zeros, or a reused segment's older
+// records) past the last record make a sync go on in the spare segment: a
+// new segment takes preallocate-switchAt bytes of records, and each new
+// spare made (4 MiB written and synced while the master serves) held up
+// the op log's syncs by 2-3 ms, so the fewer the better. What is appended
+// between two syncs seldom comes near it; if it passes them, that sync
+// records the file's new size, slower but as safe.
 const switchAt = 512 << 10
 
 // ErrCorrupt marks a log or checkpoint that cannot be read back.
