@@ -254,19 +254,19 @@ func (l *Log) replaySegment(first, after, until uint64, fn func(*namespace.Entry
 			// none of this segment's entries come after. One that does
 			// is damage to acknowledged history: refuse to start rather
 			// than lose it.
-			if until == 0 && !recordAfter(name, off+1, first) {
-				if !errors.Is(err, errOldRecord) {
-					l.log.Info("op log: cutting the last segment where its records end (a torn record, or a reused segment's old ones)",
-						"segment", name, "offset", off, "err", err)
-				}
-				break
+			// A segment before the last ends only at old records (whether
+			// all of its own came first is checked below).
+			old := errors.Is(err, errOldRecord)
+			if until != 0 && !old || until == 0 && recordAfter(name, off+1, first) {
+				return 0, 0, fmt.Errorf("%w: %s: bad record at offset %d (%v) with more of the log after it; "+
+					"refusing to start: restore the master directory from a copy, or truncate the segment at that offset to drop the entries from there on",
+					ErrCorrupt, name, off, err)
 			}
-			if until != 0 && errors.Is(err, errOldRecord) {
-				break // whether all of its own came first is checked below
+			if !old {
+				l.log.Info("op log: cutting the last segment where its records end (a torn record, or a reused segment's old ones)",
+					"segment", name, "offset", off, "err", err)
 			}
-			return 0, 0, fmt.Errorf("%w: %s: bad record at offset %d (%v) with more of the log after it; "+
-				"refusing to start: restore the master directory from a copy, or truncate the segment at that offset to drop the entries from there on",
-				ErrCorrupt, name, off, err)
+			break
 		}
 		off += int64(8 + len(payload))
 		last = e.Index
