@@ -85,6 +85,8 @@ type Config struct {
 	CheckpointEvery uint64
 	// MaxReportLeases is the master's --max-report-leases. Default: its own.
 	MaxReportLeases int
+	// Dir holds the servers' directories. Default: a temporary one.
+	Dir string
 }
 
 // Proc is one running godfs server process.
@@ -128,7 +130,10 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 	if cfg.LeaseLimit == 0 {
 		cfg.LeaseLimit = time.Minute
 	}
-	c := &Cluster{t: t, cfg: cfg, bin: Binary(t), dir: t.TempDir()}
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	c := &Cluster{t: t, cfg: cfg, bin: Binary(t), dir: cfg.Dir}
 	t.Cleanup(c.stopAll)
 	c.StartMaster("127.0.0.1:0")
 	for i := 0; i < cfg.DataNodes; i++ {

@@ -3,6 +3,7 @@ package master
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/godfs/godfs/master/namespace"
@@ -140,8 +141,17 @@ func (m *Master) checkpointLocked() error {
 // writeCheckpoint saves tree as the checkpoint and drops the log segments
 // it covers (a Roll to just after it must have closed them); pace as for
 // oplog.SaveCheckpoint.
+// On a full disk it gives back the log's free segments and tries once
+// more: a checkpoint frees more than they hold.
 func (m *Master) writeCheckpoint(tree *namespace.Tree, pace func()) error {
-	if err := oplog.SaveCheckpoint(m.cfg.Dir, tree, pace); err != nil {
+	err := oplog.SaveCheckpoint(m.cfg.Dir, tree, pace)
+	if errors.Is(err, syscall.ENOSPC) {
+		if n := m.oplog.DropFree(); n > 0 {
+			m.log.Warn("checkpoint: disk full; removed the op log's free segments", "bytes", n)
+			err = oplog.SaveCheckpoint(m.cfg.Dir, tree, pace)
+		}
+	}
+	if err != nil {
 		return err
 	}
 	return m.oplog.Compact(tree.LastIndex())

@@ -339,6 +339,12 @@ func (m *Master) change(fn func() (wait bool, err error)) error {
 		m.mu.Unlock()
 		return err
 	}
+	// Refused before the tree changes: a change applied but not logged
+	// would stop the master (see applyLocked).
+	if err := m.oplog.Ready(); err != nil {
+		m.mu.Unlock()
+		return err
+	}
 	before := m.mu.tree.LastIndex()
 	wait, err := fn()
 	after := m.mu.tree.LastIndex()

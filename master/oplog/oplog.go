@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -36,6 +37,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/godfs/godfs/internal/datasync"
 	"github.com/godfs/godfs/master/namespace"
@@ -65,6 +68,21 @@ const switchAt = 512 << 10
 // ErrCorrupt marks a log or checkpoint that cannot be read back.
 var ErrCorrupt = errors.New("op log corrupt")
 
+// ErrNoSpace is Ready's answer while the log's disk is too full for it to
+// take more entries. It is not the log's failure: nothing appended is lost,
+// and the log takes entries again once space is freed.
+var ErrNoSpace = errors.New("master's op log is out of disk space")
+
+// minRoom is how much room for records (in blocks written ahead) the
+// segment must have left for Ready to let a change in while the disk is
+// full: more than the entries of any one change, or of the changes
+// between two syncs, take.
+const minRoom = 256 << 10
+
+// spareRetry is how long after a spare failed to be made (a full disk)
+// the next one is tried.
+const spareRetry = time.Second
+
 // Log is the op log in one directory. Append and Roll must be called by one
 // goroutine at a time (the master holds its lock); Sync may be called
 // concurrently.
@@ -82,6 +100,7 @@ type Log struct {
 		written  int64   // the segment's blocks are written (zeros or old records) up to here
 		appended uint64  // index of the last appended entry
 		err      error   // sticky: after a failed write or sync nothing is durable
+		full     error   // not sticky: the last try to zero more blocks found the disk full
 		hdr      [8]byte // the record header being written: one allocation less a record
 		payload  []byte  // and its entry's encoding
 	}
@@ -108,11 +127,12 @@ type Log struct {
 // spareSegment is a segment file being made ready under spareName: a
 // free one, or a new one.
 type spareSegment struct {
-	ready chan struct{} // closed when f, size or err is set
-	path  string
-	f     *os.File
-	size  int64 // its blocks are written up to here
-	err   error
+	ready  chan struct{} // closed when f, size or err is set
+	path   string
+	f      *os.File
+	size   int64 // its blocks are written up to here
+	err    error
+	failed time.Time // when err was set
 }
 
 // spareName is the spare segment's file and freePrefix starts a free
@@ -373,7 +393,7 @@ func (l *Log) openSegment(name string, flag int, size int64) (*os.File, error) {
 		_, err = f.Seek(size, io.SeekStart)
 	}
 	if err == nil {
-		err = writeZeros(f, size, preallocate)
+		_, err = writeZeros(f, size, preallocate)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -412,16 +432,18 @@ func (w offsetWriter) Write(p []byte) (int, error) {
 
 var zeros [64 << 10]byte
 
-// writeZeros writes n zero bytes to f at off, without moving f's offset.
-func writeZeros(f *os.File, off, n int64) error {
-	for n > 0 {
-		k := min(n, int64(len(zeros)))
-		if _, err := f.WriteAt(zeros[:k], off); err != nil {
-			return err
+// writeZeros writes n zero bytes to f at off, without moving f's offset,
+// and returns how many it wrote.
+func writeZeros(f *os.File, off, n int64) (int64, error) {
+	var done int64
+	for done < n {
+		k, err := f.WriteAt(zeros[:min(n-done, int64(len(zeros)))], off+done)
+		done += int64(k)
+		if err != nil {
+			return done, err
 		}
-		off, n = off+k, n-k
 	}
-	return nil
+	return done, nil
 }
 
 // decodeEntry sets e from a record's payload: its binary form, or JSON,
@@ -515,12 +537,7 @@ func (l *Log) syncAppended() (uint64, error) {
 		if next = l.readySpare(); next != nil {
 			l.setSegmentLocked(next.f, upto+1, 0, next.size)
 		} else {
-			// No spare ready: zero the next stretch now, under mu so
-			// that no flush of records races it; its one sync pays for
-			// the growth.
-			from := max(l.mu.end, l.mu.written)
-			err = writeZeros(l.mu.f, from, l.mu.end+preallocate-from)
-			l.mu.written = l.mu.end + preallocate
+			err = l.growLocked()
 		}
 	}
 	if err != nil {
@@ -553,11 +570,66 @@ func (l *Log) syncAppended() (uint64, error) {
 	return upto, nil
 }
 
+// growLocked zeroes the segment's next stretch when no spare is ready,
+// under mu so that no flush of records races it; the sync after it pays
+// for the growth. A full disk is not the log's failure: the records so
+// far lie in blocks written before, and Ready refuses changes before the
+// rest of those run out, so growLocked records it in full and the next
+// sync, or Ready, tries again. l.mu must be held.
+func (l *Log) growLocked() error {
+	from := max(l.mu.end, l.mu.written)
+	n, err := writeZeros(l.mu.f, from, l.mu.end+preallocate-from)
+	l.mu.written = max(l.mu.written, from+n)
+	switch {
+	case err == nil:
+		l.mu.full = nil
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		if l.mu.full == nil {
+			l.log.Error("op log: disk full; changes are refused when the room left runs out",
+				"room", l.mu.written-l.mu.end, "err", err)
+		}
+		var pe *fs.PathError
+		if errors.As(err, &pe) { // its name may be the spare's it had
+			err = pe.Err
+		}
+		l.mu.full = fmt.Errorf("%w (%s): %v", ErrNoSpace, l.dir, err)
+		return nil
+	}
+	return err
+}
+
+// Ready returns nil if the log can take a change now, ErrNoSpace while
+// its disk is full and the room left in the segment is under minRoom
+// (nothing is appended meanwhile, so no sync would try again: Ready does),
+// or the error that stopped it.
+func (l *Log) Ready() error {
+	l.mu.Lock()
+	err, full := l.mu.err, l.mu.full
+	room := l.mu.written - l.mu.end - int64(l.mu.w.Buffered())
+	l.mu.Unlock()
+	if err != nil || full == nil || room >= minRoom {
+		return err
+	}
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.growLocked(); err != nil {
+		l.mu.err = fmt.Errorf("grow op log: %w", err)
+		return l.mu.err
+	}
+	if l.mu.written-l.mu.end-int64(l.mu.w.Buffered()) >= minRoom {
+		return nil
+	}
+	return l.mu.full
+}
+
 // readySpare returns the spare segment if it is ready, taking it, and nil
 // if it is not: the caller then grows the segment instead. Growing made
 // the sync after it commit the file system's journal, 2-30 ms here with
-// other writes about (a checkpoint's), while every op waited. syncMu must
-// be held.
+// other writes about (a checkpoint's), while every op waited. A spare
+// that could not be made (a full disk) is made again spareRetry later.
+// syncMu must be held.
 func (l *Log) readySpare() *spareSegment {
 	sp := l.spare
 	if sp == nil {
@@ -569,7 +641,10 @@ func (l *Log) readySpare() *spareSegment {
 		return nil
 	}
 	if sp.err != nil {
-		return nil // Roll reports a spare that failed
+		if time.Since(sp.failed) >= spareRetry {
+			l.makeSpare()
+		}
+		return nil
 	}
 	l.spare = nil
 	return sp
@@ -640,6 +715,12 @@ func (l *Log) makeSpare() {
 		}
 		sp.f, sp.err = l.openSegment(sp.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0)
 		sp.size = preallocate
+		if sp.err != nil {
+			// Its blocks are the disk's again (it was full, most likely).
+			os.Remove(sp.path)
+			sp.failed = time.Now()
+			l.log.Error("op log: make spare segment", "err", sp.err)
+		}
 	}()
 }
 
@@ -707,6 +788,23 @@ func (l *Log) Compact(index uint64) error {
 		return fmt.Errorf("compact op log: %w", err)
 	}
 	return nil
+}
+
+// DropFree removes the free segments kept for reuse, giving their disk
+// space back (a checkpoint that found the disk full needs it more), and
+// returns how many bytes that freed.
+func (l *Log) DropFree() int64 {
+	l.syncMu.Lock()
+	free := l.free
+	l.free = nil
+	l.syncMu.Unlock()
+	var n int64
+	for _, name := range free {
+		if fi, err := os.Stat(name); err == nil && os.Remove(name) == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 // Close syncs and closes the log.

@@ -13,9 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/godfs/godfs/internal/smalldisk"
 	"github.com/godfs/godfs/master/namespace"
 )
 
@@ -791,4 +793,118 @@ func TestLeftoverSpareIsNotReused(t *testing.T) {
 	appendN(t, l, 307, 310)
 	l.Close()
 	wantReplay(t, dir, 299, 300, 310, "after a roll to the spare")
+}
+
+// On a full disk the log refuses changes (Ready) before the room its
+// segment has runs out, loses none it took, and takes changes again once
+// space is freed, without a restart.
+func TestFullDiskRefusesChangesThenRecovers(t *testing.T) {
+	dir := smalldisk.New(t, 24<<20)
+	_, l, err := replayAll(t, dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSpare(l, false)
+	filler := smalldisk.Fill(t, dir)
+	long := strings.Repeat("x", 1000)
+	idx := uint64(1)
+	for ; ; idx++ {
+		err := l.Ready()
+		if errors.Is(err, ErrNoSpace) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("entry %d: %v", idx, err)
+		}
+		if idx > 20<<10 { // 20 MiB of entries: more than the disk holds
+			t.Fatalf("entry %d: the log never refused a change", idx)
+		}
+		if err := l.Append(&namespace.Entry{Index: idx, Type: namespace.OpMkdir, Path: "/" + long}); err != nil {
+			t.Fatalf("append %d: %v", idx, err)
+		}
+		if err := l.Sync(idx); err != nil {
+			t.Fatalf("sync %d: %v", idx, err)
+		}
+	}
+	// It went on in the spare made before the disk filled, then in what
+	// that one had zeroed ahead, about 7.5 MiB of entries.
+	t.Logf("refused at entry %d", idx)
+	if idx < 7000 {
+		t.Errorf("refused at entry %d, want it to have used the room it had", idx)
+	}
+	if err := l.Ready(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Ready on a full disk again: %v, want ErrNoSpace", err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Ready(); err != nil {
+		t.Fatalf("Ready once space is freed: %v", err)
+	}
+	appendN(t, l, idx, idx+99)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := replayAll(t, dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := idx + 99; len(got) != int(want) || got[len(got)-1] != want {
+		t.Fatalf("replayed %d entries ending at %v, want 1-%d", len(got), got[len(got)-1:], want)
+	}
+}
+
+// A checkpoint that finds the disk full leaves no half-written file to
+// hold the space the next try needs.
+func TestCheckpointOnAFullDiskLeavesNothing(t *testing.T) {
+	dir := smalldisk.New(t, 4<<20)
+	tree := namespace.New("root", "supergroup", 0)
+	for i := uint64(1); i <= 2000; i++ {
+		if _, err := tree.Apply(&namespace.Entry{Index: i, Type: namespace.OpMkdir, Path: "/" + strings.Repeat("d", 200) + strconv.Itoa(int(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filler := smalldisk.Fill(t, dir)
+	fi, err := os.Stat(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filler, fi.Size()-64<<10); err != nil { // room for some of it
+		t.Fatal(err)
+	}
+	if err := SaveCheckpoint(dir, tree, nil); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("checkpoint on a full disk: %v, want ENOSPC", err)
+	}
+	if names, _ := filepath.Glob(filepath.Join(dir, "*checkpoint*")); len(names) > 0 {
+		t.Fatalf("left %v", names)
+	}
+	os.Remove(filler)
+	if err := SaveCheckpoint(dir, tree, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDropFreeGivesTheirSpaceBack(t *testing.T) {
+	dir := t.TempDir()
+	_, l, _ := replayAll(t, dir, 0)
+	for i := uint64(1); i <= 3; i++ {
+		appendN(t, l, i, i)
+		if err := l.Roll(i + 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Compact(3); err != nil {
+		t.Fatal(err)
+	}
+	free, _ := filepath.Glob(filepath.Join(dir, freePrefix+"*"))
+	if len(free) != 3 {
+		t.Fatalf("free segments %v, want 3", free)
+	}
+	if n := l.DropFree(); n < 3*preallocate {
+		t.Fatalf("DropFree freed %d bytes, want at least %d", n, 3*preallocate)
+	}
+	if free, _ = filepath.Glob(filepath.Join(dir, freePrefix+"*")); len(free) != 0 {
+		t.Fatalf("left %v", free)
+	}
+	appendN(t, l, 4, 4) // the log goes on
 }

@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/godfs/godfs/godfstest"
+	"github.com/godfs/godfs/internal/smalldisk"
+)
+
+// A master whose disk fills refuses changes with a one-line error before
+// its op log runs out of room, goes on serving reads, takes changes again
+// as soon as space is freed (no restart), and loses none it acknowledged.
+func TestMasterDiskFull(t *testing.T) {
+	disk := smalldisk.New(t, 24<<20)
+	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: -1, Dir: disk})
+	c := cl.Client()
+	ctx := ctxT(t)
+	// Paths of ~1 KiB, so that the log's few MiB of room go in seconds.
+	parent := "/" + strings.Repeat("p", 250) + "/" + strings.Repeat("q", 250) + "/" + strings.Repeat("r", 250)
+	if err := c.Mkdir(ctx, parent, 0o755, true); err != nil {
+		t.Fatal(err)
+	}
+	name := func(i int) string { return fmt.Sprintf("%s/%s-%d", parent, strings.Repeat("d", 240), i) }
+	filler := smalldisk.Fill(t, disk)
+
+	acked := 0
+	var refused error
+	for ; refused == nil; acked++ {
+		if acked > 40000 { // 40 MiB of entries: more than the disk holds
+			t.Fatalf("the master took %d mkdirs on a full disk", acked)
+		}
+		refused = c.Mkdir(ctx, name(acked), 0o755, false)
+	}
+	acked--
+	t.Logf("%d mkdirs taken after the disk filled; then: %v", acked, refused)
+	if !strings.Contains(refused.Error(), "out of disk space") {
+		t.Fatalf("refusal %q does not say the master is out of disk space", refused)
+	}
+	r := cl.Run(nil, "mkdir", "/another")
+	if r.Code != 1 || !strings.Contains(r.Stderr, "out of disk space") || strings.Count(strings.TrimSpace(r.Stderr), "\n") != 0 {
+		t.Fatalf("godfs mkdir on a full master: code %d, stderr %q; want 1 and one line saying so", r.Code, r.Stderr)
+	}
+	// Reads go on.
+	if _, err := c.Stat(ctx, name(acked-1)); err != nil {
+		t.Fatalf("stat on a full master: %v", err)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mkdir(ctx, name(acked), 0o755, false); err != nil {
+		t.Fatalf("mkdir once space is freed: %v", err)
+	}
+	acked++
+
+	cl.KillMaster()
+	cl.RestartMaster()
+	c = cl.Client()
+	entries, err := c.ReadDir(ctx, parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != acked {
+		t.Fatalf("after kill -9 and restart: %d directories, want the %d acknowledged", len(entries), acked)
+	}
+	if left, _ := filepath.Glob(filepath.Join(disk, "master", "*.tmp")); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
