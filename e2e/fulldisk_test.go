@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/godfs/godfs/godfstest"
 	"github.com/godfs/godfs/internal/smalldisk"
@@ -69,5 +70,79 @@ func TestMasterDiskFull(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(disk, "master", "*.tmp")); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
+	}
+}
+
+// Datanodes whose disks fill: writes fail with a clear error once no
+// datanode has room, every file written before reads back, and writes
+// succeed again once files are deleted.
+func TestDatanodeDisksFull(t *testing.T) {
+	dir := t.TempDir()
+	for i := 1; i <= 3; i++ {
+		smalldisk.Mount(t, filepath.Join(dir, fmt.Sprintf("dn%d", i)), 40<<20)
+	}
+	cl := godfstest.NewCluster(t, godfstest.Config{Dir: dir})
+	c := cl.Client()
+	ctx := ctxT(t)
+	data := randomBytes(t, 4<<20)
+	var written []string
+	var failed error
+	for i := 0; failed == nil; i++ {
+		if i > 30 { // 120 MiB a datanode: three times what one holds
+			t.Fatalf("%d files of 4 MiB written to datanodes of 40 MiB", i)
+		}
+		name := fmt.Sprintf("/f%d", i)
+		w, err := c.Create(ctx, name)
+		if err == nil {
+			if _, err = w.Write(data); err == nil {
+				err = w.Close()
+			} else {
+				w.Close()
+			}
+		}
+		if err != nil {
+			failed = err
+			break
+		}
+		written = append(written, name)
+	}
+	t.Logf("%d files written; then: %v", len(written), failed)
+	if len(written) < 5 {
+		t.Fatalf("only %d files of 4 MiB went to datanodes of 40 MiB", len(written))
+	}
+	for _, name := range written {
+		if got := get(t, c, name); string(got) != string(data) {
+			t.Fatalf("%s reads back wrong", name)
+		}
+	}
+	// Once the datanodes' heartbeats say how full they are, the master
+	// says it at once.
+	local := filepath.Join(t.TempDir(), "x")
+	os.WriteFile(local, data, 0o644)
+	var r godfstest.Result
+	waitFor(t, 10*time.Second, "the master to refuse blocks on full datanodes", func() bool {
+		r = cl.Run(nil, "put", local, "/late")
+		return strings.Contains(r.Stderr, "free a block needs")
+	})
+	if r.Code != 1 || strings.Count(strings.TrimSpace(r.Stderr), "\n") != 0 {
+		t.Fatalf("put to full datanodes: code %d, stderr %q; want 1 and one line", r.Code, r.Stderr)
+	}
+	// Deleting files makes room again.
+	for _, name := range written[:len(written)/2] {
+		if err := c.Remove(ctx, name, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "a put to succeed after deletes", func() bool {
+		r = cl.Run(nil, "put", local, "/late")
+		return r.Code == 0
+	})
+	if got := get(t, c, "/late"); string(got) != string(data) {
+		t.Fatal("/late reads back wrong")
+	}
+	for _, name := range written[len(written)/2:] {
+		if got := get(t, c, name); string(got) != string(data) {
+			t.Fatalf("%s reads back wrong after the deletes", name)
+		}
 	}
 }

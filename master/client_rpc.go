@@ -290,8 +290,7 @@ func (m *Master) addBlock(ctx context.Context, req *pb.AddBlockRequestProto) (*p
 		chosen := placement.Choose(m.placementNodesLocked(), placement.Request{N: int(n.Replication()),
 			WriterHost: clientIP, Exclude: exclude, BlockSize: int64(n.BlockSize())}, m.cfg.Rand)
 		if len(chosen) == 0 {
-			return true, fmt.Errorf("%w: cannot place a block of %s (%d live, %d excluded)",
-				protocol.ErrNoDatanodes, req.GetSrc(), len(m.mu.blocks.live()), len(req.GetExcludeNodes()))
+			return true, m.noPlacementLocked(req.GetSrc(), int64(n.BlockSize()), len(req.GetExcludeNodes()))
 		}
 		targets := make([]*datanode, len(chosen))
 		for i, c := range chosen {
@@ -348,6 +347,23 @@ func (m *Master) reserveBlockIDsLocked() (bool, error) {
 	}
 	m.mu.blockIDsSkipped = true
 	return true, nil
+}
+
+// noPlacementLocked says why no datanode could take a block of src: none
+// is live, the writer excluded them, or they are full. m.mu must be held.
+func (m *Master) noPlacementLocked(src string, blockSize int64, excluded int) error {
+	nodes := m.placementNodesLocked()
+	full := 0
+	for _, n := range nodes {
+		if n.Usable && n.Remaining < blockSize {
+			full++
+		}
+	}
+	if full > 0 {
+		return fmt.Errorf("%w: %s: %d of the %d live datanodes have less than the %d MiB free a block needs (%d excluded by the writer)",
+			protocol.ErrNoDatanodes, src, full, len(nodes), max(blockSize>>20, 1), excluded)
+	}
+	return fmt.Errorf("%w: cannot place a block of %s (%d live, %d excluded)", protocol.ErrNoDatanodes, src, len(nodes), excluded)
 }
 
 func (m *Master) abandonBlock(ctx context.Context, req *pb.AbandonBlockRequestProto) (*pb.AbandonBlockResponseProto, error) {

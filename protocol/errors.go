@@ -27,8 +27,9 @@ var (
 
 // Write-path errors.
 var (
-	// ErrNoDatanodes: the master has no live datanode to place a block on.
-	ErrNoDatanodes = errors.New("no live datanodes")
+	// ErrNoDatanodes: the master has no live datanode with room to place
+	// a block on.
+	ErrNoDatanodes = errors.New("no datanode can take a block")
 	// ErrLeaseHeld: another client is writing the file.
 	ErrLeaseHeld = errors.New("file is being written by another client")
 	// ErrNoLease: the client does not hold the lease on a file it tries to

@@ -14,15 +14,26 @@ import (
 	"testing"
 )
 
-// New mounts a tmpfs of size bytes and returns its path; it is unmounted
-// when the test ends. It skips the test where mounting is not allowed
-// (not Linux, not root).
+// New mounts a tmpfs of size bytes in a new temporary directory and
+// returns its path; see Mount.
 func New(t testing.TB, size int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	Mount(t, dir, size)
+	return dir
+}
+
+// Mount mounts a tmpfs of size bytes on dir, making dir if needed; it is
+// unmounted when the test ends. It skips the test where mounting is not
+// allowed (not Linux, not root).
+func Mount(t testing.TB, dir string, size int64) {
 	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("a small file system to fill needs Linux's tmpfs")
 	}
-	dir := t.TempDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
 	if err != nil {
 		t.Skipf("a small file system to fill needs mount (root): %v: %s", err, out)
@@ -30,7 +41,6 @@ func New(t testing.TB, size int64) string {
 	// Lazily, so that a process the test killed but whose files are not
 	// closed yet does not leave it mounted.
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir
 }
 
 // Fill writes a file in dir until the file system is full and returns its
