@@ -45,9 +45,18 @@ func TestMasterDiskFull(t *testing.T) {
 	if r.Code != 1 || !strings.Contains(r.Stderr, "out of disk space") || strings.Count(strings.TrimSpace(r.Stderr), "\n") != 0 {
 		t.Fatalf("godfs mkdir on a full master: code %d, stderr %q; want 1 and one line saying so", r.Code, r.Stderr)
 	}
-	// Reads go on.
+	// Reads go on, after a restart on the full disk too.
 	if _, err := c.Stat(ctx, name(acked-1)); err != nil {
 		t.Fatalf("stat on a full master: %v", err)
+	}
+	cl.KillMaster()
+	cl.RestartMaster()
+	c = cl.Client()
+	if _, err := c.Stat(ctx, name(acked-1)); err != nil {
+		t.Fatalf("stat on a master restarted on a full disk: %v", err)
+	}
+	if err := c.Mkdir(ctx, "/another", 0o755, false); err == nil || !strings.Contains(err.Error(), "out of disk space") {
+		t.Fatalf("mkdir on a master restarted on a full disk: %v, want a refusal", err)
 	}
 
 	if err := os.Remove(filler); err != nil {

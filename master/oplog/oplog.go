@@ -358,17 +358,22 @@ func zerosFrom(r *bufio.Reader) bool {
 }
 
 func (l *Log) openForAppend(first uint64, size int64, last uint64) error {
-	f, err := l.openSegment(filepath.Join(l.dir, segmentName(first)), os.O_RDWR|os.O_CREATE, size)
-	if err != nil {
-		return err
+	f, written, full := l.openSegment(filepath.Join(l.dir, segmentName(first)), os.O_RDWR|os.O_CREATE, size)
+	if errors.Is(full, ErrNoSpace) {
+		// Started on a full disk: it serves, and takes changes while the
+		// room its segment had lasts (see Ready).
+		l.log.Error("op log: disk full at start", "room", written-size, "err", full)
+	} else if full != nil {
+		return full
 	}
 	free, err := filepath.Glob(filepath.Join(l.dir, freePrefix+"*"))
 	if err != nil {
 		return fmt.Errorf("open op log: %w", err)
 	}
 	l.mu.Lock()
-	l.setSegmentLocked(f, first, size, size+preallocate)
+	l.setSegmentLocked(f, first, size, written)
 	l.mu.appended = last
+	l.mu.full = full
 	l.mu.Unlock()
 	l.wait.Lock()
 	l.wait.synced = last
@@ -380,20 +385,28 @@ func (l *Log) openForAppend(first uint64, size int64, last uint64) error {
 	return nil
 }
 
-// openSegment opens the segment name, cuts it to size (dropping a torn
-// record or an old zero tail), fills it with zeros ahead and makes that
-// and its directory entry durable.
-func (l *Log) openSegment(name string, flag int, size int64) (*os.File, error) {
+// openSegment opens the segment name and fills it with zeros from size on
+// (over a torn record, or a reused segment's older records, in the blocks
+// it has, then past its end) up to size+preallocate, and makes that and
+// its directory entry durable. It returns how far the file's blocks are
+// written; on a full disk that is short of size+preallocate, and the file
+// is returned open, with the error.
+func (l *Log) openSegment(name string, flag int, size int64) (*os.File, int64, error) {
 	f, err := os.OpenFile(name, flag, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("open op log segment: %w", err)
+		return nil, 0, fmt.Errorf("open op log segment: %w", err)
 	}
-	err = f.Truncate(size)
-	if err == nil {
+	var fi os.FileInfo
+	var n int64
+	if fi, err = f.Stat(); err == nil {
 		_, err = f.Seek(size, io.SeekStart)
 	}
 	if err == nil {
-		_, err = writeZeros(f, size, preallocate)
+		n, err = writeZeros(f, size, preallocate)
+	}
+	full := noSpace(l.dir, err) // what it has will do for now
+	if full != nil {
+		err = nil
 	}
 	if err == nil {
 		err = f.Sync()
@@ -403,9 +416,22 @@ func (l *Log) openSegment(name string, flag int, size int64) (*os.File, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("open op log segment %s: %w", name, err)
+		return nil, 0, fmt.Errorf("open op log segment %s: %w", name, err)
 	}
-	return f, nil
+	return f, max(fi.Size(), size+n), full
+}
+
+// noSpace returns ErrNoSpace, with the cause, if err says the disk of the
+// log in dir is full; else nil.
+func noSpace(dir string, err error) error {
+	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+		return nil
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) { // its name may be the spare's it had
+		err = pe.Err
+	}
+	return fmt.Errorf("%w (%s): %v", ErrNoSpace, dir, err)
 }
 
 // setSegmentLocked makes f, which starts at index first, whose records
@@ -580,22 +606,17 @@ func (l *Log) growLocked() error {
 	from := max(l.mu.end, l.mu.written)
 	n, err := writeZeros(l.mu.f, from, l.mu.end+preallocate-from)
 	l.mu.written = max(l.mu.written, from+n)
-	switch {
-	case err == nil:
+	full := noSpace(l.dir, err)
+	if full == nil {
 		l.mu.full = nil
-	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		if l.mu.full == nil {
-			l.log.Error("op log: disk full; changes are refused when the room left runs out",
-				"room", l.mu.written-l.mu.end, "err", err)
-		}
-		var pe *fs.PathError
-		if errors.As(err, &pe) { // its name may be the spare's it had
-			err = pe.Err
-		}
-		l.mu.full = fmt.Errorf("%w (%s): %v", ErrNoSpace, l.dir, err)
-		return nil
+		return err
 	}
-	return err
+	if l.mu.full == nil {
+		l.log.Error("op log: disk full; changes are refused when the room left runs out",
+			"room", l.mu.written-l.mu.end, "err", err)
+	}
+	l.mu.full = full
+	return nil
 }
 
 // Ready returns nil if the log can take a change now, ErrNoSpace while
@@ -713,9 +734,12 @@ func (l *Log) makeSpare() {
 				return
 			}
 		}
-		sp.f, sp.err = l.openSegment(sp.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0)
-		sp.size = preallocate
+		sp.f, sp.size, sp.err = l.openSegment(sp.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0)
 		if sp.err != nil {
+			if sp.f != nil {
+				sp.f.Close()
+				sp.f = nil
+			}
 			// Its blocks are the disk's again (it was full, most likely).
 			os.Remove(sp.path)
 			sp.failed = time.Now()

@@ -835,6 +835,17 @@ func TestFullDiskRefusesChangesThenRecovers(t *testing.T) {
 	if err := l.Ready(); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("Ready on a full disk again: %v, want ErrNoSpace", err)
 	}
+	// It opens on the full disk, with what it had.
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, l, err := replayAll(t, dir, 0)
+	if err != nil || len(got) != int(idx-1) {
+		t.Fatalf("reopened on a full disk: %d entries, %v; want %d", len(got), err, idx-1)
+	}
+	if err := l.Ready(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Ready after opening on a full disk: %v, want ErrNoSpace", err)
+	}
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
@@ -845,8 +856,7 @@ func TestFullDiskRefusesChangesThenRecovers(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, _, err := replayAll(t, dir, 0)
-	if err != nil {
+	if got, _, err = replayAll(t, dir, 0); err != nil {
 		t.Fatal(err)
 	}
 	if want := idx + 99; len(got) != int(want) || got[len(got)-1] != want {
