@@ -42,13 +42,21 @@ func LoadCheckpoint(dir string, pace func()) (*namespace.Tree, error) {
 // written. The file goes to disk as it is written (see writeBehind).
 func SaveCheckpoint(dir string, t *namespace.Tree, pace func()) error {
 	tmp := filepath.Join(dir, checkpointName+".tmp")
-	if err := writeFileSynced(tmp, func(f *os.File) error {
+	f, err := os.Create(tmp)
+	if err == nil {
 		var w io.Writer = &writeBehind{f: f}
 		if pace != nil {
 			w = pacedWriter{w, pace}
 		}
-		return t.WriteSnapshot(w)
-	}); err != nil {
+		err = t.WriteSnapshot(w)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		// A half-written checkpoint is of no use, and on a full disk
 		// its blocks are what the next try needs.
 		os.Remove(tmp)
@@ -58,22 +66,6 @@ func SaveCheckpoint(dir string, t *namespace.Tree, pace func()) error {
 		return fmt.Errorf("save checkpoint: %w", err)
 	}
 	return syncDir(dir)
-}
-
-// writeFileSynced creates name, fills it with write and syncs it.
-func writeFileSynced(name string, write func(*os.File) error) error {
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	err = write(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // pacePiece is how much a paced reader or writer moves between calls to
