@@ -12,8 +12,10 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/pb"
@@ -59,6 +61,51 @@ type volume struct {
 	// its replicas are then written through the page cache only.
 	noDirect atomic.Bool
 	packs    *packLog
+
+	space struct {
+		sync.Mutex
+		free uint64    // bytes, as statfs last said
+		at   time.Time // when
+	}
+}
+
+// fullBelow is how little free space makes a volume take no new replicas:
+// a pack (packSize, zeroed ahead) must fit. Writes to a datanode whose
+// every volume is that full are refused when they start, with the
+// reason, rather than failing midway; and it is left out of the free
+// space the master is told of, so that placement passes such a node by.
+const fullBelow = packSize
+
+// spaceAge is how old a volume's free space may be when a replica is
+// placed on it: a statfs at most every spaceAge per volume.
+const spaceAge = 250 * time.Millisecond
+
+// statfs returns the total and free bytes of the volume's file system and
+// remembers the free ones.
+func (v *volume) statfs() (total, free uint64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(v.root, &st); err != nil {
+		return 0, 0, err
+	}
+	total, free = st.Blocks*uint64(st.Bsize), st.Bavail*uint64(st.Bsize)
+	v.space.Lock()
+	v.space.free, v.space.at = free, time.Now()
+	v.space.Unlock()
+	return total, free, nil
+}
+
+// free returns the volume's free bytes, at most spaceAge old; ok is false
+// if statfs fails (the volume is then taken to have room, as before it
+// was asked).
+func (v *volume) free() (free uint64, ok bool) {
+	v.space.Lock()
+	free, at := v.space.free, v.space.at
+	v.space.Unlock()
+	if time.Since(at) < spaceAge {
+		return free, true
+	}
+	_, free, err := v.statfs()
+	return free, err == nil
 }
 
 func (v *volume) finalizedDir(id uint64) string {
@@ -295,16 +342,32 @@ func (s *store) usage() (used int64, blocks int) {
 	return s.mu.used, len(s.mu.replicas)
 }
 
-// capacity returns total and free bytes of the volumes' file systems.
+// capacity returns total bytes of the volumes' file systems and the free
+// bytes new replicas may take (each volume's above fullBelow).
 func (s *store) capacity() (total, free uint64) {
 	for _, v := range s.vols {
-		var st syscall.Statfs_t
-		if syscall.Statfs(v.root, &st) == nil {
-			total += st.Blocks * uint64(st.Bsize)
-			free += st.Bavail * uint64(st.Bsize)
+		if t, f, err := v.statfs(); err == nil {
+			total += t
+			free += max(f, fullBelow) - fullBelow
 		}
 	}
 	return total, free
+}
+
+// volumeLocked picks the volume for a new replica: the next in turn that
+// is not full (see fullBelow). s.mu must be held.
+func (s *store) volumeLocked() (*volume, error) {
+	var full []string
+	for i := range s.vols {
+		v := s.vols[(s.mu.next+i)%len(s.vols)]
+		free, ok := v.free()
+		if !ok || free >= fullBelow {
+			s.mu.next += i + 1
+			return v, nil
+		}
+		full = append(full, fmt.Sprintf("%s %.1f MiB", filepath.Dir(v.root), float64(free)/(1<<20)))
+	}
+	return nil, fmt.Errorf("%w: every volume has less than %d MiB free (%s)", syscall.ENOSPC, fullBelow>>20, strings.Join(full, ", "))
 }
 
 // replicaWriter receives one replica into rbw/ and publishes it on finish.
@@ -356,8 +419,11 @@ func (s *store) create(id, gs uint64, cs pb.ChecksumTypeProto) (*replicaWriter, 
 		s.mu.Unlock()
 		return nil, fmt.Errorf("create replica of block %d: %w (being written)", id, ErrReplicaExists)
 	}
-	v := s.vols[s.mu.next%len(s.vols)]
-	s.mu.next++
+	v, err := s.volumeLocked()
+	if err != nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("create replica of block %d: %w", id, err)
+	}
 	w := &replicaWriter{s: s, v: v, id: id, gs: gs, cs: cs}
 	s.mu.writing[id] = w
 	s.mu.Unlock()

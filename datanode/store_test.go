@@ -6,8 +6,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/godfs/godfs/internal/smalldisk"
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/pb"
 	"github.com/godfs/godfs/protocol/xfer"
@@ -191,4 +194,46 @@ func testStore(t testing.TB, dirs ...string) (*store, error) {
 		t.Cleanup(func() { s.close() })
 	}
 	return s, err
+}
+
+// A volume whose disk is full takes no new replicas while another has
+// room; with every volume full, create says so at once (ENOSPC, with each
+// volume's free space), and takes replicas again once space is freed.
+func TestFullVolumesArePassedBy(t *testing.T) {
+	roomy, full := t.TempDir(), smalldisk.New(t, 40<<20)
+	s, err := testStore(t, full, roomy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := smalldisk.Fill(t, full)
+	for _, v := range s.vols {
+		v.statfs() // what the next creates see, without waiting for spaceAge
+	}
+	data := make([]byte, 100<<10) // not packed: a file of its own
+	for id := uint64(1); id <= 4; id++ {
+		writeReplica(t, s, id, data)
+		if r, _ := s.get(id); filepath.Dir(r.dir.root) != roomy {
+			t.Fatalf("replica %d went to %s, a full volume", id, r.dir.root)
+		}
+	}
+	if _, free := s.capacity(); free == 0 {
+		t.Fatal("no free space reported with one volume roomy")
+	}
+
+	full = smalldisk.New(t, 40<<20)
+	only, err := testStore(t, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler = smalldisk.Fill(t, full)
+	if _, free := only.capacity(); free != 0 {
+		t.Errorf("a full volume reported %d bytes free for replicas", free)
+	}
+	_, err = only.create(9, 1001, pb.ChecksumTypeProto_CHECKSUM_CRC32C)
+	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), full) {
+		t.Fatalf("create on a full volume: %v, want ENOSPC naming it", err)
+	}
+	os.Remove(filler)
+	only.vols[0].statfs()
+	writeReplica(t, only, 9, data)
 }
