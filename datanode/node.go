@@ -457,6 +457,7 @@ func (d *DataNode) blockReport(ctx context.Context, lease uint64) error {
 // lease when wantLease, and carries out what the answer asks for. It
 // returns the lease granted (0 for none).
 func (d *DataNode) heartbeat(ctx context.Context, wantLease bool) (reregister bool, lease uint64, err error) {
+	d.checkVolumes()
 	total, free := d.store.capacity()
 	used, n := d.store.usage()
 	req := &pb.HeartbeatRequestProto{DatanodeUuid: proto.String(d.uuid), Capacity: proto.Uint64(total),
@@ -478,6 +479,22 @@ func (d *DataNode) heartbeat(ctx context.Context, wantLease bool) (reregister bo
 	d.runTransfers(resp.GetTransfers())
 	d.runRecoveries(resp.GetRecover())
 	return resp.GetReregister(), resp.GetReportLease(), nil
+}
+
+// checkVolumes takes the volumes that fail their check out of service and
+// tells the master their replicas are gone, as deletions: it copies them
+// again from the other replicas.
+func (d *DataNode) checkVolumes() {
+	lost, failed := d.store.checkVolumes()
+	for dir, err := range failed {
+		d.log.Error("volume failed: no new replicas go to it; its replicas are reported lost", "dir", dir, "err", err)
+	}
+	if len(failed) > 0 {
+		d.log.Error("replicas lost with failed volumes", "replicas", len(lost))
+	}
+	for _, b := range lost {
+		d.queueIBR(nil, &pb.BlockProto{BlockId: proto.Uint64(b.ID), GenStamp: proto.Uint64(b.GenStamp), NumBytes: proto.Uint64(uint64(b.Len))})
+	}
 }
 
 func (d *DataNode) poolID() string {

@@ -11,8 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -61,6 +61,9 @@ type volume struct {
 	// its replicas are then written through the page cache only.
 	noDirect atomic.Bool
 	packs    *packLog
+	// failed is set once the volume failed a check (see checkVolumes):
+	// it takes no replicas and its own are no longer indexed.
+	failed atomic.Bool
 
 	space struct {
 		sync.Mutex
@@ -342,10 +345,70 @@ func (s *store) usage() (used int64, blocks int) {
 	return s.mu.used, len(s.mu.replicas)
 }
 
-// capacity returns total bytes of the volumes' file systems and the free
-// bytes new replicas may take (each volume's above fullBelow).
+// check tells whether the volume still works: its directories are there
+// and a file can be made in it (a dead disk fails these with EIO, a
+// vanished one with ENOENT, one remounted read-only with EROFS).
+func (v *volume) check() error {
+	for _, sub := range []string{"finalized", "rbw"} {
+		fi, err := os.Stat(filepath.Join(v.root, sub))
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s: not a directory", filepath.Join(v.root, sub))
+		}
+	}
+	probe := filepath.Join(v.rbwDir(), ".check")
+	f, err := os.Create(probe)
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return nil // full, not failed (see fullBelow)
+	}
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(probe)
+}
+
+// checkVolumes checks each working volume and takes those that fail out
+// of service: they get no new replicas, and their replicas leave the
+// index and are returned, for the master to be told they are gone (it
+// copies them again from other replicas). A disk that comes back is used
+// again after a restart.
+func (s *store) checkVolumes() (lost []blockInfo, failed map[string]error) {
+	for _, v := range s.vols {
+		if v.failed.Load() {
+			continue
+		}
+		err := v.check()
+		if err == nil {
+			continue
+		}
+		if failed == nil {
+			failed = map[string]error{}
+		}
+		failed[filepath.Dir(v.root)] = err
+		v.failed.Store(true)
+		s.mu.Lock()
+		for id, r := range s.mu.replicas {
+			if r.dir == v {
+				delete(s.mu.replicas, id)
+				s.mu.used -= r.length
+				lost = append(lost, blockInfo{id, r.genStamp, r.length})
+			}
+		}
+		s.mu.Unlock()
+	}
+	return lost, failed
+}
+
+// capacity returns total bytes of the working volumes' file systems and
+// the free bytes new replicas may take (each volume's above fullBelow).
 func (s *store) capacity() (total, free uint64) {
 	for _, v := range s.vols {
+		if v.failed.Load() {
+			continue
+		}
 		if t, f, err := v.statfs(); err == nil {
 			total += t
 			free += max(f, fullBelow) - fullBelow
@@ -355,11 +418,14 @@ func (s *store) capacity() (total, free uint64) {
 }
 
 // volumeLocked picks the volume for a new replica: the next in turn that
-// is not full (see fullBelow). s.mu must be held.
+// works and is not full (see fullBelow). s.mu must be held.
 func (s *store) volumeLocked() (*volume, error) {
 	var full []string
 	for i := range s.vols {
 		v := s.vols[(s.mu.next+i)%len(s.vols)]
+		if v.failed.Load() {
+			continue
+		}
 		free, ok := v.free()
 		if !ok || free >= fullBelow {
 			s.mu.next += i + 1
@@ -367,7 +433,10 @@ func (s *store) volumeLocked() (*volume, error) {
 		}
 		full = append(full, fmt.Sprintf("%s %.1f MiB", filepath.Dir(v.root), float64(free)/(1<<20)))
 	}
-	return nil, fmt.Errorf("%w: every volume has less than %d MiB free (%s)", syscall.ENOSPC, fullBelow>>20, strings.Join(full, ", "))
+	if len(full) == 0 {
+		return nil, errors.New("every volume has failed")
+	}
+	return nil, fmt.Errorf("%w: every working volume has less than %d MiB free (%s)", syscall.ENOSPC, fullBelow>>20, strings.Join(full, ", "))
 }
 
 // replicaWriter receives one replica into rbw/ and publishes it on finish.

@@ -237,3 +237,41 @@ func TestFullVolumesArePassedBy(t *testing.T) {
 	only.vols[0].statfs()
 	writeReplica(t, only, 9, data)
 }
+
+// A volume whose directory is gone fails its check: its replicas leave the
+// index (returned, to be reported), and new ones go to the others.
+func TestFailedVolumeIsTakenOutOfService(t *testing.T) {
+	good, bad := t.TempDir(), t.TempDir()
+	s, err := testStore(t, good, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 100<<10)
+	for id := uint64(1); id <= 4; id++ {
+		writeReplica(t, s, id, data)
+	}
+	if lost, failed := s.checkVolumes(); len(lost)+len(failed) != 0 {
+		t.Fatalf("working volumes: lost %v, failed %v", lost, failed)
+	}
+	if err := os.RemoveAll(filepath.Join(bad, "current")); err != nil {
+		t.Fatal(err)
+	}
+	lost, failed := s.checkVolumes()
+	if len(lost) != 2 || failed[bad] == nil || len(failed) != 1 {
+		t.Fatalf("lost %v, failed %v; want the 2 replicas on %s", lost, failed, bad)
+	}
+	for _, b := range lost {
+		if _, ok := s.get(b.ID); ok {
+			t.Errorf("replica %d of the failed volume is still indexed", b.ID)
+		}
+	}
+	if lost, failed := s.checkVolumes(); len(lost)+len(failed) != 0 {
+		t.Fatalf("a failed volume checked again: lost %v, failed %v", lost, failed)
+	}
+	for id := uint64(5); id <= 8; id++ {
+		writeReplica(t, s, id, data)
+		if r, _ := s.get(id); filepath.Dir(r.dir.root) != good {
+			t.Fatalf("replica %d went to %s", id, r.dir.root)
+		}
+	}
+}

@@ -309,3 +309,62 @@ func TestBlockReportsInPartsAfterMasterRestart(t *testing.T) {
 		t.Fatalf("%d replicas on the datanodes after the restart, %d before", after, before)
 	}
 }
+
+// A datanode volume that dies (here its directory vanishes, as a disk that
+// drops out does) is taken out of service at the datanode's next
+// heartbeat: its replicas are reported gone and copied again from the
+// others, and no new replica goes to it.
+func TestVolumeLossIsHealed(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{Volumes: 2, Replication: 2})
+	c := cl.Client()
+	files := map[string][]byte{"/big": randomBytes(t, 6*blockSize+77)}
+	for i := range 20 {
+		files[fmt.Sprintf("/small%d", i)] = randomBytes(t, 3000+i) // packed replicas
+	}
+	for name, data := range files {
+		put(t, c, name, data)
+	}
+	replicas := func() (n int) {
+		for _, dn := range cl.DataNodes {
+			for _, v := range []string{"v1", "v2"} {
+				if dir := filepath.Join(dn.Dir, v); dirExists(dir) {
+					n += len(godfstest.Replicas(t, dir))
+				}
+			}
+		}
+		return n
+	}
+	want := 2 * (7 + 20)
+	if got := replicas(); got != want {
+		t.Fatalf("%d replicas after the writes, want %d", got, want)
+	}
+	dead := filepath.Join(cl.DataNodes[0].Dir, "v2")
+	lost := len(godfstest.Replicas(t, dead))
+	if lost == 0 {
+		t.Fatal("no replica on the volume to lose")
+	}
+	if err := os.RemoveAll(dead); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the datanode to find its volume gone", func() bool {
+		return strings.Contains(cl.DataNodes[0].Log(), "volume failed")
+	})
+	took := waitFor(t, 60*time.Second, fmt.Sprintf("the %d lost replicas copied again", lost), func() bool {
+		return healthy(cl) && replicas() == want
+	})
+	t.Logf("%d replicas lost with a volume, all copied again %v after it was found gone", lost, took.Round(100*time.Millisecond))
+	put(t, c, "/after", randomBytes(t, 2*blockSize))
+	if dirExists(dead) {
+		t.Fatal("the datanode made the dead volume's directory again")
+	}
+	for name, data := range files {
+		if got := get(t, c, name); !bytes.Equal(got, data) {
+			t.Fatalf("%s reads back wrong", name)
+		}
+	}
+}
+
+func dirExists(dir string) bool {
+	fi, err := os.Stat(dir)
+	return err == nil && fi.IsDir()
+}

@@ -87,6 +87,9 @@ type Config struct {
 	MaxReportLeases int
 	// Dir holds the servers' directories. Default: a temporary one.
 	Dir string
+	// Volumes is how many data directories each datanode has, v1, v2, ...
+	// in its directory. Default 1: the directory itself.
+	Volumes int
 }
 
 // Proc is one running godfs server process.
@@ -207,7 +210,15 @@ func (c *Cluster) StartMaster(addr string) {
 }
 
 func (c *Cluster) startDataNode(dir string) *Proc {
-	args := []string{"datanode", "--master", c.Master.Addr, "--data", dir, "--listen", "127.0.0.1:0", "--heartbeat", "1s"}
+	data := dir
+	if c.cfg.Volumes > 1 {
+		var vols []string
+		for i := 1; i <= c.cfg.Volumes; i++ {
+			vols = append(vols, filepath.Join(dir, fmt.Sprintf("v%d", i)))
+		}
+		data = strings.Join(vols, ",")
+	}
+	args := []string{"datanode", "--master", c.Master.Addr, "--data", data, "--listen", "127.0.0.1:0", "--heartbeat", "1s"}
 	if c.cfg.ScanPeriod > 0 {
 		args = append(args, "--scan-period", c.cfg.ScanPeriod.String(), "--scan-rate", "1GiB")
 	}
