@@ -129,7 +129,7 @@ func (e *env) masterCmd() *cobra.Command {
 func (e *env) datanodeCmd() *cobra.Command {
 	var cfgFile string
 	var opts datanode.Options
-	scanRate, transferRate := sizeFlag(16<<20), sizeFlag(64<<20)
+	scanRate, transferRate, reserved := sizeFlag(16<<20), sizeFlag(64<<20), sizeFlag(0)
 	cmd := &cobra.Command{
 		Use:   "datanode",
 		Short: "Run a datanode (DataTransferProtocol on --listen)",
@@ -143,7 +143,7 @@ func (e *env) datanodeCmd() *cobra.Command {
 			}
 			opts.Master = e.master
 			opts.Logger = e.log
-			opts.ScanRate, opts.TransferRate = int64(scanRate), int64(transferRate)
+			opts.ScanRate, opts.TransferRate, opts.Reserved = int64(scanRate), int64(transferRate), int64(reserved)
 			d, err := datanode.New(opts)
 			if err != nil {
 				return err
@@ -167,6 +167,7 @@ func (e *env) datanodeCmd() *cobra.Command {
 	f.DurationVar(&opts.ScanPeriod, "scan-period", 24*time.Hour, "re-verify every replica's checksums this often")
 	f.Var(&scanRate, "scan-rate", "bytes per second the checksum scanner reads")
 	f.Var(&transferRate, "transfer-rate", "bytes per second of each re-replication copy")
+	f.Var(&reserved, "reserved", "space on each data directory's disk left to other uses (replicas do not take it)")
 	return cmd
 }
 

@@ -61,6 +61,10 @@ type Options struct {
 	TransferRate int64
 	// MaxTransfers bounds the copies this datanode makes at once. Default 2.
 	MaxTransfers int
+	// Reserved is the space on each volume left to other uses (HDFS's
+	// dfs.datanode.du.reserved): replicas do not take it, and it is not
+	// counted in the free space the master is told of. Default 0.
+	Reserved int64
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -110,6 +114,9 @@ func (o *Options) Validate() error {
 	if o.BlockReportPart < 0 {
 		return fmt.Errorf("datanode: block report part of %d replicas; want a positive number", o.BlockReportPart)
 	}
+	if o.Reserved < 0 {
+		return fmt.Errorf("datanode: reserved space of %d bytes; want 0 or more", o.Reserved)
+	}
 	return nil
 }
 
@@ -158,7 +165,7 @@ func New(opts Options) (*DataNode, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	st, err := openStore(opts.DataDirs)
+	st, err := openStore(opts.DataDirs, opts.Reserved)
 	if err != nil {
 		return nil, fmt.Errorf("datanode: %w", err)
 	}

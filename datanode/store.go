@@ -120,6 +120,9 @@ func (v *volume) rbwDir() string { return filepath.Join(v.root, "rbw") }
 // stamps and lengths only, never file names.
 type store struct {
 	vols []*volume
+	// keepFree is how much free space a volume keeps: it takes no new
+	// replica with less (fullBelow plus what Options.Reserved leaves).
+	keepFree uint64
 	bg   sync.WaitGroup // packs being made
 
 	mu struct {
@@ -134,8 +137,8 @@ type store struct {
 // openStore opens (creating if needed) the data directories and indexes
 // the finalized replicas on them. Leftover rbw files from a crash are
 // removed: their writer was never acked for them.
-func openStore(dirs []string) (*store, error) {
-	s := &store{}
+func openStore(dirs []string, reserved int64) (*store, error) {
+	s := &store{keepFree: fullBelow + uint64(reserved)}
 	s.mu.replicas = map[uint64]*replica{}
 	s.mu.writing = map[uint64]*replicaWriter{}
 	for _, d := range dirs {
@@ -403,7 +406,7 @@ func (s *store) checkVolumes() (lost []blockInfo, failed map[string]error) {
 }
 
 // capacity returns total bytes of the working volumes' file systems and
-// the free bytes new replicas may take (each volume's above fullBelow).
+// the free bytes new replicas may take (each volume's above keepFree).
 func (s *store) capacity() (total, free uint64) {
 	for _, v := range s.vols {
 		if v.failed.Load() {
@@ -411,14 +414,14 @@ func (s *store) capacity() (total, free uint64) {
 		}
 		if t, f, err := v.statfs(); err == nil {
 			total += t
-			free += max(f, fullBelow) - fullBelow
+			free += max(f, s.keepFree) - s.keepFree
 		}
 	}
 	return total, free
 }
 
 // volumeLocked picks the volume for a new replica: the next in turn that
-// works and is not full (see fullBelow). s.mu must be held.
+// works and is not full (see keepFree). s.mu must be held.
 func (s *store) volumeLocked() (*volume, error) {
 	var full []string
 	for i := range s.vols {
@@ -427,7 +430,7 @@ func (s *store) volumeLocked() (*volume, error) {
 			continue
 		}
 		free, ok := v.free()
-		if !ok || free >= fullBelow {
+		if !ok || free >= s.keepFree {
 			s.mu.next += i + 1
 			return v, nil
 		}
@@ -436,7 +439,7 @@ func (s *store) volumeLocked() (*volume, error) {
 	if len(full) == 0 {
 		return nil, errors.New("every volume has failed")
 	}
-	return nil, fmt.Errorf("%w: every working volume has less than %d MiB free (%s)", syscall.ENOSPC, fullBelow>>20, strings.Join(full, ", "))
+	return nil, fmt.Errorf("%w: every working volume has less than %d MiB free (%s)", syscall.ENOSPC, s.keepFree>>20, strings.Join(full, ", "))
 }
 
 // replicaWriter receives one replica into rbw/ and publishes it on finish.

@@ -189,7 +189,12 @@ func TestStoreOpenIndexesWhatIsOnDisk(t *testing.T) {
 // testStore opens a store on dirs that is closed when the test ends,
 // before its directories are removed.
 func testStore(t testing.TB, dirs ...string) (*store, error) {
-	s, err := openStore(dirs)
+	return reservingStore(t, 0, dirs...)
+}
+
+// reservingStore is testStore leaving reserved bytes of each volume free.
+func reservingStore(t testing.TB, reserved int64, dirs ...string) (*store, error) {
+	s, err := openStore(dirs, reserved)
 	if err == nil {
 		t.Cleanup(func() { s.close() })
 	}
@@ -273,5 +278,45 @@ func TestFailedVolumeIsTakenOutOfService(t *testing.T) {
 		if r, _ := s.get(id); filepath.Dir(r.dir.root) != good {
 			t.Fatalf("replica %d went to %s", id, r.dir.root)
 		}
+	}
+}
+
+// Reserved space is not offered to the master nor taken by replicas.
+func TestReservedSpaceIsLeftFree(t *testing.T) {
+	dir := smalldisk.New(t, 64<<20)
+	s, err := reservingStore(t, 32<<20, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, free, err := s.vols[0].statfs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, offered := s.capacity(); offered != free-(32<<20)-fullBelow {
+		t.Fatalf("offered %d of %d free bytes, want all but the 32 MiB reserved and the %d kept for a pack", offered, free, fullBelow)
+	}
+	data := make([]byte, 1<<20)
+	id := uint64(1)
+	for ; id < 64; id++ {
+		s.vols[0].statfs() // what the next create sees
+		w, err := s.create(id, 1001, pb.ChecksumTypeProto_CHECKSUM_CRC32C)
+		if errors.Is(err, syscall.ENOSPC) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.write(data, xfer.ChunkSums(xfer.CRC32C, nil, data)); err != nil {
+			t.Fatalf("replica %d: %v", id, err)
+		}
+		if err := w.finish(); err != nil {
+			t.Fatalf("replica %d: %v", id, err)
+		}
+	}
+	if _, free, _ = s.vols[0].statfs(); free < 32<<20+fullBelow-1<<20 {
+		t.Fatalf("%d replicas of 1 MiB left %d bytes free, under the reserve", id-1, free)
+	}
+	if id == 64 {
+		t.Fatal("the reserve never stopped a replica")
 	}
 }
