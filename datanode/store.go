@@ -123,7 +123,7 @@ type store struct {
 	// keepFree is how much free space a volume keeps: it takes no new
 	// replica with less (fullBelow plus what Options.Reserved leaves).
 	keepFree uint64
-	bg   sync.WaitGroup // packs being made
+	bg       sync.WaitGroup // packs being made
 
 	mu struct {
 		sync.Mutex
