@@ -80,8 +80,13 @@ type volume struct {
 const fullBelow = packSize
 
 // spaceAge is how old a volume's free space may be when a replica is
-// placed on it: a statfs at most every spaceAge per volume.
-const spaceAge = 250 * time.Millisecond
+// placed on it: a statfs at most every spaceAge per volume, and for every
+// replica once less than nearFull is free (replicas arriving faster than
+// spaceAge would otherwise fill it past fullBelow between two looks).
+const (
+	spaceAge = 250 * time.Millisecond
+	nearFull = 1 << 30
+)
 
 // statfs returns the total and free bytes of the volume's file system and
 // remembers the free ones.
@@ -97,14 +102,14 @@ func (v *volume) statfs() (total, free uint64, err error) {
 	return total, free, nil
 }
 
-// free returns the volume's free bytes, at most spaceAge old; ok is false
-// if statfs fails (the volume is then taken to have room, as before it
-// was asked).
-func (v *volume) free() (free uint64, ok bool) {
+// free returns the volume's free bytes (see spaceAge); ok is false if
+// statfs fails (the volume is then taken to have room, as before it was
+// asked).
+func (v *volume) free(keep uint64) (free uint64, ok bool) {
 	v.space.Lock()
 	free, at := v.space.free, v.space.at
 	v.space.Unlock()
-	if time.Since(at) < spaceAge {
+	if free >= keep+nearFull && time.Since(at) < spaceAge {
 		return free, true
 	}
 	_, free, err := v.statfs()
@@ -429,7 +434,7 @@ func (s *store) volumeLocked() (*volume, error) {
 		if v.failed.Load() {
 			continue
 		}
-		free, ok := v.free()
+		free, ok := v.free(s.keepFree)
 		if !ok || free >= s.keepFree {
 			s.mu.next += i + 1
 			return v, nil

@@ -119,6 +119,10 @@ func TestDatanodeDisksFull(t *testing.T) {
 	if len(written) < 5 {
 		t.Fatalf("only %d files of 4 MiB went to datanodes of 40 MiB", len(written))
 	}
+	// Refused as it started, by a datanode or the master, saying why.
+	if msg := failed.Error(); !strings.Contains(msg, "no space left on device") && !strings.Contains(msg, "free a block needs") {
+		t.Fatalf("the write that found the datanodes full failed with %q, which does not say so", msg)
+	}
 	for _, name := range written {
 		if got := get(t, c, name); string(got) != string(data) {
 			t.Fatalf("%s reads back wrong", name)

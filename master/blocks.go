@@ -110,7 +110,16 @@ type datanode struct {
 	transfers     []*pb.BlockTransferCommandProto // copies it must make, sent with heartbeat replies
 	recover       []*pb.BlockRecoveryCommandProto // replicas to cut at lease recovery, sent with heartbeat replies
 	sending       int                             // copies in flight with this node as the source
-	report        *fullReport                     // a full block report whose last part has not come yet
+	// scheduled is the room (a block size each) of the replicas placed on
+	// it and not received yet, which its reported free space does not
+	// know of: placement counts it taken, so that writers starting
+	// together do not fill a node past what it has (HDFS's blocks
+	// scheduled). placed is what was scheduled in this heartbeat's
+	// interval and the one before: what a pipeline that never delivered
+	// left in scheduled is forgotten after that.
+	scheduled int64
+	placed    [2]int64
+	report    *fullReport // a full block report whose last part has not come yet
 }
 
 // fullReport is a full block report arriving in parts.
@@ -582,7 +591,29 @@ func readerRank(id uint64, clientIP, uuid string) uint64 {
 // placementNode describes dn to the placement policy.
 func placementNode(dn *datanode, usable bool) placement.Node {
 	return placement.Node{ID: dn.uuid, Addr: xferAddr(dn.info.GetId()), Host: dn.info.GetId().GetIpAddr(),
-		Rack: dn.info.GetLocation(), Remaining: int64(dn.info.GetRemaining()), Usable: usable}
+		Rack: dn.info.GetLocation(), Remaining: int64(dn.info.GetRemaining()) - dn.scheduled, Usable: usable}
+}
+
+// schedule counts a replica's room of n bytes taken on each chosen node
+// until it is received (see datanode.scheduled).
+func (bm *blockMap) schedule(chosen []placement.Node, n int64) {
+	for _, c := range chosen {
+		if dn := bm.nodes[c.ID]; dn != nil {
+			dn.scheduled += n
+			dn.placed[0] += n
+		}
+	}
+}
+
+// received gives back the room scheduled for a replica of n bytes' room
+// that dn reports received.
+func (dn *datanode) received(n int64) { dn.scheduled = max(dn.scheduled-n, 0) }
+
+// heartbeat starts a new interval of placements: room scheduled before
+// the last one is forgotten.
+func (dn *datanode) heartbeat() {
+	dn.placed[1], dn.placed[0] = dn.placed[0], 0
+	dn.scheduled = min(dn.scheduled, dn.placed[1])
 }
 
 func xferAddr(id *pb.DatanodeIDProto) string { return xfer.Addr(id) }

@@ -292,6 +292,7 @@ func (m *Master) addBlock(ctx context.Context, req *pb.AddBlockRequestProto) (*p
 		if len(chosen) == 0 {
 			return true, m.noPlacementLocked(req.GetSrc(), int64(n.BlockSize()), len(req.GetExcludeNodes()))
 		}
+		m.mu.blocks.schedule(chosen, int64(n.BlockSize()))
 		targets := make([]*datanode, len(chosen))
 		for i, c := range chosen {
 			targets[i] = m.mu.blocks.nodes[c.ID]
@@ -894,6 +895,7 @@ func (m *Master) getAdditionalDatanode(ctx context.Context, req *pb.GetAdditiona
 		if len(chosen) == 0 {
 			return fmt.Errorf("%w: no datanode to add to the pipeline of %s", protocol.ErrNoDatanodes, req.GetSrc())
 		}
+		m.mu.blocks.schedule(chosen, m.blockRoomLocked(req.GetBlk().GetBlockId()))
 		for _, c := range chosen {
 			locs = append(locs, m.mu.blocks.nodes[c.ID])
 		}

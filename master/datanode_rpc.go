@@ -86,6 +86,7 @@ func (m *Master) sendHeartbeat(ctx context.Context, req *pb.HeartbeatRequestProt
 		info.Remaining = proto.Uint64(req.GetRemaining())
 		info.XceiverCount = proto.Uint32(req.GetXceiverCount())
 		dn.info = info
+		dn.heartbeat()
 		if !m.mu.safeMode { // nothing is deleted until the block map is rebuilt
 			n := min(len(dn.invalidate), maxInvalidatePerHeartbeat)
 			resp.Invalidate = dn.invalidate[:n:n]
@@ -236,6 +237,7 @@ func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockRecei
 		}
 		for _, b := range req.GetReceived() {
 			m.reportedLocked(dn, b.GetBlockId(), b.GetGenStamp(), b.GetNumBytes())
+			dn.received(m.blockRoomLocked(b.GetBlockId()))
 		}
 		for _, b := range req.GetDeleted() {
 			m.mu.blocks.removeReplica(b.GetBlockId(), dn.uuid)
@@ -247,6 +249,17 @@ func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockRecei
 		return nil
 	})
 	return &pb.BlockReceivedAndDeletedResponseProto{}, nil
+}
+
+// blockRoomLocked is the room a replica of block id is scheduled with: its
+// file's block size (0 for a block of no file). m.mu must be held.
+func (m *Master) blockRoomLocked(id uint64) int64 {
+	if bi := m.mu.blocks.blocks.Ptr(id); bi != nil {
+		if f := m.mu.tree.File(bi.fileID()); f != nil {
+			return int64(f.BlockSize())
+		}
+	}
+	return 0
 }
 
 func sortDatanodes(d []*pb.DatanodeInfoProto) {

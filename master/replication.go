@@ -233,6 +233,7 @@ func (m *Master) scheduleCopyLocked(h *blockHealth, nodes []placement.Node, move
 	if len(targets) == 0 {
 		return false
 	}
+	bm.schedule(targets, int64(h.file.BlockSize()))
 	cmd := &pb.BlockTransferCommandProto{Block: blockProto(h.block.ID, h.block.GenStamp, h.block.Len)}
 	p := bm.pending[h.block.ID]
 	if p == nil {
