@@ -45,6 +45,11 @@ type Result struct {
 	P99ms    float64 `json:"p99_ms,omitempty"`
 	Baseline string  `json:"baseline,omitempty"`
 	Ratio    float64 `json:"ratio,omitempty"` // Value / the baseline's value
+	// CPUus is the CPU time (user and system) this process used per
+	// operation: with --dev the servers' with the clients', a figure the
+	// VM's slow hours move less than the rate (they take CPU away, the
+	// work per op stays).
+	CPUus float64 `json:"cpu_us_per_op,omitempty"`
 }
 
 // Report is a run's baselines and results; of several runs, the medians.
@@ -72,19 +77,19 @@ func (r *Report) add(res Result, baseline string) {
 
 // WriteTable prints the report for a person.
 func (r *Report) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "%-34s %12s %-6s %8s %8s  %s\n", "measurement", "value", "unit", "p50 ms", "p99 ms", "vs baseline")
+	fmt.Fprintf(w, "%-34s %12s %-6s %8s %8s %9s  %s\n", "measurement", "value", "unit", "p50 ms", "p99 ms", "cpu us/op", "vs baseline")
 	row := func(x Result) {
 		ratio := ""
 		if x.Baseline != "" {
 			ratio = fmt.Sprintf("%.2fx %s", x.Ratio, x.Baseline)
 		}
-		p := func(v float64) string {
+		p := func(v float64, digits int) string {
 			if v == 0 {
 				return "-"
 			}
-			return fmt.Sprintf("%.2f", v)
+			return fmt.Sprintf("%.*f", digits, v)
 		}
-		fmt.Fprintf(w, "%-34s %12.1f %-6s %8s %8s  %s\n", x.Name, x.Value, x.Unit, p(x.P50ms), p(x.P99ms), ratio)
+		fmt.Fprintf(w, "%-34s %12.1f %-6s %8s %8s %9s  %s\n", x.Name, x.Value, x.Unit, p(x.P50ms, 2), p(x.P99ms, 2), p(x.CPUus, 1), ratio)
 	}
 	for _, b := range r.Baselines {
 		row(b)
@@ -139,6 +144,7 @@ func median(runs []*Report) *Report {
 			m.P50ms = field(func(x Result) float64 { return x.P50ms })
 			m.P99ms = field(func(x Result) float64 { return x.P99ms })
 			m.Ratio = field(func(x Result) float64 { return x.Ratio })
+			m.CPUus = field(func(x Result) float64 { return x.CPUus })
 			out = append(out, m)
 		}
 		return out
@@ -463,10 +469,12 @@ func parallel(clients, n int, rate float64, master string, op func(c *client.Cli
 		}(k)
 	}
 	connected.Wait()
+	cpu := processCPU()
 	start = time.Now()
 	close(begin)
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu = processCPU() - cpu
 	close(errs)
 	if err := <-errs; err != nil {
 		return Result{}, err
@@ -477,7 +485,17 @@ func parallel(clients, n int, rate float64, master string, op func(c *client.Cli
 	}
 	res := latencies(all)
 	res.Value, res.Unit = float64(n)/elapsed.Seconds(), "ops/s"
+	res.CPUus = float64(cpu) / float64(time.Microsecond) / float64(n)
 	return res, nil
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // latencies sorts lat and returns a Result with its p50 and p99 (Value is

@@ -127,6 +127,9 @@ func TestRunSmall(t *testing.T) {
 		if x.Name == probeName && (x.Unit != "ms" || x.P50ms <= 0 || x.P99ms < x.P50ms || x.Value < x.P99ms) {
 			t.Fatalf("the fsync probe alongside the paced creates: %+v", x)
 		}
+		if x.Unit == "ops/s" && x.CPUus <= 0 {
+			t.Fatalf("no CPU time per operation: %+v", x)
+		}
 	}
 	for _, x := range append(r.Baselines, r.Results...) {
 		if x.Value <= 0 {
@@ -142,11 +145,11 @@ func TestRunSmall(t *testing.T) {
 func TestMedian(t *testing.T) {
 	run := func(v, base float64) *Report {
 		return &Report{Baselines: []Result{{Name: "disk", Value: base}},
-			Results: []Result{{Name: "put", Value: v, P99ms: v / 10, Baseline: "disk", Ratio: v / base}}}
+			Results: []Result{{Name: "put", Value: v, P99ms: v / 10, Baseline: "disk", Ratio: v / base, CPUus: v * 2}}}
 	}
 	m := median([]*Report{run(30, 100), run(10, 100), run(50, 50), run(20, 100), run(40, 100)})
 	got := m.Results[0]
-	if m.Runs != 5 || got.Value != 30 || got.P99ms != 3 || got.Ratio != 0.3 || m.Baselines[0].Value != 100 {
+	if m.Runs != 5 || got.Value != 30 || got.P99ms != 3 || got.Ratio != 0.3 || got.CPUus != 60 || m.Baselines[0].Value != 100 {
 		t.Fatalf("median of five runs: %+v, baseline %+v", got, m.Baselines[0])
 	}
 }
@@ -162,6 +165,7 @@ func benchParallel(b *testing.B, master string, op func(c *client.Client, i int)
 	}
 	b.ReportMetric(res.Value, "ops/s")
 	b.ReportMetric(res.P99ms, "p99-ms")
+	b.ReportMetric(res.CPUus, "cpu-us/op")
 }
 
 // BenchmarkCreateComplete: durable creates of empty files (create and

@@ -31,7 +31,8 @@ func (e *env) benchCmd() *cobra.Command {
 			"connections as clients, the fsync rate and CRC32C speed; alongside the paced creates, the\n" +
 			"local disk's fdatasync latency. Before each mode it waits until the datanodes have deleted\n" +
 			"what the last one removed, and syncs. With --dev it starts its own in-process cluster\n" +
-			"(3 datanodes) in a temporary directory.",
+			"(3 datanodes) in a temporary directory. \"cpu us/op\" is the CPU time this process used\n" +
+			"per operation (with --dev, the servers' too).",
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, s := range strings.Split(repls, ",") {
