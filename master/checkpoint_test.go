@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godfs/godfs/internal/smalldisk"
 	"github.com/godfs/godfs/master/namespace"
+	"github.com/godfs/godfs/master/oplog"
 )
 
 // TestCheckpointFromLog checks the checkpoint written in the background:
@@ -151,5 +153,61 @@ func TestPacerKeepsItsShare(t *testing.T) {
 	sleepUnless(time.Hour, done)
 	if time.Since(start) > time.Minute {
 		t.Fatal("sleepUnless waited with done closed")
+	}
+}
+
+// A checkpoint that finds the disk full gives the op log's free segments
+// back and is written in their room.
+func TestCheckpointOnAFullDiskDropsFreeSegments(t *testing.T) {
+	dir := smalldisk.New(t, 48<<20)
+	cfg := DefaultConfig(dir)
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	long := strings.Repeat("x", 200)
+	// Directories made and removed: a long log, a small namespace.
+	mkdirs := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			name := fmt.Sprintf("/%s-%d", long, i)
+			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpMkdir, Path: name, FileID: m.mu.tree.NextInodeID()}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.applyLocked(&namespace.Entry{Type: namespace.OpDelete, Path: name}); err != nil {
+				t.Fatal(err)
+			}
+			if i%1000 == 999 {
+				if err := m.oplog.Sync(m.mu.tree.LastIndex()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mkdirs(0, 20000) // ~10 MiB of entries: segments to free
+	if err := m.checkpointLocked(); err != nil {
+		t.Fatal(err)
+	}
+	freed, _ := filepath.Glob(filepath.Join(dir, "free-*"))
+	if len(freed) < 2 {
+		t.Fatalf("free segments after a checkpoint: %v", freed)
+	}
+	mkdirs(20000, 21000)
+	smalldisk.Fill(t, dir)
+	if err := m.checkpointLocked(); err != nil {
+		t.Fatalf("checkpoint on a full disk with %d free segments to give back: %v", len(freed), err)
+	}
+	for _, name := range freed {
+		if _, err := os.Stat(name); err == nil {
+			t.Errorf("free segment %s kept on a full disk", name)
+		}
+	}
+	tree, err := oplog.LoadCheckpoint(dir, nil)
+	if err != nil || tree.LastIndex() != m.mu.tree.LastIndex() {
+		t.Fatalf("checkpoint read back: %v, want it at entry %d", err, m.mu.tree.LastIndex())
 	}
 }
