@@ -117,7 +117,22 @@ func (v *volume) free(keep uint64) (free uint64, ok bool) {
 }
 
 func (v *volume) finalizedDir(id uint64) string {
-	return filepath.Join(v.root, "finalized", fmt.Sprintf("subdir%d", (id>>8)&0x1f))
+	return filepath.Join(v.root, "finalized", fmt.Sprintf("subdir%d", (id>>8)&(finalizedDirs-1)))
+}
+
+// finalizedDirs is how many directories finalized replicas spread over.
+// They are all made when the volume opens, never while it serves: a
+// replica finished on a volume whose disk has vanished fails, rather than
+// making its directories again on whatever lies under the mount point.
+const finalizedDirs = 32
+
+// volumeDirs are the directories of a volume, made when it opens.
+func (v *volume) volumeDirs() []string {
+	dirs := []string{v.rbwDir(), filepath.Join(v.root, "corrupt")}
+	for i := range uint64(finalizedDirs) {
+		dirs = append(dirs, v.finalizedDir(i<<8))
+	}
+	return dirs
 }
 func (v *volume) rbwDir() string { return filepath.Join(v.root, "rbw") }
 
@@ -148,8 +163,8 @@ func openStore(dirs []string, reserved int64) (*store, error) {
 	s.mu.writing = map[uint64]*replicaWriter{}
 	for _, d := range dirs {
 		v := &volume{root: filepath.Join(d, "current")}
-		for _, sub := range []string{"finalized", "rbw"} {
-			if err := os.MkdirAll(filepath.Join(v.root, sub), 0o755); err != nil {
+		for _, dir := range v.volumeDirs() {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return nil, fmt.Errorf("open data dir %s: %w", d, err)
 			}
 		}
@@ -732,9 +747,6 @@ func (w *replicaWriter) finish() error {
 	w.data.Close()
 	w.closeStage()
 	dir := w.v.finalizedDir(w.id)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return w.fail(err)
-	}
 	r := &replica{genStamp: w.gs, length: w.length, dir: w.v, inline: inline}
 	if inline {
 		if err := os.Rename(filepath.Join(w.v.rbwDir(), blockFileName(w.id)), filepath.Join(dir, inlineFileName(w.id, w.gs))); err != nil {
@@ -1119,9 +1131,6 @@ func (s *store) quarantine(id, gs uint64) (bool, error) {
 	}
 	from := r.dir.finalizedDir(id)
 	to := filepath.Join(r.dir.root, "corrupt")
-	if err := os.MkdirAll(to, 0o755); err != nil {
-		return true, err
-	}
 	if r.pack != nil {
 		// Copied out as a one-file replica, for inspection.
 		sums, data, cs, err := r.pack.read(r.off, id, gs, r.length)

@@ -258,12 +258,33 @@ func TestFailedVolumeIsTakenOutOfService(t *testing.T) {
 	if lost, failed := s.checkVolumes(); len(lost)+len(failed) != 0 {
 		t.Fatalf("working volumes: lost %v, failed %v", lost, failed)
 	}
+	// One replica on each volume is being written when the disk goes.
+	var writing []*replicaWriter
+	for id := uint64(100); id <= 101; id++ {
+		w, err := s.create(id, 1001, pb.ChecksumTypeProto_CHECKSUM_CRC32C)
+		if err == nil {
+			err = w.write(data, xfer.ChunkSums(xfer.CRC32C, nil, data))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		writing = append(writing, w)
+	}
 	if err := os.RemoveAll(filepath.Join(bad, "current")); err != nil {
 		t.Fatal(err)
 	}
+	for _, w := range writing {
+		err := w.finish()
+		if onBad := filepath.Dir(w.v.root) == bad; onBad == (err == nil) {
+			t.Fatalf("finishing replica %d (on the vanished volume: %v): %v", w.id, onBad, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(bad, "current")); err == nil {
+		t.Fatal("finishing a replica made the vanished volume's directories again")
+	}
 	lost, failed := s.checkVolumes()
 	if len(lost) != 2 || failed[bad] == nil || len(failed) != 1 {
-		t.Fatalf("lost %v, failed %v; want the 2 replicas on %s", lost, failed, bad)
+		t.Fatalf("lost %v, failed %v; want the 2 finished replicas on %s", lost, failed, bad)
 	}
 	for _, b := range lost {
 		if _, ok := s.get(b.ID); ok {
@@ -274,7 +295,7 @@ func TestFailedVolumeIsTakenOutOfService(t *testing.T) {
 		t.Fatalf("a failed volume checked again: lost %v, failed %v", lost, failed)
 	}
 	for id := uint64(5); id <= 8; id++ {
-		writeReplica(t, s, id, data)
+		writeReplica(t, s, id, data) // to the good volume only
 		if r, _ := s.get(id); filepath.Dir(r.dir.root) != good {
 			t.Fatalf("replica %d went to %s", id, r.dir.root)
 		}
