@@ -140,9 +140,8 @@ func (m *Master) checkpointLocked() error {
 
 // writeCheckpoint saves tree as the checkpoint and drops the log segments
 // it covers (a Roll to just after it must have closed them); pace as for
-// oplog.SaveCheckpoint.
-// On a full disk it gives back the log's free segments and tries once
-// more: a checkpoint frees more than they hold.
+// oplog.SaveCheckpoint. On a full disk it gives back the log's free
+// segments and tries once more: the segments it covers free more.
 func (m *Master) writeCheckpoint(tree *namespace.Tree, pace func()) error {
 	err := oplog.SaveCheckpoint(m.cfg.Dir, tree, pace)
 	if errors.Is(err, syscall.ENOSPC) {
