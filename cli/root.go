@@ -62,9 +62,16 @@ func describe(err error) string {
 	return err.Error()
 }
 
+// oneLine joins a message's non-empty lines with "; " (cobra's
+// suggestions come as lines of their own, some blank, some indented).
 func oneLine(s string) string {
-	s = strings.ReplaceAll(s, "\n", "; ")
-	return strings.TrimSpace(s)
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
 }
 
 func isCobraUsage(err error) bool {
