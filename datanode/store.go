@@ -143,6 +143,8 @@ type store struct {
 	// keepFree is how much free space a volume keeps: it takes no new
 	// replica with less (fullBelow plus what Options.Reserved leaves).
 	keepFree uint64
+	// check is volume.check; tests put a disk that hangs in its place.
+	check func(*volume) error
 	bg       sync.WaitGroup // packs being made
 
 	mu struct {
@@ -158,7 +160,7 @@ type store struct {
 // the finalized replicas on them. Leftover rbw files from a crash are
 // removed: their writer was never acked for them.
 func openStore(dirs []string, reserved int64) (*store, error) {
-	s := &store{keepFree: fullBelow + uint64(reserved)}
+	s := &store{keepFree: fullBelow + uint64(reserved), check: (*volume).check}
 	s.mu.replicas = map[uint64]*replica{}
 	s.mu.writing = map[uint64]*replicaWriter{}
 	for _, d := range dirs {
@@ -393,6 +395,12 @@ func (v *volume) check() error {
 	return os.Remove(probe)
 }
 
+// checkTimeout is how long a volume's check may take before the volume
+// counts as failed: a disk that hangs rather than failing would otherwise
+// hold up the heartbeats, and the master would give up on every volume of
+// the datanode.
+var checkTimeout = 10 * time.Second
+
 // checkVolumes checks each working volume and takes those that fail out
 // of service: they get no new replicas, and their replicas leave the
 // index and are returned, for the master to be told they are gone (it
@@ -403,7 +411,14 @@ func (s *store) checkVolumes() (lost []blockInfo, failed map[string]error) {
 		if v.failed.Load() {
 			continue
 		}
-		err := v.check()
+		done := make(chan error, 1) // a hung check's goroutine ends whenever the disk answers
+		go func() { done <- s.check(v) }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(checkTimeout):
+			err = fmt.Errorf("check did not finish in %v", checkTimeout)
+		}
 		if err == nil {
 			continue
 		}

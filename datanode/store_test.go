@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/godfs/godfs/internal/smalldisk"
 	"github.com/godfs/godfs/protocol"
@@ -339,5 +340,32 @@ func TestReservedSpaceIsLeftFree(t *testing.T) {
 	}
 	if id == 64 {
 		t.Fatal("the reserve never stopped a replica")
+	}
+}
+
+// A volume whose check hangs (a disk that stops answering) counts as
+// failed after checkTimeout; the others go on.
+func TestHungVolumeFails(t *testing.T) {
+	good, hung := t.TempDir(), t.TempDir()
+	s, err := testStore(t, good, hung)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	defer close(release)
+	s.check = func(v *volume) error {
+		if filepath.Dir(v.root) == hung {
+			<-release
+		}
+		return v.check()
+	}
+	defer func(d time.Duration) { checkTimeout = d }(checkTimeout)
+	checkTimeout = 50 * time.Millisecond
+	_, failed := s.checkVolumes()
+	if len(failed) != 1 || failed[hung] == nil {
+		t.Fatalf("failed %v; want %s, whose check hangs", failed, hung)
+	}
+	if _, free := s.capacity(); free == 0 {
+		t.Fatal("the working volume's space is not offered any more")
 	}
 }
