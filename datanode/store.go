@@ -145,7 +145,7 @@ type store struct {
 	keepFree uint64
 	// check is volume.check; tests put a disk that hangs in its place.
 	check func(*volume) error
-	bg       sync.WaitGroup // packs being made
+	bg    sync.WaitGroup // packs being made
 
 	mu struct {
 		sync.Mutex
