@@ -151,6 +151,9 @@ type DataNode struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+	// fatal, once set, is why the datanode stopped serving on its own
+	// (every volume failed): what Serve returns.
+	fatal atomic.Pointer[error]
 }
 
 // identity is persisted in the first data directory.
@@ -253,6 +256,9 @@ func (d *DataNode) Serve() error {
 			case <-d.stop:
 				return nil
 			default:
+			}
+			if fatal := d.fatal.Load(); fatal != nil {
+				return *fatal
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -501,6 +507,16 @@ func (d *DataNode) checkVolumes() {
 	}
 	for _, b := range lost {
 		d.queueIBR(nil, &pb.BlockProto{BlockId: proto.Uint64(b.ID), GenStamp: proto.Uint64(b.GenStamp), NumBytes: proto.Uint64(uint64(b.Len))})
+	}
+	if len(failed) > 0 && d.store.working() == 0 {
+		// Nothing left to serve: stop, as HDFS's datanodes do, so that
+		// whoever runs it sees it; the master copies its replicas from
+		// the others once it is dead.
+		err := fmt.Errorf("datanode: every data directory has failed (%d replicas lost)", len(lost))
+		if d.fatal.CompareAndSwap(nil, &err) {
+			d.log.Error("stopping: every data directory has failed")
+			d.ln.Close()
+		}
 	}
 }
 

@@ -440,6 +440,17 @@ func (s *store) checkVolumes() (lost []blockInfo, failed map[string]error) {
 	return lost, failed
 }
 
+// working is how many volumes have not failed.
+func (s *store) working() int {
+	n := 0
+	for _, v := range s.vols {
+		if !v.failed.Load() {
+			n++
+		}
+	}
+	return n
+}
+
 // capacity returns total bytes of the working volumes' file systems and
 // the free bytes new replicas may take (each volume's above keepFree).
 func (s *store) capacity() (total, free uint64) {

@@ -368,3 +368,35 @@ func dirExists(dir string) bool {
 	fi, err := os.Stat(dir)
 	return err == nil && fi.IsDir()
 }
+
+// A datanode whose only volume dies stops, with one line saying why, and
+// the master copies its replicas from the others once it is dead.
+func TestDatanodeStopsWhenEveryVolumeFails(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{DataNodes: 4})
+	c := cl.Client()
+	data := randomBytes(t, 3*blockSize+5)
+	put(t, c, "/f", data)
+	dn := cl.DataNodes[0]
+	if err := os.RemoveAll(filepath.Join(dn.Dir, "current")); err != nil {
+		t.Fatal(err)
+	}
+	code, exited := dn.Wait(20 * time.Second)
+	if !exited || code != 1 {
+		t.Fatalf("datanode with no working volume: exited %v, code %d; want it to stop with 1", exited, code)
+	}
+	var last string
+	for _, line := range strings.Split(strings.TrimSpace(dn.Log()), "\n") {
+		if strings.HasPrefix(line, "godfs: ") {
+			last = line
+		}
+	}
+	if !strings.Contains(last, "every data directory has failed") {
+		t.Fatalf("its last words %q do not say why:\n%s", last, dn.Log())
+	}
+	waitFor(t, 60*time.Second, "three replicas of each of /f's 4 blocks on the other datanodes", func() bool {
+		return healthy(cl) && replicaCount(t, cl, 1, 2, 3) == 3*4
+	})
+	if got := get(t, c, "/f"); !bytes.Equal(got, data) {
+		t.Fatal("/f reads back wrong")
+	}
+}

@@ -294,6 +294,17 @@ func (c *Cluster) Stop(p *Proc) error {
 // Log returns what the process wrote to stderr.
 func (p *Proc) Log() string { return p.log.String() }
 
+// Wait waits up to timeout for the process to exit on its own and returns
+// its exit code; ok is false if it is still running.
+func (p *Proc) Wait(timeout time.Duration) (code int, ok bool) {
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode(), true
+	case <-time.After(timeout):
+		return 0, false
+	}
+}
+
 func (c *Cluster) stopAll() {
 	for _, d := range c.DataNodes {
 		c.kill(d)
