@@ -613,7 +613,7 @@ func (l *Log) growLocked() error {
 	}
 	if l.mu.full == nil {
 		l.log.Error("op log: disk full; changes are refused when the room left runs out",
-			"room", l.mu.written-l.mu.end, "err", err)
+			"room", l.roomLocked(), "err", err)
 	}
 	l.mu.full = full
 	return nil
@@ -625,8 +625,7 @@ func (l *Log) growLocked() error {
 // or the error that stopped it.
 func (l *Log) Ready() error {
 	l.mu.Lock()
-	err, full := l.mu.err, l.mu.full
-	room := l.mu.written - l.mu.end - int64(l.mu.w.Buffered())
+	err, full, room := l.mu.err, l.mu.full, l.roomLocked()
 	l.mu.Unlock()
 	if err != nil || full == nil || room >= minRoom {
 		return err
@@ -639,10 +638,16 @@ func (l *Log) Ready() error {
 		l.mu.err = fmt.Errorf("grow op log: %w", err)
 		return l.mu.err
 	}
-	if l.mu.written-l.mu.end-int64(l.mu.w.Buffered()) >= minRoom {
+	if l.roomLocked() >= minRoom {
 		return nil
 	}
 	return l.mu.full
+}
+
+// roomLocked is how many more bytes of records fit in the blocks written
+// ahead, counting those still buffered. l.mu must be held.
+func (l *Log) roomLocked() int64 {
+	return l.mu.written - l.mu.end - int64(l.mu.w.Buffered())
 }
 
 // readySpare returns the spare segment if it is ready, taking it, and nil
