@@ -287,7 +287,7 @@ func (l *packLog) append(rec []byte) (*pack, int64, error) {
 	p.live++ // before anyone can seal it: it is not removed under the record
 	p.liveBytes += size
 	l.s.mu.Unlock()
-	if _, err := p.f.WriteAt(rec, off); err != nil {
+	if _, err := p.f.WriteAt(padToPage(rec, off), off); err != nil {
 		l.mu.Unlock()
 		l.release(p, size)
 		return nil, 0, fmt.Errorf("write %s: %w", p.path, err)
@@ -311,6 +311,21 @@ func (l *packLog) append(rec []byte) (*pack, int64, error) {
 		return nil, 0, err
 	}
 	return p, off, nil
+}
+
+// pageSize is the unit the page cache reads a file in.
+const pageSize = 4096
+
+// padToPage returns rec, to be written at off, with the zeros after it to
+// the end of its last page, as far as its capacity (whose bytes past rec
+// are zeros) and the pack go. A write to part of a page that is not in
+// the page cache makes the kernel read it from the disk first, inside the
+// write; the pack's zeros past its records were written when it was
+// made, and this VM's page cache gives cold pages back to the host.
+func padToPage(rec []byte, off int64) []byte {
+	end := off + int64(len(rec))
+	pad := min((pageSize-end%pageSize)%pageSize, packSize-end, int64(cap(rec)-len(rec)))
+	return rec[:len(rec)+int(max(pad, 0))]
 }
 
 // release drops a record of size bytes from p's count, removing a sealed
@@ -452,7 +467,8 @@ func (l *packLog) compactSparse() {
 // record builds the record of a replica.
 func record(id, gs uint64, cs pb.ChecksumTypeProto, sums, data []byte) []byte {
 	length := int64(len(data))
-	rec := make([]byte, recordHeaderSize, recordSize(length))
+	// Room for the zeros to the end of the page append writes with it.
+	rec := make([]byte, recordHeaderSize, recordSize(length)+pageSize-1)
 	recordHeader(rec, id, gs, length, cs)
 	return append(append(rec, sums...), data...)
 }
@@ -524,11 +540,8 @@ func createPack(dir string, seq uint64) (*pack, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("create pack %s: %w", path, err)
 	}
-	zeros := make([]byte, 1<<20)
-	for off := int64(0); off < packSize; off += int64(len(zeros)) {
-		if _, err := f.WriteAt(zeros, off); err != nil {
-			return fail(err)
-		}
+	if _, err := datasync.WriteZeros(f, 0, packSize); err != nil {
+		return fail(err)
 	}
 	if err := datasync.File(f); err != nil {
 		return fail(err)

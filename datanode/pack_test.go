@@ -453,3 +453,27 @@ func TestPackCompaction(t *testing.T) {
 		s = reopenStore(t, s, dir)
 	}
 }
+
+// A record is written with zeros to the end of its last page, so that the
+// write covers that page whole, but never past the pack's end.
+func TestRecordIsWrittenToItsPageEnd(t *testing.T) {
+	for _, c := range []struct {
+		length  int
+		off     int64
+		wantEnd int64
+	}{
+		{4096, 0, 2 * pageSize},            // header, sums and data pass one page
+		{100, 10, pageSize},                // within a page
+		{4096, pageSize - 5, 3 * pageSize}, // from a page's end
+		{4096, packSize - recordSize(4096), packSize},
+	} {
+		rec := record(1, 2, 0, make([]byte, 32), bytes.Repeat([]byte{9}, c.length))
+		out := padToPage(rec, c.off)
+		if got := c.off + int64(len(out)); got != c.wantEnd {
+			t.Errorf("record of %d bytes at %d written to %d, want %d", len(rec), c.off, got, c.wantEnd)
+		}
+		if !bytes.Equal(out[:len(rec)], rec) || bytes.ContainsFunc(out[len(rec):], func(r rune) bool { return r != 0 }) {
+			t.Errorf("record at %d: not the record then zeros", c.off)
+		}
+	}
+}

@@ -95,8 +95,7 @@ type Log struct {
 		sync.Mutex
 		f        *os.File
 		first    uint64 // the index the segment f starts at
-		w        *bufio.Writer
-		end      int64   // offset after the last appended record
+		w        *pageWriter
 		written  int64   // the segment's blocks are written (zeros or old records) up to here
 		appended uint64  // index of the last appended entry
 		err      error   // sticky: after a failed write or sync nothing is durable
@@ -366,12 +365,18 @@ func (l *Log) openForAppend(first uint64, size int64, last uint64) error {
 	} else if full != nil {
 		return full
 	}
+	w, err := newPageWriter(f, size)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open op log: %w", err)
+	}
 	free, err := filepath.Glob(filepath.Join(l.dir, freePrefix+"*"))
 	if err != nil {
+		f.Close()
 		return fmt.Errorf("open op log: %w", err)
 	}
 	l.mu.Lock()
-	l.setSegmentLocked(f, first, size, written)
+	l.setSegmentLocked(w, first, written)
 	l.mu.appended = last
 	l.mu.full = full
 	l.mu.Unlock()
@@ -396,13 +401,10 @@ func (l *Log) openSegment(name string, flag int, size int64) (*os.File, int64, e
 	if err != nil {
 		return nil, 0, fmt.Errorf("open op log segment: %w", err)
 	}
-	var fi os.FileInfo
 	var n int64
-	if fi, err = f.Stat(); err == nil {
-		_, err = f.Seek(size, io.SeekStart)
-	}
+	fi, err := f.Stat()
 	if err == nil {
-		n, err = writeZeros(f, size, preallocate)
+		n, err = datasync.WriteZeros(f, size, preallocate)
 	}
 	full := noSpace(l.dir, err) // what it has will do for now
 	if full != nil {
@@ -434,42 +436,20 @@ func noSpace(dir string, err error) error {
 	return fmt.Errorf("%w (%s): %v", ErrNoSpace, dir, err)
 }
 
-// setSegmentLocked makes f, which starts at index first, whose records
-// end at end and whose blocks are written up to written, the segment
-// appended to. l.mu must be held.
-func (l *Log) setSegmentLocked(f *os.File, first uint64, end, written int64) {
-	l.mu.f, l.mu.first = f, first
-	l.mu.w = bufio.NewWriterSize(offsetWriter{f, &l.mu.end}, 256<<10)
-	l.mu.end = end
+// setSegmentLocked makes w's file, which starts at index first and whose
+// blocks are written up to written, the segment appended to. l.mu must be
+// held.
+func (l *Log) setSegmentLocked(w *pageWriter, first uint64, written int64) {
+	l.mu.f, l.mu.first, l.mu.w = w.f, first, w
 	l.mu.written = written
 }
 
-// offsetWriter writes to a segment and counts where its records end.
-type offsetWriter struct {
-	f   *os.File
-	end *int64
-}
-
-func (w offsetWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	*w.end += int64(n)
-	return n, err
-}
-
-var zeros [64 << 10]byte
-
-// writeZeros writes n zero bytes to f at off, without moving f's offset,
-// and returns how many it wrote.
-func writeZeros(f *os.File, off, n int64) (int64, error) {
-	var done int64
-	for done < n {
-		k, err := f.WriteAt(zeros[:min(n-done, int64(len(zeros)))], off+done)
-		done += int64(k)
-		if err != nil {
-			return done, err
-		}
-	}
-	return done, nil
+// newSegmentLocked makes the empty segment f, which starts at index first
+// and whose blocks are written up to written, the segment appended to.
+// l.mu must be held.
+func (l *Log) newSegmentLocked(f *os.File, first uint64, written int64) {
+	w, _ := newPageWriter(f, 0) // nothing to read back
+	l.setSegmentLocked(w, first, written)
 }
 
 // decodeEntry sets e from a record's payload: its binary form, or JSON,
@@ -556,12 +536,12 @@ func (l *Log) syncAppended() (uint64, error) {
 		l.mu.Unlock()
 		return 0, err
 	}
-	err := l.mu.w.Flush()
+	err := l.mu.w.flush(l.mu.written)
 	upto, f := l.mu.appended, l.mu.f
 	var next *spareSegment // the segment f was left for
-	if err == nil && l.mu.written-l.mu.end < switchAt {
+	if err == nil && l.mu.written-l.mu.w.end() < switchAt {
 		if next = l.readySpare(); next != nil {
-			l.setSegmentLocked(next.f, upto+1, 0, next.size)
+			l.newSegmentLocked(next.f, upto+1, next.size)
 		} else {
 			err = l.growLocked()
 		}
@@ -603,8 +583,8 @@ func (l *Log) syncAppended() (uint64, error) {
 // rest of those run out, so growLocked records it in full and the next
 // sync, or Ready, tries again. l.mu must be held.
 func (l *Log) growLocked() error {
-	from := max(l.mu.end, l.mu.written)
-	n, err := writeZeros(l.mu.f, from, l.mu.end+preallocate-from)
+	from := max(l.mu.w.end(), l.mu.written)
+	n, err := datasync.WriteZeros(l.mu.f, from, l.mu.w.end()+preallocate-from)
 	l.mu.written = max(l.mu.written, from+n)
 	full := noSpace(l.dir, err)
 	if full == nil {
@@ -647,7 +627,7 @@ func (l *Log) Ready() error {
 // roomLocked is how many more bytes of records fit in the blocks written
 // ahead, counting those still buffered. l.mu must be held.
 func (l *Log) roomLocked() int64 {
-	return l.mu.written - l.mu.end - int64(l.mu.w.Buffered())
+	return l.mu.written - l.mu.w.end() - int64(l.mu.w.Buffered())
 }
 
 // readySpare returns the spare segment if it is ready, taking it, and nil
@@ -716,7 +696,7 @@ func (l *Log) Roll(next uint64) error {
 	}
 	l.mu.Lock()
 	old := l.mu.f
-	l.setSegmentLocked(sp.f, next, 0, sp.size)
+	l.newSegmentLocked(sp.f, next, sp.size)
 	l.mu.Unlock()
 	l.makeSpare()
 	return old.Close()

@@ -86,7 +86,7 @@ func TestTornTailIsCutOff(t *testing.T) {
 	dir := t.TempDir()
 	_, l, _ := replayAll(t, dir, 0)
 	appendN(t, l, 1, 5)
-	end := l.mu.end
+	end := l.mu.w.end()
 	l.Close()
 	seg := filepath.Join(dir, segmentName(1))
 	// A crash in the middle of writing record 5: its last bytes are still
@@ -255,8 +255,8 @@ func TestSegmentGrownWithoutASpare(t *testing.T) {
 	waitSpare(l, true)
 	next := fillSegment(t, l, 1, 3, preallocate+1<<20) // past the zeros by 1 MiB of records, flushed on the way
 	seg := filepath.Join(dir, segmentName(1))
-	if fi, _ := os.Stat(seg); fi.Size() < l.mu.end+preallocate/2 || l.mu.first != 1 {
-		t.Fatalf("segment of %d bytes with records to %d, live segment from %d: not grown ahead", fi.Size(), l.mu.end, l.mu.first)
+	if fi, _ := os.Stat(seg); fi.Size() < l.mu.w.end()+preallocate/2 || l.mu.first != 1 {
+		t.Fatalf("segment of %d bytes with records to %d, live segment from %d: not grown ahead", fi.Size(), l.mu.w.end(), l.mu.first)
 	}
 	l.Close()
 	got, _, err := replayAll(t, dir, 0)
@@ -269,9 +269,9 @@ func TestZerosBeforeGoodRecordsAreCorruption(t *testing.T) {
 	dir := t.TempDir()
 	_, l, _ := replayAll(t, dir, 0)
 	appendN(t, l, 1, 1)
-	second := l.mu.end
+	second := l.mu.w.end()
 	appendN(t, l, 2, 2)
-	third := l.mu.end
+	third := l.mu.w.end()
 	appendN(t, l, 3, 4)
 	l.Close()
 	// Record 2 wiped to zeros: it looks like the end of the records, but
@@ -369,7 +369,7 @@ func BenchmarkSyncAcrossSegments(b *testing.B) {
 func BenchmarkScanForOwnRecords(b *testing.B) {
 	l := emptyLog(b)
 	i := uint64(1)
-	for l.mu.end+int64(l.mu.w.Buffered()) < preallocate-switchAt-1024 {
+	for l.mu.w.end()+int64(l.mu.w.Buffered()) < preallocate-switchAt-1024 {
 		e := &namespace.Entry{Index: i, Type: namespace.OpCreate, Path: "/.bench/meta/f" + strconv.Itoa(int(i)), FileID: 16384 + i,
 			Time: 1764000000000 + int64(i), Overwrite: true, Block: &namespace.Block{ID: i, GenStamp: 1000 + i}}
 		if err := l.Append(e); err != nil {
@@ -381,7 +381,7 @@ func BenchmarkScanForOwnRecords(b *testing.B) {
 		b.Fatal(err)
 	}
 	name := filepath.Join(l.dir, segmentName(1))
-	b.SetBytes(l.mu.end)
+	b.SetBytes(l.mu.w.end())
 	b.ResetTimer()
 	for range b.N {
 		if recordAfter(name, 1, i) {
@@ -623,6 +623,10 @@ func reusedSegment(t *testing.T, dir string) *Log {
 	if err != nil {
 		t.Fatal(err)
 	}
+	oldRecords, err := os.ReadFile(filepath.Join(dir, segmentName(200)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := l.Compact(299); err != nil {
 		t.Fatal(err)
 	}
@@ -634,9 +638,23 @@ func reusedSegment(t *testing.T, dir string) *Log {
 		t.Fatalf("segment from 302 (%v) is not the file that held 200-299", err)
 	}
 	appendN(t, l, 302, 306)
+	// The sync wrote zeros after 306 to the end of its page (see
+	// pageWriter); one that ends on a page boundary leaves the old
+	// records right after the new ones: put them back as such a sync
+	// leaves them.
+	end := l.mu.w.end()
+	pageEnd := (end + pageSize - 1) &^ (pageSize - 1)
+	f, err := os.OpenFile(filepath.Join(dir, segmentName(302)), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(oldRecords[end:pageEnd], end); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	b, _ := os.ReadFile(filepath.Join(dir, segmentName(302)))
 	var e namespace.Entry
-	if size := binary.BigEndian.Uint32(b[l.mu.end:]); decodeEntry(b[l.mu.end+8:][:size], &e) != nil || e.Index != 205 {
+	if size := binary.BigEndian.Uint32(b[l.mu.w.end():]); decodeEntry(b[l.mu.w.end()+8:][:size], &e) != nil || e.Index != 205 {
 		t.Fatalf("after the new records: entry %d, want the old 205", e.Index)
 	}
 	return l
@@ -680,7 +698,7 @@ func TestCompactedSegmentsAreReused(t *testing.T) {
 func TestTornRecordInAReusedSegmentIsCutOff(t *testing.T) {
 	dir := t.TempDir()
 	l := reusedSegment(t, dir)
-	end := l.mu.end
+	end := l.mu.w.end()
 	l.Close()
 	f, _ := os.OpenFile(filepath.Join(dir, segmentName(302)), os.O_RDWR, 0)
 	f.WriteAt([]byte{0xde, 0xad, 0xbe}, end-3)
