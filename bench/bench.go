@@ -50,6 +50,9 @@ type Result struct {
 	// VM's slow hours move less than the rate (they take CPU away, the
 	// work per op stays).
 	CPUus float64 `json:"cpu_us_per_op,omitempty"`
+	// RunsP99ms is each run's p99, in run order, beside their median:
+	// a p99 over seconds moves with what the VM does in them.
+	RunsP99ms []float64 `json:"p99_ms_runs,omitempty"`
 }
 
 // Report is a run's baselines and results; of several runs, the medians.
@@ -145,6 +148,12 @@ func median(runs []*Report) *Report {
 			m.P99ms = field(func(x Result) float64 { return x.P99ms })
 			m.Ratio = field(func(x Result) float64 { return x.Ratio })
 			m.CPUus = field(func(x Result) float64 { return x.CPUus })
+			if m.P99ms > 0 {
+				m.RunsP99ms = nil
+				for _, r := range runs {
+					m.RunsP99ms = append(m.RunsP99ms, pick(r)[i].P99ms)
+				}
+			}
 			out = append(out, m)
 		}
 		return out
