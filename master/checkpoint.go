@@ -3,7 +3,6 @@ package master
 import (
 	"errors"
 	"fmt"
-	"syscall"
 	"time"
 
 	"github.com/godfs/godfs/master/namespace"
@@ -144,7 +143,7 @@ func (m *Master) checkpointLocked() error {
 // segments and tries once more: the segments it covers free more.
 func (m *Master) writeCheckpoint(tree *namespace.Tree, pace func()) error {
 	err := oplog.SaveCheckpoint(m.cfg.Dir, tree, pace)
-	if errors.Is(err, syscall.ENOSPC) {
+	if oplog.OutOfSpace(err) {
 		if n := m.oplog.DropFree(); n > 0 {
 			m.log.Warn("checkpoint: disk full; removed the op log's free segments", "bytes", n)
 			err = oplog.SaveCheckpoint(m.cfg.Dir, tree, pace)

@@ -423,10 +423,15 @@ func (l *Log) openSegment(name string, flag int, size int64) (*os.File, int64, e
 	return f, max(fi.Size(), size+n), full
 }
 
+// OutOfSpace says whether err is a full disk's or a used-up quota's.
+func OutOfSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
 // noSpace returns ErrNoSpace, with the cause, if err says the disk of the
 // log in dir is full; else nil.
 func noSpace(dir string, err error) error {
-	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+	if !OutOfSpace(err) {
 		return nil
 	}
 	var pe *fs.PathError
