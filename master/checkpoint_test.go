@@ -211,3 +211,68 @@ func TestCheckpointOnAFullDiskDropsFreeSegments(t *testing.T) {
 		t.Fatalf("checkpoint read back: %v, want it at entry %d", err, m.mu.tree.LastIndex())
 	}
 }
+
+// On a full disk lease recovery waits, as clients' changes do, for room in
+// the op log: its entries would go past the blocks the log has written
+// ahead, and a failed append stops the master.
+func TestLeaseRecoveryWaitsForRoomInTheLog(t *testing.T) {
+	dir := smalldisk.New(t, 24<<20)
+	cfg := DefaultConfig(dir)
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.TickInterval = time.Hour // ticked here
+	now := time.Now()
+	cfg.Now = func() time.Time { return now }
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	m.mu.Lock()
+	_, err = m.applyLocked(&namespace.Entry{Type: namespace.OpCreate, Path: "/writing", FileID: m.mu.tree.NextInodeID(),
+		Client: "c", Replication: 3, BlockSize: 64 << 20})
+	m.mu.leases["c"] = now
+	m.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := smalldisk.Fill(t, dir)
+	long := strings.Repeat("x/", 120) // ~1 KiB entries with their parents made
+	for i := 0; m.oplog.Ready() == nil; i++ {
+		if i > 40000 { // 40 MiB of entries: more than the disk holds
+			t.Fatal("the op log never ran out of room")
+		}
+		m.mu.Lock()
+		_, err := m.applyLocked(&namespace.Entry{Type: namespace.OpMkdir, Path: fmt.Sprintf("/%s%d", long, i), FileID: m.mu.tree.NextInodeID(), Parents: true})
+		last := m.mu.tree.LastIndex()
+		m.mu.Unlock()
+		if err == nil {
+			err = m.oplog.Sync(last)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(cfg.LeaseLimit + time.Minute)
+	m.mu.Lock()
+	before := m.mu.tree.LastIndex()
+	m.mu.Unlock()
+	m.tick()
+	m.tick()
+	m.mu.Lock()
+	after, writing := m.mu.tree.LastIndex(), m.mu.tree.WritingAt("/writing") != nil
+	m.mu.Unlock()
+	if after != before || !writing {
+		t.Fatalf("lease recovery on a full disk: entries %d -> %d, file still being written %v; want it to wait", before, after, writing)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	m.tick()
+	m.mu.Lock()
+	writing = m.mu.tree.WritingAt("/writing") != nil
+	failed := m.mu.failed
+	m.mu.Unlock()
+	if writing || failed != nil {
+		t.Fatalf("after space came back: file still being written %v, master failed: %v", writing, failed)
+	}
+}

@@ -305,6 +305,11 @@ func (m *Master) tick() {
 			expired = append(expired, n)
 		}
 	})
+	if len(expired) > 0 && m.oplog.Ready() != nil {
+		// A full disk: recovery's entries wait for room in the op log, as
+		// clients' changes do (see change), and the files stay open.
+		expired = nil
+	}
 	for _, n := range expired {
 		m.log.Warn("lease hard limit passed; recovering the file", "path", n.Path(), "client", n.Client())
 		if err := m.recoverLeaseLocked(n); err != nil {
