@@ -197,6 +197,7 @@ func TestCheckpointOnAFullDiskDropsFreeSegments(t *testing.T) {
 		t.Fatalf("free segments after a checkpoint: %v", freed)
 	}
 	mkdirs(20000, 21000)
+	waitSpare(t, dir)
 	smalldisk.Fill(t, dir)
 	if err := m.checkpointLocked(); err != nil {
 		t.Fatalf("checkpoint on a full disk with %d free segments to give back: %v", len(freed), err)
@@ -235,6 +236,7 @@ func TestLeaseRecoveryWaitsForRoomInTheLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitSpare(t, dir)
 	filler := smalldisk.Fill(t, dir)
 	long := strings.Repeat("x/", 120) // ~1 KiB entries with their parents made
 	for i := 0; m.oplog.Ready() == nil; i++ {
@@ -275,4 +277,16 @@ func TestLeaseRecoveryWaitsForRoomInTheLog(t *testing.T) {
 	if writing || failed != nil {
 		t.Fatalf("after space came back: file still being written %v, master failed: %v", writing, failed)
 	}
+}
+
+// waitSpare waits until the op log in dir has its spare segment zeroed:
+// one still being made when the disk fills is removed, which frees space.
+func waitSpare(t *testing.T, dir string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if fi, err := os.Stat(filepath.Join(dir, "spare-segment")); err == nil && fi.Size() >= 4<<20 {
+			return
+		}
+	}
+	t.Fatal("no spare segment made in 10 s")
 }
