@@ -313,9 +313,6 @@ func (l *packLog) append(rec []byte) (*pack, int64, error) {
 	return p, off, nil
 }
 
-// pageSize is the unit the page cache reads a file in.
-const pageSize = 4096
-
 // padToPage returns rec, to be written at off, with the zeros after it to
 // the end of its last page, as far as its capacity (whose bytes past rec
 // are zeros) and the pack go. A write to part of a page that is not in
@@ -324,7 +321,7 @@ const pageSize = 4096
 // made, and this VM's page cache gives cold pages back to the host.
 func padToPage(rec []byte, off int64) []byte {
 	end := off + int64(len(rec))
-	pad := min((pageSize-end%pageSize)%pageSize, packSize-end, int64(cap(rec)-len(rec)))
+	pad := min((datasync.PageSize-end%datasync.PageSize)%datasync.PageSize, packSize-end, int64(cap(rec)-len(rec)))
 	return rec[:len(rec)+int(max(pad, 0))]
 }
 
@@ -468,7 +465,7 @@ func (l *packLog) compactSparse() {
 func record(id, gs uint64, cs pb.ChecksumTypeProto, sums, data []byte) []byte {
 	length := int64(len(data))
 	// Room for the zeros to the end of the page append writes with it.
-	rec := make([]byte, recordHeaderSize, recordSize(length)+pageSize-1)
+	rec := make([]byte, recordHeaderSize, recordSize(length)+datasync.PageSize-1)
 	recordHeader(rec, id, gs, length, cs)
 	return append(append(rec, sums...), data...)
 }

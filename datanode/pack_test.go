@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/godfs/godfs/internal/datasync"
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/pb"
 	"github.com/godfs/godfs/protocol/xfer"
@@ -462,9 +463,9 @@ func TestRecordIsWrittenToItsPageEnd(t *testing.T) {
 		off     int64
 		wantEnd int64
 	}{
-		{4096, 0, 2 * pageSize},            // header, sums and data pass one page
-		{100, 10, pageSize},                // within a page
-		{4096, pageSize - 5, 3 * pageSize}, // from a page's end
+		{4096, 0, 2 * datasync.PageSize},                     // header, sums and data pass one page
+		{100, 10, datasync.PageSize},                         // within a page
+		{4096, datasync.PageSize - 5, 3 * datasync.PageSize}, // from a page's end
 		{4096, packSize - recordSize(4096), packSize},
 	} {
 		rec := record(1, 2, 0, make([]byte, 32), bytes.Repeat([]byte{9}, c.length))

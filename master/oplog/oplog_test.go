@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godfs/godfs/internal/datasync"
 	"github.com/godfs/godfs/internal/smalldisk"
 	"github.com/godfs/godfs/master/namespace"
 )
@@ -643,7 +644,7 @@ func reusedSegment(t *testing.T, dir string) *Log {
 	// records right after the new ones: put them back as such a sync
 	// leaves them.
 	end := l.mu.w.end()
-	pageEnd := (end + pageSize - 1) &^ (pageSize - 1)
+	pageEnd := (end + datasync.PageSize - 1) &^ (datasync.PageSize - 1)
 	f, err := os.OpenFile(filepath.Join(dir, segmentName(302)), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)

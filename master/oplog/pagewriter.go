@@ -4,10 +4,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-)
 
-// pageSize is the unit the page cache reads a file in.
-const pageSize = 4096
+	"github.com/godfs/godfs/internal/datasync"
+)
 
 // pageWriter buffers a segment's records and writes them out in whole
 // pages: the partial page at the end is written again by the next flush,
@@ -32,7 +31,7 @@ const maxBuffered = 256 << 10
 // newPageWriter appends to f after its records end at end; the end
 // page's records are read back (none in a new segment: no error).
 func newPageWriter(f *os.File, end int64) (*pageWriter, error) {
-	w := &pageWriter{f: f, out: f, start: end &^ (pageSize - 1), buf: make([]byte, 0, maxBuffered+pageSize)}
+	w := &pageWriter{f: f, out: f, start: end &^ (datasync.PageSize - 1), buf: make([]byte, 0, maxBuffered+datasync.PageSize)}
 	if n := int(end - w.start); n > 0 {
 		w.buf = w.buf[:n]
 		if _, err := f.ReadAt(w.buf, w.start); err != nil {
@@ -67,13 +66,13 @@ func (w *pageWriter) flush(zeroTo int64) error {
 		return nil
 	}
 	n := len(w.buf)
-	pad := int(min(int64(-n&(pageSize-1)), max(zeroTo-w.start-int64(n), 0)))
+	pad := int(min(int64(-n&(datasync.PageSize-1)), max(zeroTo-w.start-int64(n), 0)))
 	out := append(w.buf, zeroPage[:pad]...)
 	if _, err := w.out.WriteAt(out, w.start); err != nil {
 		return err
 	}
 	w.done = n
-	if full := n &^ (pageSize - 1); full > 0 {
+	if full := n &^ (datasync.PageSize - 1); full > 0 {
 		w.start += int64(full)
 		w.done = copy(w.buf, w.buf[full:n])
 		w.buf = w.buf[:w.done]
@@ -81,4 +80,4 @@ func (w *pageWriter) flush(zeroTo int64) error {
 	return nil
 }
 
-var zeroPage [pageSize]byte
+var zeroPage [datasync.PageSize]byte

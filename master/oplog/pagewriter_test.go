@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/godfs/godfs/internal/datasync"
 )
 
 // writeRecorder keeps the offsets and lengths of the writes to a file.
@@ -64,7 +66,7 @@ func TestPageWriterWritesWholePages(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, wr := range rec.writes {
-			if wr[0]%pageSize != 0 || (wr[1]%pageSize != 0 && wr[0]+wr[1] != written) {
+			if wr[0]%datasync.PageSize != 0 || (wr[1]%datasync.PageSize != 0 && wr[0]+wr[1] != written) {
 				t.Fatalf("write of %d bytes at %d: not whole pages", wr[1], wr[0])
 			}
 		}
