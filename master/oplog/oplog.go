@@ -481,11 +481,7 @@ func (l *Log) Append(e *namespace.Entry) error {
 	sum := crc32.Checksum(payload, castagnoli)
 	binary.BigEndian.PutUint32(l.mu.hdr[:4], uint32(len(payload)))
 	binary.BigEndian.PutUint32(l.mu.hdr[4:], sum)
-	if _, err := l.mu.w.Write(l.mu.hdr[:]); err != nil {
-		l.mu.err = fmt.Errorf("append to op log: %w", err)
-		return l.mu.err
-	}
-	if _, err := l.mu.w.Write(payload); err != nil {
+	if err := l.mu.w.add(l.mu.written, l.mu.hdr[:], payload); err != nil {
 		l.mu.err = fmt.Errorf("append to op log: %w", err)
 		return l.mu.err
 	}

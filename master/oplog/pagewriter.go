@@ -25,7 +25,7 @@ type pageWriter struct {
 	done  int         // how much of buf is written
 }
 
-// maxBuffered is how much is buffered before a Write writes it out.
+// maxBuffered is how much is buffered before an add writes it out.
 const maxBuffered = 256 << 10
 
 // newPageWriter appends to f after its records end at end; the end
@@ -48,14 +48,18 @@ func (w *pageWriter) end() int64 { return w.start + int64(w.done) }
 // Buffered is how many bytes are not written out yet.
 func (w *pageWriter) Buffered() int { return len(w.buf) - w.done }
 
-func (w *pageWriter) Write(p []byte) (int, error) {
+// add buffers one record's parts, first writing out what is buffered if
+// that is maxBuffered already, as flush(zeroTo) does.
+func (w *pageWriter) add(zeroTo int64, parts ...[]byte) error {
 	if w.Buffered() >= maxBuffered {
-		if err := w.flush(0); err != nil {
-			return 0, err
+		if err := w.flush(zeroTo); err != nil {
+			return err
 		}
 	}
-	w.buf = append(w.buf, p...)
-	return len(p), nil
+	for _, p := range parts {
+		w.buf = append(w.buf, p...)
+	}
+	return nil
 }
 
 // flush writes out what is buffered, from the start of its first page to
