@@ -57,6 +57,7 @@ type Result struct {
 
 // Report is a run's baselines and results; of several runs, the medians.
 type Report struct {
+	Machine   Machine  `json:"machine"`
 	Runs      int      `json:"runs"`
 	Baselines []Result `json:"baselines"`
 	Results   []Result `json:"results"`
@@ -122,7 +123,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		runs = append(runs, r)
 	}
-	return median(runs), nil
+	m := median(runs)
+	m.Machine = ThisMachine()
+	return m, nil
 }
 
 // median merges reports of the same measurements into their medians.

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/godfs/godfs/client"
@@ -140,6 +142,28 @@ func TestRunSmall(t *testing.T) {
 	var buf bytes.Buffer
 	if err := r.WriteJSON(&buf); err != nil || !json.Valid(buf.Bytes()) {
 		t.Fatalf("JSON output: %v", err)
+	}
+	var got struct {
+		Machine Machine `json:"machine"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil || got.Machine != ThisMachine() {
+		t.Fatalf("JSON output's machine %+v (%v), want %+v", got.Machine, err, ThisMachine())
+	}
+}
+
+func TestThisMachine(t *testing.T) {
+	m := ThisMachine()
+	if m.CPUs != runtime.NumCPU() || m.Go != runtime.Version() || m.OS != runtime.GOOS+"/"+runtime.GOARCH {
+		t.Fatalf("machine %+v", m)
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil && m.Kernel != strings.TrimSpace(string(b)) {
+		t.Fatalf("kernel %q, /proc says %q", m.Kernel, b)
+	}
+	if runtime.GOOS == "linux" && m.CPU == "" && runtime.GOARCH == "amd64" {
+		t.Fatalf("no CPU model from /proc/cpuinfo: %+v", m)
+	}
+	if s := m.String(); !strings.Contains(s, fmt.Sprintf("%d CPUs", m.CPUs)) || !strings.Contains(s, m.Go) {
+		t.Fatalf("machine as text: %q", s)
 	}
 }
 

@@ -69,6 +69,7 @@ func (e *env) benchCmd() *cobra.Command {
 			}
 			if !asJSON {
 				fmt.Fprintf(e.stdout, "godfs bench: master %s, %d clients, %d run(s), medians\n", cfg.Master, cfg.Clients, cfg.Runs)
+				fmt.Fprintf(e.stdout, "machine: %s\n", bench.ThisMachine())
 			}
 			if cpuProfile != "" { // with --dev this profiles the servers too
 				f, err := os.Create(cpuProfile)
