@@ -93,15 +93,14 @@ type Log struct {
 	syncMu sync.Mutex // held while flushing and fsyncing; taken before mu
 	mu     struct {
 		sync.Mutex
-		f        *os.File
-		first    uint64 // the index the segment f starts at
-		w        *pageWriter
-		written  int64   // the segment's blocks are written (zeros or old records) up to here
-		appended uint64  // index of the last appended entry
-		err      error   // sticky: after a failed write or sync nothing is durable
-		full     error   // not sticky: the last try to zero more blocks found the disk full
-		hdr      [8]byte // the record header being written: one allocation less a record
-		payload  []byte  // and its entry's encoding
+		first    uint64      // the index the segment appended to starts at
+		w        *pageWriter // writes to that segment, w.f
+		written  int64       // the segment's blocks are written (zeros or old records) up to here
+		appended uint64      // index of the last appended entry
+		err      error       // sticky: after a failed write or sync nothing is durable
+		full     error       // not sticky: the last try to zero more blocks found the disk full
+		hdr      [8]byte     // the record header being written: one allocation less a record
+		payload  []byte      // and its entry's encoding
 	}
 	// wait is where Syncs that find a sync running wait for it: on its
 	// channel, all woken at once when it ends. Waiting on syncMu instead
@@ -445,7 +444,7 @@ func noSpace(dir string, err error) error {
 // blocks are written up to written, the segment appended to. l.mu must be
 // held.
 func (l *Log) setSegmentLocked(w *pageWriter, first uint64, written int64) {
-	l.mu.f, l.mu.first, l.mu.w = w.f, first, w
+	l.mu.first, l.mu.w = first, w
 	l.mu.written = written
 }
 
@@ -538,7 +537,7 @@ func (l *Log) syncAppended() (uint64, error) {
 		return 0, err
 	}
 	err := l.mu.w.flush(l.mu.written)
-	upto, f := l.mu.appended, l.mu.f
+	upto, f := l.mu.appended, l.mu.w.f
 	var next *spareSegment // the segment f was left for
 	if err == nil && l.mu.written-l.mu.w.end() < switchAt {
 		if next = l.readySpare(); next != nil {
@@ -585,7 +584,7 @@ func (l *Log) syncAppended() (uint64, error) {
 // sync, or Ready, tries again. l.mu must be held.
 func (l *Log) growLocked() error {
 	from := max(l.mu.w.end(), l.mu.written)
-	n, err := datasync.WriteZeros(l.mu.f, from, l.mu.w.end()+preallocate-from)
+	n, err := datasync.WriteZeros(l.mu.w.f, from, l.mu.w.end()+preallocate-from)
 	l.mu.written = max(l.mu.written, from+n)
 	full := noSpace(l.dir, err)
 	if full == nil {
@@ -696,7 +695,7 @@ func (l *Log) Roll(next uint64) error {
 		return fmt.Errorf("roll op log: %w", err)
 	}
 	l.mu.Lock()
-	old := l.mu.f
+	old := l.mu.w.f
 	l.newSegmentLocked(sp.f, next, sp.size)
 	l.mu.Unlock()
 	l.makeSpare()
@@ -834,11 +833,11 @@ func (l *Log) Close() error {
 	l.syncMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mu.f != nil {
-		if cerr := l.mu.f.Close(); err == nil {
+	if w := l.mu.w; w != nil && w.f != nil {
+		if cerr := w.f.Close(); err == nil {
 			err = cerr
 		}
-		l.mu.f = nil
+		w.f = nil
 	}
 	return err
 }

@@ -448,7 +448,7 @@ func TestConcurrentSyncs(t *testing.T) {
 	}
 
 	l.mu.Lock()
-	l.mu.f.Close() // the next flush fails
+	l.mu.w.f.Close() // the next flush fails
 	l.mu.Unlock()
 	for i, err := range inParallel(8) {
 		if err == nil {

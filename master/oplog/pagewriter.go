@@ -18,7 +18,7 @@ import (
 // Rewriting a page's records that are already durable is safe: they are
 // the same bytes, so a torn write of the page leaves them as they were.
 type pageWriter struct {
-	f     *os.File
+	f     *os.File    // the segment; nil once the log is closed
 	out   io.WriterAt // f; a test's recorder
 	start int64       // the file offset of buf[0], a page boundary
 	buf   []byte      // the end page's records already written, then the rest
