@@ -163,7 +163,7 @@ func (e *env) datanodeCmd() *cobra.Command {
 	f.StringVar(&opts.Rack, "rack", "/default-rack", "network location of this datanode")
 	f.DurationVar(&opts.HeartbeatInterval, "heartbeat", 3*time.Second, "time between heartbeats")
 	f.DurationVar(&opts.BlockReportInterval, "block-report-interval", time.Hour, "time between full block reports")
-	f.IntVar(&opts.BlockReportPart, "block-report-part", 500_000, "replicas per call of a full block report (bigger reports go in parts)")
+	f.IntVar(&opts.BlockReportPart, "block-report-part", 500_000, "replicas per call of a block report, full or incremental (bigger reports go in parts)")
 	f.DurationVar(&opts.ScanPeriod, "scan-period", 24*time.Hour, "re-verify every replica's checksums this often")
 	f.Var(&scanRate, "scan-rate", "bytes per second the checksum scanner reads")
 	f.Var(&transferRate, "transfer-rate", "bytes per second of each re-replication copy")

@@ -45,9 +45,9 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// BlockReportInterval is the time between full block reports. Default 1h.
 	BlockReportInterval time.Duration
-	// BlockReportPart bounds the replicas in one call of a full block
-	// report (about 20 bytes each on the wire; a call is at most 64 MiB);
-	// a bigger report goes in parts. Default 500,000.
+	// BlockReportPart bounds the replicas in one call of a block report,
+	// full or incremental (about 20 bytes each on the wire; a call is at
+	// most 64 MiB); a bigger report goes in parts. Default 500,000.
 	BlockReportPart int
 	// ScanPeriod is how often every replica's checksums are re-verified.
 	// Default 24h.
@@ -131,12 +131,8 @@ type DataNode struct {
 
 	xceivers atomic.Int32 // operations in progress
 
-	// Incremental block reports waiting to be sent.
-	ibrMu    sync.Mutex
-	received []*pb.BlockProto
-	deleted  []*pb.BlockProto
-	corrupt  []*pb.BlockProto
-	ibrKick  chan struct{}
+	ibr     ibrQueue // incremental block reports waiting to be sent
+	ibrKick chan struct{}
 
 	transferSlots chan struct{} // bounds concurrent block copies
 
@@ -528,14 +524,7 @@ func (d *DataNode) poolID() string {
 
 // queueIBR queues an incremental block report and wakes the master loop.
 func (d *DataNode) queueIBR(received, deleted *pb.BlockProto) {
-	d.ibrMu.Lock()
-	if received != nil {
-		d.received = append(d.received, received)
-	}
-	if deleted != nil {
-		d.deleted = append(d.deleted, deleted)
-	}
-	d.ibrMu.Unlock()
+	d.ibr.add(received, deleted, nil)
 	d.kickIBR()
 }
 
@@ -547,24 +536,24 @@ func (d *DataNode) kickIBR() {
 	}
 }
 
+// sendIBR tells the master what is queued, in calls of at most
+// BlockReportPart entries, until a call takes what is left.
 func (d *DataNode) sendIBR(ctx context.Context) error {
-	d.ibrMu.Lock()
-	rcv, del, bad := d.received, d.deleted, d.corrupt
-	d.received, d.deleted, d.corrupt = nil, nil, nil
-	d.ibrMu.Unlock()
-	if len(rcv) == 0 && len(del) == 0 && len(bad) == 0 {
-		return nil
+	for {
+		rcv, del, bad := d.ibr.take(d.opts.BlockReportPart)
+		n := len(rcv) + len(del) + len(bad)
+		if n == 0 {
+			return nil
+		}
+		req := &pb.BlockReceivedAndDeletedRequestProto{DatanodeUuid: proto.String(d.uuid), Received: rcv, Deleted: del, Corrupt: bad}
+		if err := d.master.Call(ctx, "blockReceivedAndDeleted", req, &pb.BlockReceivedAndDeletedResponseProto{}); err != nil {
+			// Keep them for the next try; a full report after
+			// re-registering covers them anyway.
+			d.ibr.putBack(rcv, del, bad)
+			return fmt.Errorf("incremental block report: %w", err)
+		}
+		if n < d.opts.BlockReportPart {
+			return nil // what was queued is sent; newer entries go next time
+		}
 	}
-	req := &pb.BlockReceivedAndDeletedRequestProto{DatanodeUuid: proto.String(d.uuid), Received: rcv, Deleted: del, Corrupt: bad}
-	if err := d.master.Call(ctx, "blockReceivedAndDeleted", req, &pb.BlockReceivedAndDeletedResponseProto{}); err != nil {
-		// Keep them for the next try; a full report after re-registering
-		// covers them anyway.
-		d.ibrMu.Lock()
-		d.received = append(rcv, d.received...)
-		d.deleted = append(del, d.deleted...)
-		d.corrupt = append(bad, d.corrupt...)
-		d.ibrMu.Unlock()
-		return fmt.Errorf("incremental block report: %w", err)
-	}
-	return nil
 }

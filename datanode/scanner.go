@@ -91,9 +91,7 @@ func (d *DataNode) quarantine(id, gs uint64, why error) {
 		d.log.Error("quarantine corrupt replica", "block", id, "err", err)
 	}
 	d.log.Warn("corrupt replica quarantined", "block", id, "err", why)
-	d.ibrMu.Lock()
-	d.corrupt = append(d.corrupt, &pb.BlockProto{BlockId: proto.Uint64(id), GenStamp: proto.Uint64(r.genStamp),
+	d.ibr.add(nil, nil, &pb.BlockProto{BlockId: proto.Uint64(id), GenStamp: proto.Uint64(r.genStamp),
 		NumBytes: proto.Uint64(uint64(r.length))})
-	d.ibrMu.Unlock()
 	d.kickIBR()
 }

@@ -315,7 +315,8 @@ func TestBlockReportsInPartsAfterMasterRestart(t *testing.T) {
 // heartbeat: its replicas are reported gone and copied again from the
 // others, and no new replica goes to it.
 func TestVolumeLossIsHealed(t *testing.T) {
-	cl := godfstest.NewCluster(t, godfstest.Config{Volumes: 2, Replication: 2})
+	// Reports of 4 replicas a call: the lost ones go in several.
+	cl := godfstest.NewCluster(t, godfstest.Config{Volumes: 2, Replication: 2, BlockReportPart: 4})
 	c := cl.Client()
 	files := map[string][]byte{"/big": randomBytes(t, 6*blockSize+77)}
 	for i := range 20 {

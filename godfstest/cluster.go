@@ -78,8 +78,8 @@ type Config struct {
 	// ScanPeriod is how often datanodes re-verify every replica. Default:
 	// the datanode's own (a day).
 	ScanPeriod time.Duration
-	// BlockReportPart bounds the replicas per block-report call. Default:
-	// the datanode's own.
+	// BlockReportPart bounds the replicas per block-report call, full or
+	// incremental. Default: the datanode's own.
 	BlockReportPart int
 	// CheckpointEvery is the master's --checkpoint-every. Default: its own.
 	CheckpointEvery uint64

@@ -174,7 +174,7 @@ func (m *Master) blockReport(ctx context.Context, req *pb.BlockReportRequestProt
 			}
 			for i := start; i < min(total, start+reportBatch); i++ {
 				id, gs, n := replica(i)
-				if pos, kept := m.reportedLocked(dn, id, gs, n); kept {
+				if pos, kept, _ := m.reportedLocked(dn, id, gs, n); kept {
 					dn.blocks.mark(id, pos)
 				}
 			}
@@ -229,25 +229,48 @@ func (m *Master) underConstructionLocked(id uint64) bool {
 	return bi != nil && m.mu.tree.UnderConstruction(bi.fileID()) != nil
 }
 
+// blockReceivedAndDeleted takes an incremental report in batches of
+// reportBatch replicas per hold of the lock, as a full report is taken:
+// one can carry the replicas of a whole failed volume. If the datanode
+// re-registers or dies half-way, the rest is dropped; its full report
+// tells the rest.
 func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockReceivedAndDeletedRequestProto) (*pb.BlockReceivedAndDeletedResponseProto, error) {
-	m.locked(func() error {
-		dn := m.mu.blocks.nodes[req.GetDatanodeUuid()]
-		if dn == nil {
+	uuid := req.GetDatanodeUuid()
+	rcv, del, bad := req.GetReceived(), req.GetDeleted(), req.GetCorrupt()
+	total := len(rcv) + len(del) + len(bad)
+	var dn *datanode
+	for start := 0; start < total; start += reportBatch {
+		if start > 0 && testHookReportBatch != nil {
+			testHookReportBatch()
+		}
+		stop := false
+		m.locked(func() error {
+			now := m.mu.blocks.nodes[uuid]
+			if now == nil || (dn != nil && now != dn) {
+				stop = true
+				return nil
+			}
+			dn = now
+			for i := start; i < min(total, start+reportBatch); i++ {
+				switch {
+				case i < len(rcv):
+					b := rcv[i]
+					_, _, room := m.reportedLocked(dn, b.GetBlockId(), b.GetGenStamp(), b.GetNumBytes())
+					dn.received(room)
+				case i < len(rcv)+len(del):
+					m.mu.blocks.removeReplica(del[i-len(rcv)].GetBlockId(), dn.uuid)
+				default:
+					b := bad[i-len(rcv)-len(del)]
+					m.log.Warn("datanode found a corrupt replica; it will be replaced", "block", b.GetBlockId(), "datanode", xferAddr(dn.info.GetId()))
+					m.mu.blocks.removeReplica(b.GetBlockId(), dn.uuid)
+				}
+			}
 			return nil
+		})
+		if stop {
+			break
 		}
-		for _, b := range req.GetReceived() {
-			m.reportedLocked(dn, b.GetBlockId(), b.GetGenStamp(), b.GetNumBytes())
-			dn.received(m.blockRoomLocked(b.GetBlockId()))
-		}
-		for _, b := range req.GetDeleted() {
-			m.mu.blocks.removeReplica(b.GetBlockId(), dn.uuid)
-		}
-		for _, b := range req.GetCorrupt() {
-			m.log.Warn("datanode found a corrupt replica; it will be replaced", "block", b.GetBlockId(), "datanode", xferAddr(dn.info.GetId()))
-			m.mu.blocks.removeReplica(b.GetBlockId(), dn.uuid)
-		}
-		return nil
-	})
+	}
 	return &pb.BlockReceivedAndDeletedResponseProto{}, nil
 }
 
@@ -268,29 +291,32 @@ func sortDatanodes(d []*pb.DatanodeInfoProto) {
 
 // reportedLocked records a replica a datanode reports (of block id, under
 // stamp gs, n bytes long) and returns where the block is in the node's
-// list if the replica is kept. Beyond the block map's checks, it remembers
-// lengths of blocks being written (for lease recovery) and deletes replicas
-// of complete files whose length disagrees with the file (left over from a
-// failed pipeline). m.mu must be held.
-func (m *Master) reportedLocked(dn *datanode, id, gs, n uint64) (pos uint32, kept bool) {
+// list if the replica is kept, and the room the replica was scheduled
+// with (blockRoomLocked's, from the lookup it makes anyway). Beyond the
+// block map's checks, it remembers lengths of blocks being written (for
+// lease recovery) and deletes replicas of complete files whose length
+// disagrees with the file (left over from a failed pipeline). m.mu must
+// be held.
+func (m *Master) reportedLocked(dn *datanode, id, gs, n uint64) (pos uint32, kept bool, room int64) {
 	pos, kept = m.mu.blocks.reported(dn, id, gs, n)
 	bi := m.mu.blocks.blocks.Ptr(id)
 	if bi == nil {
-		return pos, kept
+		return pos, kept, 0
 	}
 	f := m.mu.tree.File(bi.fileID())
 	if f == nil {
-		return pos, kept
+		return pos, kept, 0
 	}
+	room = int64(f.BlockSize())
 	if f.UnderConstruction() {
 		m.mu.blocks.reportedLen(id, dn.uuid, n)
-		return pos, kept
+		return pos, kept, room
 	}
 	if i := f.BlockIndex(id); i >= 0 && f.Block(i).Len != n {
 		m.log.Warn("replica length disagrees with the file; deleting it", "block", id,
 			"datanode", xferAddr(dn.info.GetId()), "has", n, "file", f.Block(i).Len)
 		m.mu.blocks.invalidateReplica(id, dn.uuid)
-		return 0, false
+		return 0, false, room
 	}
-	return pos, kept
+	return pos, kept, room
 }

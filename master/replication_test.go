@@ -273,3 +273,66 @@ func TestBlockReportInBatches(t *testing.T) {
 		t.Fatalf("the new registration of dn0 holds %d replicas from the old one's report", n)
 	}
 }
+
+// TestIncrementalReportInBatches checks an incremental report taken a few
+// entries per hold of the lock: replicas received recorded, deleted and
+// corrupt ones forgotten, and the rest of a report whose datanode
+// re-registers half-way dropped without touching the new registration.
+func TestIncrementalReportInBatches(t *testing.T) {
+	defer func(n int) { reportBatch = n }(reportBatch)
+	reportBatch = 2
+	m, _ := testMaster(t, 2)
+	m.mu.Lock()
+	makeFiles(t, m, 7, []string{"dn0"})
+	var blocks []*pb.BlockProto
+	m.mu.tree.Files(func(n *namespace.Inode) {
+		b := n.Blocks()[0]
+		blocks = append(blocks, blockProto(b.ID, b.GenStamp, b.Len))
+	})
+	m.mu.Unlock()
+	slices.SortFunc(blocks, func(a, b *pb.BlockProto) int { return cmp.Compare(a.GetBlockId(), b.GetBlockId()) })
+	ids := func(bs []*pb.BlockProto) (out []uint64) {
+		for _, b := range bs {
+			out = append(out, b.GetBlockId())
+		}
+		return out
+	}
+	holds := func(uuid string) []uint64 {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return slices.Sorted(m.mu.blocks.nodes[uuid].blocks.All())
+	}
+	ibr := func(req *pb.BlockReceivedAndDeletedRequestProto) {
+		t.Helper()
+		if _, err := m.blockReceivedAndDeleted(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// 5 entries: 3 batches.
+	ibr(&pb.BlockReceivedAndDeletedRequestProto{DatanodeUuid: proto.String("dn0"),
+		Deleted: blocks[:3], Corrupt: blocks[3:5]})
+	if got, want := holds("dn0"), ids(blocks[5:]); !slices.Equal(got, want) {
+		t.Fatalf("dn0 holds %v after deleting 3 and finding 2 corrupt, want %v", got, want)
+	}
+	ibr(&pb.BlockReceivedAndDeletedRequestProto{DatanodeUuid: proto.String("dn1"), Received: blocks[:5]})
+	if got, want := holds("dn1"), ids(blocks[:5]); !slices.Equal(got, want) {
+		t.Fatalf("dn1 holds %v after receiving %v", got, want)
+	}
+
+	// dn1 re-registers after the first batch of a report of 3 more.
+	batches := 0
+	testHookReportBatch = func() {
+		if batches++; batches == 1 {
+			m.registerDatanode(context.Background(), &pb.RegisterDatanodeRequestProto{Info: m.mu.blocks.nodes["dn1"].info})
+		}
+	}
+	defer func() { testHookReportBatch = nil }()
+	ibr(&pb.BlockReceivedAndDeletedRequestProto{DatanodeUuid: proto.String("dn1"), Received: blocks[4:7]})
+	if batches != 1 {
+		t.Fatalf("a report of 3 entries went in %d batches after its first, want 1", batches)
+	}
+	if got := holds("dn1"); len(got) != 0 {
+		t.Fatalf("the new registration of dn1 holds %v from before it", got)
+	}
+}
