@@ -867,10 +867,18 @@ type replicaReader struct {
 // open opens the replica of id, finalized or being written, for reading.
 func (s *store) open(id uint64) (*replicaReader, error) {
 	// A replica being finalized or reopened for recovery moves between the
-	// writing and finalized maps: a reader that finds it gone from where
-	// it looked looks again.
+	// writing and finalized maps (under one hold of s.mu, so both are
+	// looked in under one): a reader that finds it gone from where it
+	// looked looks again.
 	for {
-		r, ok := s.get(id)
+		var r replica
+		s.mu.Lock()
+		rp, ok := s.mu.replicas[id]
+		if ok {
+			r = *rp // compaction moves it to another pack in place
+		}
+		w := s.mu.writing[id]
+		s.mu.Unlock()
 		if ok {
 			rr, err := openFinalized(id, r)
 			if now, ok := s.get(id); errors.Is(err, fs.ErrNotExist) && (!ok || now != r) {
@@ -878,9 +886,6 @@ func (s *store) open(id uint64) (*replicaReader, error) {
 			}
 			return rr, err
 		}
-		s.mu.Lock()
-		w := s.mu.writing[id]
-		s.mu.Unlock()
 		if w == nil {
 			return nil, fmt.Errorf("block %d: %w", id, ErrReplicaNotFound)
 		}
