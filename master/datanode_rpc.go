@@ -231,9 +231,9 @@ func (m *Master) underConstructionLocked(id uint64) bool {
 
 // blockReceivedAndDeleted takes an incremental report in batches of
 // reportBatch replicas per hold of the lock, as a full report is taken:
-// one can carry the replicas of a whole failed volume. If the datanode
-// re-registers or dies half-way, the rest is dropped; its full report
-// tells the rest.
+// one can carry the replicas of a whole failed volume. A dead datanode's
+// report is dropped, and the rest of one whose datanode re-registers or
+// dies half-way: the full report it sends on registering tells it all.
 func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockReceivedAndDeletedRequestProto) (*pb.BlockReceivedAndDeletedResponseProto, error) {
 	uuid := req.GetDatanodeUuid()
 	rcv, del, bad := req.GetReceived(), req.GetDeleted(), req.GetCorrupt()
@@ -246,7 +246,7 @@ func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockRecei
 		stop := false
 		m.locked(func() error {
 			now := m.mu.blocks.nodes[uuid]
-			if now == nil || (dn != nil && now != dn) {
+			if now == nil || now.dead || (dn != nil && now != dn) {
 				stop = true
 				return nil
 			}

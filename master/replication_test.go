@@ -276,8 +276,9 @@ func TestBlockReportInBatches(t *testing.T) {
 
 // TestIncrementalReportInBatches checks an incremental report taken a few
 // entries per hold of the lock: replicas received recorded, deleted and
-// corrupt ones forgotten, and the rest of a report whose datanode
-// re-registers half-way dropped without touching the new registration.
+// corrupt ones forgotten, the rest of a report whose datanode
+// re-registers half-way dropped without touching the new registration,
+// and a dead datanode's report dropped.
 func TestIncrementalReportInBatches(t *testing.T) {
 	defer func(n int) { reportBatch = n }(reportBatch)
 	reportBatch = 2
@@ -334,5 +335,15 @@ func TestIncrementalReportInBatches(t *testing.T) {
 	}
 	if got := holds("dn1"); len(got) != 0 {
 		t.Fatalf("the new registration of dn1 holds %v from before it", got)
+	}
+
+	// A dead datanode's report is not taken: it must register again.
+	testHookReportBatch = nil
+	m.mu.Lock()
+	m.mu.blocks.nodeDead(m.mu.blocks.nodes["dn1"])
+	m.mu.Unlock()
+	ibr(&pb.BlockReceivedAndDeletedRequestProto{DatanodeUuid: proto.String("dn1"), Received: blocks[6:]})
+	if got := holds("dn1"); len(got) != 0 {
+		t.Fatalf("dead dn1 holds %v after an incremental report", got)
 	}
 }
