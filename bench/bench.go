@@ -29,11 +29,15 @@ type Config struct {
 	Size         int64    // stream: bytes per file
 	BlockSize    int64    // stream: 0 = the master's default
 	Replications []int    // stream: one put/get pair per replication
-	Clients      int      // small, meta: concurrent clients (default 16)
-	SmallFiles   int      // small: 4 KiB files to write, stat and read (default 2000)
-	MetaOps      int      // meta: files to create (and stat, list, rename) (default 20000)
-	TempDir      string   // where local files go (the disk baseline is measured here)
-	Runs         int      // whole runs (baselines and modes); the report gives medians (default 1)
+	// StreamClients put (then get) a file of Size each at once, every one
+	// its own client; the figure is their bytes over the time all took
+	// (default 1).
+	StreamClients int
+	Clients       int    // small, meta: concurrent clients (default 16)
+	SmallFiles    int    // small: 4 KiB files to write, stat and read (default 2000)
+	MetaOps       int    // meta: files to create (and stat, list, rename) (default 20000)
+	TempDir       string // where local files go (the disk baseline is measured here)
+	Runs          int    // whole runs (baselines and modes); the report gives medians (default 1)
 }
 
 // Result is one measurement.
@@ -81,7 +85,11 @@ func (r *Report) add(res Result, baseline string) {
 
 // WriteTable prints the report for a person.
 func (r *Report) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "%-34s %12s %-6s %8s %8s %9s  %s\n", "measurement", "value", "unit", "p50 ms", "p99 ms", "cpu us/op", "vs baseline")
+	width := len("measurement")
+	for _, x := range append(r.Baselines[:len(r.Baselines):len(r.Baselines)], r.Results...) {
+		width = max(width, len(x.Name))
+	}
+	fmt.Fprintf(w, "%-*s %12s %-6s %8s %8s %9s  %s\n", width, "measurement", "value", "unit", "p50 ms", "p99 ms", "cpu us/op", "vs baseline")
 	row := func(x Result) {
 		ratio := ""
 		if x.Baseline != "" {
@@ -93,7 +101,7 @@ func (r *Report) WriteTable(w io.Writer) {
 			}
 			return fmt.Sprintf("%.*f", digits, v)
 		}
-		fmt.Fprintf(w, "%-34s %12.1f %-6s %8s %8s %9s  %s\n", x.Name, x.Value, x.Unit, p(x.P50ms, 2), p(x.P99ms, 2), p(x.CPUus, 1), ratio)
+		fmt.Fprintf(w, "%-*s %12.1f %-6s %8s %8s %9s  %s\n", width, x.Name, x.Value, x.Unit, p(x.P50ms, 2), p(x.P99ms, 2), p(x.CPUus, 1), ratio)
 	}
 	for _, b := range r.Baselines {
 		row(b)
@@ -170,6 +178,9 @@ func runOnce(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Clients <= 0 {
 		cfg.Clients = 16
 	}
+	if cfg.StreamClients <= 0 {
+		cfg.StreamClients = 1
+	}
 	if cfg.SmallFiles <= 0 {
 		cfg.SmallFiles = 2000
 	}
@@ -243,22 +254,34 @@ const (
 	settleMax = 60 * time.Second
 )
 
-// stream puts and gets one large file per replication.
+// stream puts and gets large files, one per stream client, for each
+// replication.
 func (r *Report) stream(ctx context.Context, c *client.Client, cfg Config) error {
 	src := filepath.Join(cfg.TempDir, "bench-src")
 	if err := writeRandomFile(src, cfg.Size); err != nil {
 		return err
 	}
 	defer os.Remove(src)
+	n := cfg.StreamClients
+	what := size(cfg.Size)
+	if n > 1 {
+		what = fmt.Sprintf("%s x %d clients", what, n)
+	}
+	// Each client's bytes over the time they all took: parallel's rate
+	// in files a second, times a file's size.
+	rate := func(op func(c *client.Client, i int) error) (float64, error) {
+		res, err := parallel(n, n, 0, cfg.Master, op)
+		return res.Value * float64(cfg.Size) / 1e6, err
+	}
 	for _, repl := range cfg.Replications {
-		name := fmt.Sprintf("/.bench/stream-r%d", repl)
-		d, err := timeIt(func() error {
+		name := func(i int) string { return fmt.Sprintf("/.bench/stream-r%d/%d", repl, i) }
+		v, err := rate(func(c *client.Client, i int) error {
 			f, err := os.Open(src)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			w, err := c.Create(ctx, name, client.Replication(repl), client.BlockSize(cfg.BlockSize), client.CreateParents(), client.Overwrite())
+			w, err := c.Create(ctx, name(i), client.Replication(repl), client.BlockSize(cfg.BlockSize), client.CreateParents(), client.Overwrite())
 			if err != nil {
 				return err
 			}
@@ -271,12 +294,12 @@ func (r *Report) stream(ctx context.Context, c *client.Client, cfg Config) error
 		if err != nil {
 			return fmt.Errorf("put: %w", err)
 		}
-		r.add(Result{Name: fmt.Sprintf("put %s, replication %d", size(cfg.Size), repl), Value: mbps(cfg.Size, d), Unit: "MB/s"}, "disk: cp+fsync")
+		r.add(Result{Name: fmt.Sprintf("put %s, replication %d", what, repl), Value: v, Unit: "MB/s"}, "disk: cp+fsync")
 		// Datanodes write big replicas past the page cache (O_DIRECT), so
 		// the first read comes from the disk and the second from memory.
 		for _, read := range []string{"first read", "warm"} {
-			d, err = timeIt(func() error {
-				rd, err := c.Open(ctx, name)
+			v, err = rate(func(c *client.Client, i int) error {
+				rd, err := c.Open(ctx, name(i))
 				if err != nil {
 					return err
 				}
@@ -287,9 +310,9 @@ func (r *Report) stream(ctx context.Context, c *client.Client, cfg Config) error
 			if err != nil {
 				return fmt.Errorf("get: %w", err)
 			}
-			r.add(Result{Name: fmt.Sprintf("get %s, replication %d, %s", size(cfg.Size), repl, read), Value: mbps(cfg.Size, d), Unit: "MB/s"}, "network: loopback TCP")
+			r.add(Result{Name: fmt.Sprintf("get %s, replication %d, %s", what, repl, read), Value: v, Unit: "MB/s"}, "network: loopback TCP")
 		}
-		c.Remove(ctx, name, false)
+		c.Remove(ctx, fmt.Sprintf("/.bench/stream-r%d", repl), true)
 	}
 	return nil
 }

@@ -151,6 +151,33 @@ func TestRunSmall(t *testing.T) {
 	}
 }
 
+// TestRunStreamClients runs the stream mode with three clients: each
+// puts a file of its own, then gets its own (a get of a file its put did
+// not write fails the run), and the figures say how many there were.
+func TestRunStreamClients(t *testing.T) {
+	c, err := devcluster.Start(devcluster.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, err := Run(context.Background(), Config{Master: c.Addr(), Modes: []string{"stream"}, Size: 2 << 20,
+		Replications: []int{2}, StreamClients: 3, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := []string{"put 2MiB x 3 clients, replication 2", "get 2MiB x 3 clients, replication 2, first read",
+		"get 2MiB x 3 clients, replication 2, warm"}
+	if len(r.Results) != len(want) {
+		t.Fatalf("results %+v, want %q", r.Results, want)
+	}
+	for i, x := range r.Results {
+		if x.Name != want[i] || x.Unit != "MB/s" || x.Value <= 0 || x.Ratio <= 0 {
+			t.Fatalf("result %d: %+v, want %q in MB/s against its baseline", i, x, want[i])
+		}
+	}
+}
+
 func TestThisMachine(t *testing.T) {
 	m := ThisMachine()
 	if m.CPUs != runtime.NumCPU() || m.Go != runtime.Version() || m.OS != runtime.GOOS+"/"+runtime.GOARCH {

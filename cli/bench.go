@@ -21,7 +21,7 @@ func (e *env) benchCmd() *cobra.Command {
 	var blockSize sizeFlag
 	heap := sizeFlag(defaultMinHeap)
 	repls, modes := "1,3", "stream,small,meta"
-	cfg := bench.Config{Clients: 16, SmallFiles: 2000, MetaOps: 20000}
+	cfg := bench.Config{StreamClients: 1, Clients: 16, SmallFiles: 2000, MetaOps: 20000}
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure godfs against disk, network, round-trip, fsync and CRC32C baselines from the same run",
@@ -48,8 +48,8 @@ func (e *env) benchCmd() *cobra.Command {
 				}
 				cfg.Modes = append(cfg.Modes, strings.TrimSpace(m))
 			}
-			if size <= 0 || cfg.Clients < 1 || cfg.SmallFiles < 1 || cfg.MetaOps < 1 || cfg.Runs < 1 {
-				return usagef("--size, --clients, --small-files, --meta-ops and --runs must be positive")
+			if size <= 0 || cfg.StreamClients < 1 || cfg.Clients < 1 || cfg.SmallFiles < 1 || cfg.MetaOps < 1 || cfg.Runs < 1 {
+				return usagef("--size, --stream-clients, --clients, --small-files, --meta-ops and --runs must be positive")
 			}
 			tmp, err := os.MkdirTemp("", "godfs-bench-")
 			if err != nil {
@@ -68,7 +68,7 @@ func (e *env) benchCmd() *cobra.Command {
 				cfg.Master = c.Addr()
 			}
 			if !asJSON {
-				fmt.Fprintf(e.stdout, "godfs bench: master %s, %d clients, %d run(s), medians\n", cfg.Master, cfg.Clients, cfg.Runs)
+				fmt.Fprintf(e.stdout, "godfs bench: master %s, %d clients (stream: %d), %d run(s), medians\n", cfg.Master, cfg.Clients, cfg.StreamClients, cfg.Runs)
 				fmt.Fprintf(e.stdout, "machine: %s\n", bench.ThisMachine())
 			}
 			if cpuProfile != "" { // with --dev this profiles the servers too
@@ -100,6 +100,7 @@ func (e *env) benchCmd() *cobra.Command {
 	f.Var(&size, "size", "stream: bytes per file")
 	f.Var(&blockSize, "block-size", "stream: block size (default: the master's)")
 	f.StringVar(&repls, "replication", repls, "stream: comma-separated replications")
+	f.IntVar(&cfg.StreamClients, "stream-clients", cfg.StreamClients, "stream: concurrent clients, each putting and getting a file of --size")
 	f.IntVar(&cfg.Clients, "clients", cfg.Clients, "small, meta: concurrent clients")
 	f.IntVar(&cfg.SmallFiles, "small-files", cfg.SmallFiles, "small: 4 KiB files")
 	f.IntVar(&cfg.MetaOps, "meta-ops", cfg.MetaOps, "meta: files to create, stat, list and rename")
