@@ -36,6 +36,7 @@ type Config struct {
 	Clients       int    // small, meta: concurrent clients (default 16)
 	SmallFiles    int    // small: 4 KiB files to write, stat and read (default 2000)
 	MetaOps       int    // meta: files to create (and stat, list, rename) (default 20000)
+	ListEntries   int    // meta: entries of the directory listed, at least MetaOps (default 100,000)
 	TempDir       string // where local files go (the disk baseline is measured here)
 	Runs          int    // whole runs (baselines and modes); the report gives medians (default 1)
 }
@@ -186,6 +187,9 @@ func runOnce(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.MetaOps <= 0 {
 		cfg.MetaOps = 20000
+	}
+	if cfg.ListEntries <= 0 {
+		cfg.ListEntries = 100_000
 	}
 	modes := map[string]bool{}
 	for _, m := range cfg.Modes {
@@ -398,17 +402,26 @@ func (r *Report) meta(ctx context.Context, c *client.Client, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The listed directory holds the creates' files and, untimed, as many
+	// more as make ListEntries.
+	entries := max(cfg.ListEntries, cfg.MetaOps)
+	if more := entries - cfg.MetaOps; more > 0 {
+		fill := createComplete(func(i int) string { return name(cfg.MetaOps + i) })
+		if _, err := parallel(cfg.Clients, more, 0, cfg.Master, fill); err != nil {
+			return fmt.Errorf("fill the directory to list: %w", err)
+		}
+	}
 	d, err := timeIt(func() error {
 		ents, err := c.ReadDir(ctx, "/.bench/meta")
-		if err == nil && len(ents) != cfg.MetaOps {
-			err = fmt.Errorf("listing has %d entries, want %d", len(ents), cfg.MetaOps)
+		if err == nil && len(ents) != entries {
+			err = fmt.Errorf("listing has %d entries, want %d", len(ents), entries)
 		}
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("listing: %w", err)
 	}
-	r.add(Result{Name: fmt.Sprintf("list a %d-entry directory", cfg.MetaOps), Value: float64(cfg.MetaOps) / d.Seconds(), Unit: "ent/s"}, "")
+	r.add(Result{Name: fmt.Sprintf("list a %d-entry directory", entries), Value: float64(entries) / d.Seconds(), Unit: "ent/s"}, "")
 	if err := r.measure("rename", "fsync rate", cfg, cfg.MetaOps, func(c *client.Client, i int) error {
 		return c.Rename(ctx, name(i), name(i)+".renamed")
 	}); err != nil {

@@ -113,12 +113,15 @@ func TestRunSmall(t *testing.T) {
 	}
 	defer c.Close()
 	r, err := Run(context.Background(), Config{Master: c.Addr(), Size: 3 << 20, Replications: []int{1, 3},
-		Clients: 4, SmallFiles: 40, MetaOps: 100, TempDir: t.TempDir(), Runs: 2})
+		Clients: 4, SmallFiles: 40, MetaOps: 100, ListEntries: 150, TempDir: t.TempDir(), Runs: 2})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if r.Runs != 2 || len(r.Baselines) != 6 || len(r.Results) != 6+3+7 { // stream: a put and two gets per replication; meta: the fsync probe too
 		t.Fatalf("%d baselines and %d results: %+v", len(r.Baselines), len(r.Results), r)
+	}
+	if v := resultValue(r, "list a 150-entry directory"); v <= 0 {
+		t.Fatalf("no listing of the 100 files created and 50 more: %+v", r.Results)
 	}
 	for _, x := range r.Results {
 		if x.Name == "getFileInfo" && (x.Baseline != roundTripBaseline || x.Ratio <= 0) {

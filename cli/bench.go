@@ -21,7 +21,7 @@ func (e *env) benchCmd() *cobra.Command {
 	var blockSize sizeFlag
 	heap := sizeFlag(defaultMinHeap)
 	repls, modes := "1,3", "stream,small,meta"
-	cfg := bench.Config{StreamClients: 1, Clients: 16, SmallFiles: 2000, MetaOps: 20000}
+	cfg := bench.Config{StreamClients: 1, Clients: 16, SmallFiles: 2000, MetaOps: 20000, ListEntries: 100_000}
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure godfs against disk, network, round-trip, fsync and CRC32C baselines from the same run",
@@ -48,8 +48,8 @@ func (e *env) benchCmd() *cobra.Command {
 				}
 				cfg.Modes = append(cfg.Modes, strings.TrimSpace(m))
 			}
-			if size <= 0 || cfg.StreamClients < 1 || cfg.Clients < 1 || cfg.SmallFiles < 1 || cfg.MetaOps < 1 || cfg.Runs < 1 {
-				return usagef("--size, --stream-clients, --clients, --small-files, --meta-ops and --runs must be positive")
+			if size <= 0 || cfg.StreamClients < 1 || cfg.Clients < 1 || cfg.SmallFiles < 1 || cfg.MetaOps < 1 || cfg.ListEntries < 1 || cfg.Runs < 1 {
+				return usagef("--size, --stream-clients, --clients, --small-files, --meta-ops, --list-entries and --runs must be positive")
 			}
 			tmp, err := os.MkdirTemp("", "godfs-bench-")
 			if err != nil {
@@ -103,7 +103,8 @@ func (e *env) benchCmd() *cobra.Command {
 	f.IntVar(&cfg.StreamClients, "stream-clients", cfg.StreamClients, "stream: concurrent clients, each putting and getting a file of --size")
 	f.IntVar(&cfg.Clients, "clients", cfg.Clients, "small, meta: concurrent clients")
 	f.IntVar(&cfg.SmallFiles, "small-files", cfg.SmallFiles, "small: 4 KiB files")
-	f.IntVar(&cfg.MetaOps, "meta-ops", cfg.MetaOps, "meta: files to create, stat, list and rename")
+	f.IntVar(&cfg.MetaOps, "meta-ops", cfg.MetaOps, "meta: files to create, stat and rename")
+	f.IntVar(&cfg.ListEntries, "list-entries", cfg.ListEntries, "meta: entries of the directory listed (the creates' files, and more to make this many)")
 	f.IntVar(&cfg.Runs, "runs", 1, "whole runs; the report gives each figure's median")
 	f.Var(&heap, "min-heap", "with --dev: the in-process master's --min-heap")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run (pprof) to this file")
