@@ -332,11 +332,14 @@ func (r *Report) small(ctx context.Context, c *client.Client, cfg Config) error 
 		}
 	}
 	err := r.measure("4 KiB files written, replication 3", "file creates", cfg, cfg.SmallFiles, func(c *client.Client, i int) error {
-		w, err := c.Create(ctx, name(i))
+		w, err := c.Create(ctx, name(i), client.Replication(3))
 		if err != nil {
 			return err
 		}
-		w.Write(data)
+		if _, err := w.Write(data); err != nil {
+			w.Close()
+			return err
+		}
 		return w.Close()
 	})
 	if err == nil {
@@ -346,7 +349,9 @@ func (r *Report) small(ctx context.Context, c *client.Client, cfg Config) error 
 		})
 	}
 	if err == nil {
-		err = r.measure("4 KiB files read", "", cfg, cfg.SmallFiles, func(c *client.Client, i int) error {
+		// A read is two round trips at least: the block's locations from
+		// the master, then the replica from a datanode.
+		err = r.measure("4 KiB files read", roundTripBaseline, cfg, cfg.SmallFiles, func(c *client.Client, i int) error {
 			rd, err := c.Open(ctx, name(i))
 			if err != nil {
 				return err

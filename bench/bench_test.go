@@ -124,6 +124,13 @@ func TestRunSmall(t *testing.T) {
 		t.Fatalf("no listing of the 100 files created and 50 more: %+v", r.Results)
 	}
 	for _, x := range r.Results {
+		// Every figure is next to its baseline but the paced creates'
+		// (beside the fsync probe) and the listing's (no operation of
+		// the machine's lists).
+		unpaired := x.Name == "create+complete at half that rate" || x.Name == probeName || strings.HasPrefix(x.Name, "list a ")
+		if !unpaired && (x.Baseline == "" || x.Ratio <= 0) {
+			t.Fatalf("%q has no baseline: %+v", x.Name, x)
+		}
 		if x.Name == "getFileInfo" && (x.Baseline != roundTripBaseline || x.Ratio <= 0) {
 			t.Fatalf("getFileInfo is not compared with the round trips: %+v", x)
 		}
