@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -16,7 +17,7 @@ import (
 
 func (e *env) benchCmd() *cobra.Command {
 	var dev, asJSON bool
-	var cpuProfile string
+	var cpuProfile, memProfile string
 	size := sizeFlag(1 << 30)
 	var blockSize sizeFlag
 	heap := sizeFlag(defaultMinHeap)
@@ -57,6 +58,25 @@ func (e *env) benchCmd() *cobra.Command {
 			}
 			defer os.RemoveAll(tmp)
 			cfg.Master, cfg.TempDir, cfg.Size, cfg.BlockSize = e.master, tmp, int64(size), int64(blockSize)
+			if memProfile != "" { // before the cluster starts: its allocations count too
+				f, err := os.Create(memProfile)
+				if err != nil {
+					return err
+				}
+				// A sample every 4 KiB allocated, not every 512 KiB: the
+				// profile is for finding what allocates per operation.
+				defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+				runtime.MemProfileRate = 4096
+				defer func() {
+					err := pprof.Lookup("allocs").WriteTo(f, 0)
+					if cerr := f.Close(); err == nil {
+						err = cerr
+					}
+					if err != nil {
+						fmt.Fprintf(e.stderr, "godfs: --memprofile %s: %v\n", memProfile, err)
+					}
+				}()
+			}
 			if dev {
 				defer minHeap(int64(heap))() // the master's, which this process runs
 				c, err := devcluster.Start(devcluster.Config{Dir: tmp + "/cluster", Listen: "127.0.0.1:0",
@@ -108,5 +128,6 @@ func (e *env) benchCmd() *cobra.Command {
 	f.IntVar(&cfg.Runs, "runs", 1, "whole runs; the report gives each figure's median")
 	f.Var(&heap, "min-heap", "with --dev: the in-process master's --min-heap")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run (pprof) to this file")
+	f.StringVar(&memProfile, "memprofile", "", "write a profile of the run's allocations (pprof) to this file")
 	return cmd
 }
