@@ -37,12 +37,7 @@ func BenchmarkLocalCopy(b *testing.B) {
 }
 
 func startCluster(b *testing.B) (*client.Client, string) {
-	c, err := devcluster.Start(devcluster.Config{Dir: b.TempDir(), Listen: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
+	c := startDev(b)
 	cl := client.New(c.Addr())
 	b.Cleanup(func() { cl.Close() })
 	return cl, c.Addr()
@@ -103,15 +98,21 @@ func BenchmarkGet(b *testing.B) {
 	}
 }
 
-// TestRunSmall runs every mode of the benchmark driver on small sizes, so
-// `godfs bench` keeps working (it checks results exist, not speeds).
-func TestRunSmall(t *testing.T) {
+// startDev starts an in-process cluster of 3 datanodes for the test.
+func startDev(t testing.TB) *devcluster.Cluster {
 	c, err := devcluster.Start(devcluster.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestRunSmall runs every mode of the benchmark driver on small sizes, so
+// `godfs bench` keeps working (it checks results exist, not speeds).
+func TestRunSmall(t *testing.T) {
+	c := startDev(t)
 	r, err := Run(context.Background(), Config{Master: c.Addr(), Size: 3 << 20, Replications: []int{1, 3},
 		Clients: 4, SmallFiles: 40, MetaOps: 100, ListEntries: 150, TempDir: t.TempDir(), Runs: 2})
 	if err != nil {
@@ -165,12 +166,7 @@ func TestRunSmall(t *testing.T) {
 // puts a file of its own, then gets its own (a get of a file its put did
 // not write fails the run), and the figures say how many there were.
 func TestRunStreamClients(t *testing.T) {
-	c, err := devcluster.Start(devcluster.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := startDev(t)
 	r, err := Run(context.Background(), Config{Master: c.Addr(), Modes: []string{"stream"}, Size: 2 << 20,
 		Replications: []int{2}, StreamClients: 3, TempDir: t.TempDir()})
 	if err != nil {
