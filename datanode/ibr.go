@@ -7,7 +7,7 @@ import (
 )
 
 // ibrQueue holds what the master has not been told of yet: replicas
-// received, deleted and found corrupt, in the order they happened.
+// received, deleted and found corrupt, each kind in the order it happened.
 type ibrQueue struct {
 	mu                         sync.Mutex
 	received, deleted, corrupt []*pb.BlockProto
@@ -28,17 +28,17 @@ func (q *ibrQueue) add(received, deleted, corrupt *pb.BlockProto) {
 	}
 }
 
-// take removes up to max entries from the front of the queue, received
+// take removes up to n entries from the front of the queue, received
 // ones first: one call's worth. A volume that fails with millions of
 // replicas would otherwise make one report bigger than an RPC may be,
 // which the master refuses, and every report after it would wait behind
 // it for ever.
-func (q *ibrQueue) take(max int) (rcv, del, bad []*pb.BlockProto) {
+func (q *ibrQueue) take(n int) (rcv, del, bad []*pb.BlockProto) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	rcv, q.received = front(q.received, max)
-	del, q.deleted = front(q.deleted, max-len(rcv))
-	bad, q.corrupt = front(q.corrupt, max-len(rcv)-len(del))
+	rcv, q.received = front(q.received, n)
+	del, q.deleted = front(q.deleted, n-len(rcv))
+	bad, q.corrupt = front(q.corrupt, n-len(rcv)-len(del))
 	return rcv, del, bad
 }
 
