@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/godfs/godfs/master/namespace"
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/hrpc"
 	"github.com/godfs/godfs/protocol/pb"
@@ -274,13 +275,20 @@ func (m *Master) blockReceivedAndDeleted(ctx context.Context, req *pb.BlockRecei
 	return &pb.BlockReceivedAndDeletedResponseProto{}, nil
 }
 
+// blockFileLocked is the file block id belongs to, nil for a block of no
+// file. m.mu must be held.
+func (m *Master) blockFileLocked(id uint64) *namespace.Inode {
+	if bi := m.mu.blocks.blocks.Ptr(id); bi != nil {
+		return m.mu.tree.File(bi.fileID())
+	}
+	return nil
+}
+
 // blockRoomLocked is the room a replica of block id is scheduled with: its
 // file's block size (0 for a block of no file). m.mu must be held.
 func (m *Master) blockRoomLocked(id uint64) int64 {
-	if bi := m.mu.blocks.blocks.Ptr(id); bi != nil {
-		if f := m.mu.tree.File(bi.fileID()); f != nil {
-			return int64(f.BlockSize())
-		}
+	if f := m.blockFileLocked(id); f != nil {
+		return int64(f.BlockSize())
 	}
 	return 0
 }
@@ -299,11 +307,7 @@ func sortDatanodes(d []*pb.DatanodeInfoProto) {
 // be held.
 func (m *Master) reportedLocked(dn *datanode, id, gs, n uint64) (pos uint32, kept bool, room int64) {
 	pos, kept = m.mu.blocks.reported(dn, id, gs, n)
-	bi := m.mu.blocks.blocks.Ptr(id)
-	if bi == nil {
-		return pos, kept, 0
-	}
-	f := m.mu.tree.File(bi.fileID())
+	f := m.blockFileLocked(id)
 	if f == nil {
 		return pos, kept, 0
 	}

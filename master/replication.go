@@ -76,11 +76,7 @@ func (m *Master) scanBlocksLocked(fn func(h *blockHealth)) {
 // healthLocked is the health of block id, or nil when the monitor has
 // nothing to do with it (gone, or its file is still being written).
 func (m *Master) healthLocked(id uint64) *blockHealth {
-	bi := m.mu.blocks.blocks.Ptr(id)
-	if bi == nil {
-		return nil
-	}
-	n := m.fileLocked(bi.fileID())
+	n := m.blockFileLocked(id)
 	if n == nil || n.UnderConstruction() {
 		return nil
 	}
@@ -274,9 +270,6 @@ func (m *Master) decommissionProgressLocked() {
 		}
 	}
 }
-
-// fileLocked finds a file by id. m.mu must be held.
-func (m *Master) fileLocked(id uint64) *namespace.Inode { return m.mu.tree.File(id) }
 
 // balanceLocked moves replicas from datanodes holding more than the mean
 // (by more than the threshold) to those holding less. Usage is the bytes
