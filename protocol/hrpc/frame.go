@@ -21,6 +21,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/godfs/godfs/protocol/internal/protoenc"
 )
 
 const (
@@ -49,10 +51,8 @@ func writeFrame(w io.Writer, msgs ...proto.Message) error {
 	defer putFrameBuf(bp)
 	frame := append((*bp)[:0], 0, 0, 0, 0)
 	for _, m := range msgs {
-		frame = protowire.AppendVarint(frame, uint64(proto.Size(m)))
 		var err error
-		// Size just cached every message's size: marshalling reuses it.
-		if frame, err = cachedSize.MarshalAppend(frame, m); err != nil {
+		if frame, err = protoenc.AppendDelimited(frame, m); err != nil {
 			return fmt.Errorf("hrpc: marshal %T: %w", m, err)
 		}
 	}
@@ -62,10 +62,7 @@ func writeFrame(w io.Writer, msgs ...proto.Message) error {
 	return err
 }
 
-var (
-	cachedSize = proto.MarshalOptions{UseCachedSize: true}
-	framePool  = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-)
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // putFrameBuf returns a frame buffer to the pool unless a big frame (a
 // block report) grew it: those are rare and would pin their memory.
@@ -117,7 +114,7 @@ func unmarshalDelimited(buf []byte, m proto.Message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := proto.Unmarshal(b, m); err != nil {
+	if err := protoenc.Unmarshal(b, m); err != nil {
 		return nil, fmt.Errorf("hrpc: unmarshal %T: %w", m, err)
 	}
 	return rest, nil

@@ -17,10 +17,10 @@ import (
 	"io"
 	"net"
 
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/godfs/godfs/protocol"
+	"github.com/godfs/godfs/protocol/internal/protoenc"
 	"github.com/godfs/godfs/protocol/pb"
 )
 
@@ -92,15 +92,13 @@ func ChecksumType(tab *crc32.Table) pb.ChecksumTypeProto {
 
 // WriteOp sends an operation header and its request.
 func WriteOp(w io.Writer, op Op, m proto.Message) error {
-	b, err := proto.Marshal(m)
+	buf := make([]byte, 0, 3+binary.MaxVarintLen64+protoenc.Size(m))
+	buf = binary.BigEndian.AppendUint16(buf, protocol.DataTransferVersion)
+	buf = append(buf, byte(op))
+	buf, err := protoenc.AppendDelimited(buf, m)
 	if err != nil {
 		return fmt.Errorf("marshal %s: %w", op, err)
 	}
-	buf := make([]byte, 0, 3+binary.MaxVarintLen64+len(b))
-	buf = binary.BigEndian.AppendUint16(buf, protocol.DataTransferVersion)
-	buf = append(buf, byte(op))
-	buf = protowire.AppendVarint(buf, uint64(len(b)))
-	buf = append(buf, b...)
 	_, err = w.Write(buf)
 	return err
 }
@@ -129,8 +127,7 @@ func WriteDelimited(w io.Writer, m proto.Message) error {
 
 // AppendDelimited appends m, varint-length-prefixed, to dst.
 func AppendDelimited(dst []byte, m proto.Message) ([]byte, error) {
-	dst = protowire.AppendVarint(dst, uint64(proto.Size(m)))
-	return proto.MarshalOptions{}.MarshalAppend(dst, m)
+	return protoenc.AppendDelimited(dst, m)
 }
 
 // ReadDelimited reads a varint-length-prefixed message into m.
@@ -148,7 +145,7 @@ func ReadDelimited(r io.ByteReader, m proto.Message) error {
 			return io.ErrUnexpectedEOF
 		}
 	}
-	return proto.Unmarshal(buf, m)
+	return protoenc.Unmarshal(buf, m)
 }
 
 // Verifier checks a packet's data against its checksums piece by piece,
@@ -226,8 +223,8 @@ func AppendPacketHead(dst []byte, p *Packet) []byte {
 		SyncBlock:         proto.Bool(p.Sync),
 	}
 	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(p.Sums)+len(p.Data)))
-	dst = binary.BigEndian.AppendUint16(dst, uint16(proto.Size(h)))
-	dst, _ = proto.MarshalOptions{}.MarshalAppend(dst, h) // cannot fail: every field is set
+	dst = binary.BigEndian.AppendUint16(dst, uint16(protoenc.Size(h)))
+	dst, _ = protoenc.Append(dst, h) // cannot fail: every field is set
 	return append(dst, p.Sums...)
 }
 
@@ -304,7 +301,7 @@ func ReadPacketHead(r *bufio.Reader, buf []byte) (p *Packet, head []byte, dataLe
 		return nil, nil, 0, fmt.Errorf("read packet: %w", io.ErrUnexpectedEOF)
 	}
 	var h pb.PacketHeaderProto
-	if err := proto.Unmarshal(head[6:], &h); err != nil {
+	if err := protoenc.Unmarshal(head[6:], &h); err != nil {
 		return nil, nil, 0, fmt.Errorf("%w: header: %v", ErrPacket, err)
 	}
 	dataLen = int(h.GetDataLen())
