@@ -77,3 +77,69 @@ piece:
 
 	VZEROUPPER
 	RET
+
+// FOLD128 carries one 16-byte lane acc 64 bytes forward (the fold in X0)
+// and adds the chunk's 16 bytes at off(SI); tmp is scratch.
+#define FOLD128(acc, tmp, off) \
+	VPCLMULQDQ $0x11, X0, acc, tmp; \
+	VPCLMULQDQ $0x00, X0, acc, acc; \
+	VPXOR      off(SI), acc, acc; \
+	VPXOR      tmp, acc, acc
+
+// CARRY128 adds to sum the lane acc carried forward by the fold in k
+// (scratch tmp and acc).
+#define CARRY128(acc, k, tmp, sum) \
+	VPCLMULQDQ $0x11, k, acc, tmp; \
+	VPCLMULQDQ $0x00, k, acc, acc; \
+	VPXOR      tmp, sum, sum; \
+	VPXOR      acc, sum, sum
+
+// func chunkSums1(dst, p *byte, chunks int, k *[24]uint64)
+//
+// chunkSums4's fold with 128-bit registers (AVX and PCLMULQDQ), a chunk at
+// a time: its four lanes are four XMM registers.
+TEXT ·chunkSums1(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ p+8(FP), SI
+	MOVQ chunks+16(FP), CX
+	MOVQ k+24(FP), AX
+	VMOVDQU 0(AX), X0   // the 512-bit fold
+	VMOVDQU 64(AX), X1  // lane 0's fold onto lane 3 (384 bits)
+	VMOVDQU 80(AX), X2  // lane 1's (256)
+	VMOVDQU 96(AX), X3  // lane 2's (128)
+	VMOVDQU 128(AX), X4 // the CRC's starting 0xFFFFFFFF
+
+chunk:
+	VPXOR   0(SI), X4, X5
+	VMOVDQU 16(SI), X6
+	VMOVDQU 32(SI), X7
+	VMOVDQU 48(SI), X8
+	ADDQ    $64, SI
+	MOVQ    $7, DX
+
+step:
+	FOLD128(X5, X9, 0)
+	FOLD128(X6, X10, 16)
+	FOLD128(X7, X11, 32)
+	FOLD128(X8, X12, 48)
+	ADDQ $64, SI
+	DECQ DX
+	JNZ  step
+
+	// Lanes 0-2 onto lane 3, then the 16 bytes reduced as in FINISH.
+	CARRY128(X5, X1, X9, X8)
+	CARRY128(X6, X2, X10, X8)
+	CARRY128(X7, X3, X11, X8)
+	VMOVQ   X8, R9
+	VPEXTRQ $1, X8, R10
+	XORL    R11, R11
+	CRC32Q  R9, R11
+	CRC32Q  R10, R11
+	NOTL    R11
+	BSWAPL  R11
+	MOVL    R11, 0(DI)
+
+	ADDQ $4, DI
+	DECQ CX
+	JNZ  chunk
+	RET

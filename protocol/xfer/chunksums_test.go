@@ -25,13 +25,12 @@ func slowSumsInto(dst, data []byte) []byte {
 	return dst
 }
 
-// ChunkSums (with its fast path where the machine has one) agrees with the
-// standard library for every length around the edges of its groups of
-// four chunks, at every alignment, for random, zero and all-ones data.
-func TestChunkSumsMatchStandardLibrary(t *testing.T) {
-	if _, rest := appendGroupSums(nil, make([]byte, groupSize())); len(rest) != 0 {
-		t.Log("no fast path on this machine: checking the plain one")
-	}
+// ChunkSums, with each fold the machine can run, agrees with the standard
+// library for every length around the edges of its chunks and groups of
+// four, at every alignment, for random, zero and all-ones data.
+func TestChunkSumsMatchStandardLibrary(t *testing.T) { eachFold(t, chunkSumsMatchStandardLibrary) }
+
+func chunkSumsMatchStandardLibrary(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	buf := make([]byte, 70<<10)
 	lengths := []int{0, 1, 4, 511, 512, 513, 2047, 2048, 2049, 4095, 4096, 6144 + 7, 64 << 10, 64<<10 + 100}
@@ -62,12 +61,11 @@ func TestChunkSumsMatchStandardLibrary(t *testing.T) {
 	}
 }
 
-// groupSize is a length the fast path covers whole.
-func groupSize() int { return 4 * protocol.BytesPerChecksum }
-
 // VerifyChunks names the chunk a flipped bit is in, wherever it is among
-// the groups the fast path checks, and accepts the data unflipped.
-func TestVerifyNamesTheBadChunk(t *testing.T) {
+// the chunks a fold checks, and accepts the data unflipped.
+func TestVerifyNamesTheBadChunk(t *testing.T) { eachFold(t, verifyNamesTheBadChunk) }
+
+func verifyNamesTheBadChunk(t *testing.T) {
 	data := make([]byte, 300*protocol.BytesPerChecksum+77)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := range data {
