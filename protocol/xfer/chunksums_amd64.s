@@ -10,8 +10,8 @@
 	VPCLMULQDQ $0x00, Z0, acc, acc; \
 	VPTERNLOGQ $0x96, data, tmp, acc
 
-// FINISH folds acc's lanes 0-2 onto lane 3, reduces those 16 bytes with two
-// CRC32 instructions and stores the chunk's CRC32C big-endian at off(DI).
+// FINISH folds acc's lanes 0-2 onto lane 3 and reduces those 16 bytes
+// (REDUCE).
 #define FINISH(acc, off) \
 	VPCLMULQDQ    $0x00, Z1, acc, Z3; \
 	VPCLMULQDQ    $0x11, Z1, acc, Z4; \
@@ -22,14 +22,19 @@
 	VEXTRACTI128  $1, Y3, X4; \
 	VPXOR         X4, X3, X3; \
 	VPXOR         X5, X3, X3; \
-	VMOVQ         X3, R9; \
-	VPEXTRQ       $1, X3, R10; \
-	XORL          R11, R11; \
-	CRC32Q        R9, R11; \
-	CRC32Q        R10, R11; \
-	NOTL          R11; \
-	BSWAPL        R11; \
-	MOVL          R11, off(DI)
+	REDUCE(X3, off)
+
+// REDUCE reduces the 16 bytes a chunk was folded to, in x, with two CRC32
+// instructions and stores the chunk's CRC32C big-endian at off(DI).
+#define REDUCE(x, off) \
+	VMOVQ   x, R9; \
+	VPEXTRQ $1, x, R10; \
+	XORL    R11, R11; \
+	CRC32Q  R9, R11; \
+	CRC32Q  R10, R11; \
+	NOTL    R11; \
+	BSWAPL  R11; \
+	MOVL    R11, off(DI)
 
 // func chunkSums4(dst, p *byte, groups int, k *[24]uint64)
 TEXT ·chunkSums4(SB), NOSPLIT, $0-32
@@ -126,18 +131,11 @@ step:
 	DECQ DX
 	JNZ  step
 
-	// Lanes 0-2 onto lane 3, then the 16 bytes reduced as in FINISH.
+	// Lanes 0-2 onto lane 3, then the 16 bytes reduced.
 	CARRY128(X5, X1, X9, X8)
 	CARRY128(X6, X2, X10, X8)
 	CARRY128(X7, X3, X11, X8)
-	VMOVQ   X8, R9
-	VPEXTRQ $1, X8, R10
-	XORL    R11, R11
-	CRC32Q  R9, R11
-	CRC32Q  R10, R11
-	NOTL    R11
-	BSWAPL  R11
-	MOVL    R11, 0(DI)
+	REDUCE(X8, 0)
 
 	ADDQ $4, DI
 	DECQ CX
