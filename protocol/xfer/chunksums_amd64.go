@@ -95,10 +95,10 @@ func chunkSums1(dst, p *byte, chunks int, k *[24]uint64)
 // machine's fold covers (whole groups of four with AVX-512, every whole
 // chunk with AVX) to dst and returns the data it did not cover.
 func appendGroupSums(dst, data []byte) ([]byte, []byte) {
-	chunks, kernel := 0, chunkSums1
+	chunks := 0
 	switch {
 	case hasGroupSums:
-		chunks, kernel = len(data)/groupBytes*4, func(dst, p *byte, chunks int, k *[24]uint64) { chunkSums4(dst, p, chunks/4, k) }
+		chunks = len(data) / groupBytes * 4
 	case hasChunkSums:
 		chunks = len(data) / protocol.BytesPerChecksum
 	}
@@ -107,6 +107,10 @@ func appendGroupSums(dst, data []byte) ([]byte, []byte) {
 	}
 	n := len(dst)
 	dst = slices.Grow(dst, chunks*protocol.ChecksumSize)[:n+chunks*protocol.ChecksumSize]
-	kernel(&dst[n], &data[0], chunks, &foldConsts)
+	if hasGroupSums {
+		chunkSums4(&dst[n], &data[0], chunks/4, &foldConsts)
+	} else {
+		chunkSums1(&dst[n], &data[0], chunks, &foldConsts)
+	}
 	return dst, data[chunks*protocol.BytesPerChecksum:]
 }

@@ -197,9 +197,12 @@ func shortTags(m protoreflect.Message) {
 	var out []byte
 	for u := m.GetUnknown(); len(u) > 0; {
 		num, typ, n := protowire.ConsumeTag(u)
-		l := protowire.ConsumeFieldValue(num, typ, u[n:])
-		if n < 0 || l < 0 {
+		if n < 0 {
 			return // left as it is: the library would not have taken it
+		}
+		l := protowire.ConsumeFieldValue(num, typ, u[n:])
+		if l < 0 {
+			return
 		}
 		out = append(protowire.AppendTag(out, num, typ), u[n:n+l]...)
 		u = u[n+l:]
