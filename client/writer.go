@@ -279,7 +279,7 @@ func (w *FileWriter) finishBlock() error {
 	if err := w.recovering(func() error { return w.bw.Finish() }); err != nil {
 		return err
 	}
-	b := proto.Clone(w.block).(*pb.ExtendedBlockProto)
+	b := w.block.CloneVT()
 	b.NumBytes = proto.Uint64(uint64(w.inBlock))
 	w.previous = b
 	w.bw = nil
@@ -419,7 +419,7 @@ func (w *FileWriter) recoverPipeline(cause error) error {
 			continue
 		}
 		old := w.block
-		nb := proto.Clone(old).(*pb.ExtendedBlockProto)
+		nb := old.CloneVT()
 		nb.GenerationStamp = proto.Uint64(newGS)
 		ids := make([]*pb.DatanodeIDProto, len(survivors))
 		for i, s := range survivors {

@@ -147,7 +147,7 @@ func firstBadLink(err error, addr string) string {
 // connectDownstream opens the pipeline to the next datanode with the rest
 // of the targets; the reader is xfer's pooled one.
 func (d *DataNode) connectDownstream(addr string, req *pb.OpWriteBlockProto) (net.Conn, *bufio.Reader, error) {
-	fwd := proto.Clone(req).(*pb.OpWriteBlockProto)
+	fwd := req.CloneVT()
 	fwd.Targets = req.GetTargets()[1:]
 	if len(fwd.TargetStorageTypes) > 0 {
 		fwd.TargetStorageTypes = fwd.TargetStorageTypes[1:]

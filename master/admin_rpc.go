@@ -90,7 +90,7 @@ func (m *Master) clusterReport(ctx context.Context, req *pb.ClusterReportRequest
 	resp := &pb.ClusterReportResponseProto{}
 	m.locked(func() error {
 		for _, dn := range m.mu.blocks.nodes {
-			info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
+			info := dn.info.CloneVT()
 			info.LastUpdate = proto.Uint64(uint64(dn.lastHeartbeat.UnixMilli()))
 			info.NumBlocks = proto.Uint32(uint32(dn.blocks.Len()))
 			info.AdminState = dn.admin.proto().Enum()

@@ -709,7 +709,7 @@ func (m *Master) getDatanodeReport(ctx context.Context, req *pb.GetDatanodeRepor
 			default:
 				continue
 			}
-			info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
+			info := dn.info.CloneVT()
 			info.LastUpdate = proto.Uint64(uint64(dn.lastHeartbeat.UnixMilli()))
 			info.NumBlocks = proto.Uint32(uint32(dn.blocks.Len()))
 			info.AdminState = dn.admin.proto().Enum()

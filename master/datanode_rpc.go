@@ -35,7 +35,7 @@ func (m *Master) forgetDatanodeLocked(dn *datanode) {
 }
 
 func (m *Master) registerDatanode(ctx context.Context, req *pb.RegisterDatanodeRequestProto) (*pb.RegisterDatanodeResponseProto, error) {
-	info := proto.Clone(req.GetInfo()).(*pb.DatanodeInfoProto)
+	info := req.GetInfo().CloneVT()
 	id := info.GetId()
 	if id == nil || id.GetDatanodeUuid() == "" || id.GetXferPort() == 0 {
 		return nil, fmt.Errorf("%w: registration without uuid or data port", protocol.ErrInvalidArgument)
@@ -81,7 +81,7 @@ func (m *Master) sendHeartbeat(ctx context.Context, req *pb.HeartbeatRequestProt
 		dn.lastHeartbeat = m.cfg.Now()
 		// dn.info is shared with responses being sent outside the lock:
 		// replace it, never change it in place.
-		info := proto.Clone(dn.info).(*pb.DatanodeInfoProto)
+		info := dn.info.CloneVT()
 		info.Capacity = proto.Uint64(req.GetCapacity())
 		info.DfsUsed = proto.Uint64(req.GetDfsUsed())
 		info.Remaining = proto.Uint64(req.GetRemaining())

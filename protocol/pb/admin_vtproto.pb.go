@@ -8,6 +8,7 @@ import (
 	binary "encoding/binary"
 	fmt "fmt"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
+	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	io "io"
 	math "math"
@@ -19,6 +20,357 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *FsckRequestProto) CloneVT() *FsckRequestProto {
+	if m == nil {
+		return (*FsckRequestProto)(nil)
+	}
+	r := new(FsckRequestProto)
+	if rhs := m.Path; rhs != nil {
+		tmpVal := *rhs
+		r.Path = &tmpVal
+	}
+	if rhs := m.MaxProblems; rhs != nil {
+		tmpVal := *rhs
+		r.MaxProblems = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *FsckRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *FsckProblemProto) CloneVT() *FsckProblemProto {
+	if m == nil {
+		return (*FsckProblemProto)(nil)
+	}
+	r := new(FsckProblemProto)
+	if rhs := m.Path; rhs != nil {
+		tmpVal := *rhs
+		r.Path = &tmpVal
+	}
+	if rhs := m.BlockId; rhs != nil {
+		tmpVal := *rhs
+		r.BlockId = &tmpVal
+	}
+	if rhs := m.Live; rhs != nil {
+		tmpVal := *rhs
+		r.Live = &tmpVal
+	}
+	if rhs := m.Expected; rhs != nil {
+		tmpVal := *rhs
+		r.Expected = &tmpVal
+	}
+	if rhs := m.Kind; rhs != nil {
+		tmpVal := *rhs
+		r.Kind = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *FsckProblemProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *FsckResponseProto) CloneVT() *FsckResponseProto {
+	if m == nil {
+		return (*FsckResponseProto)(nil)
+	}
+	r := new(FsckResponseProto)
+	if rhs := m.Files; rhs != nil {
+		tmpVal := *rhs
+		r.Files = &tmpVal
+	}
+	if rhs := m.Directories; rhs != nil {
+		tmpVal := *rhs
+		r.Directories = &tmpVal
+	}
+	if rhs := m.Blocks; rhs != nil {
+		tmpVal := *rhs
+		r.Blocks = &tmpVal
+	}
+	if rhs := m.Bytes; rhs != nil {
+		tmpVal := *rhs
+		r.Bytes = &tmpVal
+	}
+	if rhs := m.Missing; rhs != nil {
+		tmpVal := *rhs
+		r.Missing = &tmpVal
+	}
+	if rhs := m.UnderReplicated; rhs != nil {
+		tmpVal := *rhs
+		r.UnderReplicated = &tmpVal
+	}
+	if rhs := m.OverReplicated; rhs != nil {
+		tmpVal := *rhs
+		r.OverReplicated = &tmpVal
+	}
+	if rhs := m.FilesUnderConstruction; rhs != nil {
+		tmpVal := *rhs
+		r.FilesUnderConstruction = &tmpVal
+	}
+	if rhs := m.Problems; rhs != nil {
+		tmpContainer := make([]*FsckProblemProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Problems = tmpContainer
+	}
+	if rhs := m.Truncated; rhs != nil {
+		tmpVal := *rhs
+		r.Truncated = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *FsckResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DatanodeStatusProto) CloneVT() *DatanodeStatusProto {
+	if m == nil {
+		return (*DatanodeStatusProto)(nil)
+	}
+	r := new(DatanodeStatusProto)
+	r.Info = m.Info.CloneVT()
+	if rhs := m.State; rhs != nil {
+		tmpVal := *rhs
+		r.State = &tmpVal
+	}
+	if rhs := m.Transfers; rhs != nil {
+		tmpVal := *rhs
+		r.Transfers = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DatanodeStatusProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ClusterReportRequestProto) CloneVT() *ClusterReportRequestProto {
+	if m == nil {
+		return (*ClusterReportRequestProto)(nil)
+	}
+	r := new(ClusterReportRequestProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ClusterReportRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ClusterReportResponseProto) CloneVT() *ClusterReportResponseProto {
+	if m == nil {
+		return (*ClusterReportResponseProto)(nil)
+	}
+	r := new(ClusterReportResponseProto)
+	if rhs := m.Datanodes; rhs != nil {
+		tmpContainer := make([]*DatanodeStatusProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Datanodes = tmpContainer
+	}
+	if rhs := m.SafeMode; rhs != nil {
+		tmpVal := *rhs
+		r.SafeMode = &tmpVal
+	}
+	if rhs := m.SafeModeStatus; rhs != nil {
+		tmpVal := *rhs
+		r.SafeModeStatus = &tmpVal
+	}
+	if rhs := m.Blocks; rhs != nil {
+		tmpVal := *rhs
+		r.Blocks = &tmpVal
+	}
+	if rhs := m.UnderReplicated; rhs != nil {
+		tmpVal := *rhs
+		r.UnderReplicated = &tmpVal
+	}
+	if rhs := m.PendingReplications; rhs != nil {
+		tmpVal := *rhs
+		r.PendingReplications = &tmpVal
+	}
+	if rhs := m.PendingDeletions; rhs != nil {
+		tmpVal := *rhs
+		r.PendingDeletions = &tmpVal
+	}
+	if rhs := m.BalanceThreshold; rhs != nil {
+		tmpVal := *rhs
+		r.BalanceThreshold = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ClusterReportResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DecommissionRequestProto) CloneVT() *DecommissionRequestProto {
+	if m == nil {
+		return (*DecommissionRequestProto)(nil)
+	}
+	r := new(DecommissionRequestProto)
+	if rhs := m.Node; rhs != nil {
+		tmpVal := *rhs
+		r.Node = &tmpVal
+	}
+	if rhs := m.Cancel; rhs != nil {
+		tmpVal := *rhs
+		r.Cancel = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DecommissionRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DecommissionResponseProto) CloneVT() *DecommissionResponseProto {
+	if m == nil {
+		return (*DecommissionResponseProto)(nil)
+	}
+	r := new(DecommissionResponseProto)
+	if rhs := m.State; rhs != nil {
+		tmpVal := *rhs
+		r.State = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DecommissionResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BalanceRequestProto) CloneVT() *BalanceRequestProto {
+	if m == nil {
+		return (*BalanceRequestProto)(nil)
+	}
+	r := new(BalanceRequestProto)
+	if rhs := m.Threshold; rhs != nil {
+		tmpVal := *rhs
+		r.Threshold = &tmpVal
+	}
+	if rhs := m.Stop; rhs != nil {
+		tmpVal := *rhs
+		r.Stop = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BalanceRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BalanceResponseProto) CloneVT() *BalanceResponseProto {
+	if m == nil {
+		return (*BalanceResponseProto)(nil)
+	}
+	r := new(BalanceResponseProto)
+	if rhs := m.Balanced; rhs != nil {
+		tmpVal := *rhs
+		r.Balanced = &tmpVal
+	}
+	if rhs := m.MaxDeviation; rhs != nil {
+		tmpVal := *rhs
+		r.MaxDeviation = &tmpVal
+	}
+	if rhs := m.Moving; rhs != nil {
+		tmpVal := *rhs
+		r.Moving = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BalanceResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AbandonFileRequestProto) CloneVT() *AbandonFileRequestProto {
+	if m == nil {
+		return (*AbandonFileRequestProto)(nil)
+	}
+	r := new(AbandonFileRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.FileId; rhs != nil {
+		tmpVal := *rhs
+		r.FileId = &tmpVal
+	}
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AbandonFileRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AbandonFileResponseProto) CloneVT() *AbandonFileResponseProto {
+	if m == nil {
+		return (*AbandonFileResponseProto)(nil)
+	}
+	r := new(AbandonFileResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AbandonFileResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *FsckRequestProto) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {

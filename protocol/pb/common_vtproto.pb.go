@@ -7,6 +7,7 @@ package pb
 import (
 	fmt "fmt"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
+	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	io "io"
 )
@@ -17,6 +18,199 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *RpcRequestHeaderProto) CloneVT() *RpcRequestHeaderProto {
+	if m == nil {
+		return (*RpcRequestHeaderProto)(nil)
+	}
+	r := new(RpcRequestHeaderProto)
+	if rhs := m.RpcKind; rhs != nil {
+		tmpVal := *rhs
+		r.RpcKind = &tmpVal
+	}
+	if rhs := m.RpcOp; rhs != nil {
+		tmpVal := *rhs
+		r.RpcOp = &tmpVal
+	}
+	if rhs := m.CallId; rhs != nil {
+		tmpVal := *rhs
+		r.CallId = &tmpVal
+	}
+	if rhs := m.ClientId; rhs != nil {
+		tmpBytes := make([]byte, len(rhs))
+		copy(tmpBytes, rhs)
+		r.ClientId = tmpBytes
+	}
+	if rhs := m.RetryCount; rhs != nil {
+		tmpVal := *rhs
+		r.RetryCount = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RpcRequestHeaderProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RpcResponseHeaderProto) CloneVT() *RpcResponseHeaderProto {
+	if m == nil {
+		return (*RpcResponseHeaderProto)(nil)
+	}
+	r := new(RpcResponseHeaderProto)
+	if rhs := m.CallId; rhs != nil {
+		tmpVal := *rhs
+		r.CallId = &tmpVal
+	}
+	if rhs := m.Status; rhs != nil {
+		tmpVal := *rhs
+		r.Status = &tmpVal
+	}
+	if rhs := m.ServerIpcVersionNum; rhs != nil {
+		tmpVal := *rhs
+		r.ServerIpcVersionNum = &tmpVal
+	}
+	if rhs := m.ExceptionClassName; rhs != nil {
+		tmpVal := *rhs
+		r.ExceptionClassName = &tmpVal
+	}
+	if rhs := m.ErrorMsg; rhs != nil {
+		tmpVal := *rhs
+		r.ErrorMsg = &tmpVal
+	}
+	if rhs := m.ErrorDetail; rhs != nil {
+		tmpVal := *rhs
+		r.ErrorDetail = &tmpVal
+	}
+	if rhs := m.ClientId; rhs != nil {
+		tmpBytes := make([]byte, len(rhs))
+		copy(tmpBytes, rhs)
+		r.ClientId = tmpBytes
+	}
+	if rhs := m.RetryCount; rhs != nil {
+		tmpVal := *rhs
+		r.RetryCount = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RpcResponseHeaderProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UserInformationProto) CloneVT() *UserInformationProto {
+	if m == nil {
+		return (*UserInformationProto)(nil)
+	}
+	r := new(UserInformationProto)
+	if rhs := m.EffectiveUser; rhs != nil {
+		tmpVal := *rhs
+		r.EffectiveUser = &tmpVal
+	}
+	if rhs := m.RealUser; rhs != nil {
+		tmpVal := *rhs
+		r.RealUser = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UserInformationProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *IpcConnectionContextProto) CloneVT() *IpcConnectionContextProto {
+	if m == nil {
+		return (*IpcConnectionContextProto)(nil)
+	}
+	r := new(IpcConnectionContextProto)
+	r.UserInfo = m.UserInfo.CloneVT()
+	if rhs := m.Protocol; rhs != nil {
+		tmpVal := *rhs
+		r.Protocol = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *IpcConnectionContextProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RequestHeaderProto) CloneVT() *RequestHeaderProto {
+	if m == nil {
+		return (*RequestHeaderProto)(nil)
+	}
+	r := new(RequestHeaderProto)
+	if rhs := m.MethodName; rhs != nil {
+		tmpVal := *rhs
+		r.MethodName = &tmpVal
+	}
+	if rhs := m.DeclaringClassProtocolName; rhs != nil {
+		tmpVal := *rhs
+		r.DeclaringClassProtocolName = &tmpVal
+	}
+	if rhs := m.ClientProtocolVersion; rhs != nil {
+		tmpVal := *rhs
+		r.ClientProtocolVersion = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RequestHeaderProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *TokenProto) CloneVT() *TokenProto {
+	if m == nil {
+		return (*TokenProto)(nil)
+	}
+	r := new(TokenProto)
+	if rhs := m.Identifier; rhs != nil {
+		tmpBytes := make([]byte, len(rhs))
+		copy(tmpBytes, rhs)
+		r.Identifier = tmpBytes
+	}
+	if rhs := m.Password; rhs != nil {
+		tmpBytes := make([]byte, len(rhs))
+		copy(tmpBytes, rhs)
+		r.Password = tmpBytes
+	}
+	if rhs := m.Kind; rhs != nil {
+		tmpVal := *rhs
+		r.Kind = &tmpVal
+	}
+	if rhs := m.Service; rhs != nil {
+		tmpVal := *rhs
+		r.Service = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *TokenProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *RpcRequestHeaderProto) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {

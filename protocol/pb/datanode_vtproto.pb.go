@@ -7,6 +7,7 @@ package pb
 import (
 	fmt "fmt"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
+	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	io "io"
 )
@@ -17,6 +18,298 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *RegisterDatanodeRequestProto) CloneVT() *RegisterDatanodeRequestProto {
+	if m == nil {
+		return (*RegisterDatanodeRequestProto)(nil)
+	}
+	r := new(RegisterDatanodeRequestProto)
+	r.Info = m.Info.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RegisterDatanodeRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RegisterDatanodeResponseProto) CloneVT() *RegisterDatanodeResponseProto {
+	if m == nil {
+		return (*RegisterDatanodeResponseProto)(nil)
+	}
+	r := new(RegisterDatanodeResponseProto)
+	if rhs := m.BlockPoolId; rhs != nil {
+		tmpVal := *rhs
+		r.BlockPoolId = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RegisterDatanodeResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *HeartbeatRequestProto) CloneVT() *HeartbeatRequestProto {
+	if m == nil {
+		return (*HeartbeatRequestProto)(nil)
+	}
+	r := new(HeartbeatRequestProto)
+	if rhs := m.DatanodeUuid; rhs != nil {
+		tmpVal := *rhs
+		r.DatanodeUuid = &tmpVal
+	}
+	if rhs := m.Capacity; rhs != nil {
+		tmpVal := *rhs
+		r.Capacity = &tmpVal
+	}
+	if rhs := m.DfsUsed; rhs != nil {
+		tmpVal := *rhs
+		r.DfsUsed = &tmpVal
+	}
+	if rhs := m.Remaining; rhs != nil {
+		tmpVal := *rhs
+		r.Remaining = &tmpVal
+	}
+	if rhs := m.NumBlocks; rhs != nil {
+		tmpVal := *rhs
+		r.NumBlocks = &tmpVal
+	}
+	if rhs := m.XceiverCount; rhs != nil {
+		tmpVal := *rhs
+		r.XceiverCount = &tmpVal
+	}
+	if rhs := m.WantReportLease; rhs != nil {
+		tmpVal := *rhs
+		r.WantReportLease = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *HeartbeatRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *HeartbeatResponseProto) CloneVT() *HeartbeatResponseProto {
+	if m == nil {
+		return (*HeartbeatResponseProto)(nil)
+	}
+	r := new(HeartbeatResponseProto)
+	if rhs := m.Reregister; rhs != nil {
+		tmpVal := *rhs
+		r.Reregister = &tmpVal
+	}
+	if rhs := m.Invalidate; rhs != nil {
+		tmpContainer := make([]*BlockProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Invalidate = tmpContainer
+	}
+	if rhs := m.Transfers; rhs != nil {
+		tmpContainer := make([]*BlockTransferCommandProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Transfers = tmpContainer
+	}
+	if rhs := m.Recover; rhs != nil {
+		tmpContainer := make([]*BlockRecoveryCommandProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Recover = tmpContainer
+	}
+	if rhs := m.ReportLease; rhs != nil {
+		tmpVal := *rhs
+		r.ReportLease = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *HeartbeatResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BlockRecoveryCommandProto) CloneVT() *BlockRecoveryCommandProto {
+	if m == nil {
+		return (*BlockRecoveryCommandProto)(nil)
+	}
+	r := new(BlockRecoveryCommandProto)
+	r.Block = m.Block.CloneVT()
+	if rhs := m.NewGenStamp; rhs != nil {
+		tmpVal := *rhs
+		r.NewGenStamp = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BlockRecoveryCommandProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BlockTransferCommandProto) CloneVT() *BlockTransferCommandProto {
+	if m == nil {
+		return (*BlockTransferCommandProto)(nil)
+	}
+	r := new(BlockTransferCommandProto)
+	r.Block = m.Block.CloneVT()
+	if rhs := m.Targets; rhs != nil {
+		tmpContainer := make([]*DatanodeInfoProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Targets = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BlockTransferCommandProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BlockReportRequestProto) CloneVT() *BlockReportRequestProto {
+	if m == nil {
+		return (*BlockReportRequestProto)(nil)
+	}
+	r := new(BlockReportRequestProto)
+	if rhs := m.DatanodeUuid; rhs != nil {
+		tmpVal := *rhs
+		r.DatanodeUuid = &tmpVal
+	}
+	if rhs := m.Blocks; rhs != nil {
+		tmpContainer := make([]*BlockProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Blocks = tmpContainer
+	}
+	if rhs := m.ReportId; rhs != nil {
+		tmpVal := *rhs
+		r.ReportId = &tmpVal
+	}
+	if rhs := m.Part; rhs != nil {
+		tmpVal := *rhs
+		r.Part = &tmpVal
+	}
+	if rhs := m.More; rhs != nil {
+		tmpVal := *rhs
+		r.More = &tmpVal
+	}
+	if rhs := m.Replicas; rhs != nil {
+		tmpContainer := make([]uint64, len(rhs))
+		copy(tmpContainer, rhs)
+		r.Replicas = tmpContainer
+	}
+	if rhs := m.Lease; rhs != nil {
+		tmpVal := *rhs
+		r.Lease = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BlockReportRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BlockReportResponseProto) CloneVT() *BlockReportResponseProto {
+	if m == nil {
+		return (*BlockReportResponseProto)(nil)
+	}
+	r := new(BlockReportResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BlockReportResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BlockReceivedAndDeletedRequestProto) CloneVT() *BlockReceivedAndDeletedRequestProto {
+	if m == nil {
+		return (*BlockReceivedAndDeletedRequestProto)(nil)
+	}
+	r := new(BlockReceivedAndDeletedRequestProto)
+	if rhs := m.DatanodeUuid; rhs != nil {
+		tmpVal := *rhs
+		r.DatanodeUuid = &tmpVal
+	}
+	if rhs := m.Received; rhs != nil {
+		tmpContainer := make([]*BlockProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Received = tmpContainer
+	}
+	if rhs := m.Deleted; rhs != nil {
+		tmpContainer := make([]*BlockProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Deleted = tmpContainer
+	}
+	if rhs := m.Corrupt; rhs != nil {
+		tmpContainer := make([]*BlockProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Corrupt = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BlockReceivedAndDeletedRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BlockReceivedAndDeletedResponseProto) CloneVT() *BlockReceivedAndDeletedResponseProto {
+	if m == nil {
+		return (*BlockReceivedAndDeletedResponseProto)(nil)
+	}
+	r := new(BlockReceivedAndDeletedResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BlockReceivedAndDeletedResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *RegisterDatanodeRequestProto) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {

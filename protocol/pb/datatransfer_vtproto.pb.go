@@ -8,6 +8,7 @@ import (
 	binary "encoding/binary"
 	fmt "fmt"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
+	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	io "io"
 )
@@ -18,6 +19,450 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *BaseHeaderProto) CloneVT() *BaseHeaderProto {
+	if m == nil {
+		return (*BaseHeaderProto)(nil)
+	}
+	r := new(BaseHeaderProto)
+	r.Block = m.Block.CloneVT()
+	r.Token = m.Token.CloneVT()
+	r.TraceInfo = m.TraceInfo.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BaseHeaderProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DataTransferTraceInfoProto) CloneVT() *DataTransferTraceInfoProto {
+	if m == nil {
+		return (*DataTransferTraceInfoProto)(nil)
+	}
+	r := new(DataTransferTraceInfoProto)
+	if rhs := m.TraceId; rhs != nil {
+		tmpVal := *rhs
+		r.TraceId = &tmpVal
+	}
+	if rhs := m.ParentId; rhs != nil {
+		tmpVal := *rhs
+		r.ParentId = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DataTransferTraceInfoProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ClientOperationHeaderProto) CloneVT() *ClientOperationHeaderProto {
+	if m == nil {
+		return (*ClientOperationHeaderProto)(nil)
+	}
+	r := new(ClientOperationHeaderProto)
+	r.BaseHeader = m.BaseHeader.CloneVT()
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ClientOperationHeaderProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CachingStrategyProto) CloneVT() *CachingStrategyProto {
+	if m == nil {
+		return (*CachingStrategyProto)(nil)
+	}
+	r := new(CachingStrategyProto)
+	if rhs := m.DropBehind; rhs != nil {
+		tmpVal := *rhs
+		r.DropBehind = &tmpVal
+	}
+	if rhs := m.Readahead; rhs != nil {
+		tmpVal := *rhs
+		r.Readahead = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CachingStrategyProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *OpReadBlockProto) CloneVT() *OpReadBlockProto {
+	if m == nil {
+		return (*OpReadBlockProto)(nil)
+	}
+	r := new(OpReadBlockProto)
+	r.Header = m.Header.CloneVT()
+	r.CachingStrategy = m.CachingStrategy.CloneVT()
+	if rhs := m.Offset; rhs != nil {
+		tmpVal := *rhs
+		r.Offset = &tmpVal
+	}
+	if rhs := m.Len; rhs != nil {
+		tmpVal := *rhs
+		r.Len = &tmpVal
+	}
+	if rhs := m.SendChecksums; rhs != nil {
+		tmpVal := *rhs
+		r.SendChecksums = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OpReadBlockProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ChecksumProto) CloneVT() *ChecksumProto {
+	if m == nil {
+		return (*ChecksumProto)(nil)
+	}
+	r := new(ChecksumProto)
+	if rhs := m.Type; rhs != nil {
+		tmpVal := *rhs
+		r.Type = &tmpVal
+	}
+	if rhs := m.BytesPerChecksum; rhs != nil {
+		tmpVal := *rhs
+		r.BytesPerChecksum = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ChecksumProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *OpWriteBlockProto) CloneVT() *OpWriteBlockProto {
+	if m == nil {
+		return (*OpWriteBlockProto)(nil)
+	}
+	r := new(OpWriteBlockProto)
+	r.Header = m.Header.CloneVT()
+	r.Source = m.Source.CloneVT()
+	r.RequestedChecksum = m.RequestedChecksum.CloneVT()
+	r.CachingStrategy = m.CachingStrategy.CloneVT()
+	if rhs := m.Targets; rhs != nil {
+		tmpContainer := make([]*DatanodeInfoProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Targets = tmpContainer
+	}
+	if rhs := m.Stage; rhs != nil {
+		tmpVal := *rhs
+		r.Stage = &tmpVal
+	}
+	if rhs := m.PipelineSize; rhs != nil {
+		tmpVal := *rhs
+		r.PipelineSize = &tmpVal
+	}
+	if rhs := m.MinBytesRcvd; rhs != nil {
+		tmpVal := *rhs
+		r.MinBytesRcvd = &tmpVal
+	}
+	if rhs := m.MaxBytesRcvd; rhs != nil {
+		tmpVal := *rhs
+		r.MaxBytesRcvd = &tmpVal
+	}
+	if rhs := m.LatestGenerationStamp; rhs != nil {
+		tmpVal := *rhs
+		r.LatestGenerationStamp = &tmpVal
+	}
+	if rhs := m.StorageType; rhs != nil {
+		tmpVal := *rhs
+		r.StorageType = &tmpVal
+	}
+	if rhs := m.TargetStorageTypes; rhs != nil {
+		tmpContainer := make([]StorageTypeProto, len(rhs))
+		copy(tmpContainer, rhs)
+		r.TargetStorageTypes = tmpContainer
+	}
+	if rhs := m.AllowLazyPersist; rhs != nil {
+		tmpVal := *rhs
+		r.AllowLazyPersist = &tmpVal
+	}
+	if rhs := m.Pinning; rhs != nil {
+		tmpVal := *rhs
+		r.Pinning = &tmpVal
+	}
+	if rhs := m.TargetPinnings; rhs != nil {
+		tmpContainer := make([]bool, len(rhs))
+		copy(tmpContainer, rhs)
+		r.TargetPinnings = tmpContainer
+	}
+	if rhs := m.StorageId; rhs != nil {
+		tmpVal := *rhs
+		r.StorageId = &tmpVal
+	}
+	if rhs := m.TargetStorageIds; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.TargetStorageIds = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OpWriteBlockProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *OpBlockChecksumProto) CloneVT() *OpBlockChecksumProto {
+	if m == nil {
+		return (*OpBlockChecksumProto)(nil)
+	}
+	r := new(OpBlockChecksumProto)
+	r.Header = m.Header.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OpBlockChecksumProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *PacketHeaderProto) CloneVT() *PacketHeaderProto {
+	if m == nil {
+		return (*PacketHeaderProto)(nil)
+	}
+	r := new(PacketHeaderProto)
+	if rhs := m.OffsetInBlock; rhs != nil {
+		tmpVal := *rhs
+		r.OffsetInBlock = &tmpVal
+	}
+	if rhs := m.Seqno; rhs != nil {
+		tmpVal := *rhs
+		r.Seqno = &tmpVal
+	}
+	if rhs := m.LastPacketInBlock; rhs != nil {
+		tmpVal := *rhs
+		r.LastPacketInBlock = &tmpVal
+	}
+	if rhs := m.DataLen; rhs != nil {
+		tmpVal := *rhs
+		r.DataLen = &tmpVal
+	}
+	if rhs := m.SyncBlock; rhs != nil {
+		tmpVal := *rhs
+		r.SyncBlock = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *PacketHeaderProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *PipelineAckProto) CloneVT() *PipelineAckProto {
+	if m == nil {
+		return (*PipelineAckProto)(nil)
+	}
+	r := new(PipelineAckProto)
+	if rhs := m.Seqno; rhs != nil {
+		tmpVal := *rhs
+		r.Seqno = &tmpVal
+	}
+	if rhs := m.Reply; rhs != nil {
+		tmpContainer := make([]Status, len(rhs))
+		copy(tmpContainer, rhs)
+		r.Reply = tmpContainer
+	}
+	if rhs := m.DownstreamAckTimeNanos; rhs != nil {
+		tmpVal := *rhs
+		r.DownstreamAckTimeNanos = &tmpVal
+	}
+	if rhs := m.Flag; rhs != nil {
+		tmpContainer := make([]uint32, len(rhs))
+		copy(tmpContainer, rhs)
+		r.Flag = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *PipelineAckProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReadOpChecksumInfoProto) CloneVT() *ReadOpChecksumInfoProto {
+	if m == nil {
+		return (*ReadOpChecksumInfoProto)(nil)
+	}
+	r := new(ReadOpChecksumInfoProto)
+	r.Checksum = m.Checksum.CloneVT()
+	if rhs := m.ChunkOffset; rhs != nil {
+		tmpVal := *rhs
+		r.ChunkOffset = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReadOpChecksumInfoProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BlockOpResponseProto) CloneVT() *BlockOpResponseProto {
+	if m == nil {
+		return (*BlockOpResponseProto)(nil)
+	}
+	r := new(BlockOpResponseProto)
+	r.ChecksumResponse = m.ChecksumResponse.CloneVT()
+	r.ReadOpChecksumInfo = m.ReadOpChecksumInfo.CloneVT()
+	if rhs := m.Status; rhs != nil {
+		tmpVal := *rhs
+		r.Status = &tmpVal
+	}
+	if rhs := m.FirstBadLink; rhs != nil {
+		tmpVal := *rhs
+		r.FirstBadLink = &tmpVal
+	}
+	if rhs := m.Message; rhs != nil {
+		tmpVal := *rhs
+		r.Message = &tmpVal
+	}
+	if rhs := m.ShortCircuitAccessVersion; rhs != nil {
+		tmpVal := *rhs
+		r.ShortCircuitAccessVersion = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BlockOpResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ClientReadStatusProto) CloneVT() *ClientReadStatusProto {
+	if m == nil {
+		return (*ClientReadStatusProto)(nil)
+	}
+	r := new(ClientReadStatusProto)
+	if rhs := m.Status; rhs != nil {
+		tmpVal := *rhs
+		r.Status = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ClientReadStatusProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *OpBlockChecksumResponseProto) CloneVT() *OpBlockChecksumResponseProto {
+	if m == nil {
+		return (*OpBlockChecksumResponseProto)(nil)
+	}
+	r := new(OpBlockChecksumResponseProto)
+	if rhs := m.BytesPerCrc; rhs != nil {
+		tmpVal := *rhs
+		r.BytesPerCrc = &tmpVal
+	}
+	if rhs := m.CrcPerBlock; rhs != nil {
+		tmpVal := *rhs
+		r.CrcPerBlock = &tmpVal
+	}
+	if rhs := m.BlockChecksum; rhs != nil {
+		tmpBytes := make([]byte, len(rhs))
+		copy(tmpBytes, rhs)
+		r.BlockChecksum = tmpBytes
+	}
+	if rhs := m.CrcType; rhs != nil {
+		tmpVal := *rhs
+		r.CrcType = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OpBlockChecksumResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *OpTransferBlockProto) CloneVT() *OpTransferBlockProto {
+	if m == nil {
+		return (*OpTransferBlockProto)(nil)
+	}
+	r := new(OpTransferBlockProto)
+	r.Header = m.Header.CloneVT()
+	if rhs := m.Targets; rhs != nil {
+		tmpContainer := make([]*DatanodeInfoProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Targets = tmpContainer
+	}
+	if rhs := m.TargetStorageTypes; rhs != nil {
+		tmpContainer := make([]StorageTypeProto, len(rhs))
+		copy(tmpContainer, rhs)
+		r.TargetStorageTypes = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OpTransferBlockProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *BaseHeaderProto) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {

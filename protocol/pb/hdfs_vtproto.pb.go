@@ -7,6 +7,7 @@ package pb
 import (
 	fmt "fmt"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
+	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	io "io"
 )
@@ -17,6 +18,494 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *ExtendedBlockProto) CloneVT() *ExtendedBlockProto {
+	if m == nil {
+		return (*ExtendedBlockProto)(nil)
+	}
+	r := new(ExtendedBlockProto)
+	if rhs := m.PoolId; rhs != nil {
+		tmpVal := *rhs
+		r.PoolId = &tmpVal
+	}
+	if rhs := m.BlockId; rhs != nil {
+		tmpVal := *rhs
+		r.BlockId = &tmpVal
+	}
+	if rhs := m.GenerationStamp; rhs != nil {
+		tmpVal := *rhs
+		r.GenerationStamp = &tmpVal
+	}
+	if rhs := m.NumBytes; rhs != nil {
+		tmpVal := *rhs
+		r.NumBytes = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ExtendedBlockProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DatanodeIDProto) CloneVT() *DatanodeIDProto {
+	if m == nil {
+		return (*DatanodeIDProto)(nil)
+	}
+	r := new(DatanodeIDProto)
+	if rhs := m.IpAddr; rhs != nil {
+		tmpVal := *rhs
+		r.IpAddr = &tmpVal
+	}
+	if rhs := m.HostName; rhs != nil {
+		tmpVal := *rhs
+		r.HostName = &tmpVal
+	}
+	if rhs := m.DatanodeUuid; rhs != nil {
+		tmpVal := *rhs
+		r.DatanodeUuid = &tmpVal
+	}
+	if rhs := m.XferPort; rhs != nil {
+		tmpVal := *rhs
+		r.XferPort = &tmpVal
+	}
+	if rhs := m.InfoPort; rhs != nil {
+		tmpVal := *rhs
+		r.InfoPort = &tmpVal
+	}
+	if rhs := m.IpcPort; rhs != nil {
+		tmpVal := *rhs
+		r.IpcPort = &tmpVal
+	}
+	if rhs := m.InfoSecurePort; rhs != nil {
+		tmpVal := *rhs
+		r.InfoSecurePort = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DatanodeIDProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DatanodeInfoProto) CloneVT() *DatanodeInfoProto {
+	if m == nil {
+		return (*DatanodeInfoProto)(nil)
+	}
+	r := new(DatanodeInfoProto)
+	r.Id = m.Id.CloneVT()
+	if rhs := m.Capacity; rhs != nil {
+		tmpVal := *rhs
+		r.Capacity = &tmpVal
+	}
+	if rhs := m.DfsUsed; rhs != nil {
+		tmpVal := *rhs
+		r.DfsUsed = &tmpVal
+	}
+	if rhs := m.Remaining; rhs != nil {
+		tmpVal := *rhs
+		r.Remaining = &tmpVal
+	}
+	if rhs := m.BlockPoolUsed; rhs != nil {
+		tmpVal := *rhs
+		r.BlockPoolUsed = &tmpVal
+	}
+	if rhs := m.LastUpdate; rhs != nil {
+		tmpVal := *rhs
+		r.LastUpdate = &tmpVal
+	}
+	if rhs := m.XceiverCount; rhs != nil {
+		tmpVal := *rhs
+		r.XceiverCount = &tmpVal
+	}
+	if rhs := m.Location; rhs != nil {
+		tmpVal := *rhs
+		r.Location = &tmpVal
+	}
+	if rhs := m.NonDfsUsed; rhs != nil {
+		tmpVal := *rhs
+		r.NonDfsUsed = &tmpVal
+	}
+	if rhs := m.AdminState; rhs != nil {
+		tmpVal := *rhs
+		r.AdminState = &tmpVal
+	}
+	if rhs := m.CacheCapacity; rhs != nil {
+		tmpVal := *rhs
+		r.CacheCapacity = &tmpVal
+	}
+	if rhs := m.CacheUsed; rhs != nil {
+		tmpVal := *rhs
+		r.CacheUsed = &tmpVal
+	}
+	if rhs := m.LastUpdateMonotonic; rhs != nil {
+		tmpVal := *rhs
+		r.LastUpdateMonotonic = &tmpVal
+	}
+	if rhs := m.UpgradeDomain; rhs != nil {
+		tmpVal := *rhs
+		r.UpgradeDomain = &tmpVal
+	}
+	if rhs := m.LastBlockReportTime; rhs != nil {
+		tmpVal := *rhs
+		r.LastBlockReportTime = &tmpVal
+	}
+	if rhs := m.LastBlockReportMonotonic; rhs != nil {
+		tmpVal := *rhs
+		r.LastBlockReportMonotonic = &tmpVal
+	}
+	if rhs := m.NumBlocks; rhs != nil {
+		tmpVal := *rhs
+		r.NumBlocks = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DatanodeInfoProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ContentSummaryProto) CloneVT() *ContentSummaryProto {
+	if m == nil {
+		return (*ContentSummaryProto)(nil)
+	}
+	r := new(ContentSummaryProto)
+	if rhs := m.Length; rhs != nil {
+		tmpVal := *rhs
+		r.Length = &tmpVal
+	}
+	if rhs := m.FileCount; rhs != nil {
+		tmpVal := *rhs
+		r.FileCount = &tmpVal
+	}
+	if rhs := m.DirectoryCount; rhs != nil {
+		tmpVal := *rhs
+		r.DirectoryCount = &tmpVal
+	}
+	if rhs := m.Quota; rhs != nil {
+		tmpVal := *rhs
+		r.Quota = &tmpVal
+	}
+	if rhs := m.SpaceConsumed; rhs != nil {
+		tmpVal := *rhs
+		r.SpaceConsumed = &tmpVal
+	}
+	if rhs := m.SpaceQuota; rhs != nil {
+		tmpVal := *rhs
+		r.SpaceQuota = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ContentSummaryProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *FsPermissionProto) CloneVT() *FsPermissionProto {
+	if m == nil {
+		return (*FsPermissionProto)(nil)
+	}
+	r := new(FsPermissionProto)
+	if rhs := m.Perm; rhs != nil {
+		tmpVal := *rhs
+		r.Perm = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *FsPermissionProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *LocatedBlockProto) CloneVT() *LocatedBlockProto {
+	if m == nil {
+		return (*LocatedBlockProto)(nil)
+	}
+	r := new(LocatedBlockProto)
+	r.B = m.B.CloneVT()
+	r.BlockToken = m.BlockToken.CloneVT()
+	if rhs := m.Offset; rhs != nil {
+		tmpVal := *rhs
+		r.Offset = &tmpVal
+	}
+	if rhs := m.Locs; rhs != nil {
+		tmpContainer := make([]*DatanodeInfoProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Locs = tmpContainer
+	}
+	if rhs := m.Corrupt; rhs != nil {
+		tmpVal := *rhs
+		r.Corrupt = &tmpVal
+	}
+	if rhs := m.IsCached; rhs != nil {
+		tmpContainer := make([]bool, len(rhs))
+		copy(tmpContainer, rhs)
+		r.IsCached = tmpContainer
+	}
+	if rhs := m.StorageTypes; rhs != nil {
+		tmpContainer := make([]StorageTypeProto, len(rhs))
+		copy(tmpContainer, rhs)
+		r.StorageTypes = tmpContainer
+	}
+	if rhs := m.StorageIDs; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.StorageIDs = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *LocatedBlockProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *LocatedBlocksProto) CloneVT() *LocatedBlocksProto {
+	if m == nil {
+		return (*LocatedBlocksProto)(nil)
+	}
+	r := new(LocatedBlocksProto)
+	r.LastBlock = m.LastBlock.CloneVT()
+	if rhs := m.FileLength; rhs != nil {
+		tmpVal := *rhs
+		r.FileLength = &tmpVal
+	}
+	if rhs := m.Blocks; rhs != nil {
+		tmpContainer := make([]*LocatedBlockProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Blocks = tmpContainer
+	}
+	if rhs := m.UnderConstruction; rhs != nil {
+		tmpVal := *rhs
+		r.UnderConstruction = &tmpVal
+	}
+	if rhs := m.IsLastBlockComplete; rhs != nil {
+		tmpVal := *rhs
+		r.IsLastBlockComplete = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *LocatedBlocksProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *HdfsFileStatusProto) CloneVT() *HdfsFileStatusProto {
+	if m == nil {
+		return (*HdfsFileStatusProto)(nil)
+	}
+	r := new(HdfsFileStatusProto)
+	r.Permission = m.Permission.CloneVT()
+	r.Locations = m.Locations.CloneVT()
+	if rhs := m.FileType; rhs != nil {
+		tmpVal := *rhs
+		r.FileType = &tmpVal
+	}
+	if rhs := m.Path; rhs != nil {
+		tmpBytes := make([]byte, len(rhs))
+		copy(tmpBytes, rhs)
+		r.Path = tmpBytes
+	}
+	if rhs := m.Length; rhs != nil {
+		tmpVal := *rhs
+		r.Length = &tmpVal
+	}
+	if rhs := m.Owner; rhs != nil {
+		tmpVal := *rhs
+		r.Owner = &tmpVal
+	}
+	if rhs := m.Group; rhs != nil {
+		tmpVal := *rhs
+		r.Group = &tmpVal
+	}
+	if rhs := m.ModificationTime; rhs != nil {
+		tmpVal := *rhs
+		r.ModificationTime = &tmpVal
+	}
+	if rhs := m.AccessTime; rhs != nil {
+		tmpVal := *rhs
+		r.AccessTime = &tmpVal
+	}
+	if rhs := m.Symlink; rhs != nil {
+		tmpBytes := make([]byte, len(rhs))
+		copy(tmpBytes, rhs)
+		r.Symlink = tmpBytes
+	}
+	if rhs := m.BlockReplication; rhs != nil {
+		tmpVal := *rhs
+		r.BlockReplication = &tmpVal
+	}
+	if rhs := m.Blocksize; rhs != nil {
+		tmpVal := *rhs
+		r.Blocksize = &tmpVal
+	}
+	if rhs := m.FileId; rhs != nil {
+		tmpVal := *rhs
+		r.FileId = &tmpVal
+	}
+	if rhs := m.ChildrenNum; rhs != nil {
+		tmpVal := *rhs
+		r.ChildrenNum = &tmpVal
+	}
+	if rhs := m.StoragePolicy; rhs != nil {
+		tmpVal := *rhs
+		r.StoragePolicy = &tmpVal
+	}
+	if rhs := m.Flags; rhs != nil {
+		tmpVal := *rhs
+		r.Flags = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *HdfsFileStatusProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *FsServerDefaultsProto) CloneVT() *FsServerDefaultsProto {
+	if m == nil {
+		return (*FsServerDefaultsProto)(nil)
+	}
+	r := new(FsServerDefaultsProto)
+	if rhs := m.BlockSize; rhs != nil {
+		tmpVal := *rhs
+		r.BlockSize = &tmpVal
+	}
+	if rhs := m.BytesPerChecksum; rhs != nil {
+		tmpVal := *rhs
+		r.BytesPerChecksum = &tmpVal
+	}
+	if rhs := m.WritePacketSize; rhs != nil {
+		tmpVal := *rhs
+		r.WritePacketSize = &tmpVal
+	}
+	if rhs := m.Replication; rhs != nil {
+		tmpVal := *rhs
+		r.Replication = &tmpVal
+	}
+	if rhs := m.FileBufferSize; rhs != nil {
+		tmpVal := *rhs
+		r.FileBufferSize = &tmpVal
+	}
+	if rhs := m.EncryptDataTransfer; rhs != nil {
+		tmpVal := *rhs
+		r.EncryptDataTransfer = &tmpVal
+	}
+	if rhs := m.TrashInterval; rhs != nil {
+		tmpVal := *rhs
+		r.TrashInterval = &tmpVal
+	}
+	if rhs := m.ChecksumType; rhs != nil {
+		tmpVal := *rhs
+		r.ChecksumType = &tmpVal
+	}
+	if rhs := m.KeyProviderUri; rhs != nil {
+		tmpVal := *rhs
+		r.KeyProviderUri = &tmpVal
+	}
+	if rhs := m.PolicyId; rhs != nil {
+		tmpVal := *rhs
+		r.PolicyId = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *FsServerDefaultsProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DirectoryListingProto) CloneVT() *DirectoryListingProto {
+	if m == nil {
+		return (*DirectoryListingProto)(nil)
+	}
+	r := new(DirectoryListingProto)
+	if rhs := m.PartialListing; rhs != nil {
+		tmpContainer := make([]*HdfsFileStatusProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.PartialListing = tmpContainer
+	}
+	if rhs := m.RemainingEntries; rhs != nil {
+		tmpVal := *rhs
+		r.RemainingEntries = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DirectoryListingProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BlockProto) CloneVT() *BlockProto {
+	if m == nil {
+		return (*BlockProto)(nil)
+	}
+	r := new(BlockProto)
+	if rhs := m.BlockId; rhs != nil {
+		tmpVal := *rhs
+		r.BlockId = &tmpVal
+	}
+	if rhs := m.GenStamp; rhs != nil {
+		tmpVal := *rhs
+		r.GenStamp = &tmpVal
+	}
+	if rhs := m.NumBytes; rhs != nil {
+		tmpVal := *rhs
+		r.NumBytes = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BlockProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *ExtendedBlockProto) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {

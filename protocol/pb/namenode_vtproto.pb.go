@@ -7,6 +7,7 @@ package pb
 import (
 	fmt "fmt"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
+	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	io "io"
 )
@@ -17,6 +18,1433 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *GetBlockLocationsRequestProto) CloneVT() *GetBlockLocationsRequestProto {
+	if m == nil {
+		return (*GetBlockLocationsRequestProto)(nil)
+	}
+	r := new(GetBlockLocationsRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.Offset; rhs != nil {
+		tmpVal := *rhs
+		r.Offset = &tmpVal
+	}
+	if rhs := m.Length; rhs != nil {
+		tmpVal := *rhs
+		r.Length = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetBlockLocationsRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetBlockLocationsResponseProto) CloneVT() *GetBlockLocationsResponseProto {
+	if m == nil {
+		return (*GetBlockLocationsResponseProto)(nil)
+	}
+	r := new(GetBlockLocationsResponseProto)
+	r.Locations = m.Locations.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetBlockLocationsResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetServerDefaultsRequestProto) CloneVT() *GetServerDefaultsRequestProto {
+	if m == nil {
+		return (*GetServerDefaultsRequestProto)(nil)
+	}
+	r := new(GetServerDefaultsRequestProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetServerDefaultsRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetServerDefaultsResponseProto) CloneVT() *GetServerDefaultsResponseProto {
+	if m == nil {
+		return (*GetServerDefaultsResponseProto)(nil)
+	}
+	r := new(GetServerDefaultsResponseProto)
+	r.ServerDefaults = m.ServerDefaults.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetServerDefaultsResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateRequestProto) CloneVT() *CreateRequestProto {
+	if m == nil {
+		return (*CreateRequestProto)(nil)
+	}
+	r := new(CreateRequestProto)
+	r.Masked = m.Masked.CloneVT()
+	r.Unmasked = m.Unmasked.CloneVT()
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if rhs := m.CreateFlag; rhs != nil {
+		tmpVal := *rhs
+		r.CreateFlag = &tmpVal
+	}
+	if rhs := m.CreateParent; rhs != nil {
+		tmpVal := *rhs
+		r.CreateParent = &tmpVal
+	}
+	if rhs := m.Replication; rhs != nil {
+		tmpVal := *rhs
+		r.Replication = &tmpVal
+	}
+	if rhs := m.BlockSize; rhs != nil {
+		tmpVal := *rhs
+		r.BlockSize = &tmpVal
+	}
+	if rhs := m.CryptoProtocolVersion; rhs != nil {
+		tmpContainer := make([]uint32, len(rhs))
+		copy(tmpContainer, rhs)
+		r.CryptoProtocolVersion = tmpContainer
+	}
+	if rhs := m.EcPolicyName; rhs != nil {
+		tmpVal := *rhs
+		r.EcPolicyName = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateResponseProto) CloneVT() *CreateResponseProto {
+	if m == nil {
+		return (*CreateResponseProto)(nil)
+	}
+	r := new(CreateResponseProto)
+	r.Fs = m.Fs.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AppendRequestProto) CloneVT() *AppendRequestProto {
+	if m == nil {
+		return (*AppendRequestProto)(nil)
+	}
+	r := new(AppendRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if rhs := m.Flag; rhs != nil {
+		tmpVal := *rhs
+		r.Flag = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AppendRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AppendResponseProto) CloneVT() *AppendResponseProto {
+	if m == nil {
+		return (*AppendResponseProto)(nil)
+	}
+	r := new(AppendResponseProto)
+	r.Block = m.Block.CloneVT()
+	r.Stat = m.Stat.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AppendResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SetReplicationRequestProto) CloneVT() *SetReplicationRequestProto {
+	if m == nil {
+		return (*SetReplicationRequestProto)(nil)
+	}
+	r := new(SetReplicationRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.Replication; rhs != nil {
+		tmpVal := *rhs
+		r.Replication = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SetReplicationRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SetReplicationResponseProto) CloneVT() *SetReplicationResponseProto {
+	if m == nil {
+		return (*SetReplicationResponseProto)(nil)
+	}
+	r := new(SetReplicationResponseProto)
+	if rhs := m.Result; rhs != nil {
+		tmpVal := *rhs
+		r.Result = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SetReplicationResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SetPermissionRequestProto) CloneVT() *SetPermissionRequestProto {
+	if m == nil {
+		return (*SetPermissionRequestProto)(nil)
+	}
+	r := new(SetPermissionRequestProto)
+	r.Permission = m.Permission.CloneVT()
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SetPermissionRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SetPermissionResponseProto) CloneVT() *SetPermissionResponseProto {
+	if m == nil {
+		return (*SetPermissionResponseProto)(nil)
+	}
+	r := new(SetPermissionResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SetPermissionResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SetOwnerRequestProto) CloneVT() *SetOwnerRequestProto {
+	if m == nil {
+		return (*SetOwnerRequestProto)(nil)
+	}
+	r := new(SetOwnerRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.Username; rhs != nil {
+		tmpVal := *rhs
+		r.Username = &tmpVal
+	}
+	if rhs := m.Groupname; rhs != nil {
+		tmpVal := *rhs
+		r.Groupname = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SetOwnerRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SetOwnerResponseProto) CloneVT() *SetOwnerResponseProto {
+	if m == nil {
+		return (*SetOwnerResponseProto)(nil)
+	}
+	r := new(SetOwnerResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SetOwnerResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AbandonBlockRequestProto) CloneVT() *AbandonBlockRequestProto {
+	if m == nil {
+		return (*AbandonBlockRequestProto)(nil)
+	}
+	r := new(AbandonBlockRequestProto)
+	r.B = m.B.CloneVT()
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.Holder; rhs != nil {
+		tmpVal := *rhs
+		r.Holder = &tmpVal
+	}
+	if rhs := m.FileId; rhs != nil {
+		tmpVal := *rhs
+		r.FileId = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AbandonBlockRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AbandonBlockResponseProto) CloneVT() *AbandonBlockResponseProto {
+	if m == nil {
+		return (*AbandonBlockResponseProto)(nil)
+	}
+	r := new(AbandonBlockResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AbandonBlockResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AddBlockRequestProto) CloneVT() *AddBlockRequestProto {
+	if m == nil {
+		return (*AddBlockRequestProto)(nil)
+	}
+	r := new(AddBlockRequestProto)
+	r.Previous = m.Previous.CloneVT()
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if rhs := m.ExcludeNodes; rhs != nil {
+		tmpContainer := make([]*DatanodeInfoProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.ExcludeNodes = tmpContainer
+	}
+	if rhs := m.FileId; rhs != nil {
+		tmpVal := *rhs
+		r.FileId = &tmpVal
+	}
+	if rhs := m.FavoredNodes; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.FavoredNodes = tmpContainer
+	}
+	if rhs := m.Flags; rhs != nil {
+		tmpContainer := make([]uint32, len(rhs))
+		copy(tmpContainer, rhs)
+		r.Flags = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AddBlockRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AddBlockResponseProto) CloneVT() *AddBlockResponseProto {
+	if m == nil {
+		return (*AddBlockResponseProto)(nil)
+	}
+	r := new(AddBlockResponseProto)
+	r.Block = m.Block.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AddBlockResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CompleteRequestProto) CloneVT() *CompleteRequestProto {
+	if m == nil {
+		return (*CompleteRequestProto)(nil)
+	}
+	r := new(CompleteRequestProto)
+	r.Last = m.Last.CloneVT()
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if rhs := m.FileId; rhs != nil {
+		tmpVal := *rhs
+		r.FileId = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CompleteRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CompleteResponseProto) CloneVT() *CompleteResponseProto {
+	if m == nil {
+		return (*CompleteResponseProto)(nil)
+	}
+	r := new(CompleteResponseProto)
+	if rhs := m.Result; rhs != nil {
+		tmpVal := *rhs
+		r.Result = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CompleteResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReportBadBlocksRequestProto) CloneVT() *ReportBadBlocksRequestProto {
+	if m == nil {
+		return (*ReportBadBlocksRequestProto)(nil)
+	}
+	r := new(ReportBadBlocksRequestProto)
+	if rhs := m.Blocks; rhs != nil {
+		tmpContainer := make([]*LocatedBlockProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Blocks = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReportBadBlocksRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReportBadBlocksResponseProto) CloneVT() *ReportBadBlocksResponseProto {
+	if m == nil {
+		return (*ReportBadBlocksResponseProto)(nil)
+	}
+	r := new(ReportBadBlocksResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReportBadBlocksResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *TruncateRequestProto) CloneVT() *TruncateRequestProto {
+	if m == nil {
+		return (*TruncateRequestProto)(nil)
+	}
+	r := new(TruncateRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.NewLength; rhs != nil {
+		tmpVal := *rhs
+		r.NewLength = &tmpVal
+	}
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *TruncateRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *TruncateResponseProto) CloneVT() *TruncateResponseProto {
+	if m == nil {
+		return (*TruncateResponseProto)(nil)
+	}
+	r := new(TruncateResponseProto)
+	if rhs := m.Result; rhs != nil {
+		tmpVal := *rhs
+		r.Result = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *TruncateResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RenameRequestProto) CloneVT() *RenameRequestProto {
+	if m == nil {
+		return (*RenameRequestProto)(nil)
+	}
+	r := new(RenameRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.Dst; rhs != nil {
+		tmpVal := *rhs
+		r.Dst = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RenameRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RenameResponseProto) CloneVT() *RenameResponseProto {
+	if m == nil {
+		return (*RenameResponseProto)(nil)
+	}
+	r := new(RenameResponseProto)
+	if rhs := m.Result; rhs != nil {
+		tmpVal := *rhs
+		r.Result = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RenameResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Rename2RequestProto) CloneVT() *Rename2RequestProto {
+	if m == nil {
+		return (*Rename2RequestProto)(nil)
+	}
+	r := new(Rename2RequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.Dst; rhs != nil {
+		tmpVal := *rhs
+		r.Dst = &tmpVal
+	}
+	if rhs := m.OverwriteDest; rhs != nil {
+		tmpVal := *rhs
+		r.OverwriteDest = &tmpVal
+	}
+	if rhs := m.MoveToTrash; rhs != nil {
+		tmpVal := *rhs
+		r.MoveToTrash = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Rename2RequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Rename2ResponseProto) CloneVT() *Rename2ResponseProto {
+	if m == nil {
+		return (*Rename2ResponseProto)(nil)
+	}
+	r := new(Rename2ResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Rename2ResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DeleteRequestProto) CloneVT() *DeleteRequestProto {
+	if m == nil {
+		return (*DeleteRequestProto)(nil)
+	}
+	r := new(DeleteRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.Recursive; rhs != nil {
+		tmpVal := *rhs
+		r.Recursive = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DeleteRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DeleteResponseProto) CloneVT() *DeleteResponseProto {
+	if m == nil {
+		return (*DeleteResponseProto)(nil)
+	}
+	r := new(DeleteResponseProto)
+	if rhs := m.Result; rhs != nil {
+		tmpVal := *rhs
+		r.Result = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DeleteResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *MkdirsRequestProto) CloneVT() *MkdirsRequestProto {
+	if m == nil {
+		return (*MkdirsRequestProto)(nil)
+	}
+	r := new(MkdirsRequestProto)
+	r.Masked = m.Masked.CloneVT()
+	r.Unmasked = m.Unmasked.CloneVT()
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.CreateParent; rhs != nil {
+		tmpVal := *rhs
+		r.CreateParent = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *MkdirsRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *MkdirsResponseProto) CloneVT() *MkdirsResponseProto {
+	if m == nil {
+		return (*MkdirsResponseProto)(nil)
+	}
+	r := new(MkdirsResponseProto)
+	if rhs := m.Result; rhs != nil {
+		tmpVal := *rhs
+		r.Result = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *MkdirsResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetListingRequestProto) CloneVT() *GetListingRequestProto {
+	if m == nil {
+		return (*GetListingRequestProto)(nil)
+	}
+	r := new(GetListingRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.StartAfter; rhs != nil {
+		tmpBytes := make([]byte, len(rhs))
+		copy(tmpBytes, rhs)
+		r.StartAfter = tmpBytes
+	}
+	if rhs := m.NeedLocation; rhs != nil {
+		tmpVal := *rhs
+		r.NeedLocation = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetListingRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetListingResponseProto) CloneVT() *GetListingResponseProto {
+	if m == nil {
+		return (*GetListingResponseProto)(nil)
+	}
+	r := new(GetListingResponseProto)
+	r.DirList = m.DirList.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetListingResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RenewLeaseRequestProto) CloneVT() *RenewLeaseRequestProto {
+	if m == nil {
+		return (*RenewLeaseRequestProto)(nil)
+	}
+	r := new(RenewLeaseRequestProto)
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RenewLeaseRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RenewLeaseResponseProto) CloneVT() *RenewLeaseResponseProto {
+	if m == nil {
+		return (*RenewLeaseResponseProto)(nil)
+	}
+	r := new(RenewLeaseResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RenewLeaseResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RecoverLeaseRequestProto) CloneVT() *RecoverLeaseRequestProto {
+	if m == nil {
+		return (*RecoverLeaseRequestProto)(nil)
+	}
+	r := new(RecoverLeaseRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RecoverLeaseRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RecoverLeaseResponseProto) CloneVT() *RecoverLeaseResponseProto {
+	if m == nil {
+		return (*RecoverLeaseResponseProto)(nil)
+	}
+	r := new(RecoverLeaseResponseProto)
+	if rhs := m.Result; rhs != nil {
+		tmpVal := *rhs
+		r.Result = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RecoverLeaseResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetFsStatusRequestProto) CloneVT() *GetFsStatusRequestProto {
+	if m == nil {
+		return (*GetFsStatusRequestProto)(nil)
+	}
+	r := new(GetFsStatusRequestProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetFsStatusRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetFsStatsResponseProto) CloneVT() *GetFsStatsResponseProto {
+	if m == nil {
+		return (*GetFsStatsResponseProto)(nil)
+	}
+	r := new(GetFsStatsResponseProto)
+	if rhs := m.Capacity; rhs != nil {
+		tmpVal := *rhs
+		r.Capacity = &tmpVal
+	}
+	if rhs := m.Used; rhs != nil {
+		tmpVal := *rhs
+		r.Used = &tmpVal
+	}
+	if rhs := m.Remaining; rhs != nil {
+		tmpVal := *rhs
+		r.Remaining = &tmpVal
+	}
+	if rhs := m.UnderReplicated; rhs != nil {
+		tmpVal := *rhs
+		r.UnderReplicated = &tmpVal
+	}
+	if rhs := m.CorruptBlocks; rhs != nil {
+		tmpVal := *rhs
+		r.CorruptBlocks = &tmpVal
+	}
+	if rhs := m.MissingBlocks; rhs != nil {
+		tmpVal := *rhs
+		r.MissingBlocks = &tmpVal
+	}
+	if rhs := m.MissingReplOneBlocks; rhs != nil {
+		tmpVal := *rhs
+		r.MissingReplOneBlocks = &tmpVal
+	}
+	if rhs := m.BlocksInFuture; rhs != nil {
+		tmpVal := *rhs
+		r.BlocksInFuture = &tmpVal
+	}
+	if rhs := m.PendingDeletionBlocks; rhs != nil {
+		tmpVal := *rhs
+		r.PendingDeletionBlocks = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetFsStatsResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetDatanodeReportRequestProto) CloneVT() *GetDatanodeReportRequestProto {
+	if m == nil {
+		return (*GetDatanodeReportRequestProto)(nil)
+	}
+	r := new(GetDatanodeReportRequestProto)
+	if rhs := m.Type; rhs != nil {
+		tmpVal := *rhs
+		r.Type = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetDatanodeReportRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetDatanodeReportResponseProto) CloneVT() *GetDatanodeReportResponseProto {
+	if m == nil {
+		return (*GetDatanodeReportResponseProto)(nil)
+	}
+	r := new(GetDatanodeReportResponseProto)
+	if rhs := m.Di; rhs != nil {
+		tmpContainer := make([]*DatanodeInfoProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Di = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetDatanodeReportResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetPreferredBlockSizeRequestProto) CloneVT() *GetPreferredBlockSizeRequestProto {
+	if m == nil {
+		return (*GetPreferredBlockSizeRequestProto)(nil)
+	}
+	r := new(GetPreferredBlockSizeRequestProto)
+	if rhs := m.Filename; rhs != nil {
+		tmpVal := *rhs
+		r.Filename = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetPreferredBlockSizeRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetPreferredBlockSizeResponseProto) CloneVT() *GetPreferredBlockSizeResponseProto {
+	if m == nil {
+		return (*GetPreferredBlockSizeResponseProto)(nil)
+	}
+	r := new(GetPreferredBlockSizeResponseProto)
+	if rhs := m.Bsize; rhs != nil {
+		tmpVal := *rhs
+		r.Bsize = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetPreferredBlockSizeResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetFileInfoRequestProto) CloneVT() *GetFileInfoRequestProto {
+	if m == nil {
+		return (*GetFileInfoRequestProto)(nil)
+	}
+	r := new(GetFileInfoRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetFileInfoRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetFileInfoResponseProto) CloneVT() *GetFileInfoResponseProto {
+	if m == nil {
+		return (*GetFileInfoResponseProto)(nil)
+	}
+	r := new(GetFileInfoResponseProto)
+	r.Fs = m.Fs.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetFileInfoResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *IsFileClosedRequestProto) CloneVT() *IsFileClosedRequestProto {
+	if m == nil {
+		return (*IsFileClosedRequestProto)(nil)
+	}
+	r := new(IsFileClosedRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *IsFileClosedRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *IsFileClosedResponseProto) CloneVT() *IsFileClosedResponseProto {
+	if m == nil {
+		return (*IsFileClosedResponseProto)(nil)
+	}
+	r := new(IsFileClosedResponseProto)
+	if rhs := m.Result; rhs != nil {
+		tmpVal := *rhs
+		r.Result = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *IsFileClosedResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetContentSummaryRequestProto) CloneVT() *GetContentSummaryRequestProto {
+	if m == nil {
+		return (*GetContentSummaryRequestProto)(nil)
+	}
+	r := new(GetContentSummaryRequestProto)
+	if rhs := m.Path; rhs != nil {
+		tmpVal := *rhs
+		r.Path = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetContentSummaryRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetContentSummaryResponseProto) CloneVT() *GetContentSummaryResponseProto {
+	if m == nil {
+		return (*GetContentSummaryResponseProto)(nil)
+	}
+	r := new(GetContentSummaryResponseProto)
+	r.Summary = m.Summary.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetContentSummaryResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *FsyncRequestProto) CloneVT() *FsyncRequestProto {
+	if m == nil {
+		return (*FsyncRequestProto)(nil)
+	}
+	r := new(FsyncRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.Client; rhs != nil {
+		tmpVal := *rhs
+		r.Client = &tmpVal
+	}
+	if rhs := m.LastBlockLength; rhs != nil {
+		tmpVal := *rhs
+		r.LastBlockLength = &tmpVal
+	}
+	if rhs := m.FileId; rhs != nil {
+		tmpVal := *rhs
+		r.FileId = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *FsyncRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *FsyncResponseProto) CloneVT() *FsyncResponseProto {
+	if m == nil {
+		return (*FsyncResponseProto)(nil)
+	}
+	r := new(FsyncResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *FsyncResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SetTimesRequestProto) CloneVT() *SetTimesRequestProto {
+	if m == nil {
+		return (*SetTimesRequestProto)(nil)
+	}
+	r := new(SetTimesRequestProto)
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.Mtime; rhs != nil {
+		tmpVal := *rhs
+		r.Mtime = &tmpVal
+	}
+	if rhs := m.Atime; rhs != nil {
+		tmpVal := *rhs
+		r.Atime = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SetTimesRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SetTimesResponseProto) CloneVT() *SetTimesResponseProto {
+	if m == nil {
+		return (*SetTimesResponseProto)(nil)
+	}
+	r := new(SetTimesResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SetTimesResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdateBlockForPipelineRequestProto) CloneVT() *UpdateBlockForPipelineRequestProto {
+	if m == nil {
+		return (*UpdateBlockForPipelineRequestProto)(nil)
+	}
+	r := new(UpdateBlockForPipelineRequestProto)
+	r.Block = m.Block.CloneVT()
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdateBlockForPipelineRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdateBlockForPipelineResponseProto) CloneVT() *UpdateBlockForPipelineResponseProto {
+	if m == nil {
+		return (*UpdateBlockForPipelineResponseProto)(nil)
+	}
+	r := new(UpdateBlockForPipelineResponseProto)
+	r.Block = m.Block.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdateBlockForPipelineResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdatePipelineRequestProto) CloneVT() *UpdatePipelineRequestProto {
+	if m == nil {
+		return (*UpdatePipelineRequestProto)(nil)
+	}
+	r := new(UpdatePipelineRequestProto)
+	r.OldBlock = m.OldBlock.CloneVT()
+	r.NewBlock = m.NewBlock.CloneVT()
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if rhs := m.NewNodes; rhs != nil {
+		tmpContainer := make([]*DatanodeIDProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.NewNodes = tmpContainer
+	}
+	if rhs := m.StorageIDs; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.StorageIDs = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdatePipelineRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdatePipelineResponseProto) CloneVT() *UpdatePipelineResponseProto {
+	if m == nil {
+		return (*UpdatePipelineResponseProto)(nil)
+	}
+	r := new(UpdatePipelineResponseProto)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdatePipelineResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SetSafeModeRequestProto) CloneVT() *SetSafeModeRequestProto {
+	if m == nil {
+		return (*SetSafeModeRequestProto)(nil)
+	}
+	r := new(SetSafeModeRequestProto)
+	if rhs := m.Action; rhs != nil {
+		tmpVal := *rhs
+		r.Action = &tmpVal
+	}
+	if rhs := m.Checked; rhs != nil {
+		tmpVal := *rhs
+		r.Checked = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SetSafeModeRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SetSafeModeResponseProto) CloneVT() *SetSafeModeResponseProto {
+	if m == nil {
+		return (*SetSafeModeResponseProto)(nil)
+	}
+	r := new(SetSafeModeResponseProto)
+	if rhs := m.Result; rhs != nil {
+		tmpVal := *rhs
+		r.Result = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SetSafeModeResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetAdditionalDatanodeRequestProto) CloneVT() *GetAdditionalDatanodeRequestProto {
+	if m == nil {
+		return (*GetAdditionalDatanodeRequestProto)(nil)
+	}
+	r := new(GetAdditionalDatanodeRequestProto)
+	r.Blk = m.Blk.CloneVT()
+	if rhs := m.Src; rhs != nil {
+		tmpVal := *rhs
+		r.Src = &tmpVal
+	}
+	if rhs := m.Existings; rhs != nil {
+		tmpContainer := make([]*DatanodeInfoProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Existings = tmpContainer
+	}
+	if rhs := m.Excludes; rhs != nil {
+		tmpContainer := make([]*DatanodeInfoProto, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Excludes = tmpContainer
+	}
+	if rhs := m.NumAdditionalNodes; rhs != nil {
+		tmpVal := *rhs
+		r.NumAdditionalNodes = &tmpVal
+	}
+	if rhs := m.ClientName; rhs != nil {
+		tmpVal := *rhs
+		r.ClientName = &tmpVal
+	}
+	if rhs := m.ExistingStorageUuids; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.ExistingStorageUuids = tmpContainer
+	}
+	if rhs := m.FileId; rhs != nil {
+		tmpVal := *rhs
+		r.FileId = &tmpVal
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetAdditionalDatanodeRequestProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetAdditionalDatanodeResponseProto) CloneVT() *GetAdditionalDatanodeResponseProto {
+	if m == nil {
+		return (*GetAdditionalDatanodeResponseProto)(nil)
+	}
+	r := new(GetAdditionalDatanodeResponseProto)
+	r.Block = m.Block.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetAdditionalDatanodeResponseProto) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *GetBlockLocationsRequestProto) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {
