@@ -17,7 +17,11 @@ const (
 // SplitPath validates an absolute path and returns its components; "/"
 // gives none. Paths must be clean: no empty, "." or ".." components, no
 // NUL or ':' (HDFS reserves ':'), no trailing slash except for "/".
-func SplitPath(p string) ([]string, error) {
+func SplitPath(p string) ([]string, error) { return appendPath(nil, p) }
+
+// appendPath is SplitPath appending the components to dst: a lookup passes
+// space on its stack, so that resolving a path allocates nothing.
+func appendPath(dst []string, p string) ([]string, error) {
 	if len(p) > MaxPathLen {
 		return nil, fmt.Errorf("%w: path longer than %d bytes", protocol.ErrInvalidPath, MaxPathLen)
 	}
@@ -25,10 +29,9 @@ func SplitPath(p string) ([]string, error) {
 		return nil, fmt.Errorf("%w: %q is not absolute", protocol.ErrInvalidPath, p)
 	}
 	if p == "/" {
-		return nil, nil
+		return dst, nil
 	}
-	parts := strings.Split(p[1:], "/")
-	for _, c := range parts {
+	for c := range strings.SplitSeq(p[1:], "/") {
 		switch {
 		case c == "" || c == "." || c == "..":
 			return nil, fmt.Errorf("%w: %q is not clean", protocol.ErrInvalidPath, p)
@@ -37,8 +40,9 @@ func SplitPath(p string) ([]string, error) {
 		case strings.ContainsAny(c, ":\x00"):
 			return nil, fmt.Errorf("%w: %q contains ':' or NUL", protocol.ErrInvalidPath, p)
 		}
+		dst = append(dst, c)
 	}
-	return parts, nil
+	return dst, nil
 }
 
 // Join builds the absolute path of components.

@@ -499,7 +499,8 @@ func (t *Tree) FilesUnderConstruction(fn func(*Inode)) {
 // Lookup resolves an absolute path in the tree. A new file being written
 // is not found until it completes or is first flushed (hflush).
 func (t *Tree) Lookup(p string) (*Inode, error) {
-	parts, err := SplitPath(p)
+	var space [16]string
+	parts, err := appendPath(space[:0], p)
 	if err != nil {
 		return nil, err
 	}
