@@ -17,7 +17,9 @@ const (
 // SplitPath validates an absolute path and returns its components; "/"
 // gives none. Paths must be clean: no empty, "." or ".." components, no
 // NUL or ':' (HDFS reserves ':'), no trailing slash except for "/".
-func SplitPath(p string) ([]string, error) { return appendPath(nil, p) }
+func SplitPath(p string) ([]string, error) {
+	return appendPath(make([]string, 0, strings.Count(p, "/")), p)
+}
 
 // appendPath is SplitPath appending the components to dst: a lookup passes
 // space on its stack, so that resolving a path allocates nothing.

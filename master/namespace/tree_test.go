@@ -59,7 +59,7 @@ func (a *applier) writeFile(path string, lens ...uint64) *Inode {
 // Resolving a path takes no allocation: lookups are most of a master's
 // calls, and the components' slice was 5% of a metadata run's garbage.
 // SplitPath still gives the components of deeper paths than Lookup's
-// stack space holds.
+// stack space holds, in one allocation.
 func TestLookupAllocatesNothing(t *testing.T) {
 	a := newApplier(t)
 	a.must(Entry{Type: OpMkdir, Path: "/a/b/c/d", Parents: true, Perm: 0o755})
@@ -74,6 +74,9 @@ func TestLookupAllocatesNothing(t *testing.T) {
 	a.must(Entry{Type: OpMkdir, Path: deep, Parents: true, Perm: 0o755})
 	if parts, err := SplitPath(deep); err != nil || len(parts) != 40 {
 		t.Fatalf("SplitPath of 40 components: %d, %v", len(parts), err)
+	}
+	if n := testing.AllocsPerRun(100, func() { SplitPath(deep) }); n != 1 {
+		t.Fatalf("SplitPath made %v allocations, want 1", n)
 	}
 	if n, err := a.tree.Lookup(deep); err != nil || !n.IsDir() {
 		t.Fatalf("Lookup of 40 components: %v", err)
