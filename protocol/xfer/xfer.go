@@ -92,10 +92,9 @@ func ChecksumType(tab *crc32.Table) pb.ChecksumTypeProto {
 
 // WriteOp sends an operation header and its request.
 func WriteOp(w io.Writer, op Op, m proto.Message) error {
-	buf := make([]byte, 0, 3+binary.MaxVarintLen64+protoenc.Size(m))
-	buf = binary.BigEndian.AppendUint16(buf, protocol.DataTransferVersion)
+	buf := binary.BigEndian.AppendUint16(make([]byte, 0, 256), protocol.DataTransferVersion)
 	buf = append(buf, byte(op))
-	buf, err := protoenc.AppendDelimited(buf, m)
+	buf, err := protoenc.AppendDelimited(buf, m) // grows buf once if the op is bigger
 	if err != nil {
 		return fmt.Errorf("marshal %s: %w", op, err)
 	}
