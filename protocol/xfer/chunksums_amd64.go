@@ -26,15 +26,33 @@ import (
 // groupBytes is the data one step of chunkSums4 covers.
 const groupBytes = 4 * protocol.BytesPerChecksum
 
-// Which fold the machine can run: four chunks at a time with AVX-512, or
-// one at a time with 128-bit registers (AVX and PCLMULQDQ). On a CPU whose
-// CRC32 instruction is slow (AMD's Zen 1: 4.7 GB/s a 512-byte chunk with
-// the standard library) the second is what keeps checksums cheap. Tests
-// turn them off to check the others.
-var (
-	hasGroupSums = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VPCLMULQDQ && cpu.X86.HasSSE42
-	hasChunkSums = cpu.X86.HasAVX && cpu.X86.HasPCLMULQDQ && cpu.X86.HasSSE42
+// The folds, widest first: four chunks at a time with AVX-512, two with
+// 256-bit registers (AVX2 and VPCLMULQDQ, as on AMD's Zen 3), one with
+// 128-bit registers (AVX and PCLMULQDQ), or none (the standard library).
+// On a CPU whose CRC32 instruction is slow (AMD's Zen 1: 4.7 GB/s a
+// 512-byte chunk with the standard library) the 128-bit one is what keeps
+// checksums cheap. fold is the widest this machine runs; tests lower it to
+// check the others.
+const (
+	foldNone = iota
+	fold128
+	fold256
+	fold512
 )
+
+var fold = func() int {
+	x := cpu.X86
+	if !x.HasSSE42 || !x.HasAVX || !x.HasPCLMULQDQ {
+		return foldNone
+	}
+	if x.HasAVX512F && x.HasAVX512VPCLMULQDQ {
+		return fold512
+	}
+	if _, ecx := cpuid7(); x.HasAVX2 && ecx&(1<<10) != 0 { // VPCLMULQDQ
+		return fold256
+	}
+	return fold128
+}()
 
 // foldConsts is what chunkSums4 loads: the 512-bit fold for each 128-bit
 // lane, the fold of lanes 0-2 onto lane 3 at a chunk's end (lane 3 zero),
@@ -86,20 +104,30 @@ func reflected(p uint32) uint64 { return bits.Reverse64(uint64(p)) }
 //go:noescape
 func chunkSums4(dst, p *byte, groups int, k *[24]uint64)
 
-// chunkSums1 is chunkSums4 for chunks one at a time, without AVX-512.
+// chunkSums2 is chunkSums4 for pairs of chunks, with 256-bit registers.
+//
+//go:noescape
+func chunkSums2(dst, p *byte, pairs int, k *[24]uint64)
+
+// chunkSums1 is chunkSums4 for chunks one at a time, with 128-bit
+// registers.
 //
 //go:noescape
 func chunkSums1(dst, p *byte, chunks int, k *[24]uint64)
 
+// cpuid7 is CPUID leaf 7's feature bits. It is asked only where
+// golang.org/x/sys/cpu found AVX2 or AVX-512, which need leaf 7.
+func cpuid7() (ebx, ecx uint32)
+
 // appendGroupSums appends the sums of what data's leading chunks the
 // machine's fold covers (whole groups of four with AVX-512, every whole
-// chunk with AVX) to dst and returns the data it did not cover.
+// chunk otherwise) to dst and returns the data it did not cover.
 func appendGroupSums(dst, data []byte) ([]byte, []byte) {
 	chunks := 0
-	switch {
-	case hasGroupSums:
+	switch fold {
+	case fold512:
 		chunks = len(data) / groupBytes * 4
-	case hasChunkSums:
+	case fold256, fold128:
 		chunks = len(data) / protocol.BytesPerChecksum
 	}
 	if chunks == 0 {
@@ -107,9 +135,18 @@ func appendGroupSums(dst, data []byte) ([]byte, []byte) {
 	}
 	n := len(dst)
 	dst = slices.Grow(dst, chunks*protocol.ChecksumSize)[:n+chunks*protocol.ChecksumSize]
-	if hasGroupSums {
+	switch fold {
+	case fold512:
 		chunkSums4(&dst[n], &data[0], chunks/4, &foldConsts)
-	} else {
+	case fold256:
+		if pairs := chunks / 2; pairs > 0 {
+			chunkSums2(&dst[n], &data[0], pairs, &foldConsts)
+		}
+		if chunks%2 == 1 {
+			last := chunks - 1
+			chunkSums1(&dst[n+last*protocol.ChecksumSize], &data[last*protocol.BytesPerChecksum], 1, &foldConsts)
+		}
+	default:
 		chunkSums1(&dst[n], &data[0], chunks, &foldConsts)
 	}
 	return dst, data[chunks*protocol.BytesPerChecksum:]

@@ -1,21 +1,13 @@
 package xfer
 
-import "testing"
+var foldNames = [...]string{foldNone: "stdlib", fold128: "avx", fold256: "avx2", fold512: "avx512"}
 
-// eachFold runs f with each fold this machine can run turned on in turn:
-// AVX-512's, then the 128-bit one, then none (the standard library).
-func eachFold(t *testing.T, f func(t *testing.T)) {
-	group, chunk := hasGroupSums, hasChunkSums
-	defer func() { hasGroupSums, hasChunkSums = group, chunk }()
-	for _, c := range []struct {
-		name         string
-		group, chunk bool
-	}{{"avx512", true, true}, {"avx", false, true}, {"stdlib", false, false}} {
-		if c.group && !group || c.chunk && !chunk {
-			t.Logf("%s: not on this machine", c.name)
-			continue
-		}
-		hasGroupSums, hasChunkSums = c.group, c.chunk
-		t.Run(c.name, f)
+// eachFold calls run with each fold this machine can run turned on in
+// turn, from the widest it has down to none (the standard library).
+func eachFold(run func(name string)) {
+	defer func(best int) { fold = best }(fold)
+	for f := fold; f >= foldNone; f-- {
+		fold = f
+		run(foldNames[f])
 	}
 }

@@ -28,7 +28,9 @@ func slowSumsInto(dst, data []byte) []byte {
 // ChunkSums, with each fold the machine can run, agrees with the standard
 // library for every length around the edges of its chunks and groups of
 // four, at every alignment, for random, zero and all-ones data.
-func TestChunkSumsMatchStandardLibrary(t *testing.T) { eachFold(t, chunkSumsMatchStandardLibrary) }
+func TestChunkSumsMatchStandardLibrary(t *testing.T) {
+	eachFold(func(name string) { t.Run(name, chunkSumsMatchStandardLibrary) })
+}
 
 func chunkSumsMatchStandardLibrary(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -63,7 +65,9 @@ func chunkSumsMatchStandardLibrary(t *testing.T) {
 
 // VerifyChunks names the chunk a flipped bit is in, wherever it is among
 // the chunks a fold checks, and accepts the data unflipped.
-func TestVerifyNamesTheBadChunk(t *testing.T) { eachFold(t, verifyNamesTheBadChunk) }
+func TestVerifyNamesTheBadChunk(t *testing.T) {
+	eachFold(func(name string) { t.Run(name, verifyNamesTheBadChunk) })
+}
 
 func verifyNamesTheBadChunk(t *testing.T) {
 	data := make([]byte, 300*protocol.BytesPerChecksum+77)

@@ -130,37 +130,33 @@ func TestOpAndAck(t *testing.T) {
 }
 
 // BenchmarkChunkSums is the checksums of 1 MiB packets, 512 bytes a chunk
-// as HDFS has them: ChunkSums ("groups", AVX-512 where the machine has it),
-// the standard library's CRC32C chunk by chunk ("stdlib") and one CRC32C
-// over each whole packet ("whole"), with the packets in the cache ("hot")
-// and taken in turn from 256 MiB ("cold", as packets just received are).
-// Numbers are in docs/performance.md.
+// as HDFS has them: ChunkSums with each fold the machine can run (AVX-512,
+// AVX2, AVX; "stdlib" is the standard library's CRC32C chunk by chunk) and
+// one CRC32C over each whole packet ("whole"), with the packets in the
+// cache ("hot") and taken in turn from 256 MiB ("cold", as packets just
+// received are). Numbers are in docs/performance.md.
 // Run: go test -run '^$' -bench ChunkSums ./protocol/xfer
 func BenchmarkChunkSums(b *testing.B) {
 	data := make([]byte, 256<<20)
 	rand.Read(data)
 	const packet = 1 << 20
 	sums := make([]byte, 0, packet/protocol.BytesPerChecksum*protocol.ChecksumSize)
-	ways := []struct {
-		name string
-		sum  func(p []byte)
-	}{
-		{"groups", func(p []byte) { sums = ChunkSums(CRC32C, sums[:0], p) }},
-		{"stdlib", func(p []byte) { sums = slowSumsInto(sums[:0], p) }},
-		{"whole", func(p []byte) { crc32.Checksum(p, CRC32C) }},
-	}
 	for _, cold := range []bool{false, true} {
-		for _, w := range ways {
-			b.Run(fmt.Sprintf("cold=%v/%s", cold, w.name), func(b *testing.B) {
+		run := func(name string, sum func(p []byte)) {
+			b.Run(fmt.Sprintf("cold=%v/%s", cold, name), func(b *testing.B) {
 				b.SetBytes(packet)
 				off := 0
 				for b.Loop() {
-					w.sum(data[off : off+packet])
+					sum(data[off : off+packet])
 					if cold {
 						off = (off + packet) % len(data)
 					}
 				}
 			})
 		}
+		eachFold(func(name string) {
+			run(name, func(p []byte) { sums = ChunkSums(CRC32C, sums[:0], p) })
+		})
+		run("whole", func(p []byte) { crc32.Checksum(p, CRC32C) })
 	}
 }
