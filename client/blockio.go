@@ -44,8 +44,9 @@ type blockReader struct {
 	chunk  int64        // chunk number of the next packet's first byte
 	done   bool         // the last packet came
 	addr   string
-	// finished: the read status was sent; clean: the connection can carry
-	// another operation.
+	// finished: the last packet was read (or the read failed); clean: the
+	// block was read whole, the connection can carry another operation,
+	// and the datanode is owed the read's status.
 	finished, clean bool
 	peers           *xfer.Peers
 }
@@ -141,8 +142,8 @@ func (br *blockReader) fill() error {
 }
 
 // finish reads what is left of the datanode's answer (the empty last
-// packet) and tells it the read went well, as HDFS clients do; the
-// connection is then clean for another operation.
+// packet); the connection is then clean for another operation, owing the
+// datanode the read's status, which Peers sends with that operation.
 func (br *blockReader) finish() {
 	if br.conn == nil || br.finished {
 		return
@@ -156,8 +157,7 @@ func (br *blockReader) finish() {
 		}
 		br.done = true
 	}
-	err := xfer.WriteDelimited(br.conn, &pb.ClientReadStatusProto{Status: pb.Status_CHECKSUM_OK.Enum()})
-	br.clean = err == nil && br.r.Buffered() == 0
+	br.clean = br.r.Buffered() == 0
 }
 
 // discard closes the connection of a read that failed to start.
@@ -176,8 +176,8 @@ func (br *blockReader) Close() error {
 		br.finish() // a caller that read exactly what it asked for
 	}
 	var err error
-	if br.clean && br.peers != nil {
-		br.peers.Put(br.addr, br.conn)
+	if br.clean {
+		br.peers.PutAfterRead(br.addr, br.conn)
 	} else {
 		err = br.conn.Close()
 	}

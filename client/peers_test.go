@@ -56,7 +56,7 @@ func TestReadsReuseDatanodeConnections(t *testing.T) {
 	}
 	// The kept connection breaks: the next read dials again and succeeds.
 	addr := cl.DataNodes[0].Addr()
-	broken := c.peers.Get(addr)
+	broken, _ := c.peers.Get(addr)
 	broken.Close()
 	c.peers.Put(addr, broken)
 	read()

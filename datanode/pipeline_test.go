@@ -210,7 +210,7 @@ func TestPipelinesReuseConnections(t *testing.T) {
 		}
 	}
 	breakKept := func(p *xfer.Peers, addr string) {
-		c := p.Get(addr)
+		c, _ := p.Get(addr)
 		c.Close()
 		p.Put(addr, c)
 	}

@@ -41,8 +41,14 @@ func (d *DataNode) serveConn(c net.Conn) {
 	}
 	r := xfer.NewReader(c)
 	defer xfer.FreeReader(r)
-	for {
+	for afterRead := false; ; {
 		c.SetReadDeadline(time.Now().Add(idleTimeout))
+		// After a read the client says how it went, right away (HDFS's
+		// clients) or with its next operation on the connection (godfs's,
+		// saving a write); a client that read only part may close instead.
+		if afterRead && !d.readStatus(c, r) {
+			return
+		}
 		op, err := xfer.ReadOpHeader(r)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
@@ -65,7 +71,21 @@ func (d *DataNode) serveConn(c net.Conn) {
 		if !keep || err != nil {
 			return
 		}
+		afterRead = op == xfer.OpReadBlock
 	}
+}
+
+// readStatus reads the status a client sends after a read, and says
+// whether the connection can carry another operation.
+func (d *DataNode) readStatus(c net.Conn, r *bufio.Reader) bool {
+	status := &pb.ClientReadStatusProto{}
+	if err := xfer.ReadDelimited(r, status); err != nil {
+		return false
+	}
+	if status.GetStatus() == pb.Status_ERROR_CHECKSUM {
+		d.log.Warn("client reports checksum error", "client", c.RemoteAddr())
+	}
+	return true
 }
 
 func (d *DataNode) serveOp(op xfer.Op, c net.Conn, r *bufio.Reader) (keepOpen bool, err error) {
@@ -202,13 +222,7 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 			return fmt.Errorf("send block %d: %w", rr.id, err)
 		}
 	}
-	// The client says how the read went; a client that read only part of
-	// what it asked for may close instead.
-	status := &pb.ClientReadStatusProto{}
-	if err := xfer.ReadDelimited(r, status); err == nil && status.GetStatus() == pb.Status_ERROR_CHECKSUM {
-		d.log.Warn("client reports checksum error", "block", rr.id, "client", c.RemoteAddr())
-	}
-	return nil
+	return nil // the client's status comes before its next operation (serveConn)
 }
 
 // blockChecksum answers with the MD5 of the replica's chunk CRCs, the

@@ -14,6 +14,13 @@ import (
 // the datanode meanwhile: a caller whose operation fails on one before
 // any answer tries again on a new connection. The zero value is ready;
 // it is safe for concurrent use.
+//
+// A connection kept after a whole read owes the datanode the reader's
+// status (CHECKSUM_OK, the read went well). It is sent in the same write
+// as the connection's next operation (SendOp), or just before the
+// connection is closed, rather than on its own: a write less for the
+// reader, and on the datanode a read and a wake-up less, in each small
+// file read.
 type Peers struct {
 	mu     sync.Mutex
 	idle   map[string][]idlePeer // by datanode address, oldest first
@@ -21,8 +28,18 @@ type Peers struct {
 }
 
 type idlePeer struct {
-	conn  net.Conn
-	since time.Time
+	conn       net.Conn
+	since      time.Time
+	owesStatus bool // a read's status, readStatusOK
+}
+
+// close closes the connection, sending the read status it owes first.
+func (ip idlePeer) close() {
+	if ip.owesStatus {
+		ip.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		ip.conn.Write(readStatusOK)
+	}
+	ip.conn.Close()
 }
 
 const (
@@ -33,8 +50,10 @@ const (
 	peerIdleTime = 30 * time.Second
 )
 
-// Get returns a kept connection to addr, or nil.
-func (p *Peers) Get(addr string) net.Conn {
+// Get returns a kept connection to addr, or nil, and whether it owes a
+// read's status: if so, the caller's first write on it must start with
+// readStatusOK, as SendOp's does.
+func (p *Peers) Get(addr string) (c net.Conn, owesStatus bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.idle[addr]
@@ -43,26 +62,32 @@ func (p *Peers) Get(addr string) net.Conn {
 		list = list[:len(list)-1]
 		if time.Since(last.since) < peerIdleTime {
 			p.idle[addr] = list
-			return last.conn
+			return last.conn, last.owesStatus
 		}
-		last.conn.Close()
+		last.close()
 	}
 	delete(p.idle, addr)
-	return nil
+	return nil, false
 }
 
 // Put keeps c, a connection to addr with no operation in progress.
-func (p *Peers) Put(addr string, c net.Conn) {
+func (p *Peers) Put(addr string, c net.Conn) { p.put(addr, idlePeer{c, time.Now(), false}) }
+
+// PutAfterRead keeps c, a connection to addr on which a block was read
+// whole, owing the datanode the read's status (CHECKSUM_OK).
+func (p *Peers) PutAfterRead(addr string, c net.Conn) { p.put(addr, idlePeer{c, time.Now(), true}) }
+
+func (p *Peers) put(addr string, ip idlePeer) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || len(p.idle[addr]) >= maxIdlePerDatanode {
-		c.Close()
+		ip.close()
 		return
 	}
 	if p.idle == nil {
 		p.idle = map[string][]idlePeer{}
 	}
-	p.idle[addr] = append(p.idle[addr], idlePeer{c, time.Now()})
+	p.idle[addr] = append(p.idle[addr], ip)
 }
 
 // Idle is the number of connections kept.
@@ -82,7 +107,7 @@ func (p *Peers) Close() {
 	p.closed = true
 	for _, list := range p.idle {
 		for _, ip := range list {
-			ip.conn.Close()
+			ip.close()
 		}
 	}
 	p.idle = nil

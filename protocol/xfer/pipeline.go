@@ -319,9 +319,13 @@ func (p *Pipeline) finish() error {
 // that datanode never read, goes again on a new connection.
 func SendOp(peers *Peers, addr string, op Op, msg proto.Message) (net.Conn, *bufio.Reader, error) {
 	if peers != nil {
-		if c := peers.Get(addr); c != nil {
+		if c, owes := peers.Get(addr); c != nil {
+			var status []byte
+			if owes {
+				status = readStatusOK
+			}
 			c.SetDeadline(time.Now().Add(IOTimeout))
-			if err := WriteOp(c, op, msg); err == nil {
+			if err := writeOp(c, status, op, msg); err == nil {
 				r := NewReader(c)
 				if _, err := r.Peek(1); err == nil {
 					return c, r, nil

@@ -91,8 +91,12 @@ func ChecksumType(tab *crc32.Table) pb.ChecksumTypeProto {
 }
 
 // WriteOp sends an operation header and its request.
-func WriteOp(w io.Writer, op Op, m proto.Message) error {
-	buf := binary.BigEndian.AppendUint16(make([]byte, 0, 256), protocol.DataTransferVersion)
+func WriteOp(w io.Writer, op Op, m proto.Message) error { return writeOp(w, nil, op, m) }
+
+// writeOp is WriteOp with what the connection owes from before (a read's
+// status) in the same write.
+func writeOp(w io.Writer, owed []byte, op Op, m proto.Message) error {
+	buf := binary.BigEndian.AppendUint16(append(make([]byte, 0, 256), owed...), protocol.DataTransferVersion)
 	buf = append(buf, byte(op))
 	buf, err := protoenc.AppendDelimited(buf, m) // grows buf once if the op is bigger
 	if err != nil {
@@ -123,6 +127,10 @@ func WriteDelimited(w io.Writer, m proto.Message) error {
 	_, err = w.Write(buf)
 	return err
 }
+
+// readStatusOK is a reader's ClientReadStatusProto after a read that went
+// well, as HDFS clients send it after the last packet.
+var readStatusOK, _ = AppendDelimited(nil, &pb.ClientReadStatusProto{Status: pb.Status_CHECKSUM_OK.Enum()})
 
 // AppendDelimited appends m, varint-length-prefixed, to dst.
 func AppendDelimited(dst []byte, m proto.Message) ([]byte, error) {
