@@ -50,9 +50,9 @@ const (
 	peerIdleTime = 30 * time.Second
 )
 
-// Get returns a kept connection to addr, or nil, and whether it owes a
-// read's status: if so, the caller's first write on it must start with
-// readStatusOK, as SendOp's does.
+// Get returns a kept connection to addr, or nil, and whether it owes the
+// datanode a read's status. SendOp, the way operations go out on kept
+// connections, sends the status in the same write as its operation.
 func (p *Peers) Get(addr string) (c net.Conn, owesStatus bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
