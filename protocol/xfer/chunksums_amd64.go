@@ -48,8 +48,10 @@ var fold = func() int {
 	if x.HasAVX512F && x.HasAVX512VPCLMULQDQ {
 		return fold512
 	}
-	if _, ecx := cpuid7(); x.HasAVX2 && ecx&(1<<10) != 0 { // VPCLMULQDQ
-		return fold256
+	if x.HasAVX2 {
+		if _, ecx := cpuid7(); ecx&(1<<10) != 0 { // VPCLMULQDQ
+			return fold256
+		}
 	}
 	return fold128
 }()
@@ -116,7 +118,8 @@ func chunkSums2(dst, p *byte, pairs int, k *[24]uint64)
 func chunkSums1(dst, p *byte, chunks int, k *[24]uint64)
 
 // cpuid7 is CPUID leaf 7's feature bits. It is asked only where
-// golang.org/x/sys/cpu found AVX2 or AVX-512, which need leaf 7.
+// golang.org/x/sys/cpu found AVX2, which it reads from leaf 7 (so the CPU
+// has that leaf).
 func cpuid7() (ebx, ecx uint32)
 
 // appendGroupSums appends the sums of what data's leading chunks the
