@@ -2,6 +2,7 @@ package xfer
 
 import (
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -55,19 +56,26 @@ const (
 // connections, sends the status in the same write as its operation.
 func (p *Peers) Get(addr string) (c net.Conn, owesStatus bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	list := p.idle[addr]
-	for len(list) > 0 {
-		last := list[len(list)-1]
-		list = list[:len(list)-1]
-		if time.Since(last.since) < peerIdleTime {
-			p.idle[addr] = list
-			return last.conn, last.owesStatus
-		}
-		last.close()
+	// Oldest first, so the expired ones are a prefix.
+	fresh := slices.IndexFunc(list, func(ip idlePeer) bool { return time.Since(ip.since) < peerIdleTime })
+	if fresh < 0 {
+		fresh = len(list)
 	}
-	delete(p.idle, addr)
-	return nil, false
+	expired := slices.Clone(list[:fresh])
+	list = list[fresh:]
+	var got idlePeer
+	if len(list) > 0 {
+		got, list = list[len(list)-1], list[:len(list)-1]
+	}
+	if len(list) == 0 {
+		delete(p.idle, addr)
+	} else {
+		p.idle[addr] = list
+	}
+	p.mu.Unlock()
+	closeAll(expired)
+	return got.conn, got.owesStatus
 }
 
 // Put keeps c, a connection to addr with no operation in progress.
@@ -79,8 +87,8 @@ func (p *Peers) PutAfterRead(addr string, c net.Conn) { p.put(addr, idlePeer{c, 
 
 func (p *Peers) put(addr string, ip idlePeer) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed || len(p.idle[addr]) >= maxIdlePerDatanode {
+		p.mu.Unlock()
 		ip.close()
 		return
 	}
@@ -88,6 +96,7 @@ func (p *Peers) put(addr string, ip idlePeer) {
 		p.idle = map[string][]idlePeer{}
 	}
 	p.idle[addr] = append(p.idle[addr], ip)
+	p.mu.Unlock()
 }
 
 // Idle is the number of connections kept.
@@ -103,12 +112,19 @@ func (p *Peers) Idle() (n int) {
 // Close closes every kept connection; later ones are closed when put.
 func (p *Peers) Close() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	for _, list := range p.idle {
-		for _, ip := range list {
-			ip.close()
-		}
+	idle := p.idle
+	p.closed, p.idle = true, nil
+	p.mu.Unlock()
+	for _, list := range idle {
+		closeAll(list)
 	}
-	p.idle = nil
+}
+
+// closeAll closes kept connections, outside Peers' lock: each may write
+// the status it owes, and a datanode that stopped reading would hold
+// every other Get and Put behind that write until its deadline.
+func closeAll(list []idlePeer) {
+	for _, ip := range list {
+		ip.close()
+	}
 }

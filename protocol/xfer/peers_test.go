@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -143,4 +144,70 @@ func TestKeptReadOwesItsStatus(t *testing.T) {
 			t.Fatalf("sent %x, want nothing", b)
 		}
 	})
+}
+
+// Get closes the connections that waited too long, sending what they
+// owe, and returns the newest of the others.
+func TestGetClosesExpired(t *testing.T) {
+	addr, got := received(t)
+	var p Peers
+	defer p.Close()
+	p.put(addr, idlePeer{dial(t, addr), time.Now().Add(-2 * peerIdleTime), true})
+	p.put(addr, idlePeer{dial(t, addr), time.Now().Add(-peerIdleTime), false})
+	older, newest := dial(t, addr), dial(t, addr)
+	p.Put(addr, older)
+	p.PutAfterRead(addr, newest)
+	if c, owes := p.Get(addr); c != newest || !owes {
+		t.Fatalf("Get: %v (owes a status: %v), want the newest, owing one", c, owes)
+	}
+	sent := [][]byte{next(t, got), next(t, got)}
+	if !slices.ContainsFunc(sent, func(b []byte) bool { return bytes.Equal(b, readStatusOK) }) ||
+		!slices.ContainsFunc(sent, func(b []byte) bool { return len(b) == 0 }) {
+		t.Fatalf("the expired sent %x, want the read status from one and nothing from the other", sent)
+	}
+	if c, _ := p.Get(addr); c != older {
+		t.Fatalf("second Get: %v, want the older fresh one", c)
+	}
+	if c, _ := p.Get(addr); c != nil {
+		t.Fatalf("third Get: %v, want none", c)
+	}
+	newest.Close()
+	older.Close()
+}
+
+// stuckConn's writes wait until released, like those to a datanode that
+// stopped reading.
+type stuckConn struct {
+	net.Conn
+	writing, release chan struct{}
+}
+
+func (c stuckConn) Write(b []byte) (int, error) {
+	close(c.writing)
+	<-c.release
+	return len(b), nil
+}
+
+// A connection's owed status is written outside Peers' lock: a datanode
+// that stopped reading holds up no other Get or Put.
+func TestStuckStatusHoldsNoOneUp(t *testing.T) {
+	addr, _ := received(t)
+	stuck := stuckConn{dial(t, addr), make(chan struct{}), make(chan struct{})}
+	defer close(stuck.release)
+	var p Peers
+	p.PutAfterRead("stuck:9866", stuck)
+	go p.Close()
+	<-stuck.writing
+	done := make(chan struct{})
+	c := dial(t, addr)
+	go func() {
+		p.Get(addr)
+		p.Put(addr, c) // after Close: closed at once
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Get and Put waited for another connection's write")
+	}
 }
