@@ -234,8 +234,14 @@ func testNode(addr string) *pb.DatanodeInfoProto {
 // data transfers all the same), closed at the end of the test.
 func serveDatanode(t *testing.T) *DataNode {
 	t.Helper()
+	return serveDatanodeLogging(t, io.Discard)
+}
+
+// serveDatanodeLogging is serveDatanode with the datanode's log to log.
+func serveDatanodeLogging(t *testing.T, log io.Writer) *DataNode {
+	t.Helper()
 	d, err := New(Options{DataDirs: []string{t.TempDir()}, Listen: "127.0.0.1:0", Master: "127.0.0.1:1",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.NewTextHandler(log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

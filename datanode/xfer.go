@@ -41,12 +41,13 @@ func (d *DataNode) serveConn(c net.Conn) {
 	}
 	r := xfer.NewReader(c)
 	defer xfer.FreeReader(r)
-	for afterRead := false; ; {
+	var read *pb.ExtendedBlockProto // the block last read on c, whose status the client owes
+	for {
 		c.SetReadDeadline(time.Now().Add(idleTimeout))
 		// After a read the client says how it went, right away (HDFS's
 		// clients) or with its next operation on the connection (godfs's,
 		// saving a write); a client that read only part may close instead.
-		if afterRead && !d.readStatus(c, r) {
+		if read != nil && !d.readStatus(c, r, read) {
 			return
 		}
 		op, err := xfer.ReadOpHeader(r)
@@ -58,7 +59,7 @@ func (d *DataNode) serveConn(c net.Conn) {
 		}
 		c.SetDeadline(time.Now().Add(ioTimeout))
 		d.xceivers.Add(1)
-		keep, err := d.serveOp(op, c, r)
+		keep, block, err := d.serveOp(op, c, r)
 		d.xceivers.Add(-1)
 		switch {
 		case err == nil:
@@ -71,60 +72,62 @@ func (d *DataNode) serveConn(c net.Conn) {
 		if !keep || err != nil {
 			return
 		}
-		afterRead = op == xfer.OpReadBlock
+		read = block
 	}
 }
 
 // readStatus reads the status a client sends after a read, and says
 // whether the connection can carry another operation.
-func (d *DataNode) readStatus(c net.Conn, r *bufio.Reader) bool {
+func (d *DataNode) readStatus(c net.Conn, r *bufio.Reader, read *pb.ExtendedBlockProto) bool {
 	status := &pb.ClientReadStatusProto{}
 	if err := xfer.ReadDelimited(r, status); err != nil {
 		return false
 	}
 	if status.GetStatus() == pb.Status_ERROR_CHECKSUM {
-		d.log.Warn("client reports checksum error", "client", c.RemoteAddr())
+		d.log.Warn("client reports checksum error", "block", read.GetBlockId(), "client", c.RemoteAddr())
 	}
 	return true
 }
 
-func (d *DataNode) serveOp(op xfer.Op, c net.Conn, r *bufio.Reader) (keepOpen bool, err error) {
+// serveOp serves one operation and says whether c can carry another, and
+// for a read the block read, whose status the client sends next.
+func (d *DataNode) serveOp(op xfer.Op, c net.Conn, r *bufio.Reader) (keepOpen bool, read *pb.ExtendedBlockProto, err error) {
 	switch op {
 	case xfer.OpWriteBlock:
 		req := &pb.OpWriteBlockProto{}
 		if err := xfer.ReadDelimited(r, req); err != nil {
-			return false, fmt.Errorf("read %s: %w", op, err)
+			return false, nil, fmt.Errorf("read %s: %w", op, err)
 		}
 		err := d.writeBlock(req, c, r)
-		return err == nil, err // a writer may send its next block on this connection
+		return err == nil, nil, err // a writer may send its next block on this connection
 	case xfer.OpReadBlock:
 		req := &pb.OpReadBlockProto{}
 		if err := xfer.ReadDelimited(r, req); err != nil {
-			return false, fmt.Errorf("read %s: %w", op, err)
+			return false, nil, fmt.Errorf("read %s: %w", op, err)
 		}
-		return true, d.readBlock(req, c, r)
+		return true, req.GetHeader().GetBaseHeader().GetBlock(), d.readBlock(req, c, r)
 	case xfer.OpTransferBlock:
 		req := &pb.OpTransferBlockProto{}
 		if err := xfer.ReadDelimited(r, req); err != nil {
-			return false, fmt.Errorf("read %s: %w", op, err)
+			return false, nil, fmt.Errorf("read %s: %w", op, err)
 		}
 		b := req.GetHeader().GetBaseHeader().GetBlock()
 		err := d.transferBlock(&pb.BlockTransferCommandProto{Block: &pb.BlockProto{BlockId: b.BlockId,
 			GenStamp: b.GenerationStamp, NumBytes: b.NumBytes}, Targets: req.GetTargets()})
 		if err != nil {
 			respond(c, pb.Status_ERROR, err.Error())
-			return false, err
+			return false, nil, err
 		}
-		return true, respond(c, pb.Status_SUCCESS, "")
+		return true, nil, respond(c, pb.Status_SUCCESS, "")
 	case xfer.OpBlockChecksum:
 		req := &pb.OpBlockChecksumProto{}
 		if err := xfer.ReadDelimited(r, req); err != nil {
-			return false, fmt.Errorf("read %s: %w", op, err)
+			return false, nil, fmt.Errorf("read %s: %w", op, err)
 		}
-		return true, d.blockChecksum(req, c)
+		return true, nil, d.blockChecksum(req, c)
 	default:
 		respond(c, pb.Status_ERROR_UNSUPPORTED, fmt.Sprintf("godfs datanode does not support %s yet", op))
-		return false, fmt.Errorf("unsupported op %s", op)
+		return false, nil, fmt.Errorf("unsupported op %s", op)
 	}
 }
 

@@ -9,7 +9,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -28,6 +31,14 @@ func readOverTCP(t *testing.T, d *DataNode, id uint64, off, n int64) []byte {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	got := readOn(t, c, id, off, n)
+	xfer.WriteDelimited(c, &pb.ClientReadStatusProto{Status: pb.Status_CHECKSUM_OK.Enum()})
+	return got
+}
+
+// readOn reads as readOverTCP does, on c, and sends no status after.
+func readOn(t *testing.T, c net.Conn, id uint64, off, n int64) []byte {
+	t.Helper()
 	b := &pb.ExtendedBlockProto{PoolId: proto.String("BP-test"), BlockId: proto.Uint64(id), GenerationStamp: proto.Uint64(1001)}
 	req := &pb.OpReadBlockProto{Header: &pb.ClientOperationHeaderProto{BaseHeader: &pb.BaseHeaderProto{Block: b}, ClientName: proto.String("test")},
 		Offset: proto.Uint64(uint64(off)), Len: proto.Uint64(uint64(n)), SendChecksums: proto.Bool(true)}
@@ -55,8 +66,57 @@ func readOverTCP(t *testing.T, d *DataNode, id uint64, off, n int64) []byte {
 		got = append(got, pk.Data...)
 		chunk += xfer.NumChunks(int64(len(pk.Data)))
 	}
-	xfer.WriteDelimited(c, &pb.ClientReadStatusProto{Status: pb.Status_CHECKSUM_OK.Enum()})
 	return got
+}
+
+// A client's report of a checksum error after a read names the block in
+// the datanode's log, the status coming right away (HDFS's clients) or
+// with the connection's next operation (godfs's).
+func TestChecksumErrorReportNamesTheBlock(t *testing.T) {
+	var log lockedBuffer
+	d := serveDatanodeLogging(t, &log)
+	writeReplica(t, d.store, 7, make([]byte, 1000))
+	writeReplica(t, d.store, 8, make([]byte, 1000))
+	c, err := net.Dial("tcp", d.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	readOn(t, c, 7, 0, 1000)
+	bad := &pb.ClientReadStatusProto{Status: pb.Status_ERROR_CHECKSUM.Enum()}
+	xfer.WriteDelimited(c, bad)
+	readOn(t, c, 8, 0, 1000) // the connection carries on after the report
+	xfer.WriteDelimited(c, bad)
+	for range 1000 {
+		if strings.Contains(log.String(), "block=7") && strings.Contains(log.String(), "block=8") {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, want := range []string{`msg="client reports checksum error" block=7`, `msg="client reports checksum error" block=8`} {
+		if !strings.Contains(log.String(), want) {
+			t.Fatalf("datanode's log:\n%s\nwant %s", log.String(), want)
+		}
+	}
+}
+
+// lockedBuffer is a log's destination that the test reads while the
+// datanode writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // A finalized replica reads back the same over TCP whether its data comes
