@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -408,7 +409,15 @@ func TestConcurrentSyncs(t *testing.T) {
 		if err != nil {
 			return idx, err
 		}
-		return idx, l.Sync(idx)
+		if err := l.Sync(idx); err != nil {
+			return idx, err
+		}
+		l.wait.Lock()
+		defer l.wait.Unlock()
+		if l.wait.synced < idx {
+			return idx, fmt.Errorf("Sync(%d) returned with %d synced", idx, l.wait.synced)
+		}
+		return idx, nil
 	}
 	inParallel := func(n int) []error {
 		errs := make([]error, n)
