@@ -185,6 +185,7 @@ var resultChans = sync.Pool{New: func() any { return make(chan result, 1) }}
 
 type result struct {
 	body []byte
+	buf  *[]byte // body's frame buffer, for the pool once body is parsed
 	err  error
 }
 
@@ -254,7 +255,9 @@ func (cc *clientConn) call(ctx context.Context, protoName, method string, req, r
 		if r.err != nil {
 			return fmt.Errorf("call %s: %w", method, r.err)
 		}
-		if _, err := unmarshalDelimited(r.body, resp); err != nil {
+		_, err := unmarshalDelimited(r.body, resp)
+		putFrameBuf(r.buf) // the parsed message holds copies, not r.body
+		if err != nil {
 			return fmt.Errorf("call %s: %w", method, err)
 		}
 		return nil
@@ -280,7 +283,8 @@ func (cc *clientConn) headers(id int32, protoName, method string) (*pb.RpcReques
 func (cc *clientConn) readLoop() {
 	r := bufio.NewReaderSize(cc.c, 64<<10)
 	for {
-		frame, err := readFrame(r)
+		bp := framePool.Get().(*[]byte)
+		frame, err := readFrameInto(r, bp)
 		if err != nil {
 			cc.shutdown(fmt.Errorf("connection to %s lost: %w", cc.addr, err))
 			return
@@ -294,9 +298,10 @@ func (cc *clientConn) readLoop() {
 		var res result
 		switch hdr.status {
 		case pb.RpcResponseHeaderProto_SUCCESS:
-			res.body = rest
+			res.body, res.buf = rest, bp
 		default:
-			res.err = &RemoteError{Class: hdr.class, Message: hdr.msg}
+			res.err = &RemoteError{Class: hdr.class, Message: hdr.msg} // copies
+			putFrameBuf(bp)
 		}
 		if hdr.status == pb.RpcResponseHeaderProto_FATAL {
 			cc.shutdown(res.err)

@@ -81,11 +81,17 @@ func readFrame(r *bufio.Reader) ([]byte, error) {
 // readFrameInto reads one length-prefixed frame into *bp, growing it if
 // needed (a pooled buffer: see putFrameBuf).
 func readFrameInto(r *bufio.Reader, bp *[]byte) ([]byte, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+	// Peeked, not read into an array, which would escape to the heap
+	// through io.ReadFull: an allocation a frame.
+	hdr, err := r.Peek(4)
+	if err != nil {
+		if len(hdr) > 0 && errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
 		return nil, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	n := binary.BigEndian.Uint32(hdr)
+	r.Discard(4)
 	if n > MaxFrame {
 		return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
 	}

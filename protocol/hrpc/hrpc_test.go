@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,6 +85,29 @@ func TestCallsAnsweredOutOfOrder(t *testing.T) {
 	fastDone := time.Now()
 	if slow := <-slowDone; !slow.After(fastDone) {
 		t.Fatal("fast calls waited for the slow one: responses are not out of order")
+	}
+}
+
+// The client reads answers into pooled buffers, reused once an answer is
+// parsed: what a call returned stays as it was after later calls.
+func TestAnswersOutliveTheirFrames(t *testing.T) {
+	addr := startServer(t)
+	c := NewClient(addr, ClientOptions{Protocol: testProtocol, User: "alice"})
+	defer c.Close()
+	var answers []*pb.GetFileInfoResponseProto
+	for i := range 200 {
+		resp, err := stat(c, fmt.Sprintf("/%03d-%s", i, strings.Repeat("x", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		answers = append(answers, resp)
+	}
+	for i, resp := range answers {
+		if want := fmt.Sprintf("/%03d-%s", i, strings.Repeat("x", i)); string(resp.GetFs().GetPath()) != want ||
+			resp.GetFs().GetOwner() != "alice" || resp.GetFs().GetGroup() != "g" {
+			t.Fatalf("answer %d after 200 calls: path %q, owner %q, group %q; want %q, alice, g",
+				i, resp.GetFs().GetPath(), resp.GetFs().GetOwner(), resp.GetFs().GetGroup(), want)
+		}
 	}
 }
 
