@@ -90,12 +90,13 @@ piece:
 	VZEROUPPER
 	RET
 
-// FOLD128 carries one 16-byte lane acc 64 bytes forward (the fold in X0)
-// and adds the chunk's 16 bytes at off(SI); tmp is scratch.
-#define FOLD128(acc, tmp, off) \
-	VPCLMULQDQ $0x11, X0, acc, tmp; \
-	VPCLMULQDQ $0x00, X0, acc, acc; \
-	VPXOR      off(SI), acc, acc; \
+// FOLDLANES carries the lanes in acc (one 16-byte lane in an XMM register,
+// two in a YMM one) 64 bytes forward with the fold in k and adds the
+// chunk's next bytes at mem; tmp is scratch.
+#define FOLDLANES(k, acc, tmp, mem) \
+	VPCLMULQDQ $0x11, k, acc, tmp; \
+	VPCLMULQDQ $0x00, k, acc, acc; \
+	VPXOR      mem, acc, acc; \
 	VPXOR      tmp, acc, acc
 
 // CARRY128 adds to sum the lane acc carried forward by the fold in k
@@ -130,10 +131,10 @@ chunk:
 	MOVQ    $7, DX
 
 step:
-	FOLD128(X5, X9, 0)
-	FOLD128(X6, X10, 16)
-	FOLD128(X7, X11, 32)
-	FOLD128(X8, X12, 48)
+	FOLDLANES(X0, X5, X9, 0(SI))
+	FOLDLANES(X0, X6, X10, 16(SI))
+	FOLDLANES(X0, X7, X11, 32(SI))
+	FOLDLANES(X0, X8, X12, 48(SI))
 	ADDQ $64, SI
 	DECQ DX
 	JNZ  step
@@ -148,15 +149,6 @@ step:
 	DECQ CX
 	JNZ  chunk
 	RET
-
-// FOLD256 carries acc, two 16-byte lanes of a chunk, 64 bytes forward (the
-// fold in both halves of Y0) and adds the chunk's 32 bytes at off(R8);
-// tmp is scratch.
-#define FOLD256(acc, tmp, off) \
-	VPCLMULQDQ $0x11, Y0, acc, tmp; \
-	VPCLMULQDQ $0x00, Y0, acc, acc; \
-	VPXOR      off(R8), acc, acc; \
-	VPXOR      tmp, acc, acc
 
 // FINISH256 folds a chunk's lanes 0-1 (in lo) and 2 (the low half of hi)
 // onto lane 3 (hi's high half) and reduces those 16 bytes (REDUCE). Y1
@@ -204,10 +196,10 @@ pairstep:
 	// end a prefetch is only a hint, never a fault).
 	PREFETCHT0 1024(R8)
 	PREFETCHT0 1536(R8)
-	FOLD256(Y5, Y9, 0)
-	FOLD256(Y6, Y10, 32)
-	FOLD256(Y7, Y11, 512)
-	FOLD256(Y8, Y12, 544)
+	FOLDLANES(Y0, Y5, Y9, 0(R8))
+	FOLDLANES(Y0, Y6, Y10, 32(R8))
+	FOLDLANES(Y0, Y7, Y11, 512(R8))
+	FOLDLANES(Y0, Y8, Y12, 544(R8))
 	ADDQ $64, R8
 	DECQ DX
 	JNZ  pairstep
