@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -58,6 +59,13 @@ type Result struct {
 	// RunsP99ms is each run's p99, in run order, beside their median:
 	// a p99 over seconds moves with what the VM does in them.
 	RunsP99ms []float64 `json:"p99_ms_runs,omitempty"`
+	// StolenPct is the share of the machine's CPU time (all its CPUs)
+	// that the hypervisor took while this was measured, where the system
+	// tells it (Linux's steal). A vCPU the host runs something else on
+	// stops dead: in six paced runs of the seventh machine
+	// (docs/performance.md), 21-34% was stolen in the four with a p99 of
+	// 12-58 ms, 1.2-1.6% in the two with 2.6-3.5 ms.
+	StolenPct float64 `json:"stolen_pct,omitempty"`
 }
 
 // Report is a run's baselines and results; of several runs, the medians.
@@ -90,7 +98,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	for _, x := range append(r.Baselines[:len(r.Baselines):len(r.Baselines)], r.Results...) {
 		width = max(width, len(x.Name))
 	}
-	fmt.Fprintf(w, "%-*s %12s %-6s %8s %8s %9s  %s\n", width, "measurement", "value", "unit", "p50 ms", "p99 ms", "cpu us/op", "vs baseline")
+	fmt.Fprintf(w, "%-*s %12s %-6s %8s %8s %9s %7s  %s\n", width, "measurement", "value", "unit", "p50 ms", "p99 ms", "cpu us/op", "stolen", "vs baseline")
 	row := func(x Result) {
 		ratio := ""
 		if x.Baseline != "" {
@@ -102,7 +110,11 @@ func (r *Report) WriteTable(w io.Writer) {
 			}
 			return fmt.Sprintf("%.*f", digits, v)
 		}
-		fmt.Fprintf(w, "%-*s %12.1f %-6s %8s %8s %9s  %s\n", width, x.Name, x.Value, x.Unit, p(x.P50ms, 2), p(x.P99ms, 2), p(x.CPUus, 1), ratio)
+		stolen := p(x.StolenPct, 1)
+		if x.StolenPct != 0 {
+			stolen += "%"
+		}
+		fmt.Fprintf(w, "%-*s %12.1f %-6s %8s %8s %9s %7s  %s\n", width, x.Name, x.Value, x.Unit, p(x.P50ms, 2), p(x.P99ms, 2), p(x.CPUus, 1), stolen, ratio)
 	}
 	for _, b := range r.Baselines {
 		row(b)
@@ -160,6 +172,7 @@ func median(runs []*Report) *Report {
 			m.P99ms = field(func(x Result) float64 { return x.P99ms })
 			m.Ratio = field(func(x Result) float64 { return x.Ratio })
 			m.CPUus = field(func(x Result) float64 { return x.CPUus })
+			m.StolenPct = field(func(x Result) float64 { return x.StolenPct })
 			if m.P99ms > 0 {
 				m.RunsP99ms = nil
 				for _, r := range runs {
@@ -273,13 +286,15 @@ func (r *Report) stream(ctx context.Context, c *client.Client, cfg Config) error
 	}
 	// Each client's bytes over the time they all took: parallel's rate
 	// in files a second, times a file's size.
-	rate := func(op func(c *client.Client, i int) error) (float64, error) {
+	rate := func(name string, op func(c *client.Client, i int) error) (Result, error) {
 		res, err := parallel(n, n, 0, cfg.Master, op)
-		return res.Value * float64(cfg.Size) / 1e6, err
+		res.Name, res.Value, res.Unit = name, res.Value*float64(cfg.Size)/1e6, "MB/s"
+		res.P50ms, res.P99ms, res.CPUus = 0, 0, 0 // of whole files, not of operations
+		return res, err
 	}
 	for _, repl := range cfg.Replications {
 		name := func(i int) string { return fmt.Sprintf("/.bench/stream-r%d/%d", repl, i) }
-		v, err := rate(func(c *client.Client, i int) error {
+		res, err := rate(fmt.Sprintf("put %s, replication %d", what, repl), func(c *client.Client, i int) error {
 			f, err := os.Open(src)
 			if err != nil {
 				return err
@@ -298,11 +313,11 @@ func (r *Report) stream(ctx context.Context, c *client.Client, cfg Config) error
 		if err != nil {
 			return fmt.Errorf("put: %w", err)
 		}
-		r.add(Result{Name: fmt.Sprintf("put %s, replication %d", what, repl), Value: v, Unit: "MB/s"}, "disk: cp+fsync")
+		r.add(res, "disk: cp+fsync")
 		// Datanodes write big replicas past the page cache (O_DIRECT), so
 		// the first read comes from the disk and the second from memory.
 		for _, read := range []string{"first read", "warm"} {
-			v, err = rate(func(c *client.Client, i int) error {
+			res, err = rate(fmt.Sprintf("get %s, replication %d, %s", what, repl, read), func(c *client.Client, i int) error {
 				rd, err := c.Open(ctx, name(i))
 				if err != nil {
 					return err
@@ -314,7 +329,7 @@ func (r *Report) stream(ctx context.Context, c *client.Client, cfg Config) error
 			if err != nil {
 				return fmt.Errorf("get: %w", err)
 			}
-			r.add(Result{Name: fmt.Sprintf("get %s, replication %d, %s", what, repl, read), Value: v, Unit: "MB/s"}, "network: loopback TCP")
+			r.add(res, "network: loopback TCP")
 		}
 		c.Remove(ctx, fmt.Sprintf("/.bench/stream-r%d", repl), true)
 	}
@@ -537,11 +552,13 @@ func parallel(clients, n int, rate float64, master string, op func(c *client.Cli
 	}
 	connected.Wait()
 	cpu := processCPU()
+	stolen, _ := cpuStolen()
 	start = time.Now()
 	close(begin)
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu = processCPU() - cpu
+	stolenAfter, _ := cpuStolen()
 	close(errs)
 	if err := <-errs; err != nil {
 		return Result{}, err
@@ -553,6 +570,7 @@ func parallel(clients, n int, rate float64, master string, op func(c *client.Cli
 	res := latencies(all)
 	res.Value, res.Unit = float64(n)/elapsed.Seconds(), "ops/s"
 	res.CPUus = float64(cpu) / float64(time.Microsecond) / float64(n)
+	res.StolenPct = 100 * float64(stolenAfter-stolen) / float64(elapsed*time.Duration(runtime.NumCPU()))
 	return res, nil
 }
 

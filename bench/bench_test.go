@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/godfs/godfs/client"
 	"github.com/godfs/godfs/devcluster"
@@ -144,6 +145,9 @@ func TestRunSmall(t *testing.T) {
 		if x.Unit == "ops/s" && x.CPUus <= 0 {
 			t.Fatalf("no CPU time per operation: %+v", x)
 		}
+		if x.StolenPct < 0 || x.StolenPct > 100 {
+			t.Fatalf("%.1f%% of the CPU time stolen: %+v", x.StolenPct, x)
+		}
 	}
 	for _, x := range append(r.Baselines, r.Results...) {
 		if x.Value <= 0 {
@@ -184,6 +188,18 @@ func TestRunStreamClients(t *testing.T) {
 	}
 }
 
+func TestParseStolen(t *testing.T) {
+	const stat = "cpu  25215 0 33111 264228 6183 0 5017 7748 0 0\ncpu0 12000 0 16000 132000 3000 0 2500 3874 0 0\n"
+	if d, ok := parseStolen(stat); !ok || d != 77480*time.Millisecond {
+		t.Fatalf("steal of %q: %v %v, want 77.48s", stat, d, ok)
+	}
+	for _, bad := range []string{"", "intr 1 2 3\n", "cpu 1 2 3\n", "cpu 1 2 3 4 5 6 7 x 9\n"} {
+		if d, ok := parseStolen(bad); ok {
+			t.Fatalf("steal of %q: %v, want none", bad, d)
+		}
+	}
+}
+
 func TestThisMachine(t *testing.T) {
 	m := ThisMachine()
 	if m.CPUs != runtime.NumCPU() || m.Go != runtime.Version() || m.OS != runtime.GOOS+"/"+runtime.GOARCH {
@@ -203,11 +219,11 @@ func TestThisMachine(t *testing.T) {
 func TestMedian(t *testing.T) {
 	run := func(v, base float64) *Report {
 		return &Report{Baselines: []Result{{Name: "disk", Value: base}},
-			Results: []Result{{Name: "put", Value: v, P99ms: v / 10, Baseline: "disk", Ratio: v / base, CPUus: v * 2}}}
+			Results: []Result{{Name: "put", Value: v, P99ms: v / 10, Baseline: "disk", Ratio: v / base, CPUus: v * 2, StolenPct: v / 100}}}
 	}
 	m := median([]*Report{run(30, 100), run(10, 100), run(50, 50), run(20, 100), run(40, 100)})
 	got := m.Results[0]
-	if m.Runs != 5 || got.Value != 30 || got.P99ms != 3 || got.Ratio != 0.3 || got.CPUus != 60 || m.Baselines[0].Value != 100 ||
+	if m.Runs != 5 || got.Value != 30 || got.P99ms != 3 || got.Ratio != 0.3 || got.CPUus != 60 || got.StolenPct != 0.3 || m.Baselines[0].Value != 100 ||
 		!slices.Equal(got.RunsP99ms, []float64{3, 1, 5, 2, 4}) {
 		t.Fatalf("median of five runs: %+v, baseline %+v", got, m.Baselines[0])
 	}

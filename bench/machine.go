@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Machine is what a report was measured on: machines of one kind can
@@ -47,4 +49,35 @@ func ThisMachine() Machine {
 		}
 	}
 	return m
+}
+
+// cpuStolen is the CPU time the hypervisor has taken from this machine's
+// CPUs since boot (steal in /proc/stat), and false where the system does
+// not tell it. A VM's vCPU that the host runs something else on stops
+// dead, so ops in flight then take as long as the theft.
+func cpuStolen() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	return parseStolen(string(b))
+}
+
+// userHZ is the unit of /proc/stat's times, fixed at 100 a second for
+// user space whatever the kernel's own tick.
+const userHZ = 100
+
+// parseStolen reads the steal field, the 8th number of the "cpu" line,
+// from the text of /proc/stat.
+func parseStolen(stat string) (time.Duration, bool) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, false
+	}
+	ticks, err := strconv.ParseUint(f[8], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return time.Duration(ticks) * time.Second / userHZ, true
 }

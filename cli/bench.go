@@ -33,7 +33,8 @@ func (e *env) benchCmd() *cobra.Command {
 			"local disk's fdatasync latency. Before each mode it waits until the datanodes have deleted\n" +
 			"what the last one removed, and syncs. With --dev it starts its own in-process cluster\n" +
 			"(3 datanodes) in a temporary directory. \"cpu us/op\" is the CPU time this process used\n" +
-			"per operation (with --dev, the servers' too).",
+			"per operation (with --dev, the servers' too); \"stolen\" the share of all CPUs' time that\n" +
+			"a hypervisor took during the measurement (Linux's steal), which slows everything in it.",
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, s := range strings.Split(repls, ",") {
