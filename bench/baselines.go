@@ -28,35 +28,38 @@ func (r *Report) measureBaselines(cfg Config, createDir string) error {
 		return err
 	}
 	defer os.Remove(src)
-	dst := filepath.Join(cfg.TempDir, "baseline-copy")
-	d, err := timeIt(func() error { return copyLocal(src, dst) })
-	os.Remove(dst)
-	if err != nil {
+	// Each baseline with the share of CPU time stolen while it ran, as
+	// godfs's figures have it.
+	add := func(name, unit string, measure func() (float64, error)) error {
+		steal := watchSteal()
+		v, err := measure()
+		if err != nil {
+			return err
+		}
+		r.Baselines = append(r.Baselines, Result{Name: name, Value: v, Unit: unit, StolenPct: steal.pct()})
+		return nil
+	}
+	if err := add("disk: cp+fsync", "MB/s", func() (float64, error) {
+		dst := filepath.Join(cfg.TempDir, "baseline-copy")
+		defer os.Remove(dst)
+		d, err := timeIt(func() error { return copyLocal(src, dst) })
+		return mbps(n, d), err
+	}); err != nil {
 		return fmt.Errorf("disk baseline: %w", err)
 	}
-	r.Baselines = append(r.Baselines, Result{Name: "disk: cp+fsync", Value: mbps(n, d), Unit: "MB/s"})
-	tcp, err := loopbackTCP(n)
-	if err != nil {
+	if err := add("network: loopback TCP", "MB/s", func() (float64, error) { return loopbackTCP(n) }); err != nil {
 		return fmt.Errorf("network baseline: %w", err)
 	}
-	r.Baselines = append(r.Baselines, Result{Name: "network: loopback TCP", Value: tcp, Unit: "MB/s"})
-	rt, err := roundTrips(cfg.Clients)
-	if err != nil {
+	if err := add(roundTripBaseline, "ops/s", func() (float64, error) { return roundTrips(cfg.Clients) }); err != nil {
 		return fmt.Errorf("round-trip baseline: %w", err)
 	}
-	r.Baselines = append(r.Baselines, Result{Name: roundTripBaseline, Value: rt, Unit: "ops/s"})
-	fs, err := fsyncRate(cfg.TempDir)
-	if err != nil {
+	if err := add("fsync rate", "ops/s", func() (float64, error) { return fsyncRate(cfg.TempDir) }); err != nil {
 		return fmt.Errorf("fsync baseline: %w", err)
 	}
-	r.Baselines = append(r.Baselines, Result{Name: "fsync rate", Value: fs, Unit: "ops/s"})
-	creates, err := createRate(createDir)
-	if err != nil {
+	if err := add("file creates", "ops/s", func() (float64, error) { return createRate(createDir) }); err != nil {
 		return fmt.Errorf("file create baseline: %w", err)
 	}
-	r.Baselines = append(r.Baselines, Result{Name: "file creates", Value: creates, Unit: "ops/s"})
-	r.Baselines = append(r.Baselines, Result{Name: "CRC32C", Value: crcSpeed(), Unit: "MB/s"})
-	return nil
+	return add("CRC32C", "MB/s", func() (float64, error) { return crcSpeed(), nil })
 }
 
 // copyLocal is the disk baseline: what cp does, plus the fsync godfs does

@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -552,13 +551,13 @@ func parallel(clients, n int, rate float64, master string, op func(c *client.Cli
 	}
 	connected.Wait()
 	cpu := processCPU()
-	stolen, _ := cpuStolen()
+	steal := watchSteal()
 	start = time.Now()
 	close(begin)
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu = processCPU() - cpu
-	stolenAfter, _ := cpuStolen()
+	stolen := steal.pct()
 	close(errs)
 	if err := <-errs; err != nil {
 		return Result{}, err
@@ -570,7 +569,7 @@ func parallel(clients, n int, rate float64, master string, op func(c *client.Cli
 	res := latencies(all)
 	res.Value, res.Unit = float64(n)/elapsed.Seconds(), "ops/s"
 	res.CPUus = float64(cpu) / float64(time.Microsecond) / float64(n)
-	res.StolenPct = 100 * float64(stolenAfter-stolen) / float64(elapsed*time.Duration(runtime.NumCPU()))
+	res.StolenPct = stolen
 	return res, nil
 }
 

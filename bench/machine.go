@@ -63,6 +63,29 @@ func cpuStolen() (time.Duration, bool) {
 	return parseStolen(string(b))
 }
 
+// stealWatch is the start of a span whose share of CPU time stolen is
+// wanted.
+type stealWatch struct {
+	at     time.Time
+	stolen time.Duration
+}
+
+func watchSteal() stealWatch {
+	stolen, _ := cpuStolen()
+	return stealWatch{at: time.Now(), stolen: stolen}
+}
+
+// pct is the percentage of all CPUs' time since w that was stolen; 0
+// where the system does not tell.
+func (w stealWatch) pct() float64 {
+	elapsed := time.Since(w.at)
+	stolen, ok := cpuStolen()
+	if !ok || elapsed <= 0 {
+		return 0
+	}
+	return 100 * float64(stolen-w.stolen) / float64(elapsed*time.Duration(runtime.NumCPU()))
+}
+
 // userHZ is the unit of /proc/stat's times, fixed at 100 a second for
 // user space whatever the kernel's own tick.
 const userHZ = 100
