@@ -65,6 +65,9 @@ type Result struct {
 	// (docs/performance.md), 21-34% was stolen in the four with a p99 of
 	// 12-58 ms, 1.2-1.6% in the two with 2.6-3.5 ms.
 	StolenPct float64 `json:"stolen_pct,omitempty"`
+	// RunsStolenPct is each run's StolenPct beside RunsP99ms, so that
+	// a run's p99 can be read with the theft in it.
+	RunsStolenPct []float64 `json:"stolen_pct_runs,omitempty"`
 }
 
 // Report is a run's baselines and results; of several runs, the medians.
@@ -173,9 +176,10 @@ func median(runs []*Report) *Report {
 			m.CPUus = field(func(x Result) float64 { return x.CPUus })
 			m.StolenPct = field(func(x Result) float64 { return x.StolenPct })
 			if m.P99ms > 0 {
-				m.RunsP99ms = nil
+				m.RunsP99ms, m.RunsStolenPct = nil, nil
 				for _, r := range runs {
 					m.RunsP99ms = append(m.RunsP99ms, pick(r)[i].P99ms)
+					m.RunsStolenPct = append(m.RunsStolenPct, pick(r)[i].StolenPct)
 				}
 			}
 			out = append(out, m)

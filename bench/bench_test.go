@@ -224,7 +224,7 @@ func TestMedian(t *testing.T) {
 	m := median([]*Report{run(30, 100), run(10, 100), run(50, 50), run(20, 100), run(40, 100)})
 	got := m.Results[0]
 	if m.Runs != 5 || got.Value != 30 || got.P99ms != 3 || got.Ratio != 0.3 || got.CPUus != 60 || got.StolenPct != 0.3 || m.Baselines[0].Value != 100 ||
-		!slices.Equal(got.RunsP99ms, []float64{3, 1, 5, 2, 4}) {
+		!slices.Equal(got.RunsP99ms, []float64{3, 1, 5, 2, 4}) || !slices.Equal(got.RunsStolenPct, []float64{0.3, 0.1, 0.5, 0.2, 0.4}) {
 		t.Fatalf("median of five runs: %+v, baseline %+v", got, m.Baselines[0])
 	}
 }
