@@ -189,12 +189,13 @@ func TestRunStreamClients(t *testing.T) {
 }
 
 func TestParseStolen(t *testing.T) {
-	const stat = "cpu  25215 0 33111 264228 6183 0 5017 7748 0 0\ncpu0 12000 0 16000 132000 3000 0 2500 3874 0 0\n"
-	if d, ok := parseStolen(stat); !ok || d != 77480*time.Millisecond {
-		t.Fatalf("steal of %q: %v %v, want 77.48s", stat, d, ok)
+	const stat = "cpu  25215 0 33111 264228 6183 0 5017 7748 0 0\n" +
+		"cpu0 12000 0 16000 132000 3000 0 2500 3874 0 0\ncpu1 13215 0 17111 132228 3183 0 2517 3874 0 0\nintr 12345 0\n"
+	if d, cpus, ok := parseStolen(stat); !ok || d != 77480*time.Millisecond || cpus != 2 {
+		t.Fatalf("steal of %q: %v over %d CPUs (%v), want 77.48s over 2", stat, d, cpus, ok)
 	}
-	for _, bad := range []string{"", "intr 1 2 3\n", "cpu 1 2 3\n", "cpu 1 2 3 4 5 6 7 x 9\n"} {
-		if d, ok := parseStolen(bad); ok {
+	for _, bad := range []string{"", "intr 1 2 3\n", "cpu 1 2 3\n", "cpu 1 2 3 4 5 6 7 x 9\n", "cpu 1 2 3 4 5 6 7 8 9\nintr 1\n"} {
+		if d, _, ok := parseStolen(bad); ok {
 			t.Fatalf("steal of %q: %v, want none", bad, d)
 		}
 	}

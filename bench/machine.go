@@ -52,13 +52,12 @@ func ThisMachine() Machine {
 }
 
 // cpuStolen is the CPU time the hypervisor has taken from this machine's
-// CPUs since boot (steal in /proc/stat), and false where the system does
-// not tell it. A VM's vCPU that the host runs something else on stops
-// dead, so ops in flight then take as long as the theft.
-func cpuStolen() (time.Duration, bool) {
+// CPUs since boot (steal in /proc/stat) and how many CPUs that is over,
+// or false where the system does not tell it.
+func cpuStolen() (time.Duration, int, bool) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	return parseStolen(string(b))
 }
@@ -68,39 +67,51 @@ func cpuStolen() (time.Duration, bool) {
 type stealWatch struct {
 	at     time.Time
 	stolen time.Duration
+	ok     bool
 }
 
 func watchSteal() stealWatch {
-	stolen, _ := cpuStolen()
-	return stealWatch{at: time.Now(), stolen: stolen}
+	stolen, _, ok := cpuStolen()
+	return stealWatch{at: time.Now(), stolen: stolen, ok: ok}
 }
 
 // pct is the percentage of all CPUs' time since w that was stolen; 0
 // where the system does not tell.
 func (w stealWatch) pct() float64 {
 	elapsed := time.Since(w.at)
-	stolen, ok := cpuStolen()
-	if !ok || elapsed <= 0 {
+	stolen, cpus, ok := cpuStolen()
+	if !ok || !w.ok || elapsed <= 0 {
 		return 0
 	}
-	return 100 * float64(stolen-w.stolen) / float64(elapsed*time.Duration(runtime.NumCPU()))
+	return 100 * float64(stolen-w.stolen) / float64(elapsed*time.Duration(cpus))
 }
 
 // userHZ is the unit of /proc/stat's times, fixed at 100 a second for
 // user space whatever the kernel's own tick.
 const userHZ = 100
 
-// parseStolen reads the steal field, the 8th number of the "cpu" line,
-// from the text of /proc/stat.
-func parseStolen(stat string) (time.Duration, bool) {
-	line, _, _ := strings.Cut(stat, "\n")
+// parseStolen reads, from the text of /proc/stat, the steal field (the
+// 8th number) of the "cpu" line, the sum over the CPUs, and counts the
+// CPUs' own lines: a process may be allowed fewer CPUs than the machine
+// has (runtime.NumCPU), but the sum is over all of them.
+func parseStolen(stat string) (time.Duration, int, bool) {
+	line, rest, _ := strings.Cut(stat, "\n")
 	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
-		return 0, false
+		return 0, 0, false
 	}
 	ticks, err := strconv.ParseUint(f[8], 10, 64)
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
-	return time.Duration(ticks) * time.Second / userHZ, true
+	cpus := 0
+	for l := range strings.Lines(rest) {
+		if name, _, _ := strings.Cut(l, " "); len(name) > 3 && strings.HasPrefix(name, "cpu") {
+			cpus++
+		}
+	}
+	if cpus == 0 {
+		return 0, 0, false
+	}
+	return time.Duration(ticks) * time.Second / userHZ, cpus, true
 }
