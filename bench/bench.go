@@ -60,10 +60,11 @@ type Result struct {
 	RunsP99ms []float64 `json:"p99_ms_runs,omitempty"`
 	// StolenPct is the share of the machine's CPU time (all its CPUs)
 	// that the hypervisor took while this was measured, where the system
-	// tells it (Linux's steal). A vCPU the host runs something else on
-	// stops dead: in six paced runs of the seventh machine
-	// (docs/performance.md), 21-34% was stolen in the four with a p99 of
-	// 12-58 ms, 1.2-1.6% in the two with 2.6-3.5 ms.
+	// tells it (Linux's steal) and the measurement took a second or more
+	// (stealMinSpan). A vCPU the host runs something else on stops dead:
+	// in six paced runs of the seventh machine (docs/performance.md),
+	// 21-34% was stolen in the four with a p99 of 12-58 ms, 1.2-1.6% in
+	// the two with 2.6-3.5 ms.
 	StolenPct float64 `json:"stolen_pct,omitempty"`
 	// RunsStolenPct is each run's StolenPct beside RunsP99ms, so that
 	// a run's p99 can be read with the theft in it.

@@ -201,6 +201,23 @@ func TestParseStolen(t *testing.T) {
 	}
 }
 
+// TestStealShortSpan: a span shorter than a tick gets no share, where
+// one tick of steal in it would read as hundreds of percent (as it did
+// in CI). The watch below counts all the steal since boot as the span's.
+func TestStealShortSpan(t *testing.T) {
+	if _, _, ok := cpuStolen(); !ok {
+		t.Skip("no steal on this system")
+	}
+	if pct := (stealWatch{at: time.Now(), ok: true}).pct(); pct != 0 {
+		t.Fatalf("a span of microseconds had %.1f%% stolen, want none given", pct)
+	}
+	hour := stealWatch{at: time.Now().Add(-time.Hour), ok: true}
+	hour.stolen, _, _ = cpuStolen()
+	if pct := hour.pct(); pct < 0 || pct > 100 {
+		t.Fatalf("an hour's span had %.1f%% stolen", pct)
+	}
+}
+
 func TestThisMachine(t *testing.T) {
 	m := ThisMachine()
 	if m.CPUs != runtime.NumCPU() || m.Go != runtime.Version() || m.OS != runtime.GOOS+"/"+runtime.GOARCH {

@@ -76,15 +76,21 @@ func watchSteal() stealWatch {
 }
 
 // pct is the percentage of all CPUs' time since w that was stolen; 0
-// where the system does not tell.
+// where the system does not tell or the span is under stealMinSpan.
 func (w stealWatch) pct() float64 {
 	elapsed := time.Since(w.at)
 	stolen, cpus, ok := cpuStolen()
-	if !ok || !w.ok || elapsed <= 0 {
+	if !ok || !w.ok || elapsed < stealMinSpan {
 		return 0
 	}
 	return 100 * float64(stolen-w.stolen) / float64(elapsed*time.Duration(cpus))
 }
+
+// stealMinSpan is the shortest span a share stolen is given for: steal
+// is counted in whole ticks of 10 ms (userHZ) on each CPU, so one tick
+// in a 1 ms span read as 500% of two CPUs; over a second or more a tick
+// is at most 1% of one CPU's time.
+const stealMinSpan = time.Second
 
 // userHZ is the unit of /proc/stat's times, fixed at 100 a second for
 // user space whatever the kernel's own tick.
