@@ -215,14 +215,91 @@ pairstep:
 	VZEROUPPER
 	RET
 
-// func cpuid7() (ebx, ecx uint32)
+// CRC3 runs the 8 bytes at off(SI) of the chunks at 0, 512 and 1024
+// through their CRC32 streams R9, R10, R11.
+#define CRC3(off) \
+	CRC32Q off(SI), R9; \
+	CRC32Q 512+off(SI), R10; \
+	CRC32Q 1024+off(SI), R11
+
+// CRC3x64 is CRC3 for the 64 bytes at 0(SI).
+#define CRC3x64 \
+	CRC3(0); CRC3(8); CRC3(16); CRC3(24); CRC3(32); CRC3(40); CRC3(48); CRC3(56)
+
+// STORECRC stores the CRC32C whose stream is r big-endian at off(DI).
+#define STORECRC(r, off) \
+	NOTL   r; \
+	BSWAPL r; \
+	MOVL   r, off(DI)
+
+// func chunkSumsCRC3(dst, p *byte, chunks int)
 //
-// CPUID leaf 7's feature bits: golang.org/x/sys/cpu reports VPCLMULQDQ only
-// with AVX-512, and Zen 3 has it without.
-TEXT ·cpuid7(SB), NOSPLIT, $0-8
-	MOVL $7, AX
-	XORL CX, CX
+// Three chunks side by side through the CRC32 instruction, each a stream
+// of its own, so that three are in flight while one takes its latency; a
+// chunk or two left over go one at a time.
+TEXT ·chunkSumsCRC3(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ p+8(FP), SI
+	MOVQ chunks+16(FP), CX
+	CMPQ CX, $3
+	JB   single
+
+triple:
+	MOVL $0xFFFFFFFF, R9
+	MOVL $0xFFFFFFFF, R10
+	MOVL $0xFFFFFFFF, R11
+	MOVQ $8, DX
+
+triplestep:
+	// The next triple's lines, as these are taken: on Zen 2, from memory
+	// 6.2-6.6 GB/s with, 4.0-4.2 without; in the cache 18.3 with, 14.7-16
+	// without (two triples ahead: no faster).
+	PREFETCHT0 1536(SI)
+	PREFETCHT0 2048(SI)
+	PREFETCHT0 2560(SI)
+	CRC3x64
+	ADDQ $64, SI
+	DECQ DX
+	JNZ  triplestep
+
+	STORECRC(R9, 0)
+	STORECRC(R10, 4)
+	STORECRC(R11, 8)
+	ADDQ $1024, SI
+	ADDQ $12, DI
+	SUBQ $3, CX
+	CMPQ CX, $3
+	JAE  triple
+
+single:
+	TESTQ CX, CX
+	JZ    done
+
+one:
+	MOVL $0xFFFFFFFF, R9
+	MOVQ $64, DX
+
+onestep:
+	CRC32Q 0(SI), R9
+	ADDQ   $8, SI
+	DECQ   DX
+	JNZ    onestep
+
+	STORECRC(R9, 0)
+	ADDQ $4, DI
+	DECQ CX
+	JNZ  one
+
+done:
+	RET
+
+// func cpuid(leaf, sub uint32) (eax, ebx, ecx, edx uint32)
+TEXT ·cpuid(SB), NOSPLIT, $0-24
+	MOVL leaf+0(FP), AX
+	MOVL sub+4(FP), CX
 	CPUID
-	MOVL BX, ebx+0(FP)
-	MOVL CX, ecx+4(FP)
+	MOVL AX, eax+8(FP)
+	MOVL BX, ebx+12(FP)
+	MOVL CX, ecx+16(FP)
+	MOVL DX, edx+20(FP)
 	RET

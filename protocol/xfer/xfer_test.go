@@ -130,8 +130,9 @@ func TestOpAndAck(t *testing.T) {
 }
 
 // BenchmarkChunkSums is the checksums of 1 MiB packets, 512 bytes a chunk
-// as HDFS has them: ChunkSums with each fold the machine can run (AVX-512,
-// AVX2, AVX; "stdlib" is the standard library's CRC32C chunk by chunk) and
+// as HDFS has them: ChunkSums with each way the machine can run (folds
+// with AVX-512, AVX2, AVX; crc3, three chunks through the CRC32
+// instruction; "stdlib" is the standard library's CRC32C chunk by chunk) and
 // one CRC32C over each whole packet ("whole"), with the packets in the
 // cache ("hot") and taken in turn from 256 MiB ("cold", as packets just
 // received are). Numbers are in docs/performance.md.
