@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -139,6 +140,9 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // of the per-run ratios, each against its own run's baseline, so a noisy
 // moment moves a figure and its baseline together.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := preflight(ctx, cfg); err != nil {
+		return nil, err
+	}
 	var runs []*Report
 	for i := 0; i < max(cfg.Runs, 1); i++ {
 		r, err := runOnce(ctx, cfg)
@@ -150,6 +154,32 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	m := median(runs)
 	m.Machine = ThisMachine()
 	return m, nil
+}
+
+// preflight asks the master for what the run will, before the baselines
+// take half a minute: that it answers and, for the stream mode, that it
+// takes files of the block size and replications asked for.
+func preflight(ctx context.Context, cfg Config) error {
+	c := client.New(cfg.Master)
+	defer c.Close()
+	if _, _, err := c.ServerDefaults(ctx); err != nil {
+		return err
+	}
+	if len(cfg.Modes) > 0 && !slices.Contains(cfg.Modes, "stream") {
+		return nil
+	}
+	for _, repl := range cfg.Replications {
+		name := fmt.Sprintf("/.bench/preflight-r%d", repl)
+		w, err := c.Create(ctx, name, client.Replication(repl), client.BlockSize(cfg.BlockSize), client.CreateParents(), client.Overwrite())
+		if err == nil {
+			err = w.Close()
+			c.Remove(ctx, name, false)
+		}
+		if err != nil {
+			return fmt.Errorf("stream, replication %d: %w", repl, err)
+		}
+	}
+	return nil
 }
 
 // median merges reports of the same measurements into their medians.

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/godfs/godfs/client"
 	"github.com/godfs/godfs/devcluster"
+	"github.com/godfs/godfs/protocol"
 )
 
 const benchSize = 64 << 20
@@ -108,6 +111,40 @@ func startDev(t testing.TB) *devcluster.Cluster {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// A run the master would refuse, or with no master, fails in the preflight
+// that Run starts with, not after the baselines; one it takes passes and
+// leaves nothing behind.
+func TestPreflight(t *testing.T) {
+	c := startDev(t)
+	ctx := context.Background()
+	good := Config{Master: c.Addr(), Replications: []int{1, 3}}
+	if err := preflight(ctx, good); err != nil {
+		t.Fatalf("preflight of a good run: %v", err)
+	}
+	cl := client.New(c.Addr())
+	defer cl.Close()
+	if list, err := cl.ReadDir(ctx, "/.bench"); err != nil || len(list) != 0 {
+		t.Fatalf("preflight left %v (%v)", list, err)
+	}
+	bad := good
+	bad.BlockSize = 3
+	if err := preflight(ctx, bad); !errors.Is(err, protocol.ErrInvalidArgument) || !strings.Contains(err.Error(), "replication 1") {
+		t.Fatalf("preflight of block size 3: %v, want an invalid argument for replication 1", err)
+	}
+	bad.Modes = []string{"meta"} // the block size is the stream mode's only
+	if err := preflight(ctx, bad); err != nil {
+		t.Fatalf("preflight of a meta run: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close() // nothing listens here now
+	if err := preflight(ctx, Config{Master: ln.Addr().String()}); err == nil {
+		t.Fatal("preflight with no master passed")
+	}
 }
 
 // TestRunSmall runs every mode of the benchmark driver on small sizes, so
