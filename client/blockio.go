@@ -41,6 +41,7 @@ type blockReader struct {
 	remain int64        // requested bytes not yet returned
 	buf    []byte       // what is left of the last packet's data
 	pkt    []byte       // the last packet, whose space the next one reuses
+	pooled *[]byte      // the room pkt starts in, given back on Close
 	chunk  int64        // chunk number of the next packet's first byte
 	done   bool         // the last packet came
 	addr   string
@@ -61,7 +62,8 @@ func openBlock(p *xfer.Peers, addr string, b *pb.ExtendedBlockProto, token *pb.T
 	if err != nil {
 		return nil, err
 	}
-	br := &blockReader{conn: c, r: r, remain: n, addr: addr, peers: p}
+	br := &blockReader{conn: c, r: r, remain: n, addr: addr, peers: p, pooled: xfer.NewPacketBuffer()}
+	br.pkt = (*br.pooled)[:0]
 	resp := &pb.BlockOpResponseProto{}
 	if err := xfer.ReadDelimited(br.r, resp); err != nil {
 		br.discard()
@@ -183,6 +185,7 @@ func (br *blockReader) Close() error {
 	}
 	br.conn = nil
 	xfer.FreeReader(br.r)
-	br.r = nil
+	xfer.FreePacketBuffer(br.pooled)
+	br.r, br.pooled, br.pkt, br.buf = nil, nil, nil, nil
 	return err
 }

@@ -177,9 +177,15 @@ func (p *pack) sync(gather bool) error {
 }
 
 // read reads the record at off, which the index says is block id's with
-// generation stamp gs and length bytes, and returns its checksums and data.
-func (p *pack) read(off int64, id, gs uint64, length int64) (sums, data []byte, cs pb.ChecksumTypeProto, err error) {
-	rec := make([]byte, recordSize(length))
+// generation stamp gs and length bytes, and returns its checksums and data,
+// in buf if it has room.
+func (p *pack) read(buf []byte, off int64, id, gs uint64, length int64) (sums, data []byte, cs pb.ChecksumTypeProto, err error) {
+	rec := buf[:0]
+	if n := recordSize(length); int64(cap(rec)) >= n {
+		rec = rec[:n]
+	} else {
+		rec = make([]byte, n)
+	}
 	p.mu.RLock()
 	if p.f == nil {
 		p.mu.RUnlock()
@@ -413,7 +419,7 @@ func (l *packLog) compact(p *pack) {
 		if !still {
 			continue
 		}
-		sums, data, cs, err := p.read(rec.off, rec.h.id, rec.h.gs, rec.h.length)
+		sums, data, cs, err := p.read(nil, rec.off, rec.h.id, rec.h.gs, rec.h.length)
 		if err != nil {
 			continue
 		}
@@ -704,7 +710,7 @@ func ReadPacks(dir string) ([]PackedReplica, error) {
 		p := newPack(filepath.Dir(name), 0, f)
 		recs, _, _ := readPack(p, false)
 		for _, rec := range recs {
-			_, data, _, err := p.read(rec.off, rec.h.id, rec.h.gs, rec.h.length)
+			_, data, _, err := p.read(nil, rec.off, rec.h.id, rec.h.gs, rec.h.length)
 			if err == nil {
 				out = append(out, PackedReplica{rec.h.id, rec.h.gs, data})
 			}

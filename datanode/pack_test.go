@@ -125,6 +125,60 @@ func TestPackedReplicas(t *testing.T) {
 // TestPackTornRecord: a record whose data did not reach the disk before
 // a crash (never acknowledged) is dropped at start, with what follows it,
 // and cut from the pack; the records before it stay.
+// Packed replicas are read into pooled buffers: readers at once each get
+// their own replica's bytes, and a reader closed twice gives its buffer
+// back once (twice, two later readers would share it).
+func TestPackedReadersAtOnce(t *testing.T) {
+	s, err := testStore(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64][]byte{}
+	for id := uint64(1); id <= 40; id++ {
+		want[id] = randomData(int(id) * 300)
+		writeReplica(t, s, id, want[id])
+	}
+	rr, err := s.open(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr.Close()
+	rr.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				id := uint64((g*31+i*7)%40 + 1)
+				rr, err := s.open(id)
+				if err != nil {
+					errs <- err
+					return
+				}
+				got := make([]byte, rr.length)
+				sums := make([]byte, xfer.NumChunks(rr.length)*protocol.ChecksumSize)
+				err = rr.readChunks(0, got, sums)
+				rr.Close()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(got, want[id]) || !bytes.Equal(sums, xfer.ChunkSums(xfer.CRC32C, nil, want[id])) {
+					errs <- fmt.Errorf("block %d: read another replica's bytes", id)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestPackTornRecord(t *testing.T) {
 	dir := t.TempDir()
 	s, err := testStore(t, dir)

@@ -862,7 +862,17 @@ type replicaReader struct {
 	// finalized is set for a replica whose data is all written and
 	// synced: it may be mapped (see sendable).
 	finalized bool
+	// record, if not nil, is the pooled buffer a packed replica's record
+	// was read into (tail and sums are in it), given back on Close.
+	record *[]byte
 }
+
+// recordBuffers hold the records of packed replicas being read: a 4 KiB
+// read would otherwise allocate (and clear) one.
+var recordBuffers = sync.Pool{New: func() any {
+	b := make([]byte, recordSize(packMax))
+	return &b
+}}
 
 // open opens the replica of id, finalized or being written, for reading.
 func (s *store) open(id uint64) (*replicaReader, error) {
@@ -902,11 +912,17 @@ func (s *store) open(id uint64) (*replicaReader, error) {
 // openFinalized opens the files of finalized replica r of id.
 func openFinalized(id uint64, r replica) (*replicaReader, error) {
 	if r.pack != nil {
-		sums, data, cs, err := r.pack.read(r.off, id, r.genStamp, r.length)
-		if err != nil {
-			return nil, err
+		buf := recordBuffers.Get().(*[]byte)
+		sums, data, cs, err := r.pack.read(*buf, r.off, id, r.genStamp, r.length)
+		if err == nil {
+			var rr *replicaReader
+			if rr, err = memoryReader(id, r.genStamp, cs, data, sums); err == nil {
+				rr.record = buf
+				return rr, nil
+			}
 		}
-		return memoryReader(id, r.genStamp, cs, data, sums)
+		recordBuffers.Put(buf)
+		return nil, err
 	}
 	dir := r.dir.finalizedDir(id)
 	if !r.inline {
@@ -1095,6 +1111,10 @@ func (rr *replicaReader) checkSize() error {
 }
 
 func (rr *replicaReader) Close() error {
+	if rr.record != nil {
+		recordBuffers.Put(rr.record)
+		rr.record, rr.tail, rr.sums = nil, nil, nil
+	}
 	var err error
 	if rr.data != nil {
 		err = rr.data.Close()
@@ -1164,7 +1184,7 @@ func (s *store) quarantine(id, gs uint64) (bool, error) {
 	to := filepath.Join(r.dir.root, "corrupt")
 	if r.pack != nil {
 		// Copied out as a one-file replica, for inspection.
-		sums, data, cs, err := r.pack.read(r.off, id, gs, r.length)
+		sums, data, cs, err := r.pack.read(nil, r.off, id, gs, r.length)
 		if err == nil {
 			err = os.WriteFile(filepath.Join(to, inlineFileName(id, gs)), slices.Concat(data, sums, metaHeader(cs)), 0o644)
 		}
@@ -1218,7 +1238,7 @@ func (s *store) reopen(id, oldGS, newGS uint64, length int64) (*replicaWriter, e
 	var err error
 	if r.pack != nil {
 		// Back into memory, and its record deleted.
-		sums, data, cs, err := r.pack.read(r.off, id, r.genStamp, r.length)
+		sums, data, cs, err := r.pack.read(nil, r.off, id, r.genStamp, r.length)
 		if err != nil {
 			return fail(err)
 		}

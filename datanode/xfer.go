@@ -31,6 +31,9 @@ const (
 	// readBatch is the data read and sent at a time: 15 packets, what
 	// fits in a pooled packet space.
 	readBatch = protocol.MaxPacketData / readPacketData * readPacketData
+	// maxPacketHead bounds a packet's framing and header: 6 bytes and 27
+	// (its fields are fixed-length).
+	maxPacketHead = 40
 )
 
 // serveConn serves operations on one connection until it closes.
@@ -186,8 +189,10 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 	// kernel, where a page that cannot be read (a disk error) fails the
 	// write with EFAULT instead of killing the datanode with SIGBUS.
 	_, mayMap := c.(*net.TCPConn)
-	heads := make([]byte, 0, 16<<10) // every packet's header and checksums
-	bufs := make(net.Buffers, 0, 2*readBatch/readPacketData+2)
+	// Every packet's framing, header and checksums, sized for the first
+	// batch: a 4 KiB read needs some 100 bytes, not a full batch's 8 KiB.
+	heads := make([]byte, 0, int(xfer.NumChunks(batch))*protocol.ChecksumSize+int(batch/readPacketData+2)*maxPacketHead)
+	bufs := make(net.Buffers, 0, 2*int(batch/readPacketData)+4)
 	var seq int64
 	for pos := start; pos < end; {
 		n := min(batch, end-pos)

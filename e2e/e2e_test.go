@@ -486,6 +486,48 @@ func TestConcurrentWriters(t *testing.T) {
 	}
 }
 
+// Readers at once of many small files (packed on the datanodes, read
+// into pooled buffers at both ends) each get their own file's bytes.
+func TestConcurrentSmallReads(t *testing.T) {
+	cl := godfstest.NewCluster(t, godfstest.Config{})
+	c := cl.Client()
+	datas := make([][]byte, 30)
+	for i := range datas {
+		datas[i] = randomBytes(t, 1+i*2311)
+		put(t, c, fmt.Sprintf("/s/f%d", i), datas[i], client.CreateParents())
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 60 {
+				i := (g*7 + k*11) % len(datas)
+				r, err := c.Open(context.Background(), fmt.Sprintf("/s/f%d", i))
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, err := io.ReadAll(r)
+				r.Close()
+				if err == nil && !bytes.Equal(got, datas[i]) {
+					err = fmt.Errorf("file %d: read another file's bytes", i)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestFileInvisibleUntilClosed(t *testing.T) {
 	cl := godfstest.NewCluster(t, godfstest.Config{})
 	c := cl.Client()

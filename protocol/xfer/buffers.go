@@ -74,6 +74,27 @@ func (pk *Packet) release() {
 	}
 }
 
+// packetBuffers hold packets as they are read (ReadPacket's raw), with
+// room for one of 64 KiB of data, what godfs's and HDFS's datanodes send:
+// a 4 KiB read would otherwise allocate one.
+var packetBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 6+maxPacketHeader+readPacketData+readPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize)
+	return &b
+}}
+
+const (
+	readPacketData  = 64 << 10
+	maxPacketHeader = 32 // PacketHeaderProto's fields are fixed-length: 27 bytes
+)
+
+// NewPacketBuffer returns pooled room to read packets into (pass
+// (*b)[:0] to ReadPacket); give it back with FreePacketBuffer once
+// nothing refers to what was read into it.
+func NewPacketBuffer() *[]byte { return packetBuffers.Get().(*[]byte) }
+
+// FreePacketBuffer returns b to the pool.
+func FreePacketBuffer(b *[]byte) { packetBuffers.Put(b) }
+
 // NewReader returns a pooled buffered reader of r; give it back with
 // FreeReader once nothing reads from it.
 func NewReader(r io.Reader) *bufio.Reader {
