@@ -423,7 +423,7 @@ func (l *packLog) compact(p *pack) {
 		if err != nil {
 			continue
 		}
-		np, noff, err := l.append(record(rec.h.id, rec.h.gs, cs, sums, data))
+		np, noff, err := l.append(record(nil, rec.h.id, rec.h.gs, cs, sums, data))
 		if err != nil {
 			s.mu.Lock()
 			p.compacting = false // tried again at the next deletion
@@ -467,13 +467,18 @@ func (l *packLog) compactSparse() {
 	}
 }
 
-// record builds the record of a replica.
-func record(id, gs uint64, cs pb.ChecksumTypeProto, sums, data []byte) []byte {
+// record builds the record of a replica in buf if it has room, with room
+// after it for the zeros to the end of its page that append writes with it.
+func record(buf []byte, id, gs uint64, cs pb.ChecksumTypeProto, sums, data []byte) []byte {
 	length := int64(len(data))
-	// Room for the zeros to the end of the page append writes with it.
-	rec := make([]byte, recordHeaderSize, recordSize(length)+datasync.PageSize-1)
+	if n := recordSize(length) + datasync.PageSize - 1; int64(cap(buf)) < n {
+		buf = make([]byte, 0, n)
+	}
+	rec := buf[:recordHeaderSize]
 	recordHeader(rec, id, gs, length, cs)
-	return append(append(rec, sums...), data...)
+	rec = append(append(rec, sums...), data...)
+	clear(rec[len(rec):min(cap(rec), len(rec)+datasync.PageSize-1)]) // a pooled buf's old bytes
+	return rec
 }
 
 // forget closes and removes a pack that holds no records.

@@ -510,8 +510,10 @@ func TestPackCompaction(t *testing.T) {
 }
 
 // A record is written with zeros to the end of its last page, so that the
-// write covers that page whole, but never past the pack's end.
+// write covers that page whole, but never past the pack's end; built in a
+// used pooled buffer too.
 func TestRecordIsWrittenToItsPageEnd(t *testing.T) {
+	dirty := bytes.Repeat([]byte{0xFF}, int(recordSize(packMax))+datasync.PageSize)
 	for _, c := range []struct {
 		length  int
 		off     int64
@@ -522,13 +524,15 @@ func TestRecordIsWrittenToItsPageEnd(t *testing.T) {
 		{4096, datasync.PageSize - 5, 3 * datasync.PageSize}, // from a page's end
 		{4096, packSize - recordSize(4096), packSize},
 	} {
-		rec := record(1, 2, 0, make([]byte, 32), bytes.Repeat([]byte{9}, c.length))
-		out := padToPage(rec, c.off)
-		if got := c.off + int64(len(out)); got != c.wantEnd {
-			t.Errorf("record of %d bytes at %d written to %d, want %d", len(rec), c.off, got, c.wantEnd)
-		}
-		if !bytes.Equal(out[:len(rec)], rec) || bytes.ContainsFunc(out[len(rec):], func(r rune) bool { return r != 0 }) {
-			t.Errorf("record at %d: not the record then zeros", c.off)
+		for _, buf := range [][]byte{nil, dirty} {
+			rec := record(buf, 1, 2, 0, make([]byte, 32), bytes.Repeat([]byte{9}, c.length))
+			out := padToPage(rec, c.off)
+			if got := c.off + int64(len(out)); got != c.wantEnd {
+				t.Errorf("record of %d bytes at %d written to %d, want %d", len(rec), c.off, got, c.wantEnd)
+			}
+			if !bytes.Equal(out[:len(rec)], rec) || bytes.ContainsFunc(out[len(rec):], func(r rune) bool { return r != 0 }) {
+				t.Errorf("record at %d (in a used buffer: %v): not the record then zeros", c.off, buf != nil)
+			}
 		}
 	}
 }

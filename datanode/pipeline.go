@@ -185,7 +185,11 @@ func (d *DataNode) connectDownstream(addr string, req *pb.OpWriteBlockProto) (ne
 // the writer's connection before it read that ack, and it would blame this
 // datanode.
 func (d *DataNode) receivePackets(rw *replicaWriter, tab *crc32.Table, upR *bufio.Reader, up, down net.Conn, acks chan<- toAck) (downFailed bool, err error) {
-	var raw []byte // each packet reuses the space of the one before
+	// Each packet reuses the space of the one before, starting in pooled
+	// room: a 4 KiB replica would otherwise allocate its packet's.
+	pooled := xfer.NewPacketBuffer()
+	defer xfer.FreePacketBuffer(pooled)
+	raw := (*pooled)[:0]
 	ack := func(a toAck) {
 		a.downFailed = downFailed
 		acks <- a

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/godfs/godfs/internal/datasync"
 	"github.com/godfs/godfs/protocol"
 	"github.com/godfs/godfs/protocol/pb"
 	"github.com/godfs/godfs/protocol/xfer"
@@ -798,8 +799,10 @@ func (w *replicaWriter) finish() error {
 // finishPacked appends a replica held in memory to its volume's packs.
 // w.moving is held.
 func (w *replicaWriter) finishPacked() error {
+	buf := recordBuffers.Get().(*[]byte)
+	defer recordBuffers.Put(buf) // append has written rec by then
 	w.sumsMu.Lock()
-	rec := record(w.id, w.gs, w.cs, w.sums, w.buf)
+	rec := record(*buf, w.id, w.gs, w.cs, w.sums, w.buf)
 	w.sumsMu.Unlock()
 	p, off, err := w.v.packs.append(rec)
 	if err != nil {
@@ -867,10 +870,11 @@ type replicaReader struct {
 	record *[]byte
 }
 
-// recordBuffers hold the records of packed replicas being read: a 4 KiB
-// read would otherwise allocate (and clear) one.
+// recordBuffers hold the records of packed replicas being read or
+// written, with room for the zeros to the end of a written one's page: a
+// 4 KiB replica would otherwise allocate (and clear) one each time.
 var recordBuffers = sync.Pool{New: func() any {
-	b := make([]byte, recordSize(packMax))
+	b := make([]byte, recordSize(packMax)+datasync.PageSize-1)
 	return &b
 }}
 
