@@ -144,39 +144,30 @@ func TestPackedReadersAtOnce(t *testing.T) {
 	}
 	rr.Close()
 	rr.Close()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 200 {
-				id := uint64((g*31+i*7)%40 + 1)
-				rr, err := s.open(id)
-				if err != nil {
-					errs <- err
-					return
+	t.Run("readers", func(t *testing.T) {
+		for g := range 8 {
+			t.Run(fmt.Sprint(g), func(t *testing.T) {
+				t.Parallel()
+				for i := range 200 {
+					id := uint64((g*31+i*7)%40 + 1)
+					rr, err := s.open(id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := make([]byte, rr.length)
+					sums := make([]byte, xfer.NumChunks(rr.length)*protocol.ChecksumSize)
+					err = rr.readChunks(0, got, sums)
+					rr.Close()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, want[id]) || !bytes.Equal(sums, xfer.ChunkSums(xfer.CRC32C, nil, want[id])) {
+						t.Fatalf("block %d: read another replica's bytes", id)
+					}
 				}
-				got := make([]byte, rr.length)
-				sums := make([]byte, xfer.NumChunks(rr.length)*protocol.ChecksumSize)
-				err = rr.readChunks(0, got, sums)
-				rr.Close()
-				if err != nil {
-					errs <- err
-					return
-				}
-				if !bytes.Equal(got, want[id]) || !bytes.Equal(sums, xfer.ChunkSums(xfer.CRC32C, nil, want[id])) {
-					errs <- fmt.Errorf("block %d: read another replica's bytes", id)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		t.Fatal(err)
-	}
+			})
+		}
+	})
 }
 
 func TestPackTornRecord(t *testing.T) {
