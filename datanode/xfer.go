@@ -26,14 +26,11 @@ const (
 	// datanode keeps no packet's data once written and forwarded, only
 	// its number).
 	ackQueue = 32
-	// readPacketData is the data a read packet carries (128 chunks).
-	readPacketData = 128 * protocol.BytesPerChecksum
+	// readPacketData is the data a read packet carries.
+	readPacketData = xfer.ReadPacketData
 	// readBatch is the data read and sent at a time: 15 packets, what
 	// fits in a pooled packet space.
 	readBatch = protocol.MaxPacketData / readPacketData * readPacketData
-	// maxPacketHead bounds a packet's framing and header: 6 bytes and 27
-	// (its fields are fixed-length).
-	maxPacketHead = 40
 )
 
 // serveConn serves operations on one connection until it closes.
@@ -191,7 +188,7 @@ func (d *DataNode) readBlock(req *pb.OpReadBlockProto, c net.Conn, r *bufio.Read
 	_, mayMap := c.(*net.TCPConn)
 	// Every packet's framing, header and checksums, sized for the first
 	// batch: a 4 KiB read needs some 100 bytes, not a full batch's 8 KiB.
-	heads := make([]byte, 0, int(xfer.NumChunks(batch))*protocol.ChecksumSize+int(batch/readPacketData+2)*maxPacketHead)
+	heads := make([]byte, 0, int(xfer.NumChunks(batch))*protocol.ChecksumSize+int(batch/readPacketData+2)*xfer.MaxPacketHead)
 	bufs := make(net.Buffers, 0, 2*int(batch/readPacketData)+4)
 	var seq int64
 	for pos := start; pos < end; {

@@ -75,16 +75,20 @@ func (pk *Packet) release() {
 }
 
 // packetBuffers hold packets as they are read (ReadPacket's raw), with
-// room for one of 64 KiB of data, what godfs's and HDFS's datanodes send:
-// a 4 KiB read would otherwise allocate one.
+// room for one of ReadPacketData: a 4 KiB read would otherwise allocate
+// one.
 var packetBuffers = sync.Pool{New: func() any {
-	b := make([]byte, 0, 6+maxPacketHeader+readPacketData+readPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize)
+	b := make([]byte, 0, MaxPacketHead+ReadPacketData+ReadPacketData/protocol.BytesPerChecksum*protocol.ChecksumSize)
 	return &b
 }}
 
 const (
-	readPacketData  = 64 << 10
-	maxPacketHeader = 32 // PacketHeaderProto's fields are fixed-length: 27 bytes
+	// ReadPacketData is the data a packet of a read carries, as godfs's
+	// and HDFS's datanodes send them (128 chunks).
+	ReadPacketData = 128 * protocol.BytesPerChecksum
+	// MaxPacketHead bounds a packet's framing (6 bytes) and header (27:
+	// PacketHeaderProto's fields are fixed-length).
+	MaxPacketHead = 40
 )
 
 // NewPacketBuffer returns pooled room to read packets into (pass
