@@ -28,15 +28,16 @@ func (r *Report) measureBaselines(cfg Config, createDir string) error {
 		return err
 	}
 	defer os.Remove(src)
-	// Each baseline with the share of CPU time stolen while it ran, as
-	// godfs's figures have it.
+	// Each baseline with the shares of CPU time stolen and idle while it
+	// ran, as godfs's figures have them.
 	add := func(name, unit string, measure func() (float64, error)) error {
-		steal := watchSteal()
+		watch := watchCPU()
 		v, err := measure()
 		if err != nil {
 			return err
 		}
-		r.Baselines = append(r.Baselines, Result{Name: name, Value: v, Unit: unit, StolenPct: steal.pct()})
+		stolen, idle := watch.shares()
+		r.Baselines = append(r.Baselines, Result{Name: name, Value: v, Unit: unit, StolenPct: stolen, IdlePct: idle})
 		return nil
 	}
 	if err := add("disk: cp+fsync", "MB/s", func() (float64, error) {

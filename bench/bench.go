@@ -61,8 +61,8 @@ type Result struct {
 	RunsP99ms []float64 `json:"p99_ms_runs,omitempty"`
 	// StolenPct is the share of the machine's CPU time (all its CPUs)
 	// that the hypervisor took while this was measured, where the system
-	// tells it (Linux's steal) and the measurement took a second or more
-	// (stealMinSpan). A vCPU the host runs something else on stops dead:
+	// tells it (Linux's steal) and the measurement took a quarter of a second
+	// or more (cpuMinSpan). A vCPU the host runs something else on stops dead:
 	// in six paced runs of the seventh machine (docs/performance.md),
 	// 21-34% was stolen in the four with a p99 of 12-58 ms, 1.2-1.6% in
 	// the two with 2.6-3.5 ms.
@@ -70,6 +70,17 @@ type Result struct {
 	// RunsStolenPct is each run's StolenPct beside RunsP99ms, so that
 	// a run's p99 can be read with the theft in it.
 	RunsStolenPct []float64 `json:"stolen_pct_runs,omitempty"`
+	// IdlePct is the share of the machine's CPU time that went idle
+	// (idle and iowait) while this was measured, on the same terms: what
+	// a figure left unused. Waiting on the disk shows here; so does a
+	// kernel that leaves a CPU idle while threads queue on another: the
+	// ninth machine's kept Go's two threads on one vCPU for milliseconds
+	// at a time (perf sched), and its getFileInfo and round-trip baseline
+	// left a third of the CPU idle with 16 clients in flight
+	// (docs/performance.md).
+	IdlePct float64 `json:"idle_pct,omitempty"`
+	// RunsIdlePct is each run's IdlePct beside RunsP99ms.
+	RunsIdlePct []float64 `json:"idle_pct_runs,omitempty"`
 }
 
 // Report is a run's baselines and results; of several runs, the medians.
@@ -102,7 +113,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	for _, x := range append(r.Baselines[:len(r.Baselines):len(r.Baselines)], r.Results...) {
 		width = max(width, len(x.Name))
 	}
-	fmt.Fprintf(w, "%-*s %12s %-6s %8s %8s %9s %7s  %s\n", width, "measurement", "value", "unit", "p50 ms", "p99 ms", "cpu us/op", "stolen", "vs baseline")
+	fmt.Fprintf(w, "%-*s %12s %-6s %8s %8s %9s %7s %7s  %s\n", width, "measurement", "value", "unit", "p50 ms", "p99 ms", "cpu us/op", "stolen", "idle", "vs baseline")
 	row := func(x Result) {
 		ratio := ""
 		if x.Baseline != "" {
@@ -114,11 +125,13 @@ func (r *Report) WriteTable(w io.Writer) {
 			}
 			return fmt.Sprintf("%.*f", digits, v)
 		}
-		stolen := p(x.StolenPct, 1)
-		if x.StolenPct != 0 {
-			stolen += "%"
+		pct := func(v float64) string {
+			if v == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f%%", v)
 		}
-		fmt.Fprintf(w, "%-*s %12.1f %-6s %8s %8s %9s %7s  %s\n", width, x.Name, x.Value, x.Unit, p(x.P50ms, 2), p(x.P99ms, 2), p(x.CPUus, 1), stolen, ratio)
+		fmt.Fprintf(w, "%-*s %12.1f %-6s %8s %8s %9s %7s %7s  %s\n", width, x.Name, x.Value, x.Unit, p(x.P50ms, 2), p(x.P99ms, 2), p(x.CPUus, 1), pct(x.StolenPct), pct(x.IdlePct), ratio)
 	}
 	for _, b := range r.Baselines {
 		row(b)
@@ -206,11 +219,14 @@ func median(runs []*Report) *Report {
 			m.Ratio = field(func(x Result) float64 { return x.Ratio })
 			m.CPUus = field(func(x Result) float64 { return x.CPUus })
 			m.StolenPct = field(func(x Result) float64 { return x.StolenPct })
+			m.IdlePct = field(func(x Result) float64 { return x.IdlePct })
 			if m.P99ms > 0 {
-				m.RunsP99ms, m.RunsStolenPct = nil, nil
+				m.RunsP99ms, m.RunsStolenPct, m.RunsIdlePct = nil, nil, nil
 				for _, r := range runs {
-					m.RunsP99ms = append(m.RunsP99ms, pick(r)[i].P99ms)
-					m.RunsStolenPct = append(m.RunsStolenPct, pick(r)[i].StolenPct)
+					x := pick(r)[i]
+					m.RunsP99ms = append(m.RunsP99ms, x.P99ms)
+					m.RunsStolenPct = append(m.RunsStolenPct, x.StolenPct)
+					m.RunsIdlePct = append(m.RunsIdlePct, x.IdlePct)
 				}
 			}
 			out = append(out, m)
@@ -586,13 +602,13 @@ func parallel(clients, n int, rate float64, master string, op func(c *client.Cli
 	}
 	connected.Wait()
 	cpu := processCPU()
-	steal := watchSteal()
+	watch := watchCPU()
 	start = time.Now()
 	close(begin)
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu = processCPU() - cpu
-	stolen := steal.pct()
+	stolen, idle := watch.shares()
 	close(errs)
 	if err := <-errs; err != nil {
 		return Result{}, err
@@ -604,7 +620,7 @@ func parallel(clients, n int, rate float64, master string, op func(c *client.Cli
 	res := latencies(all)
 	res.Value, res.Unit = float64(n)/elapsed.Seconds(), "ops/s"
 	res.CPUus = float64(cpu) / float64(time.Microsecond) / float64(n)
-	res.StolenPct = stolen
+	res.StolenPct, res.IdlePct = stolen, idle
 	return res, nil
 }
 

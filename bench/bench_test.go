@@ -184,8 +184,8 @@ func TestRunSmall(t *testing.T) {
 		}
 	}
 	for _, x := range append(r.Baselines, r.Results...) {
-		if x.StolenPct < 0 || x.StolenPct > 100 {
-			t.Fatalf("%.1f%% of the CPU time stolen: %+v", x.StolenPct, x)
+		if x.StolenPct < 0 || x.StolenPct > 100 || x.IdlePct < 0 || x.IdlePct > 100 {
+			t.Fatalf("%.1f%% of the CPU time stolen, %.1f%% idle: %+v", x.StolenPct, x.IdlePct, x)
 		}
 		if x.Value <= 0 {
 			t.Fatalf("result %+v", x)
@@ -225,33 +225,35 @@ func TestRunStreamClients(t *testing.T) {
 	}
 }
 
-func TestParseStolen(t *testing.T) {
+func TestParseCPUTimes(t *testing.T) {
 	const stat = "cpu  25215 0 33111 264228 6183 0 5017 7748 0 0\n" +
 		"cpu0 12000 0 16000 132000 3000 0 2500 3874 0 0\ncpu1 13215 0 17111 132228 3183 0 2517 3874 0 0\nintr 12345 0\n"
-	if d, cpus, ok := parseStolen(stat); !ok || d != 77480*time.Millisecond || cpus != 2 {
-		t.Fatalf("steal of %q: %v over %d CPUs (%v), want 77.48s over 2", stat, d, cpus, ok)
+	want := cpuTimes{stolen: 77480 * time.Millisecond, idle: 2704110 * time.Millisecond, cpus: 2}
+	if got, ok := parseCPUTimes(stat); !ok || got != want {
+		t.Fatalf("times of %q: %+v (%v), want %+v", stat, got, ok, want)
 	}
-	for _, bad := range []string{"", "intr 1 2 3\n", "cpu 1 2 3\n", "cpu 1 2 3 4 5 6 7 x 9\n", "cpu 1 2 3 4 5 6 7 8 9\nintr 1\n"} {
-		if d, _, ok := parseStolen(bad); ok {
-			t.Fatalf("steal of %q: %v, want none", bad, d)
+	for _, bad := range []string{"", "intr 1 2 3\n", "cpu 1 2 3\n", "cpu 1 2 3 4 5 6 7 x 9\n", "cpu 1 2 3 x 5 6 7 8 9\ncpu0 1\n", "cpu 1 2 3 4 5 6 7 8 9\nintr 1\n"} {
+		if got, ok := parseCPUTimes(bad); ok {
+			t.Fatalf("times of %q: %+v, want none", bad, got)
 		}
 	}
 }
 
-// TestStealShortSpan: a span shorter than a tick gets no share, where
-// one tick of steal in it would read as hundreds of percent (as it did
-// in CI). The watch below counts all the steal since boot as the span's.
-func TestStealShortSpan(t *testing.T) {
-	if _, _, ok := cpuStolen(); !ok {
-		t.Skip("no steal on this system")
+// TestCPUShortSpan: a span shorter than a tick gets no shares, where one
+// tick in it would read as hundreds of percent (as steal did in CI). The
+// watches below count all the time since boot as the span's.
+func TestCPUShortSpan(t *testing.T) {
+	if _, ok := readCPUTimes(); !ok {
+		t.Skip("no /proc/stat on this system")
 	}
-	if pct := (stealWatch{at: time.Now(), ok: true}).pct(); pct != 0 {
-		t.Fatalf("a span of microseconds had %.1f%% stolen, want none given", pct)
+	if stolen, idle := (cpuWatch{at: time.Now(), ok: true}).shares(); stolen != 0 || idle != 0 {
+		t.Fatalf("a span of microseconds had %.1f%% stolen and %.1f%% idle, want none given", stolen, idle)
 	}
-	hour := stealWatch{at: time.Now().Add(-time.Hour), ok: true}
-	hour.stolen, _, _ = cpuStolen()
-	if pct := hour.pct(); pct < 0 || pct > 100 {
-		t.Fatalf("an hour's span had %.1f%% stolen", pct)
+	hour := watchCPU()
+	hour.at = hour.at.Add(-time.Hour)
+	stolen, idle := hour.shares()
+	if stolen < 0 || stolen > 100 || idle < 0 || idle > 100 {
+		t.Fatalf("an hour's span had %.1f%% stolen and %.1f%% idle", stolen, idle)
 	}
 }
 
@@ -274,12 +276,13 @@ func TestThisMachine(t *testing.T) {
 func TestMedian(t *testing.T) {
 	run := func(v, base float64) *Report {
 		return &Report{Baselines: []Result{{Name: "disk", Value: base}},
-			Results: []Result{{Name: "put", Value: v, P99ms: v / 10, Baseline: "disk", Ratio: v / base, CPUus: v * 2, StolenPct: v / 100}}}
+			Results: []Result{{Name: "put", Value: v, P99ms: v / 10, Baseline: "disk", Ratio: v / base, CPUus: v * 2, StolenPct: v / 100, IdlePct: 100 - v}}}
 	}
 	m := median([]*Report{run(30, 100), run(10, 100), run(50, 50), run(20, 100), run(40, 100)})
 	got := m.Results[0]
-	if m.Runs != 5 || got.Value != 30 || got.P99ms != 3 || got.Ratio != 0.3 || got.CPUus != 60 || got.StolenPct != 0.3 || m.Baselines[0].Value != 100 ||
-		!slices.Equal(got.RunsP99ms, []float64{3, 1, 5, 2, 4}) || !slices.Equal(got.RunsStolenPct, []float64{0.3, 0.1, 0.5, 0.2, 0.4}) {
+	if m.Runs != 5 || got.Value != 30 || got.P99ms != 3 || got.Ratio != 0.3 || got.CPUus != 60 || got.StolenPct != 0.3 || got.IdlePct != 70 || m.Baselines[0].Value != 100 ||
+		!slices.Equal(got.RunsP99ms, []float64{3, 1, 5, 2, 4}) || !slices.Equal(got.RunsStolenPct, []float64{0.3, 0.1, 0.5, 0.2, 0.4}) ||
+		!slices.Equal(got.RunsIdlePct, []float64{70, 90, 50, 80, 60}) {
 		t.Fatalf("median of five runs: %+v, baseline %+v", got, m.Baselines[0])
 	}
 }

@@ -51,64 +51,80 @@ func ThisMachine() Machine {
 	return m
 }
 
-// cpuStolen is the CPU time the hypervisor has taken from this machine's
-// CPUs since boot (steal in /proc/stat) and how many CPUs that is over,
-// or false where the system does not tell it.
-func cpuStolen() (time.Duration, int, bool) {
+// cpuTimes is how the machine's CPUs, all of them, have spent their time
+// since boot, as far as a measurement's shares need it.
+type cpuTimes struct {
+	stolen time.Duration // taken by the hypervisor (Linux's steal)
+	idle   time.Duration // running nothing: idle, and iowait (idle with I/O pending)
+	cpus   int
+}
+
+// readCPUTimes reads /proc/stat, or returns false where the system does
+// not tell.
+func readCPUTimes() (cpuTimes, bool) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0, false
+		return cpuTimes{}, false
 	}
-	return parseStolen(string(b))
+	return parseCPUTimes(string(b))
 }
 
-// stealWatch is the start of a span whose share of CPU time stolen is
-// wanted.
-type stealWatch struct {
-	at     time.Time
-	stolen time.Duration
-	ok     bool
+// cpuWatch is the start of a span whose shares of CPU time stolen and
+// idle are wanted.
+type cpuWatch struct {
+	at    time.Time
+	start cpuTimes
+	ok    bool
 }
 
-func watchSteal() stealWatch {
-	stolen, _, ok := cpuStolen()
-	return stealWatch{at: time.Now(), stolen: stolen, ok: ok}
+func watchCPU() cpuWatch {
+	t, ok := readCPUTimes()
+	return cpuWatch{at: time.Now(), start: t, ok: ok}
 }
 
-// pct is the percentage of all CPUs' time since w that was stolen; 0
-// where the system does not tell or the span is under stealMinSpan.
-func (w stealWatch) pct() float64 {
+// shares returns the percentages of all CPUs' time since the watch began
+// that the hypervisor took and that went idle, or zeros where the system
+// does not tell or the span is under cpuMinSpan.
+func (w cpuWatch) shares() (stolen, idle float64) {
 	elapsed := time.Since(w.at)
-	stolen, cpus, ok := cpuStolen()
-	if !ok || !w.ok || elapsed < stealMinSpan {
-		return 0
+	t, ok := readCPUTimes()
+	if !ok || !w.ok || elapsed < cpuMinSpan {
+		return 0, 0
 	}
-	return 100 * float64(stolen-w.stolen) / float64(elapsed*time.Duration(cpus))
+	all := float64(elapsed * time.Duration(t.cpus))
+	pct := func(d time.Duration) float64 { return min(100, max(0, 100*float64(d)/all)) }
+	return pct(t.stolen - w.start.stolen), pct(t.idle - w.start.idle)
 }
 
-// stealMinSpan is the shortest span a share stolen is given for: steal
-// is counted in whole ticks of 10 ms (userHZ) on each CPU, so one tick
-// in a 1 ms span read as 500% of two CPUs; over a second or more a tick
-// is at most 1% of one CPU's time.
-const stealMinSpan = time.Second
+// cpuMinSpan is the shortest span shares are given for: the times are
+// counted in whole ticks of 10 ms (userHZ) on each CPU, so one tick in a
+// 1 ms span read as 500% of two CPUs; over a quarter of a second or more
+// a tick is at most 4% of one CPU's time, and a metadata figure of 20,000
+// ops at 60,000/s still gets its shares.
+const cpuMinSpan = 250 * time.Millisecond
 
 // userHZ is the unit of /proc/stat's times, fixed at 100 a second for
 // user space whatever the kernel's own tick.
 const userHZ = 100
 
-// parseStolen reads, from the text of /proc/stat, the steal field (the
-// 8th number) of the "cpu" line, the sum over the CPUs, and counts the
-// CPUs' own lines: a process may be allowed fewer CPUs than the machine
-// has (runtime.NumCPU), but the sum is over all of them.
-func parseStolen(stat string) (time.Duration, int, bool) {
+// parseCPUTimes reads, from the text of /proc/stat, the "cpu" line (the
+// sums over the CPUs) and counts the CPUs' own lines: a process may be
+// allowed fewer CPUs than the machine has (runtime.NumCPU), but the sums
+// are over all of them. The line's fields are user, nice, system, idle,
+// iowait, irq, softirq and steal, then the guests'.
+func parseCPUTimes(stat string) (cpuTimes, bool) {
 	line, rest, _ := strings.Cut(stat, "\n")
 	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
-		return 0, 0, false
+		return cpuTimes{}, false
 	}
-	ticks, err := strconv.ParseUint(f[8], 10, 64)
-	if err != nil {
-		return 0, 0, false
+	var ticks [3]uint64 // idle, iowait, steal
+	for i, field := range []int{4, 5, 8} {
+		n, err := strconv.ParseUint(f[field], 10, 64)
+		if err != nil {
+			return cpuTimes{}, false
+		}
+		ticks[i] = n
 	}
 	cpus := 0
 	for l := range strings.Lines(rest) {
@@ -117,7 +133,8 @@ func parseStolen(stat string) (time.Duration, int, bool) {
 		}
 	}
 	if cpus == 0 {
-		return 0, 0, false
+		return cpuTimes{}, false
 	}
-	return time.Duration(ticks) * time.Second / userHZ, cpus, true
+	d := func(n uint64) time.Duration { return time.Duration(n) * time.Second / userHZ }
+	return cpuTimes{stolen: d(ticks[2]), idle: d(ticks[0] + ticks[1]), cpus: cpus}, true
 }

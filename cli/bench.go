@@ -34,7 +34,8 @@ func (e *env) benchCmd() *cobra.Command {
 			"what the last one removed, and syncs. With --dev it starts its own in-process cluster\n" +
 			"(3 datanodes) in a temporary directory. \"cpu us/op\" is the CPU time this process used\n" +
 			"per operation (with --dev, the servers' too); \"stolen\" the share of all CPUs' time that\n" +
-			"a hypervisor took during the measurement (Linux's steal), which slows everything in it.",
+			"a hypervisor took during the measurement (Linux's steal), which slows everything in it;\n" +
+			"\"idle\" the share that went idle (idle and iowait): what a figure left of the CPUs.",
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, s := range strings.Split(repls, ",") {
