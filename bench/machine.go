@@ -86,14 +86,23 @@ func watchCPU() cpuWatch {
 // that the hypervisor took and that went idle, or zeros where the system
 // does not tell or the span is under cpuMinSpan.
 func (w cpuWatch) shares() (stolen, idle float64) {
-	elapsed := time.Since(w.at)
 	t, ok := readCPUTimes()
-	if !ok || !w.ok || elapsed < cpuMinSpan {
+	if !ok || !w.ok {
+		return 0, 0
+	}
+	return t.sharesSince(w.start, time.Since(w.at))
+}
+
+// sharesSince returns the percentages of all CPUs' time over elapsed, from
+// start to t, that were stolen and idle: zeros for a span under
+// cpuMinSpan, at most 100 (a tick's rounding can carry a share over).
+func (t cpuTimes) sharesSince(start cpuTimes, elapsed time.Duration) (stolen, idle float64) {
+	if elapsed < cpuMinSpan || t.cpus == 0 {
 		return 0, 0
 	}
 	all := float64(elapsed * time.Duration(t.cpus))
 	pct := func(d time.Duration) float64 { return min(100, max(0, 100*float64(d)/all)) }
-	return pct(t.stolen - w.start.stolen), pct(t.idle - w.start.idle)
+	return pct(t.stolen - start.stolen), pct(t.idle - start.idle)
 }
 
 // cpuMinSpan is the shortest span shares are given for: the times are
