@@ -264,7 +264,7 @@ func TestCPUShares(t *testing.T) {
 
 func TestThisMachine(t *testing.T) {
 	m := ThisMachine()
-	if m.CPUs != runtime.NumCPU() || m.Go != runtime.Version() || m.OS != runtime.GOOS+"/"+runtime.GOARCH {
+	if m.CPUs != runtime.NumCPU() || m.Go != runtime.Version() || m.OS != runtime.GOOS+"/"+runtime.GOARCH || m.Procs != runtime.GOMAXPROCS(0) {
 		t.Fatalf("machine %+v", m)
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil && m.Kernel != strings.TrimSpace(string(b)) {
@@ -273,7 +273,7 @@ func TestThisMachine(t *testing.T) {
 	if runtime.GOOS == "linux" && m.CPU == "" && runtime.GOARCH == "amd64" {
 		t.Fatalf("no CPU model from /proc/cpuinfo: %+v", m)
 	}
-	if s := m.String(); !strings.Contains(s, fmt.Sprintf("%d CPUs", m.CPUs)) || !strings.Contains(s, m.Go) {
+	if s := m.String(); !strings.Contains(s, fmt.Sprintf("%d CPUs", m.CPUs)) || !strings.Contains(s, m.Go) || !strings.Contains(s, fmt.Sprintf("GOMAXPROCS %d", m.Procs)) {
 		t.Fatalf("machine as text: %q", s)
 	}
 }

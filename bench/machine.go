@@ -18,6 +18,10 @@ type Machine struct {
 	OS     string `json:"os"`               // GOOS/GOARCH
 	Kernel string `json:"kernel,omitempty"` // the kernel's release, where the system tells it
 	Go     string `json:"go"`
+	// Procs is the Go runtime's GOMAXPROCS for the run: the figures move
+	// with it on a kernel that packs threads onto one vCPU (the ninth
+	// machine's, docs/performance.md).
+	Procs int `json:"gomaxprocs"`
 }
 
 func (m Machine) String() string {
@@ -29,12 +33,12 @@ func (m Machine) String() string {
 	if m.Kernel != "" {
 		s += " " + m.Kernel
 	}
-	return s + ", " + m.Go
+	return s + fmt.Sprintf(", %s, GOMAXPROCS %d", m.Go, m.Procs)
 }
 
 // ThisMachine describes the machine the process runs on.
 func ThisMachine() Machine {
-	m := Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, Go: runtime.Version()}
+	m := Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, Go: runtime.Version(), Procs: runtime.GOMAXPROCS(0)}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
