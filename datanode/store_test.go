@@ -369,3 +369,94 @@ func TestHungVolumeFails(t *testing.T) {
 		t.Fatal("the working volume's space is not offered any more")
 	}
 }
+
+// A deleted replica's block file leaves the block's place at once (a new
+// replica of the block can be written right away) and the disk in the
+// background, a step at a time; what a stop or a crash left in the trash
+// goes after the next start, and is no replica.
+func TestRemoveThroughTrash(t *testing.T) {
+	dir := t.TempDir()
+	s, err := testStore(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.deletePause = time.Hour // one step, then held until the store closes
+	data := make([]byte, 2*trashStep+1<<20)
+	rand.Read(data)
+	writeReplica(t, s, 42, data)
+	r, _ := s.get(42)
+	fin := r.dir.finalizedDir(42)
+	if removed, err := s.remove(42, 1001); !removed || err != nil {
+		t.Fatalf("remove: %v %v", removed, err)
+	}
+	for _, name := range []string{blockFileName(42), metaFileName(42, 1001)} {
+		if _, err := os.Stat(filepath.Join(fin, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s after remove: %v", name, err)
+		}
+	}
+	writeReplica(t, s, 42, data[:1000])
+	if r, ok := s.get(42); !ok || r.length != 1000 {
+		t.Fatalf("the new replica: %+v %v", r, ok)
+	}
+	trash := filepath.Join(dir, "current", "trash")
+	// The deleter shrinks the old block file by a step, then waits.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ents, _ := os.ReadDir(trash)
+		if len(ents) == 1 {
+			if fi, err := ents[0].Info(); err == nil && fi.Size() == int64(len(data))-trashStep {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trash holds %v, want the old block file less a step", ents)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Used space counts the file until it is gone, as HDFS's DfsUsed does.
+	if used, n := s.usage(); used != 1000+int64(len(data)) || n != 1 {
+		t.Fatalf("usage with the old block file in the trash: %d bytes, %d replicas", used, n)
+	}
+	s.close()
+	if ents, _ := os.ReadDir(trash); len(ents) != 1 {
+		t.Fatalf("after a stop the trash holds %v, want the file left", ents)
+	}
+
+	// Reopened: not a replica, and removed.
+	s2, err := testStore(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := s2.get(42); !ok || r.length != 1000 {
+		t.Fatalf("the new replica after a restart: %+v %v", r, ok)
+	}
+	waitEmpty(t, trash)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		used, _ := s2.usage()
+		if used == 1000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage with the trash empty: %d bytes, want 1000", used)
+		}
+	}
+}
+
+// waitEmpty waits up to 10 s for dir to have no entries.
+func waitEmpty(t *testing.T, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ents) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still holds %v", dir, ents)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
