@@ -1,5 +1,7 @@
 // Package datasync makes a file's data durable without its times: what the
-// op log, the datanodes' packs and the bench's disk probe sync with.
+// op log, the datanodes' packs and the bench's disk probe sync with. It
+// also removes big files without holding up the syncs around them
+// (RemoveGradually).
 package datasync
 
 import (
