@@ -247,28 +247,39 @@ func (s *store) discard(path string, size int64) {
 func (s *store) removeTrash() {
 	defer s.deleter.Done()
 	for {
-		s.trash.Lock()
-		if len(s.trash.files) == 0 {
-			s.trash.Unlock()
-			select {
-			case <-s.trash.added:
-				continue
-			case <-s.stop:
-				return
-			}
+		f, ok := s.nextTrash()
+		if !ok {
+			return
 		}
-		f := s.trash.files[0]
-		s.trash.Unlock()
 		datasync.RemoveGradually(f.path, trashStep, s.deletePause, s.stop)
+		s.trash.Lock()
+		s.trash.bytes -= f.size
+		s.trash.Unlock()
+	}
+}
+
+// nextTrash takes the next queued trash file, waiting for one; false once
+// the store closes.
+func (s *store) nextTrash() (trashFile, bool) {
+	for {
 		select {
 		case <-s.stop:
-			return
+			return trashFile{}, false
 		default:
 		}
 		s.trash.Lock()
-		s.trash.files = s.trash.files[1:]
-		s.trash.bytes -= f.size
+		if len(s.trash.files) > 0 {
+			f := s.trash.files[0]
+			s.trash.files = s.trash.files[1:]
+			s.trash.Unlock()
+			return f, true
+		}
 		s.trash.Unlock()
+		select {
+		case <-s.trash.added:
+		case <-s.stop:
+			return trashFile{}, false
+		}
 	}
 }
 
