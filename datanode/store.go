@@ -214,13 +214,13 @@ func openStore(dirs []string, reserved int64) (*store, error) {
 }
 
 // Deleted block files go step by step: trashStep bytes at a time,
-// trashPause apart, 400 MB/s at most per datanode. On a disk that
-// discards freed blocks, a datanode removing the 64 MiB block files of a
-// deleted 1 GiB file at once (three of them on one disk, at replication 3)
-// held every fdatasync on that disk 5-29 ms for most of a second.
+// trashPause apart. On a disk that discards freed blocks, a datanode
+// removing the 64 MiB block files of a deleted 1 GiB file at once (three
+// of them on one disk, at replication 3) held every fdatasync on that
+// disk 5-29 ms for most of a second.
 const (
-	trashStep  = 4 << 20
-	trashPause = 10 * time.Millisecond
+	trashStep  = datasync.RemoveStep
+	trashPause = datasync.RemovePause
 )
 
 type trashFile struct {

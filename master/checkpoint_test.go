@@ -2,8 +2,10 @@ package master
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -53,6 +55,9 @@ func TestCheckpointFromLog(t *testing.T) {
 	if disk, err := os.ReadFile(filepath.Join(cfg.Dir, "checkpoint")); err != nil || !bytes.Equal(disk, live) {
 		t.Fatalf("checkpoint from the log (%d bytes, %v) differs from the live tree's snapshot (%d bytes)", len(disk), err, len(live))
 	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "checkpoint.old")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the checkpoint replaced is still there (%v)", err)
+	}
 	ents, _ := os.ReadDir(cfg.Dir)
 	for _, e := range ents {
 		if first, ok := strings.CutPrefix(e.Name(), "log-"); ok {
@@ -101,6 +106,11 @@ func TestCheckpointFromLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.oplog.Close()
+	// As a crash in the middle of removing the checkpoint before leaves it.
+	old := filepath.Join(cfg.Dir, "checkpoint.old")
+	if err := os.WriteFile(old, make([]byte, 9<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	m2, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +118,10 @@ func TestCheckpointFromLog(t *testing.T) {
 	defer m2.Close()
 	if got := snapshot(m2); !bytes.Equal(got, live) {
 		t.Fatalf("restarted from the background checkpoint and the log: %d bytes of snapshot, live tree %d", len(got), len(live))
+	}
+	m2.ckpt.Wait()
+	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the checkpoint a crash left is still there after the start (%v)", err)
 	}
 }
 
@@ -121,30 +135,39 @@ func segmentNamed(t *testing.T, dir string, first uint64) os.FileInfo {
 	return fi
 }
 
-// The pacer sleeps three times the work it saw (a quarter of a core), in
-// pauses after each millisecond or more of work, never after less; once
-// its done channel is closed it does not wait.
+// The pacer pauses after each paceEvery or more of work, never after
+// less, for as long as holds the work to its share of the time since the
+// job started (a pause that ran long makes the next one shorter, down to
+// minPause); once its done channel is closed it does not wait.
 func TestPacerKeepsItsShare(t *testing.T) {
 	var clock time.Time
 	var slept []time.Duration
-	p := &pacer{share: 0.25, since: clock, now: func() time.Time { return clock },
-		sleep: func(d time.Duration, _ <-chan struct{}) { slept = append(slept, d); clock = clock.Add(d) }}
+	overslept := time.Duration(0) // added to the next pause the pacer takes
+	p := &pacer{share: 0.25, start: clock, since: clock, now: func() time.Time { return clock },
+		sleep: func(d time.Duration, _ <-chan struct{}) {
+			slept = append(slept, d)
+			clock = clock.Add(d + overslept)
+			overslept = 0
+		}}
 	work := func(d time.Duration) { clock = clock.Add(d); p.step() }
 	for range 10 {
-		work(300 * time.Microsecond) // three short steps: no pause yet
+		work(paceEvery / 4) // short steps: a pause after every four
 	}
-	for range 5 {
-		work(2 * time.Millisecond)
+	if len(slept) != 2 || slept[0] != 3*paceEvery || slept[1] != 3*paceEvery {
+		t.Fatalf("pauses %v after 10 steps of a quarter burst; want two of %v", slept, 3*paceEvery)
 	}
-	var total time.Duration
-	for _, d := range slept {
-		total += d
-		if d < 3*time.Millisecond {
-			t.Fatalf("a pause of %v: after less than a millisecond of work", d)
-		}
+	work(2 * paceEvery) // the two short steps before and this one
+	if got, want := clock.Sub(time.Time{}), time.Duration(float64(p.worked)/0.25); got != want {
+		t.Fatalf("after %v of work %v had passed, want %v", p.worked, got, want)
 	}
-	if p.worked != 13*time.Millisecond || total != 3*p.worked {
-		t.Fatalf("worked %v, slept %v in %d pauses; want 13ms and 3x that", p.worked, total, len(slept))
+	overslept = 10 * paceEvery
+	work(paceEvery)
+	work(paceEvery)
+	if last := slept[len(slept)-1]; last != minPause {
+		t.Fatalf("the pause after one that ran %v long was %v, want %v", 10*paceEvery, last, minPause)
+	}
+	if share := float64(p.worked) / float64(clock.Sub(time.Time{})); share > 0.25 {
+		t.Fatalf("share of the time worked %.2f, want at most 0.25", share)
 	}
 
 	done := make(chan struct{})

@@ -145,6 +145,20 @@ func New(cfg Config) (*Master, error) {
 	m.rpc.Register(protocol.ClientProtocol, m.clientMethods())
 	m.rpc.Register(protocol.DatanodeProtocol, m.datanodeMethods())
 	m.rpc.Register(protocol.AdminProtocol, m.adminMethods())
+	if oplog.HasOldCheckpoint(cfg.Dir) {
+		// What a shutdown or a crash left of the checkpoint before the
+		// last goes as a background checkpoint's would; none starts
+		// meanwhile.
+		m.mu.checkpointing = true
+		m.ckpt.Add(1)
+		go func() {
+			defer m.ckpt.Done()
+			m.removeOldCheckpoint()
+			m.mu.Lock()
+			m.mu.checkpointing = false
+			m.mu.Unlock()
+		}()
+	}
 	return m, nil
 }
 

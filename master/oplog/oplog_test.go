@@ -1,6 +1,7 @@
 package oplog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -149,6 +150,42 @@ func TestCheckpointAndCompact(t *testing.T) {
 	}
 	if _, err := t2.Lookup("/d2"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCheckpointKeepsTheOneItReplaces checks that a checkpoint replaced
+// stays, as the file it was, until RemoveOldCheckpoint frees it, and that
+// a second replacement drops what a removal cut short left.
+func TestCheckpointKeepsTheOneItReplaces(t *testing.T) {
+	dir := t.TempDir()
+	tree := namespace.New("u", "g", 1)
+	if err := SaveCheckpoint(dir, tree, nil); err != nil {
+		t.Fatal(err)
+	}
+	if HasOldCheckpoint(dir) {
+		t.Fatal("an old checkpoint after the first")
+	}
+	first, _ := os.ReadFile(filepath.Join(dir, checkpointName))
+	if _, err := tree.Apply(&namespace.Entry{Index: 1, Type: namespace.OpMkdir, Path: "/d", FileID: tree.NextInodeID()}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second over an old one not removed
+		if err := SaveCheckpoint(dir, tree, nil); err != nil {
+			t.Fatal(err)
+		}
+		if old, err := os.ReadFile(filepath.Join(dir, oldCheckpointName)); err != nil || !HasOldCheckpoint(dir) {
+			t.Fatalf("old checkpoint: %v", err)
+		} else if len(first) > 0 && !bytes.Equal(old, first) {
+			t.Fatal("the old checkpoint is not the one replaced")
+		}
+		first = nil
+	}
+	if err := RemoveOldCheckpoint(dir, nil); err != nil || HasOldCheckpoint(dir) {
+		t.Fatalf("remove old checkpoint: %v, still there: %v", err, HasOldCheckpoint(dir))
+	}
+	t2, err := LoadCheckpoint(dir, nil)
+	if err != nil || t2 == nil || t2.LastIndex() != 1 {
+		t.Fatalf("load checkpoint after the old one went: %v %v", t2, err)
 	}
 }
 
