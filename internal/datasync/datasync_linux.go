@@ -7,6 +7,7 @@ package datasync
 import (
 	"io/fs"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,4 +39,12 @@ func writeBack(f *os.File, off, n int64) error {
 			return nil
 		}
 	}
+}
+
+// hardLinks is the number of names the file fi describes has.
+func hardLinks(fi fs.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Nlink)
+	}
+	return 2 // unknown: as if shared, never shrunk
 }

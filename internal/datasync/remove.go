@@ -23,6 +23,8 @@ const (
 // concurrent fdatasync 39-47 ms; shrunk 4 MiB at a time, 10 ms apart, the
 // slowest took 1.2 ms. Once stop is closed it returns at the next step,
 // leaving the rest of the file in place. A file already gone is no error.
+// A file with another name as well is only unlinked: shrinking it would
+// shrink the other, and unlinking it frees nothing.
 func RemoveGradually(path string, step int64, pause time.Duration, stop <-chan struct{}) error {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -36,7 +38,11 @@ func RemoveGradually(path string, step int64, pause time.Duration, stop <-chan s
 		f.Close()
 		return err
 	}
-	for size := fi.Size(); size > step; {
+	size := fi.Size()
+	if hardLinks(fi) > 1 {
+		size = 0
+	}
+	for size > step {
 		size -= step
 		if err := f.Truncate(size); err != nil {
 			f.Close()

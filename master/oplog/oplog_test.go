@@ -187,6 +187,32 @@ func TestCheckpointKeepsTheOneItReplaces(t *testing.T) {
 	if err != nil || t2 == nil || t2.LastIndex() != 1 {
 		t.Fatalf("load checkpoint after the old one went: %v %v", t2, err)
 	}
+	// A crash between the link and the rename leaves the old name on the
+	// current checkpoint: its removal must not touch that (one of more
+	// than a removal's step).
+	for i := uint64(2); i < 300000; i++ {
+		if _, err := tree.Apply(&namespace.Entry{Index: i, Type: namespace.OpMkdir, Path: fmt.Sprintf("/d/%d", i), FileID: tree.NextInodeID(), Parents: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := SaveCheckpoint(dir, tree, nil); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, checkpointName)); err != nil || fi.Size() <= datasync.RemoveStep {
+		t.Fatalf("checkpoint of %v bytes (%v), want more than %d", fi.Size(), err, datasync.RemoveStep)
+	}
+	if err := os.Remove(filepath.Join(dir, oldCheckpointName)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(dir, checkpointName), filepath.Join(dir, oldCheckpointName)); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveOldCheckpoint(dir, nil); err != nil || HasOldCheckpoint(dir) {
+		t.Fatalf("remove old checkpoint, a second name of the current one: %v, still there: %v", err, HasOldCheckpoint(dir))
+	}
+	if t2, err := LoadCheckpoint(dir, nil); err != nil || t2 == nil || t2.LastIndex() != 299999 {
+		t.Fatalf("load checkpoint after its second name went: %v %v", t2, err)
+	}
 }
 
 func TestCorruptionMidLastSegmentRefusesToStart(t *testing.T) {
