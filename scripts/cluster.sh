@@ -24,5 +24,15 @@ start_cluster() {
     "$g" datanode --master "$master" --data "$work/d$i" --listen 127.0.0.1:0 $dflags >/dev/null 2>"$work/d$i.log" &
     pids+=($!)
   done
-  until "$g" --master "$master" report 2>/dev/null | grep -q "^$n live"; do sleep 0.2; done
+  until "$g" --master "$master" report 2>/dev/null | grep -q "^$n live"; do
+    # A server that died (a port taken, say) would leave this waiting.
+    for p in "$mpid" "${pids[@]}"; do
+      if ! kill -0 "$p" 2>/dev/null; then
+        echo "cluster.sh: a server exited while starting; its logs:" >&2
+        tail -n 5 "$work"/*.log >&2
+        exit 1
+      fi
+    done
+    sleep 0.2
+  done
 }
