@@ -160,7 +160,7 @@ type store struct {
 		bytes int64         // theirs, still on disk: part of the used space
 		added chan struct{} // a token when files grew
 	}
-	deletePause time.Duration // trashPause; tests hold the deleter up
+	deletePause time.Duration // datasync.RemovePause; tests hold the deleter up
 	deleter     sync.WaitGroup
 	stop        chan struct{} // closed by close
 	closeOnce   sync.Once
@@ -178,7 +178,7 @@ type store struct {
 // the finalized replicas on them. Leftover rbw files from a crash are
 // removed: their writer was never acked for them.
 func openStore(dirs []string, reserved int64) (*store, error) {
-	s := &store{keepFree: fullBelow + uint64(reserved), check: (*volume).check, stop: make(chan struct{}), deletePause: trashPause}
+	s := &store{keepFree: fullBelow + uint64(reserved), check: (*volume).check, stop: make(chan struct{}), deletePause: datasync.RemovePause}
 	s.trash.added = make(chan struct{}, 1)
 	s.mu.replicas = map[uint64]*replica{}
 	s.mu.writing = map[uint64]*replicaWriter{}
@@ -213,16 +213,6 @@ func openStore(dirs []string, reserved int64) (*store, error) {
 	return s, nil
 }
 
-// Deleted block files go step by step: trashStep bytes at a time,
-// trashPause apart. On a disk that discards freed blocks, a datanode
-// removing the 64 MiB block files of a deleted 1 GiB file at once (three
-// of them on one disk, at replication 3) held every fdatasync on that
-// disk 5-29 ms for most of a second.
-const (
-	trashStep  = datasync.RemoveStep
-	trashPause = datasync.RemovePause
-)
-
 type trashFile struct {
 	path string
 	size int64
@@ -251,7 +241,11 @@ func (s *store) removeTrash() {
 		if !ok {
 			return
 		}
-		datasync.RemoveGradually(f.path, trashStep, s.deletePause, s.stop)
+		// Step by step: on a disk that discards freed blocks, a datanode
+		// removing the 64 MiB block files of a deleted 1 GiB file at once
+		// (three of them on one disk, at replication 3) held every
+		// fdatasync on that disk 5-29 ms for most of a second.
+		datasync.RemoveGradually(f.path, datasync.RemoveStep, s.deletePause, s.stop)
 		s.trash.Lock()
 		s.trash.bytes -= f.size
 		s.trash.Unlock()
@@ -1251,7 +1245,7 @@ func (s *store) remove(id, gs uint64) (bool, error) {
 	var errs []error
 	for _, name := range r.files(id) {
 		path := filepath.Join(dir, name)
-		if name == blockFileName(id) && r.length > trashStep {
+		if name == blockFileName(id) && r.length > datasync.RemoveStep {
 			// Out of the way of a new replica of the block at once, and
 			// off the disk in the background.
 			trash := filepath.Join(r.dir.trashDir(), fmt.Sprintf("%s.%d", name, time.Now().UnixNano()))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"github.com/godfs/godfs/internal/datasync"
 	"os"
 	"path/filepath"
 	"strings"
@@ -381,7 +382,7 @@ func TestRemoveThroughTrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.deletePause = time.Hour // one step, then held until the store closes
-	data := make([]byte, 2*trashStep+1<<20)
+	data := make([]byte, 2*datasync.RemoveStep+1<<20)
 	rand.Read(data)
 	writeReplica(t, s, 42, data)
 	r, _ := s.get(42)
@@ -404,7 +405,7 @@ func TestRemoveThroughTrash(t *testing.T) {
 	for {
 		ents, _ := os.ReadDir(trash)
 		if len(ents) == 1 {
-			if fi, err := ents[0].Info(); err == nil && fi.Size() == int64(len(data))-trashStep {
+			if fi, err := ents[0].Info(); err == nil && fi.Size() == int64(len(data))-datasync.RemoveStep {
 				break
 			}
 		}

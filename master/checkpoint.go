@@ -59,13 +59,12 @@ func (m *Master) checkpointFromLog(idx uint64) {
 		if tree.LastIndex() != idx {
 			return fmt.Errorf("op log replayed to entry %d, want %d", tree.LastIndex(), idx)
 		}
-		if err := m.writeCheckpoint(tree, p.step); err != nil {
-			return err
-		}
-		m.removeOldCheckpoint()
-		return nil
+		return m.writeCheckpoint(tree, p.step)
 	}()
 	took := time.Since(start)
+	if err == nil {
+		m.removeOldCheckpoint() // before checkpointing is cleared: one at a time
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.mu.checkpointing = false
